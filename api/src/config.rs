@@ -1,0 +1,183 @@
+//! Worker configuration. The operator renders it as YAML into a ConfigMap; a person writes
+//! the same file by hand. Every field has a default so a file may hold only what differs.
+//! Secrets (database passwords, Kafka SASL credentials) are never part of this type: they
+//! come from the environment, which Kubernetes fills from Secrets.
+
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WorkerConfig {
+    /// Pipeline name: the `pipeline` label of every metric and the prefix of log lines.
+    pub pipeline: String,
+    pub kafka: KafkaConfig,
+    pub postgres: PostgresConfig,
+    pub batch: BatchConfig,
+    pub validation: ValidationConfig,
+    pub retention: RetentionConfig,
+    pub http: HttpConfig,
+    pub fraud: FraudConfig,
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        Self {
+            pipeline: "default".into(),
+            kafka: KafkaConfig::default(),
+            postgres: PostgresConfig::default(),
+            batch: BatchConfig::default(),
+            validation: ValidationConfig::default(),
+            retention: RetentionConfig::default(),
+            http: HttpConfig::default(),
+            fraud: FraudConfig::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct KafkaConfig {
+    /// Comma-separated `host:port` list of brokers.
+    pub bootstrap_servers: String,
+    /// Topic of input transactions.
+    pub topic: String,
+    /// Consumer group shared by all workers of the pipeline.
+    pub group_id: String,
+    /// Topic for rejected records; empty means `<topic>.dlq`.
+    pub dlq_topic: String,
+    /// Topic for fraud alerts; empty means `<topic>.alerts`.
+    pub alerts_topic: String,
+    /// `security.protocol` (PLAINTEXT, SSL, SASL_PLAINTEXT, SASL_SSL). SASL username and
+    /// password come from `SLUICE_KAFKA_SASL_USERNAME` / `SLUICE_KAFKA_SASL_PASSWORD`.
+    pub security_protocol: String,
+    /// SASL mechanism when SASL is used (PLAIN, SCRAM-SHA-256, SCRAM-SHA-512).
+    pub sasl_mechanism: String,
+    /// Consumer session timeout: how long a dead worker keeps its partitions.
+    pub session_timeout_ms: u32,
+    /// Longest the broker holds a fetch when there is little data; bounds idle latency.
+    pub fetch_wait_max_ms: u32,
+}
+
+impl Default for KafkaConfig {
+    fn default() -> Self {
+        Self {
+            bootstrap_servers: "127.0.0.1:9092".into(),
+            topic: "transactions".into(),
+            group_id: "sluice".into(),
+            dlq_topic: String::new(),
+            alerts_topic: String::new(),
+            security_protocol: "PLAINTEXT".into(),
+            sasl_mechanism: "PLAIN".into(),
+            session_timeout_ms: 10_000,
+            fetch_wait_max_ms: 10,
+        }
+    }
+}
+
+impl KafkaConfig {
+    pub fn dlq_topic(&self) -> String {
+        if self.dlq_topic.is_empty() { format!("{}.dlq", self.topic) } else { self.dlq_topic.clone() }
+    }
+
+    pub fn alerts_topic(&self) -> String {
+        if self.alerts_topic.is_empty() {
+            format!("{}.alerts", self.topic)
+        } else {
+            self.alerts_topic.clone()
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct PostgresConfig {
+    /// Schema holding the pipeline's tables, so pipelines can share a database.
+    pub schema: String,
+    /// Connections to the primary (the URL comes from `DATABASE_URL`).
+    pub max_connections: u32,
+    /// First retry delay after a database error; doubles up to `retry_max_ms`.
+    pub retry_initial_ms: u64,
+    pub retry_max_ms: u64,
+}
+
+impl Default for PostgresConfig {
+    fn default() -> Self {
+        Self { schema: "sluice".into(), max_connections: 4, retry_initial_ms: 100, retry_max_ms: 5_000 }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BatchConfig {
+    /// A batch is written once it holds this many records…
+    pub max_records: usize,
+    /// …or once its oldest record has waited this long.
+    pub max_wait_ms: u64,
+}
+
+impl Default for BatchConfig {
+    fn default() -> Self {
+        Self { max_records: 5_000, max_wait_ms: 20 }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ValidationConfig {
+    /// Event times further than this in the future are rejected (`future_timestamp`).
+    pub max_future_skew_secs: i64,
+}
+
+impl Default for ValidationConfig {
+    fn default() -> Self {
+        Self { max_future_skew_secs: 300 }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RetentionConfig {
+    /// Daily partitions of `transactions` older than this are dropped; events older than
+    /// this are rejected (`too_old`), which also bounds the duplicate-detection window.
+    pub days: u32,
+    /// Daily partitions created ahead of today.
+    pub days_ahead: u32,
+    /// How often partition maintenance runs.
+    pub maintenance_interval_secs: u64,
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        Self { days: 30, days_ahead: 3, maintenance_interval_secs: 3_600 }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpConfig {
+    /// Address of `/metrics`, `/healthz` and `/readyz`.
+    pub listen: String,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self { listen: "0.0.0.0:9090".into() }
+    }
+}
+
+/// Fraud scoring switches (filled by the fraud stage; reloaded without restart).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FraudConfig {
+    pub enabled: bool,
+    /// Score at or above which a transaction is flagged.
+    pub threshold: f64,
+    /// Rules switched off by name.
+    pub disabled_rules: Vec<String>,
+}
+
+impl Default for FraudConfig {
+    fn default() -> Self {
+        Self { enabled: true, threshold: 0.5, disabled_rules: Vec::new() }
+    }
+}

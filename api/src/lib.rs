@@ -1,0 +1,9 @@
+//! Types shared by the sluice binaries and tests: the input event contract
+//! (`shared/contract/transaction.schema.json`) and the worker configuration that the
+//! operator renders into a ConfigMap.
+
+pub mod config;
+pub mod event;
+
+pub use config::WorkerConfig;
+pub use event::{Channel, PaymentMethod, Transaction};

@@ -1,0 +1,8 @@
+//! sluice-loadgen: contract events (keyed by customer) at a controlled rate, with a
+//! configurable share of invalid and duplicate records, deterministic under a seed.
+
+pub mod generate;
+pub mod produce;
+
+pub use generate::{Event, EventKind, Generator, GeneratorConfig};
+pub use produce::{LoadSpec, Summary, ensure_topic, produce};

@@ -1,0 +1,144 @@
+//! Producing generated events to Kafka at a target rate, with a progress line.
+
+use crate::generate::{EventKind, Generator, GeneratorConfig};
+use anyhow::{Context, Result};
+use chrono::Utc;
+use indicatif::{ProgressBar, ProgressStyle};
+use rdkafka::ClientConfig;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+use rdkafka::types::RDKafkaErrorCode as Code;
+use std::time::{Duration, Instant};
+
+#[derive(Debug, Clone)]
+pub struct LoadSpec {
+    pub brokers: String,
+    pub topic: String,
+    /// Events per second; 0 = as fast as the broker takes them.
+    pub rate: u64,
+    /// Stop after this long…
+    pub duration: Option<Duration>,
+    /// …or after this many events, whichever comes first.
+    pub count: Option<u64>,
+    pub generator: GeneratorConfig,
+    pub progress: bool,
+    /// Keep the ids of valid events in the summary (tests check them one by one).
+    pub collect_ids: bool,
+}
+
+#[derive(Debug, Default, Clone)]
+pub struct Summary {
+    pub produced: u64,
+    pub valid: u64,
+    pub invalid: u64,
+    pub duplicates: u64,
+    pub elapsed: Duration,
+    pub valid_ids: Vec<String>,
+}
+
+/// Create `topic` with `partitions` partitions unless it exists.
+pub async fn ensure_topic(brokers: &str, topic: &str, partitions: i32) -> Result<()> {
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new().set("bootstrap.servers", brokers).create()?;
+    let new = NewTopic::new(topic, partitions, TopicReplication::Fixed(1));
+    for r in admin.create_topics(&[new], &AdminOptions::new()).await? {
+        match r {
+            Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((t, e)) => anyhow::bail!("creating topic {t}: {e}"),
+        }
+    }
+    Ok(())
+}
+
+/// Produce until the duration or count is reached; blocks the calling thread.
+pub fn produce(spec: &LoadSpec) -> Result<Summary> {
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", &spec.brokers)
+        .set("linger.ms", if spec.rate == 0 { "20" } else { "1" })
+        .set("batch.num.messages", "10000")
+        .set("queue.buffering.max.kbytes", "262144")
+        .set("enable.idempotence", "true")
+        .create()
+        .context("creating Kafka producer")?;
+    let mut generator = Generator::new(spec.generator.clone());
+    let mut summary = Summary::default();
+    let bar = progress_bar(spec);
+    let started = Instant::now();
+    let limit = spec.count.unwrap_or(u64::MAX);
+    while summary.produced < limit && spec.duration.is_none_or(|d| started.elapsed() < d) {
+        // Pace by the clock: the number due by now, not a sleep per event.
+        let due = if spec.rate == 0 {
+            summary.produced + 1000
+        } else {
+            (started.elapsed().as_secs_f64() * spec.rate as f64) as u64 + 1
+        };
+        let due = due.min(limit);
+        if summary.produced >= due {
+            producer.poll(Duration::from_millis(1));
+            continue;
+        }
+        let now = Utc::now();
+        while summary.produced < due {
+            let event = generator.next(now);
+            let mut record = BaseRecord::to(&spec.topic).key(&event.key).payload(&event.payload);
+            loop {
+                match producer.send(record) {
+                    Ok(()) => break,
+                    Err((KafkaError::MessageProduction(Code::QueueFull), r)) => {
+                        record = r;
+                        producer.poll(Duration::from_millis(10));
+                    }
+                    Err((e, _)) => return Err(e).context("producing"),
+                }
+            }
+            summary.produced += 1;
+            match event.kind {
+                EventKind::Valid => {
+                    summary.valid += 1;
+                    if spec.collect_ids {
+                        summary.valid_ids.extend(event.transaction_id);
+                    }
+                }
+                EventKind::Invalid => summary.invalid += 1,
+                EventKind::Duplicate => summary.duplicates += 1,
+            }
+        }
+        producer.poll(Duration::ZERO);
+        if let Some(bar) = &bar {
+            bar.set_position(summary.produced);
+            let secs = started.elapsed().as_secs_f64().max(1e-3);
+            bar.set_message(format!("{:.0} ev/s", summary.produced as f64 / secs));
+        }
+    }
+    producer.flush(Duration::from_secs(60)).context("flushing produced events")?;
+    summary.elapsed = started.elapsed();
+    if let Some(bar) = bar {
+        bar.finish_with_message(format!(
+            "{} events ({} valid, {} invalid, {} duplicates) in {:.1}s",
+            summary.produced,
+            summary.valid,
+            summary.invalid,
+            summary.duplicates,
+            summary.elapsed.as_secs_f64()
+        ));
+    }
+    Ok(summary)
+}
+
+fn progress_bar(spec: &LoadSpec) -> Option<ProgressBar> {
+    if !spec.progress {
+        return None;
+    }
+    let total = match (spec.count, spec.duration) {
+        (Some(c), _) => c,
+        (None, Some(d)) if spec.rate > 0 => (d.as_secs_f64() * spec.rate as f64) as u64,
+        _ => 0,
+    };
+    let bar = ProgressBar::new(total);
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:30} {pos}/{len} {msg}")
+            .expect("valid template"),
+    );
+    Some(bar)
+}

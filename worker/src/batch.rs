@@ -1,0 +1,209 @@
+//! A batch: the records of one Postgres transaction, and how their rows are encoded for COPY.
+
+use crate::score::Verdict;
+use crate::validate::{Reason, ValidTransaction};
+use chrono::{DateTime, Utc};
+use std::collections::{BTreeMap, HashSet};
+use std::time::Instant;
+
+/// A valid record, scored, waiting to be written.
+pub struct Accepted {
+    pub valid: ValidTransaction,
+    pub partition: i32,
+    pub offset: i64,
+    pub kafka_timestamp: DateTime<Utc>,
+    pub received_at: Instant,
+    /// Original bytes, kept in case the row turns out to be a duplicate (DLQ needs them).
+    pub raw: Vec<u8>,
+    pub verdict: Verdict,
+}
+
+/// A record that will not be a row of `transactions`.
+pub struct Rejected {
+    pub partition: i32,
+    pub offset: i64,
+    pub reason: Reason,
+    pub detail: String,
+    pub transaction_id: Option<String>,
+    /// Original bytes with card numbers masked.
+    pub raw_masked: Vec<u8>,
+}
+
+/// How one partition's stored offset moves if this batch commits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct OffsetMove {
+    /// The stored value this batch was built on (-1: nothing stored). A mismatch at write
+    /// time means another worker moved the partition on: this batch is stale.
+    pub expected: i64,
+    pub next: i64,
+}
+
+pub struct Batch {
+    /// Bumped by the consumer on every resync; the sink discards older generations.
+    pub generation: u64,
+    pub accepted: Vec<Accepted>,
+    pub rejected: Vec<Rejected>,
+    pub offsets: BTreeMap<i32, OffsetMove>,
+    pub opened_at: Instant,
+    ids: HashSet<String>,
+}
+
+impl Batch {
+    pub fn new(generation: u64) -> Self {
+        Self {
+            generation,
+            accepted: Vec::new(),
+            rejected: Vec::new(),
+            offsets: BTreeMap::new(),
+            opened_at: Instant::now(),
+            ids: HashSet::new(),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.accepted.len() + self.rejected.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.offsets.is_empty()
+    }
+
+    /// Note that `offset` of `partition` is consumed by this batch; `stored` is the next
+    /// offset the database holds for it when the batch opens that partition.
+    pub fn advance(&mut self, partition: i32, offset: i64, stored: i64) {
+        self.offsets
+            .entry(partition)
+            .and_modify(|m| m.next = offset + 1)
+            .or_insert(OffsetMove { expected: stored, next: offset + 1 });
+    }
+
+    /// Add a valid record; a second copy of an id within the batch is a duplicate at once
+    /// (the database only sees one copy per statement).
+    pub fn push_accepted(&mut self, record: Accepted) {
+        if self.ids.insert(record.valid.tx.transaction_id.clone()) {
+            self.accepted.push(record);
+        } else {
+            self.rejected.push(duplicate_of(&record));
+        }
+    }
+
+    pub fn push_rejected(&mut self, record: Rejected) {
+        self.rejected.push(record);
+    }
+
+    /// Drop everything of `partitions` (revoked before the batch was handed on).
+    pub fn retain_partitions(&mut self, keep: impl Fn(i32) -> bool) {
+        self.accepted.retain(|r| keep(r.partition));
+        self.rejected.retain(|r| keep(r.partition));
+        self.offsets.retain(|p, _| keep(*p));
+        self.ids = self.accepted.iter().map(|r| r.valid.tx.transaction_id.clone()).collect();
+    }
+}
+
+pub fn duplicate_of(record: &Accepted) -> Rejected {
+    Rejected {
+        partition: record.partition,
+        offset: record.offset,
+        reason: Reason::Duplicate,
+        detail: "transaction_id already stored".into(),
+        transaction_id: Some(record.valid.tx.transaction_id.clone()),
+        raw_masked: crate::validate::mask_pans(&record.raw),
+    }
+}
+
+/// Encode accepted records in COPY text format for `sluice_staging` (column order of
+/// `db::STAGING_DDL`).
+pub fn encode_copy(records: &[Accepted], out: &mut Vec<u8>) {
+    use std::io::Write;
+    for r in records {
+        let tx = &r.valid.tx;
+        text(out, &tx.transaction_id);
+        text(out, &tx.customer_id);
+        text(out, &tx.merchant_id);
+        opt_text(out, tx.merchant_category.as_deref());
+        let cents = r.valid.amount_cents;
+        let _ = write!(out, "{}.{:02}\t", cents / 100, cents % 100);
+        text(out, &tx.currency);
+        timestamp(out, r.valid.event_time);
+        text(out, tx.payment_method.as_str());
+        opt_text(out, tx.channel.map(|c| c.as_str()));
+        text(out, &tx.country);
+        opt_text(out, tx.shipping_country.as_deref());
+        opt_text(out, tx.card_last4.as_deref());
+        opt_text(out, tx.card_fingerprint.as_deref());
+        opt_text(out, tx.device_id.as_deref());
+        opt_text(out, tx.ip_address.as_deref());
+        opt_num(out, tx.latitude);
+        opt_num(out, tx.longitude);
+        opt_num(out, tx.account_age_days);
+        opt_num(out, tx.items);
+        let _ = write!(out, "{}\t{}\t", r.partition, r.offset);
+        timestamp(out, r.kafka_timestamp);
+        opt_num(out, r.verdict.score);
+        out.extend_from_slice(if r.verdict.flagged { b"t\t" } else { b"f\t" });
+        if r.verdict.reasons.is_empty() {
+            out.extend_from_slice(b"\\N");
+        } else {
+            // Reasons are fixed snake_case names: no quoting needed inside the array literal.
+            out.push(b'{');
+            out.extend_from_slice(r.verdict.reasons.join(",").as_bytes());
+            out.push(b'}');
+        }
+        out.push(b'\n');
+    }
+}
+
+fn text(out: &mut Vec<u8>, s: &str) {
+    for &b in s.as_bytes() {
+        match b {
+            b'\\' => out.extend_from_slice(b"\\\\"),
+            b'\t' => out.extend_from_slice(b"\\t"),
+            b'\n' => out.extend_from_slice(b"\\n"),
+            b'\r' => out.extend_from_slice(b"\\r"),
+            _ => out.push(b),
+        }
+    }
+    out.push(b'\t');
+}
+
+fn opt_text(out: &mut Vec<u8>, s: Option<&str>) {
+    match s {
+        Some(s) => text(out, s),
+        None => out.extend_from_slice(b"\\N\t"),
+    }
+}
+
+fn opt_num<T: std::fmt::Display>(out: &mut Vec<u8>, v: Option<T>) {
+    use std::io::Write;
+    match v {
+        Some(v) => {
+            let _ = write!(out, "{v}\t");
+        }
+        None => out.extend_from_slice(b"\\N\t"),
+    }
+}
+
+fn timestamp(out: &mut Vec<u8>, t: DateTime<Utc>) {
+    use std::io::Write;
+    let _ = write!(out, "{}\t", t.format("%Y-%m-%d %H:%M:%S%.6f+00"));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn copy_text_escapes_control_characters() {
+        let mut out = Vec::new();
+        text(&mut out, "a\tb\\c\nd");
+        assert_eq!(out, b"a\\tb\\\\c\\nd\t");
+    }
+
+    #[test]
+    fn offsets_remember_the_value_they_were_built_on() {
+        let mut b = Batch::new(0);
+        b.advance(3, 10, 10);
+        b.advance(3, 11, 10);
+        assert_eq!(b.offsets[&3], OffsetMove { expected: 10, next: 12 });
+    }
+}

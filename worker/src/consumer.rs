@@ -1,0 +1,409 @@
+//! The consumer: one thread polls Kafka, validates and scores each record, and builds
+//! batches for the sink. Partition ownership follows the group (cooperative-sticky); the
+//! offsets that count are the ones stored in Postgres, so on assignment each partition
+//! starts at its stored offset, and records below what was already handed on are skipped.
+
+use crate::batch::{Accepted, Batch, Rejected};
+use crate::metrics::Metrics;
+use crate::score::Scorer;
+use crate::sink::Ack;
+use crate::validate::{TimeBounds, mask_pans, validate};
+use chrono::{DateTime, Utc};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
+use rdkafka::error::KafkaResult;
+use rdkafka::message::{BorrowedMessage, Message};
+use rdkafka::statistics::Statistics;
+use rdkafka::types::RDKafkaRespErr;
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
+use sluice_api::WorkerConfig;
+use sqlx::PgPool;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+use tokio::runtime::Handle;
+use tokio::sync::mpsc;
+
+/// Per-partition progress known to the batch builder.
+#[derive(Debug, Clone, Copy)]
+struct Progress {
+    /// What the database will hold once every batch handed on so far commits.
+    basis: i64,
+    /// Next offset expected from Kafka; anything lower was already taken.
+    seen: i64,
+}
+
+/// State shared between the poll loop and the rebalance callback (both on the poll thread;
+/// the mutex is never contended, it only makes the context `Sync`).
+struct Builder {
+    batch: Batch,
+    generation: u64,
+    progress: HashMap<i32, Progress>,
+    scorer: Box<dyn Scorer>,
+}
+
+pub struct Context {
+    pool: PgPool,
+    runtime: Handle,
+    group: String,
+    topic: String,
+    builder: Mutex<Builder>,
+    inflight: Arc<AtomicUsize>,
+    metrics: Arc<Metrics>,
+    revoke_deadline: Duration,
+}
+
+impl Context {
+    fn builder(&self) -> MutexGuard<'_, Builder> {
+        self.builder.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Stored offsets for `partitions`, retried until Postgres answers: without them the
+    /// partitions cannot be processed at all.
+    fn stored_offsets(&self, partitions: &[i32]) -> Vec<(i32, i64)> {
+        let mut delay = Duration::from_millis(100);
+        loop {
+            match self.runtime.block_on(crate::db::load_offsets(&self.pool, &self.group, &self.topic, partitions)) {
+                Ok(rows) => return rows,
+                Err(e) => {
+                    tracing::warn!(error = %e, "reading stored offsets failed; retrying");
+                    std::thread::sleep(delay);
+                    delay = (delay * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+    }
+
+    fn on_assign(&self, consumer: &BaseConsumer<Self>, tpl: &mut TopicPartitionList) {
+        let partitions: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
+        let stored = self.stored_offsets(&partitions);
+        let mut b = self.builder();
+        for (partition, next) in stored {
+            if next >= 0 {
+                let _ = tpl.set_partition_offset(&self.topic, partition, Offset::Offset(next));
+            }
+            b.progress.insert(partition, Progress { basis: next, seen: next });
+        }
+        drop(b);
+        tracing::info!(?partitions, "partitions assigned");
+        if let Err(e) = consumer.incremental_assign(tpl) {
+            tracing::error!(error = %e, "incremental assign failed");
+        }
+    }
+
+    fn on_revoke(&self, consumer: &BaseConsumer<Self>, tpl: &TopicPartitionList) {
+        let partitions: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
+        {
+            let mut b = self.builder();
+            b.batch.retain_partitions(|p| !partitions.contains(&p));
+            for p in &partitions {
+                b.progress.remove(p);
+            }
+            b.scorer.forget_partitions(&partitions);
+        }
+        // Let batches already handed on finish, so the next owner starts from their commit
+        // instead of being fenced by it.
+        let deadline = Instant::now() + self.revoke_deadline;
+        while self.inflight.load(Ordering::SeqCst) > 0 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        for p in &partitions {
+            let _ = self.metrics.consumer_lag.remove_label_values(&[&p.to_string()]);
+        }
+        tracing::info!(?partitions, "partitions revoked");
+        if let Err(e) = consumer.incremental_unassign(tpl) {
+            tracing::error!(error = %e, "incremental unassign failed");
+        }
+    }
+}
+
+impl ClientContext for Context {
+    fn stats(&self, stats: Statistics) {
+        let Some(topic) = stats.topics.get(&self.topic) else { return };
+        let owned: Vec<i32> = self.builder().progress.keys().copied().collect();
+        for (id, p) in &topic.partitions {
+            if owned.contains(id) && p.consumer_lag >= 0 {
+                self.metrics.consumer_lag.with_label_values(&[&id.to_string()]).set(p.consumer_lag);
+            }
+        }
+    }
+}
+
+impl ConsumerContext for Context {
+    fn rebalance(&self, consumer: &BaseConsumer<Self>, err: RDKafkaRespErr, tpl: &mut TopicPartitionList) {
+        match err {
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => self.on_assign(consumer, tpl),
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => self.on_revoke(consumer, tpl),
+            other => {
+                tracing::error!(error = ?other, "rebalance error; dropping assignment");
+                self.on_revoke(consumer, tpl);
+            }
+        }
+    }
+
+    fn commit_callback(&self, result: KafkaResult<()>, _offsets: &TopicPartitionList) {
+        if let Err(e) = result {
+            tracing::debug!(error = %e, "mirroring offsets to Kafka failed (Postgres holds the truth)");
+        }
+    }
+}
+
+pub struct ConsumerLoop {
+    consumer: BaseConsumer<Context>,
+    topic: String,
+    max_records: usize,
+    max_wait: Duration,
+    retention_days: u32,
+    max_future_skew_secs: i64,
+    batches: mpsc::Sender<Batch>,
+    acks: std::sync::mpsc::Receiver<Ack>,
+    shutdown: Arc<AtomicBool>,
+    /// Unix seconds of the last loop turn (`/healthz`).
+    pub heartbeat: Arc<AtomicU64>,
+}
+
+pub struct ConsumerParts {
+    pub pool: PgPool,
+    pub runtime: Handle,
+    pub metrics: Arc<Metrics>,
+    pub scorer: Box<dyn Scorer>,
+    pub inflight: Arc<AtomicUsize>,
+    pub batches: mpsc::Sender<Batch>,
+    pub acks: std::sync::mpsc::Receiver<Ack>,
+    pub shutdown: Arc<AtomicBool>,
+    pub heartbeat: Arc<AtomicU64>,
+}
+
+impl ConsumerLoop {
+    pub fn new(config: &WorkerConfig, kafka: rdkafka::ClientConfig, parts: ConsumerParts) -> anyhow::Result<Self> {
+        let context = Context {
+            pool: parts.pool,
+            runtime: parts.runtime,
+            group: config.kafka.group_id.clone(),
+            topic: config.kafka.topic.clone(),
+            builder: Mutex::new(Builder {
+                batch: Batch::new(0),
+                generation: 0,
+                progress: HashMap::new(),
+                scorer: parts.scorer,
+            }),
+            inflight: parts.inflight,
+            metrics: parts.metrics,
+            revoke_deadline: Duration::from_millis(u64::from(config.kafka.session_timeout_ms) / 2),
+        };
+        let consumer: BaseConsumer<Context> = kafka.create_with_context(context)?;
+        consumer.subscribe(&[&config.kafka.topic])?;
+        Ok(Self {
+            consumer,
+            topic: config.kafka.topic.clone(),
+            max_records: config.batch.max_records,
+            max_wait: Duration::from_millis(config.batch.max_wait_ms),
+            retention_days: config.retention.days,
+            max_future_skew_secs: config.validation.max_future_skew_secs,
+            batches: parts.batches,
+            acks: parts.acks,
+            shutdown: parts.shutdown,
+            heartbeat: parts.heartbeat,
+        })
+    }
+
+    /// Poll until shutdown is requested, then hand on the last batch, wait for the sink,
+    /// mirror the final offsets to Kafka and leave the group.
+    pub fn run(mut self) {
+        while !self.shutdown.load(Ordering::Relaxed) {
+            self.heartbeat.store(Utc::now().timestamp() as u64, Ordering::Relaxed);
+            self.handle_acks();
+            if self.batch_due() && !self.try_hand_on() {
+                self.wait_for_sink();
+                continue;
+            }
+            let timeout = self.poll_timeout();
+            if let Some(result) = self.consumer.poll(timeout) {
+                match result {
+                    Ok(msg) => self.take(&msg),
+                    Err(e) => tracing::warn!(error = %e, "Kafka poll error"),
+                }
+            }
+        }
+        self.shut_down();
+    }
+
+    fn builder(&self) -> MutexGuard<'_, Builder> {
+        self.consumer.context().builder()
+    }
+
+    fn batch_due(&self) -> bool {
+        let b = self.builder();
+        !b.batch.is_empty() && (b.batch.len() >= self.max_records || b.batch.opened_at.elapsed() >= self.max_wait)
+    }
+
+    fn poll_timeout(&self) -> Duration {
+        let b = self.builder();
+        if b.batch.is_empty() {
+            Duration::from_millis(100)
+        } else {
+            self.max_wait.saturating_sub(b.batch.opened_at.elapsed())
+        }
+    }
+
+    fn take(&self, msg: &BorrowedMessage<'_>) {
+        let partition = msg.partition();
+        let offset = msg.offset();
+        let mut b = self.builder();
+        let Some(progress) = b.progress.get(&partition).copied() else { return };
+        if offset < progress.seen {
+            return; // already handed on (a re-fetch after seek or rebalance)
+        }
+        let payload = msg.payload().unwrap_or_default();
+        let bounds = TimeBounds::around(Utc::now(), self.retention_days, self.max_future_skew_secs);
+        match validate(payload, bounds) {
+            Ok(valid) => {
+                let verdict = b.scorer.score(&valid, partition);
+                let kafka_timestamp = msg
+                    .timestamp()
+                    .to_millis()
+                    .and_then(DateTime::<Utc>::from_timestamp_millis)
+                    .unwrap_or_else(Utc::now);
+                b.batch.push_accepted(Accepted {
+                    valid,
+                    partition,
+                    offset,
+                    kafka_timestamp,
+                    received_at: Instant::now(),
+                    raw: payload.to_vec(),
+                    verdict,
+                });
+            }
+            Err(rejection) => b.batch.push_rejected(Rejected {
+                partition,
+                offset,
+                reason: rejection.reason,
+                detail: rejection.detail,
+                transaction_id: None,
+                raw_masked: mask_pans(payload),
+            }),
+        }
+        b.batch.advance(partition, offset, progress.basis);
+        if let Some(p) = b.progress.get_mut(&partition) {
+            p.seen = offset + 1;
+        }
+    }
+
+    /// Hand the current batch to the sink if it has room; the partitions' basis moves to
+    /// what the batch will store.
+    fn try_hand_on(&self) -> bool {
+        let mut b = self.builder();
+        let next = Batch::new(b.generation);
+        let batch = std::mem::replace(&mut b.batch, next);
+        let moves: Vec<(i32, i64)> = batch.offsets.iter().map(|(p, m)| (*p, m.next)).collect();
+        self.consumer.context().inflight.fetch_add(1, Ordering::SeqCst);
+        match self.batches.try_send(batch) {
+            Ok(()) => {
+                for (p, next) in moves {
+                    if let Some(progress) = b.progress.get_mut(&p) {
+                        progress.basis = next;
+                    }
+                }
+                true
+            }
+            Err(e) => {
+                self.consumer.context().inflight.fetch_sub(1, Ordering::SeqCst);
+                let batch = match e {
+                    mpsc::error::TrySendError::Full(batch) | mpsc::error::TrySendError::Closed(batch) => batch,
+                };
+                b.batch = batch;
+                false
+            }
+        }
+    }
+
+    /// The sink is behind: stop fetching, keep serving the group, and retry the hand-on.
+    fn wait_for_sink(&mut self) {
+        let assignment = self.consumer.assignment().unwrap_or_default();
+        let _ = self.consumer.pause(&assignment);
+        while !self.shutdown.load(Ordering::Relaxed) {
+            self.heartbeat.store(Utc::now().timestamp() as u64, Ordering::Relaxed);
+            self.handle_acks();
+            if !self.batch_due() || self.try_hand_on() {
+                break;
+            }
+            // Paused partitions deliver nothing new, but poll runs rebalance callbacks.
+            if let Some(Ok(msg)) = self.consumer.poll(Duration::from_millis(20)) {
+                self.take(&msg);
+            }
+        }
+        let assignment = self.consumer.assignment().unwrap_or_default();
+        let _ = self.consumer.resume(&assignment);
+    }
+
+    fn handle_acks(&self) {
+        while let Ok(ack) = self.acks.try_recv() {
+            match ack {
+                Ack::Committed { offsets } => self.mirror_to_kafka(&offsets, CommitMode::Async),
+                Ack::Fenced { generation } => self.resync(generation),
+            }
+        }
+    }
+
+    fn mirror_to_kafka(&self, offsets: &[(i32, i64)], mode: CommitMode) {
+        let owned: Vec<i32> = self.builder().progress.keys().copied().collect();
+        let mut tpl = TopicPartitionList::new();
+        for (p, next) in offsets.iter().filter(|(p, _)| owned.contains(p)) {
+            let _ = tpl.add_partition_offset(&self.topic, *p, Offset::Offset(*next));
+        }
+        if tpl.count() > 0
+            && let Err(e) = self.consumer.commit(&tpl, mode)
+        {
+            tracing::debug!(error = %e, "offset mirror to Kafka failed");
+        }
+    }
+
+    /// A batch of `generation` was fenced: drop all buffered work, re-read the stored
+    /// offsets of every owned partition and seek there.
+    fn resync(&self, generation: u64) {
+        let partitions: Vec<i32> = {
+            let mut b = self.builder();
+            if generation < b.generation {
+                return; // already resynced past it
+            }
+            b.generation = generation + 1;
+            b.batch = Batch::new(b.generation);
+            b.progress.keys().copied().collect()
+        };
+        let stored = self.consumer.context().stored_offsets(&partitions);
+        for (partition, next) in stored {
+            if let Some(p) = self.builder().progress.get_mut(&partition) {
+                *p = Progress { basis: next, seen: next };
+            }
+            if next >= 0
+                && let Err(e) = self.consumer.seek(&self.topic, partition, Offset::Offset(next), Duration::from_secs(5))
+            {
+                tracing::warn!(partition, error = %e, "seek after resync failed");
+            }
+        }
+        tracing::info!(?partitions, "resynced from stored offsets");
+    }
+
+    fn shut_down(self) {
+        tracing::info!("shutting down: flushing the last batch");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !self.builder().batch.is_empty() && !self.try_hand_on() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+            self.handle_acks();
+        }
+        let inflight = self.consumer.context().inflight.clone();
+        while inflight.load(Ordering::SeqCst) > 0 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let mut last: HashMap<i32, i64> = HashMap::new();
+        while let Ok(ack) = self.acks.try_recv() {
+            if let Ack::Committed { offsets } = ack {
+                last.extend(offsets);
+            }
+        }
+        self.mirror_to_kafka(&last.into_iter().collect::<Vec<_>>(), CommitMode::Sync);
+        // Dropping the consumer closes it: revoke (nothing in flight now), leave the group.
+        drop(self.consumer);
+        tracing::info!("left the consumer group");
+    }
+}

@@ -1,0 +1,122 @@
+//! Postgres plumbing: the connection pool (each connection pinned to the pipeline's schema
+//! and to UTC), migrations, daily partition upkeep and the stored consumer offsets.
+
+use anyhow::{Context, Result};
+use chrono::{DateTime, Datelike, Duration, NaiveDate, Utc};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{AssertSqlSafe, Executor, PgPool};
+use std::str::FromStr;
+use std::time::Duration as StdDuration;
+
+/// The staging table COPY writes into; one per connection, emptied at every commit.
+pub const STAGING_DDL: &str = "CREATE TEMP TABLE IF NOT EXISTS sluice_staging (
+    transaction_id text, customer_id text, merchant_id text, merchant_category text,
+    amount numeric(12,2), currency text, event_time timestamptz, payment_method text,
+    channel text, country text, shipping_country text, card_last4 text, card_fingerprint text,
+    device_id text, ip_address text, latitude double precision, longitude double precision,
+    account_age_days integer, items integer, kafka_partition integer, kafka_offset bigint,
+    kafka_timestamp timestamptz, fraud_score double precision, is_fraud boolean,
+    fraud_reasons text[]
+) ON COMMIT DELETE ROWS";
+
+pub async fn connect(url: &str, schema: &str, max_connections: u32) -> Result<PgPool> {
+    let options = PgConnectOptions::from_str(url)
+        .context("DATABASE_URL is not a valid Postgres URL")?
+        .application_name("sluice-worker");
+    let schema = schema.to_owned();
+    PgPoolOptions::new()
+        .max_connections(max_connections)
+        .acquire_timeout(StdDuration::from_secs(10))
+        .after_connect(move |conn, _| {
+            let schema = schema.clone();
+            Box::pin(async move {
+                // The schema is a checked identifier (config::check), so formatting it in is safe.
+                let setup = format!("SET search_path TO \"{schema}\"; SET TIME ZONE 'UTC'");
+                sqlx::raw_sql(AssertSqlSafe(setup)).execute(&mut *conn).await?;
+                conn.execute(STAGING_DDL).await?;
+                Ok(())
+            })
+        })
+        .connect_with(options)
+        .await
+        .context("connecting to Postgres")
+}
+
+/// Create the schema and run migrations (sqlx takes an advisory lock, so workers starting
+/// together are safe).
+pub async fn migrate(pool: &PgPool, schema: &str) -> Result<()> {
+    sqlx::raw_sql(AssertSqlSafe(format!("CREATE SCHEMA IF NOT EXISTS \"{schema}\""))).execute(pool).await?;
+    sqlx::migrate!("./migrations").run(pool).await.context("running migrations")?;
+    Ok(())
+}
+
+fn partition_name(day: NaiveDate) -> String {
+    format!("transactions_p{:04}{:02}{:02}", day.year(), day.month(), day.day())
+}
+
+/// Create daily partitions from `retention_days` ago to `days_ahead` from now, drop those
+/// older than the retention window, and forget idempotency keys as old. Runs under an
+/// advisory lock so only one worker does it at a time.
+pub async fn maintain_partitions(pool: &PgPool, now: DateTime<Utc>, retention_days: u32, days_ahead: u32) -> Result<()> {
+    let mut tx = pool.begin().await?;
+    let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_xact_lock(hashtext(current_schema() || '.partitions'))")
+        .fetch_one(&mut *tx)
+        .await?;
+    if !locked {
+        return Ok(());
+    }
+    let today = now.date_naive();
+    let oldest = today - Duration::days(i64::from(retention_days));
+    let mut day = oldest;
+    while day <= today + Duration::days(i64::from(days_ahead)) {
+        let next = day + Duration::days(1);
+        let ddl = format!(
+            "CREATE TABLE IF NOT EXISTS {} PARTITION OF transactions FOR VALUES FROM ('{day} 00:00:00+00') TO ('{next} 00:00:00+00')",
+            partition_name(day)
+        );
+        sqlx::raw_sql(AssertSqlSafe(ddl)).execute(&mut *tx).await?;
+        day = next;
+    }
+    let existing: Vec<String> = sqlx::query_scalar(
+        "SELECT c.relname::text FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+         WHERE i.inhparent = 'transactions'::regclass",
+    )
+    .fetch_all(&mut *tx)
+    .await?;
+    let cutoff = partition_name(oldest);
+    for name in existing.iter().filter(|n| n.as_str() < cutoff.as_str()) {
+        tracing::info!(partition = %name, "dropping partition past retention");
+        sqlx::raw_sql(AssertSqlSafe(format!("DROP TABLE {name}"))).execute(&mut *tx).await?;
+    }
+    sqlx::query("DELETE FROM transaction_ids WHERE event_time < $1")
+        .bind(oldest.and_hms_opt(0, 0, 0).expect("midnight").and_utc())
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Stored next offsets for `partitions`, creating "nothing stored" rows (-1) for new ones
+/// so that every later batch can compare-and-set.
+pub async fn load_offsets(pool: &PgPool, group: &str, topic: &str, partitions: &[i32]) -> Result<Vec<(i32, i64)>> {
+    sqlx::query(
+        "INSERT INTO consumer_offsets (group_id, topic, partition, next_offset)
+         SELECT $1, $2, p, -1 FROM unnest($3::int[]) AS p
+         ON CONFLICT DO NOTHING",
+    )
+    .bind(group)
+    .bind(topic)
+    .bind(partitions)
+    .execute(pool)
+    .await?;
+    let rows: Vec<(i32, i64)> = sqlx::query_as(
+        "SELECT partition, next_offset FROM consumer_offsets
+         WHERE group_id = $1 AND topic = $2 AND partition = ANY($3)",
+    )
+    .bind(group)
+    .bind(topic)
+    .bind(partitions)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows)
+}

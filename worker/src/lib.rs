@@ -1,0 +1,111 @@
+//! sluice-worker: consume → validate → score → write, exactly once into Postgres.
+//!
+//! Data flows one way: [`consumer`] (Kafka, assignment, stored offsets) → [`validate`]
+//! (contract rules, card masking) → [`score`] (the fraud stage) → [`batch`] → [`sink`] (one
+//! Postgres transaction per batch: rows, rejections, summaries, offsets).
+
+pub mod batch;
+pub mod config;
+pub mod consumer;
+pub mod db;
+pub mod http;
+pub mod kafka;
+pub mod metrics;
+pub mod score;
+pub mod sink;
+pub mod validate;
+
+use anyhow::{Context as _, Result};
+use sluice_api::WorkerConfig;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::time::Duration;
+
+/// Batches queued between the consumer and the sink: one being written, one waiting, so
+/// Kafka decoding overlaps the Postgres round trip without unbounded buffering.
+const SINK_QUEUE: usize = 1;
+
+pub async fn run(config: WorkerConfig, secrets: config::Secrets) -> Result<()> {
+    let metrics = Arc::new(metrics::Metrics::new(&config.pipeline));
+    let pool = db::connect(&secrets.database_url, &config.postgres.schema, config.postgres.max_connections).await?;
+    db::migrate(&pool, &config.postgres.schema).await?;
+    db::maintain_partitions(&pool, chrono::Utc::now(), config.retention.days, config.retention.days_ahead).await?;
+    kafka::ensure_output_topics(&config, &secrets).await?;
+
+    let shutdown = Arc::new(AtomicBool::new(false));
+    let heartbeat = Arc::new(AtomicU64::new(chrono::Utc::now().timestamp() as u64));
+    let db_ok = Arc::new(AtomicBool::new(true));
+    let inflight = Arc::new(AtomicUsize::new(0));
+
+    let probes = http::Probes { metrics: metrics.clone(), heartbeat: heartbeat.clone(), db_ok: db_ok.clone() };
+    let listen = config.http.listen.clone();
+    tokio::spawn(async move {
+        if let Err(e) = http::serve(&listen, probes).await {
+            tracing::error!(error = %e, "HTTP server failed");
+        }
+    });
+    tokio::spawn(maintenance(pool.clone(), config.clone()));
+
+    let (batch_tx, batch_rx) = tokio::sync::mpsc::channel(SINK_QUEUE);
+    let (ack_tx, ack_rx) = std::sync::mpsc::channel();
+    let sink = sink::Sink {
+        pool: pool.clone(),
+        producer: kafka::producer(&config, &secrets)?,
+        group: config.kafka.group_id.clone(),
+        topic: config.kafka.topic.clone(),
+        dlq_topic: config.kafka.dlq_topic(),
+        metrics: metrics.clone(),
+        retry_initial: Duration::from_millis(config.postgres.retry_initial_ms),
+        retry_max: Duration::from_millis(config.postgres.retry_max_ms),
+        inflight: inflight.clone(),
+        db_ok,
+    };
+    let sink_task = tokio::spawn(sink.run(batch_rx, ack_tx));
+
+    let consumer = consumer::ConsumerLoop::new(
+        &config,
+        kafka::consumer_config(&config, &secrets),
+        consumer::ConsumerParts {
+            pool,
+            runtime: tokio::runtime::Handle::current(),
+            metrics,
+            scorer: Box::new(score::Unscored),
+            inflight,
+            batches: batch_tx,
+            acks: ack_rx,
+            shutdown: shutdown.clone(),
+            heartbeat,
+        },
+    )?;
+    let poll_thread = std::thread::Builder::new().name("consumer".into()).spawn(move || consumer.run())?;
+
+    wait_for_signal().await;
+    tracing::info!("termination requested");
+    shutdown.store(true, Ordering::Relaxed);
+    tokio::task::spawn_blocking(move || poll_thread.join()).await?.ok().context("consumer thread panicked")?;
+    sink_task.await?;
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = tokio::signal::ctrl_c() => {}
+    }
+}
+
+/// Keep daily partitions ahead of time and drop those past retention.
+async fn maintenance(pool: sqlx::PgPool, config: WorkerConfig) {
+    let mut tick = tokio::time::interval(Duration::from_secs(config.retention.maintenance_interval_secs.max(1)));
+    tick.tick().await; // the first run happened at start-up
+    loop {
+        tick.tick().await;
+        if let Err(e) =
+            db::maintain_partitions(&pool, chrono::Utc::now(), config.retention.days, config.retention.days_ahead).await
+        {
+            tracing::warn!(error = %e, "partition maintenance failed; will retry");
+        }
+    }
+}

@@ -1,0 +1,196 @@
+//! Prometheus metrics of the worker (contract §3 names; more are welcome, these stay).
+
+use prometheus::{
+    Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    exponential_buckets,
+};
+use std::collections::VecDeque;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+pub struct Metrics {
+    pub registry: Registry,
+    transactions: IntCounterVec,
+    pub rejections: IntCounterVec,
+    pub fraud_detected: IntCounter,
+    pub processing_latency: Histogram,
+    pub end_to_end_latency: Histogram,
+    pub db_connections_active: IntGauge,
+    pub consumer_lag: IntGaugeVec,
+    pub quality_score: prometheus::Gauge,
+    pub batch_size: Histogram,
+    pub batch_write_seconds: Histogram,
+    pub db_errors: IntCounterVec,
+    pub fenced_batches: IntCounter,
+    quality_window: Mutex<QualityWindow>,
+}
+
+/// Outcome label of `sluice_transactions_total`.
+#[derive(Clone, Copy)]
+pub enum Outcome {
+    Accepted,
+    Rejected,
+    Duplicate,
+}
+
+impl Metrics {
+    pub fn new(pipeline: &str) -> Self {
+        let registry = Registry::new_custom(None, Some([("pipeline".to_string(), pipeline.to_string())].into()))
+            .expect("valid registry");
+        let latency_buckets = exponential_buckets(0.001, 2.0, 16).expect("buckets");
+        let m = Self {
+            transactions: IntCounterVec::new(
+                Opts::new("sluice_transactions_total", "Records consumed, by outcome."),
+                &["outcome"],
+            )
+            .expect("metric"),
+            rejections: IntCounterVec::new(
+                Opts::new("sluice_rejections_total", "Rejected records, by reason."),
+                &["reason"],
+            )
+            .expect("metric"),
+            fraud_detected: IntCounter::new("sluice_fraud_detected_total", "Transactions flagged as fraud.")
+                .expect("metric"),
+            processing_latency: Histogram::with_opts(
+                HistogramOpts::new(
+                    "sluice_processing_latency_seconds",
+                    "From a record's arrival in the worker to its batch's commit.",
+                )
+                .buckets(latency_buckets.clone()),
+            )
+            .expect("metric"),
+            end_to_end_latency: Histogram::with_opts(
+                HistogramOpts::new(
+                    "sluice_end_to_end_latency_seconds",
+                    "From the Kafka record timestamp to the commit of its row.",
+                )
+                .buckets(latency_buckets.clone()),
+            )
+            .expect("metric"),
+            db_connections_active: IntGauge::new("sluice_db_connections_active", "Open Postgres connections.")
+                .expect("metric"),
+            consumer_lag: IntGaugeVec::new(
+                Opts::new("sluice_consumer_lag", "Records behind the log end, per partition."),
+                &["partition"],
+            )
+            .expect("metric"),
+            quality_score: prometheus::Gauge::new(
+                "sluice_quality_score",
+                "Accepted / all records over the last minute.",
+            )
+            .expect("metric"),
+            batch_size: Histogram::with_opts(
+                HistogramOpts::new("sluice_batch_records", "Records per committed batch.")
+                    .buckets(exponential_buckets(1.0, 2.0, 16).expect("buckets")),
+            )
+            .expect("metric"),
+            batch_write_seconds: Histogram::with_opts(
+                HistogramOpts::new("sluice_batch_write_seconds", "Time to write and commit one batch.")
+                    .buckets(latency_buckets),
+            )
+            .expect("metric"),
+            db_errors: IntCounterVec::new(
+                Opts::new("sluice_db_errors_total", "Failed batch writes, by kind."),
+                &["kind"],
+            )
+            .expect("metric"),
+            fenced_batches: IntCounter::new(
+                "sluice_fenced_batches_total",
+                "Batches discarded because another worker had moved the partition's offset.",
+            )
+            .expect("metric"),
+            registry,
+            quality_window: Mutex::new(QualityWindow::default()),
+        };
+        for c in [
+            Box::new(m.transactions.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(m.rejections.clone()),
+            Box::new(m.fraud_detected.clone()),
+            Box::new(m.processing_latency.clone()),
+            Box::new(m.end_to_end_latency.clone()),
+            Box::new(m.db_connections_active.clone()),
+            Box::new(m.consumer_lag.clone()),
+            Box::new(m.quality_score.clone()),
+            Box::new(m.batch_size.clone()),
+            Box::new(m.batch_write_seconds.clone()),
+            Box::new(m.db_errors.clone()),
+            Box::new(m.fenced_batches.clone()),
+        ] {
+            m.registry.register(c).expect("unique metric");
+        }
+        m
+    }
+
+    pub fn count(&self, outcome: Outcome, n: u64) {
+        let label = match outcome {
+            Outcome::Accepted => "accepted",
+            Outcome::Rejected => "rejected",
+            Outcome::Duplicate => "duplicate",
+        };
+        self.transactions.with_label_values(&[label]).inc_by(n);
+    }
+
+    /// Feed the sliding quality window with one committed batch's counts.
+    pub fn observe_quality(&self, accepted: u64, total: u64) {
+        let mut w = self.quality_window.lock().expect("quality window");
+        if let Some(score) = w.push(Instant::now(), accepted, total) {
+            self.quality_score.set(score);
+        }
+    }
+
+    pub fn render(&self) -> String {
+        prometheus::TextEncoder::new().encode_to_string(&self.registry.gather()).unwrap_or_default()
+    }
+}
+
+/// Accepted / total over the last minute, from per-batch counts.
+#[derive(Default)]
+struct QualityWindow {
+    entries: VecDeque<(Instant, u64, u64)>,
+    accepted: u64,
+    total: u64,
+}
+
+impl QualityWindow {
+    const SPAN: Duration = Duration::from_secs(60);
+
+    fn push(&mut self, now: Instant, accepted: u64, total: u64) -> Option<f64> {
+        self.entries.push_back((now, accepted, total));
+        self.accepted += accepted;
+        self.total += total;
+        while let Some(&(t, a, n)) = self.entries.front() {
+            if now.duration_since(t) <= Self::SPAN {
+                break;
+            }
+            self.entries.pop_front();
+            self.accepted -= a;
+            self.total -= n;
+        }
+        (self.total > 0).then(|| self.accepted as f64 / self.total as f64)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn contract_names_are_exposed() {
+        let m = Metrics::new("p");
+        m.count(Outcome::Accepted, 1);
+        m.consumer_lag.with_label_values(&["0"]).set(3);
+        m.observe_quality(9, 10);
+        let text = m.render();
+        for name in [
+            "sluice_transactions_total{outcome=\"accepted\",pipeline=\"p\"} 1",
+            "sluice_fraud_detected_total",
+            "sluice_processing_latency_seconds",
+            "sluice_end_to_end_latency_seconds",
+            "sluice_db_connections_active",
+            "sluice_consumer_lag{partition=\"0\",pipeline=\"p\"} 3",
+            "sluice_quality_score{pipeline=\"p\"} 0.9",
+        ] {
+            assert!(text.contains(name), "missing {name} in\n{text}");
+        }
+    }
+}

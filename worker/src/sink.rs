@@ -1,0 +1,293 @@
+//! The sink: one Postgres transaction per batch holding the rows, the rejections, the
+//! summary deltas and the consumed offsets (the checkpoint). Rejected records also go to
+//! the DLQ topic before the commit, so none is lost (a crash between the two can repeat a
+//! DLQ message; the tables stay exact).
+
+use crate::batch::{Batch, Rejected, duplicate_of, encode_copy};
+use crate::metrics::{Metrics, Outcome};
+use chrono::Utc;
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use sqlx::PgPool;
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+
+/// What the sink tells the consumer after each batch.
+#[derive(Debug)]
+pub enum Ack {
+    /// Committed: the partitions' stored offsets are now these.
+    Committed { offsets: Vec<(i32, i64)> },
+    /// Another worker had moved one of these partitions' offsets: re-read and re-seek.
+    Fenced { generation: u64 },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError {
+    #[error("stored offset moved by another worker (partition {partition})")]
+    Fenced { partition: i32 },
+    #[error("database: {0}")]
+    Db(#[from] sqlx::Error),
+    #[error("DLQ produce: {0}")]
+    Dlq(#[from] rdkafka::error::KafkaError),
+}
+
+impl WriteError {
+    fn kind(&self) -> &'static str {
+        match self {
+            Self::Fenced { .. } => "fenced",
+            Self::Db(sqlx::Error::Database(_)) => "database",
+            Self::Db(_) => "connection",
+            Self::Dlq(_) => "dlq",
+        }
+    }
+}
+
+pub struct Sink {
+    pub pool: PgPool,
+    pub producer: FutureProducer,
+    pub group: String,
+    pub topic: String,
+    pub dlq_topic: String,
+    pub metrics: Arc<Metrics>,
+    pub retry_initial: Duration,
+    pub retry_max: Duration,
+    /// Batches handed over and not yet finished; the consumer waits on it before giving up
+    /// partitions.
+    pub inflight: Arc<AtomicUsize>,
+    /// Whether the last database round trip succeeded (`/readyz`).
+    pub db_ok: Arc<AtomicBool>,
+}
+
+struct Written {
+    inserted: u64,
+    duplicates: u64,
+    rejected: u64,
+    flagged: u64,
+}
+
+const INSERT_NEW_ROWS: &str = "
+WITH new_ids AS (
+    INSERT INTO transaction_ids (transaction_id, event_time)
+    SELECT transaction_id, event_time FROM sluice_staging
+    ON CONFLICT DO NOTHING
+    RETURNING transaction_id
+), ins AS (
+    INSERT INTO transactions (
+        transaction_id, customer_id, merchant_id, merchant_category, amount, currency,
+        event_time, payment_method, channel, country, shipping_country, card_last4,
+        card_fingerprint, device_id, ip_address, latitude, longitude, account_age_days,
+        items, kafka_partition, kafka_offset, kafka_timestamp, fraud_score, is_fraud)
+    SELECT s.transaction_id, s.customer_id, s.merchant_id, s.merchant_category, s.amount,
+        s.currency, s.event_time, s.payment_method, s.channel, s.country, s.shipping_country,
+        s.card_last4, s.card_fingerprint, s.device_id, s.ip_address, s.latitude, s.longitude,
+        s.account_age_days, s.items, s.kafka_partition, s.kafka_offset, s.kafka_timestamp,
+        s.fraud_score, s.is_fraud
+    FROM sluice_staging s JOIN new_ids USING (transaction_id)
+    RETURNING transaction_id, customer_id, event_time, amount, is_fraud, fraud_score,
+        merchant_category, payment_method
+), alerts AS (
+    INSERT INTO fraud_alerts (transaction_id, customer_id, event_time, score, reasons)
+    SELECT i.transaction_id, i.customer_id, i.event_time, i.fraud_score, s.fraud_reasons
+    FROM ins i JOIN sluice_staging s USING (transaction_id)
+    WHERE i.is_fraud
+), summary AS (
+    INSERT INTO analytics_summaries AS a (period_start, period_end, dimension, dimension_value,
+        transaction_count, total_amount, fraud_count)
+    SELECT date_trunc('minute', event_time), date_trunc('minute', event_time) + interval '1 minute',
+        d.dimension, d.value, count(*), sum(amount), count(*) FILTER (WHERE is_fraud)
+    FROM ins CROSS JOIN LATERAL (VALUES
+        ('all', ''),
+        ('merchant_category', coalesce(merchant_category, 'unknown')),
+        ('payment_method', payment_method)) AS d(dimension, value)
+    GROUP BY 1, 2, 3, 4
+    ON CONFLICT (period_start, dimension, dimension_value) DO UPDATE SET
+        transaction_count = a.transaction_count + EXCLUDED.transaction_count,
+        total_amount = a.total_amount + EXCLUDED.total_amount,
+        fraud_count = a.fraud_count + EXCLUDED.fraud_count
+)
+SELECT s.transaction_id FROM sluice_staging s
+WHERE NOT EXISTS (SELECT 1 FROM new_ids n WHERE n.transaction_id = s.transaction_id)";
+
+impl Sink {
+    /// Write batches in order until the channel closes. A failed batch is retried with
+    /// backoff until it commits; a fenced one is dropped together with everything of its
+    /// generation, and the consumer resyncs.
+    pub async fn run(self, mut batches: mpsc::Receiver<Batch>, acks: std::sync::mpsc::Sender<Ack>) {
+        let mut min_generation = 0;
+        while let Some(batch) = batches.recv().await {
+            if batch.generation < min_generation {
+                self.inflight.fetch_sub(1, Ordering::SeqCst);
+                continue;
+            }
+            let mut delay = self.retry_initial;
+            loop {
+                let started = Instant::now();
+                match self.write(&batch).await {
+                    Ok(w) => {
+                        self.db_ok.store(true, Ordering::Relaxed);
+                        self.record_success(&batch, &w, started);
+                        let offsets = batch.offsets.iter().map(|(p, m)| (*p, m.next)).collect();
+                        let _ = acks.send(Ack::Committed { offsets });
+                        break;
+                    }
+                    Err(WriteError::Fenced { partition }) => {
+                        self.metrics.fenced_batches.inc();
+                        tracing::warn!(partition, generation = batch.generation, "batch fenced: offsets moved by another worker; resyncing");
+                        min_generation = batch.generation + 1;
+                        let _ = acks.send(Ack::Fenced { generation: batch.generation });
+                        break;
+                    }
+                    Err(e) => {
+                        self.metrics.db_errors.with_label_values(&[e.kind()]).inc();
+                        if matches!(e, WriteError::Db(_)) {
+                            self.db_ok.store(false, Ordering::Relaxed);
+                        }
+                        tracing::warn!(error = %e, retry_in_ms = delay.as_millis() as u64, records = batch.len(), "batch write failed; retrying");
+                        tokio::time::sleep(delay).await;
+                        delay = (delay * 2).min(self.retry_max);
+                    }
+                }
+            }
+            self.inflight.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+
+    fn record_success(&self, batch: &Batch, w: &Written, started: Instant) {
+        let m = &self.metrics;
+        let now = Instant::now();
+        let wall = Utc::now();
+        m.count(Outcome::Accepted, w.inserted);
+        m.count(Outcome::Duplicate, w.duplicates);
+        m.count(Outcome::Rejected, w.rejected);
+        m.fraud_detected.inc_by(w.flagged);
+        m.observe_quality(w.inserted, w.inserted + w.duplicates + w.rejected);
+        m.batch_size.observe(batch.len() as f64);
+        m.batch_write_seconds.observe(now.duration_since(started).as_secs_f64());
+        for r in &batch.accepted {
+            m.processing_latency.observe(now.duration_since(r.received_at).as_secs_f64());
+            let e2e = (wall - r.kafka_timestamp).num_microseconds().unwrap_or(0).max(0);
+            m.end_to_end_latency.observe(e2e as f64 / 1e6);
+        }
+        m.db_connections_active.set(i64::from(self.pool.size()));
+    }
+
+    async fn write(&self, batch: &Batch) -> Result<Written, WriteError> {
+        let mut tx = self.pool.begin().await?;
+
+        let mut duplicate_ids: HashSet<String> = HashSet::new();
+        if !batch.accepted.is_empty() {
+            let mut buf = Vec::with_capacity(batch.accepted.len() * 256);
+            encode_copy(&batch.accepted, &mut buf);
+            let mut copy = tx.copy_in_raw("COPY sluice_staging FROM STDIN").await?;
+            copy.send(buf).await?;
+            copy.finish().await?;
+            duplicate_ids = sqlx::query_scalar(INSERT_NEW_ROWS).fetch_all(&mut *tx).await?.into_iter().collect();
+        }
+        let duplicates: Vec<Rejected> = batch
+            .accepted
+            .iter()
+            .filter(|r| duplicate_ids.contains(&r.valid.tx.transaction_id))
+            .map(duplicate_of)
+            .collect();
+        let rejected: Vec<&Rejected> = batch.rejected.iter().chain(duplicates.iter()).collect();
+        if !rejected.is_empty() {
+            self.insert_rejected(&mut tx, &rejected).await?;
+        }
+
+        self.move_offsets(&mut tx, batch).await?;
+        self.publish_dlq(&rejected).await?;
+        tx.commit().await?;
+
+        let in_batch_duplicates = batch.rejected.iter().filter(|r| r.reason == crate::validate::Reason::Duplicate).count();
+        let duplicates_total = (duplicates.len() + in_batch_duplicates) as u64;
+        for r in &rejected {
+            self.metrics.rejections.with_label_values(&[r.reason.as_str()]).inc();
+        }
+        Ok(Written {
+            inserted: (batch.accepted.len() - duplicates.len()) as u64,
+            duplicates: duplicates_total,
+            rejected: rejected.len() as u64 - duplicates_total,
+            flagged: batch
+                .accepted
+                .iter()
+                .filter(|r| r.verdict.flagged && !duplicate_ids.contains(&r.valid.tx.transaction_id))
+                .count() as u64,
+        })
+    }
+
+    async fn insert_rejected(&self, tx: &mut sqlx::PgConnection, rejected: &[&Rejected]) -> Result<(), sqlx::Error> {
+        sqlx::query(
+            "INSERT INTO rejected_transactions
+                (source_topic, source_partition, source_offset, reason, detail, transaction_id, raw_payload)
+             SELECT $1, * FROM unnest($2::int[], $3::bigint[], $4::text[], $5::text[], $6::text[], $7::bytea[])",
+        )
+        .bind(&self.topic)
+        .bind(rejected.iter().map(|r| r.partition).collect::<Vec<_>>())
+        .bind(rejected.iter().map(|r| r.offset).collect::<Vec<_>>())
+        .bind(rejected.iter().map(|r| r.reason.as_str()).collect::<Vec<_>>())
+        .bind(rejected.iter().map(|r| r.detail.as_str()).collect::<Vec<_>>())
+        .bind(rejected.iter().map(|r| r.transaction_id.as_deref()).collect::<Vec<_>>())
+        .bind(rejected.iter().map(|r| r.raw_masked.as_slice()).collect::<Vec<_>>())
+        .execute(tx)
+        .await?;
+        Ok(())
+    }
+
+    /// Compare-and-set every partition's stored offset. The row lock serialises two writers
+    /// of one partition; the loser sees a value it did not expect and is fenced.
+    async fn move_offsets(&self, tx: &mut sqlx::PgConnection, batch: &Batch) -> Result<(), WriteError> {
+        let partitions: Vec<i32> = batch.offsets.keys().copied().collect();
+        let expected: Vec<i64> = batch.offsets.values().map(|m| m.expected).collect();
+        let next: Vec<i64> = batch.offsets.values().map(|m| m.next).collect();
+        let moved: Vec<i32> = sqlx::query_scalar(
+            "UPDATE consumer_offsets o SET next_offset = v.next, updated_at = now()
+             FROM unnest($3::int[], $4::bigint[], $5::bigint[]) AS v(partition, expected, next)
+             WHERE o.group_id = $1 AND o.topic = $2 AND o.partition = v.partition
+               AND o.next_offset = v.expected
+             RETURNING o.partition",
+        )
+        .bind(&self.group)
+        .bind(&self.topic)
+        .bind(&partitions)
+        .bind(&expected)
+        .bind(&next)
+        .fetch_all(&mut *tx)
+        .await?;
+        if moved.len() != partitions.len() {
+            let partition = partitions.iter().copied().find(|p| !moved.contains(p)).unwrap_or(-1);
+            return Err(WriteError::Fenced { partition });
+        }
+        Ok(())
+    }
+
+    async fn publish_dlq(&self, rejected: &[&Rejected]) -> Result<(), WriteError> {
+        let mut deliveries = Vec::with_capacity(rejected.len());
+        for r in rejected {
+            let partition = r.partition.to_string();
+            let offset = r.offset.to_string();
+            let headers = OwnedHeaders::new()
+                .insert(Header { key: "sluice-reason", value: Some(r.reason.as_str()) })
+                .insert(Header { key: "sluice-source-partition", value: Some(&partition) })
+                .insert(Header { key: "sluice-source-offset", value: Some(&offset) });
+            let mut record = FutureRecord::<[u8], [u8]>::to(&self.dlq_topic).payload(&r.raw_masked).headers(headers);
+            if let Some(id) = &r.transaction_id {
+                record = record.key(id.as_bytes());
+            }
+            match self.producer.send_result(record) {
+                Ok(delivery) => deliveries.push(delivery),
+                Err((e, _)) => return Err(e.into()),
+            }
+        }
+        for d in deliveries {
+            match d.await {
+                Ok(Ok(_)) => {}
+                Ok(Err((e, _))) => return Err(e.into()),
+                Err(_) => return Err(rdkafka::error::KafkaError::Canceled.into()),
+            }
+        }
+        Ok(())
+    }
+}
