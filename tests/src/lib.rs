@@ -1,0 +1,298 @@
+//! Harness for end-to-end tests on the real Kafka and Postgres that `hack/` starts: each
+//! test gets its own topic and database, spawns real `sluice-worker` processes and checks
+//! what landed.
+
+use anyhow::{Context, Result, bail};
+use sqlx::{Connection, PgConnection, PgPool};
+use std::future::Future;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub use sluice_loadgen::{GeneratorConfig, LoadSpec, Summary};
+
+/// The services under test, from the env files `hack/*.sh start` write (the Makefile
+/// exports them).
+pub struct Services {
+    pub brokers: String,
+    /// URL of the cluster's `postgres` database (admin connection).
+    pub database_url: String,
+}
+
+impl Services {
+    pub fn from_env() -> Self {
+        let get = |k: &str| std::env::var(k).unwrap_or_else(|_| panic!("{k} is not set: run the tests with `make test`"));
+        Self { brokers: get("KAFKA_BOOTSTRAP"), database_url: get("DATABASE_URL") }
+    }
+}
+
+/// Directory of the built binaries: the test executable lives in `<target>/<profile>/deps`.
+pub fn bin_dir() -> PathBuf {
+    if let Ok(dir) = std::env::var("SLUICE_BIN_DIR") {
+        return dir.into();
+    }
+    let exe = std::env::current_exe().expect("test executable path");
+    exe.parent().and_then(|p| p.parent()).expect("target dir").to_path_buf()
+}
+
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().expect("repo root").to_path_buf()
+}
+
+/// One pipeline under test: a fresh topic and a fresh database.
+#[derive(Clone)]
+pub struct Pipeline {
+    pub name: String,
+    pub topic: String,
+    pub brokers: String,
+    pub database_url: String,
+    pub pool: PgPool,
+}
+
+impl Pipeline {
+    pub async fn new(test: &str, partitions: i32) -> Result<Self> {
+        let services = Services::from_env();
+        Self::on(test, partitions, &services.brokers, &services.database_url).await
+    }
+
+    /// A pipeline on the given broker and Postgres cluster.
+    pub async fn on(test: &str, partitions: i32, brokers: &str, admin_url: &str) -> Result<Self> {
+        let suffix: u32 = rand::random();
+        let name = format!("{test}_{suffix:08x}");
+        let topic = format!("e2e-{name}");
+        sluice_loadgen::ensure_topic(brokers, &topic, partitions).await?;
+        let mut admin = PgConnection::connect(admin_url).await?;
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}"))).execute(&mut admin).await?;
+        let database_url = replace_database(admin_url, &name);
+        let pool = PgPool::connect(&database_url).await?;
+        Ok(Self { name, topic, brokers: brokers.into(), database_url, pool })
+    }
+
+    pub fn worker(&self) -> WorkerBuilder<'_> {
+        WorkerBuilder { pipeline: self, env: Vec::new() }
+    }
+
+    /// Produce events with the pipeline's topic filled in (blocking, run on a thread).
+    pub async fn produce(&self, mut spec: LoadSpec) -> Result<Summary> {
+        spec.brokers = self.brokers.clone();
+        spec.topic = self.topic.clone();
+        tokio::task::spawn_blocking(move || sluice_loadgen::produce(&spec)).await?
+    }
+
+    pub fn load(&self, count: u64, rate: u64, seed: u64) -> LoadSpec {
+        LoadSpec {
+            brokers: self.brokers.clone(),
+            topic: self.topic.clone(),
+            rate,
+            duration: None,
+            count: Some(count),
+            generator: GeneratorConfig {
+                seed,
+                customers: 5_000,
+                id_prefix: self.name.clone(),
+                ..GeneratorConfig::default()
+            },
+            progress: false,
+            collect_ids: true,
+        }
+    }
+
+    pub async fn scalar(&self, sql: &'static str) -> Result<i64> {
+        Ok(sqlx::query_scalar(sql).fetch_one(&self.pool).await?)
+    }
+
+    /// Rows handled so far: stored transactions plus rejections (duplicates included).
+    pub async fn handled(&self) -> Result<i64> {
+        if !self.schema_ready().await? {
+            return Ok(0);
+        }
+        self.scalar(
+            "SELECT (SELECT count(*) FROM sluice.transactions) + (SELECT count(*) FROM sluice.rejected_transactions)",
+        )
+        .await
+    }
+
+    async fn schema_ready(&self) -> Result<bool> {
+        Ok(sqlx::query_scalar("SELECT to_regclass('sluice.rejected_transactions') IS NOT NULL")
+            .fetch_one(&self.pool)
+            .await?)
+    }
+
+    /// Wait until `expected` records are handled, or fail after `timeout`.
+    pub async fn wait_handled(&self, expected: i64, timeout: Duration) -> Result<()> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let handled = self.handled().await.unwrap_or(-1);
+            if handled >= expected {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                bail!("only {handled} of {expected} records handled within {timeout:?}");
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
+    /// Every produced valid id is stored exactly once, and nothing else is.
+    pub async fn assert_exactly_once(&self, produced_valid: &[String]) -> Result<()> {
+        let stored: Vec<(String, i64)> =
+            sqlx::query_as("SELECT transaction_id, count(*) FROM sluice.transactions GROUP BY 1")
+                .fetch_all(&self.pool)
+                .await?;
+        let doubled: Vec<_> = stored.iter().filter(|(_, n)| *n != 1).collect();
+        if !doubled.is_empty() {
+            bail!("{} ids stored more than once, e.g. {:?}", doubled.len(), &doubled[..doubled.len().min(5)]);
+        }
+        let stored: std::collections::HashSet<&str> = stored.iter().map(|(id, _)| id.as_str()).collect();
+        let produced: std::collections::HashSet<&str> = produced_valid.iter().map(String::as_str).collect();
+        let missing: Vec<_> = produced.difference(&stored).take(5).collect();
+        let extra: Vec<_> = stored.difference(&produced).take(5).collect();
+        if !missing.is_empty() || !extra.is_empty() {
+            bail!(
+                "stored set differs: {} missing (e.g. {missing:?}), {} unexpected (e.g. {extra:?})",
+                produced.difference(&stored).count(),
+                stored.difference(&produced).count()
+            );
+        }
+        Ok(())
+    }
+}
+
+fn replace_database(url: &str, db: &str) -> String {
+    match url.rfind('/') {
+        Some(i) if i > "postgres://".len() => format!("{}/{db}", &url[..i]),
+        _ => format!("{url}/{db}"),
+    }
+}
+
+pub struct WorkerBuilder<'a> {
+    pipeline: &'a Pipeline,
+    env: Vec<(String, String)>,
+}
+
+impl WorkerBuilder<'_> {
+    pub fn env(mut self, key: &str, value: impl ToString) -> Self {
+        self.env.push((key.into(), value.to_string()));
+        self
+    }
+
+    pub fn spawn(self) -> Result<Worker> {
+        let port = free_port()?;
+        let log_path = std::env::temp_dir().join(format!("{}-worker-{port}.log", self.pipeline.name));
+        let log = std::fs::File::create(&log_path)?;
+        let mut cmd = Command::new(bin_dir().join("sluice-worker"));
+        cmd.env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("DATABASE_URL", &self.pipeline.database_url)
+            .env("SLUICE_PIPELINE", &self.pipeline.name)
+            .env("SLUICE_KAFKA__BOOTSTRAP_SERVERS", &self.pipeline.brokers)
+            .env("SLUICE_KAFKA__TOPIC", &self.pipeline.topic)
+            .env("SLUICE_KAFKA__GROUP_ID", format!("g-{}", self.pipeline.name))
+            .env("SLUICE_KAFKA__SESSION_TIMEOUT_MS", "6000")
+            .env("SLUICE_POSTGRES__RETRY_MAX_MS", "1000")
+            .env("SLUICE_HTTP__LISTEN", format!("127.0.0.1:{port}"))
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log);
+        for (k, v) in &self.env {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().context("spawning sluice-worker (built by `make test`)")?;
+        Ok(Worker { child, port, log_path })
+    }
+}
+
+/// A running `sluice-worker` process.
+pub struct Worker {
+    child: Child,
+    pub port: u16,
+    pub log_path: PathBuf,
+}
+
+impl Worker {
+    /// SIGKILL: no flush, no goodbye.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM and wait for a clean exit.
+    pub fn terminate(&mut self) -> Result<()> {
+        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
+        let deadline = Instant::now() + Duration::from_secs(40);
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                anyhow::ensure!(status.success(), "worker exited with {status}; log: {}", self.log_path.display());
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                self.kill9();
+                bail!("worker did not stop within 40 s of SIGTERM");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    pub async fn metrics(&self) -> Result<String> {
+        http_get(self.port, "/metrics").await
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// Minimal HTTP/1.0 GET on 127.0.0.1 (keeps the test crate free of an HTTP client).
+pub async fn http_get(port: u16, path: &str) -> Result<String> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").as_bytes()).await?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).await?;
+    Ok(out)
+}
+
+pub fn free_port() -> Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// Poll `check` every 200 ms until it holds or `timeout` passes.
+pub async fn wait_for<F, Fut>(timeout: Duration, mut check: F) -> Result<()>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<bool>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        match check().await {
+            Ok(true) => return Ok(()),
+            Ok(false) | Err(_) if Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(200)).await,
+            Ok(false) => bail!("condition not met within {timeout:?}"),
+            Err(e) => return Err(e.context(format!("condition not met within {timeout:?}"))),
+        }
+    }
+}
+
+/// Run a `hack/` script and return its stdout.
+pub fn hack(script: &str, args: &[&str]) -> Result<String> {
+    let out = Command::new("bash")
+        .arg(repo_root().join("hack").join(script))
+        .args(args)
+        .stderr(Stdio::inherit())
+        .output()
+        .with_context(|| format!("running hack/{script}"))?;
+    anyhow::ensure!(out.status.success(), "hack/{script} {args:?} failed");
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// Parse `KEY=value` lines of a hack script's env output.
+pub fn env_value(env: &str, key: &str) -> Option<String> {
+    env.lines().find_map(|l| l.strip_prefix(&format!("{key}=")).map(str::to_owned))
+}

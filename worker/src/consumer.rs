@@ -24,6 +24,9 @@ use std::time::{Duration, Instant};
 use tokio::runtime::Handle;
 use tokio::sync::mpsc;
 
+/// A batch may grow to this many times `batch.max_records` while the sink is busy.
+const BATCH_HARD_CAP: usize = 4;
+
 /// Per-partition progress known to the batch builder.
 #[derive(Debug, Clone, Copy)]
 struct Progress {
@@ -213,7 +216,10 @@ impl ConsumerLoop {
         while !self.shutdown.load(Ordering::Relaxed) {
             self.heartbeat.store(Utc::now().timestamp() as u64, Ordering::Relaxed);
             self.handle_acks();
-            if self.batch_due() && !self.try_hand_on() {
+            // While the sink is busy the batch keeps growing (a bigger COPY is cheaper per
+            // row); only past the hard cap does fetching pause, since pausing drops
+            // librdkafka's prefetched data.
+            if self.batch_due() && !self.try_hand_on() && self.batch_len() >= self.max_records * BATCH_HARD_CAP {
                 self.wait_for_sink();
                 continue;
             }
@@ -232,6 +238,10 @@ impl ConsumerLoop {
         self.consumer.context().builder()
     }
 
+    fn batch_len(&self) -> usize {
+        self.builder().batch.len()
+    }
+
     fn batch_due(&self) -> bool {
         let b = self.builder();
         !b.batch.is_empty() && (b.batch.len() >= self.max_records || b.batch.opened_at.elapsed() >= self.max_wait)
@@ -242,7 +252,8 @@ impl ConsumerLoop {
         if b.batch.is_empty() {
             Duration::from_millis(100)
         } else {
-            self.max_wait.saturating_sub(b.batch.opened_at.elapsed())
+            // At least a little: with an overdue batch and a busy sink, don't spin.
+            self.max_wait.saturating_sub(b.batch.opened_at.elapsed()).max(Duration::from_millis(2))
         }
     }
 
@@ -324,7 +335,7 @@ impl ConsumerLoop {
         while !self.shutdown.load(Ordering::Relaxed) {
             self.heartbeat.store(Utc::now().timestamp() as u64, Ordering::Relaxed);
             self.handle_acks();
-            if !self.batch_due() || self.try_hand_on() {
+            if self.batch_len() < self.max_records * BATCH_HARD_CAP || self.try_hand_on() {
                 break;
             }
             // Paused partitions deliver nothing new, but poll runs rebalance callbacks.

@@ -265,39 +265,52 @@ fn mask_pans_str(s: &str) -> Option<String> {
     (masked != s.as_bytes()).then(|| String::from_utf8(masked).unwrap_or_default())
 }
 
-/// Mask every card number in `bytes`: a run of 13–19 digits, optionally grouped by single
-/// spaces or dashes, that passes the Luhn check. All but the last four digits become `*`.
-/// Works on raw bytes so it also covers payloads that are not valid UTF-8.
+/// Mask every card number in `bytes`: a run of 13–19 digits that passes the Luhn check, or
+/// the same written in the usual groups (4-4-4-4[-1..3], 4-6-5, 4-6-4) with single spaces or
+/// dashes. All but the last four digits become `*`. Works on raw bytes, so it also covers
+/// payloads that are not valid UTF-8.
 pub fn mask_pans(bytes: &[u8]) -> Vec<u8> {
     let mut out = bytes.to_vec();
     let mut i = 0;
     while i < bytes.len() {
-        if !bytes[i].is_ascii_digit() || (i > 0 && bytes[i - 1].is_ascii_digit()) {
+        if !bytes[i].is_ascii_digit() {
             i += 1;
             continue;
         }
-        // Collect the digit positions of a maximal run allowing single separators.
-        let mut digits: Vec<usize> = Vec::with_capacity(19);
+        // Digit groups separated by exactly one space or dash.
+        let mut groups: Vec<Vec<usize>> = vec![Vec::new()];
         let mut j = i;
         while j < bytes.len() {
             if bytes[j].is_ascii_digit() {
-                digits.push(j);
+                groups.last_mut().expect("non-empty").push(j);
                 j += 1;
-            } else if (bytes[j] == b' ' || bytes[j] == b'-')
-                && j + 1 < bytes.len()
-                && bytes[j + 1].is_ascii_digit()
-                && j > 0
-                && bytes[j - 1].is_ascii_digit()
-            {
+            } else if (bytes[j] == b' ' || bytes[j] == b'-') && bytes.get(j + 1).is_some_and(u8::is_ascii_digit) {
+                groups.push(Vec::new());
                 j += 1;
             } else {
                 break;
             }
         }
-        mask_run(&digits, bytes, &mut out);
-        i = j.max(i + 1);
+        let lens: Vec<usize> = groups.iter().map(Vec::len).collect();
+        if groups.len() > 1 && is_card_grouping(&lens) {
+            mask_run(&groups.concat(), bytes, &mut out);
+        } else {
+            for g in &groups {
+                mask_run(g, bytes, &mut out);
+            }
+        }
+        i = j;
     }
     out
+}
+
+fn is_card_grouping(lens: &[usize]) -> bool {
+    match lens {
+        [4, 6, 5] | [4, 6, 4] => true,
+        [4, 4, 4, 4] => true,
+        [4, 4, 4, 4, last] => (1..=3).contains(last),
+        _ => false,
+    }
 }
 
 /// Within one run, mask every window of 13–19 consecutive digits that passes Luhn, so a
@@ -403,6 +416,8 @@ mod tests {
         let masked = mask_pans(b"pan 4111111111111111, grouped 4111-1111-1111-1111, id 1234567890123");
         let s = String::from_utf8(masked).unwrap();
         assert_eq!(s, "pan ************1111, grouped ****-****-****-1111, id 1234567890123");
+        // ids with dash-separated numbers are not card numbers
+        assert_eq!(mask_pans(b"run-4-11-0000001365"), b"run-4-11-0000001365");
         // a PAN glued inside a longer digit run is still caught
         let s = String::from_utf8(mask_pans(b"x9994111111111111111y")).unwrap();
         assert!(!s.contains("4111111111111111"), "{s}");
