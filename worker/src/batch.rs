@@ -111,9 +111,14 @@ pub fn duplicate_of(record: &Accepted) -> Rejected {
     }
 }
 
-/// Encode accepted records in COPY text format for `sluice_staging` (column order of
-/// `db::STAGING_DDL`).
-pub fn encode_copy(records: &[Accepted], out: &mut Vec<u8>) {
+/// COPY of rows into `transactions`; [`encode_copy`] writes exactly these columns.
+pub const COPY_TRANSACTIONS: &str = "COPY transactions (transaction_id, customer_id, merchant_id, \
+    merchant_category, amount, currency, event_time, payment_method, channel, country, shipping_country, \
+    card_last4, card_fingerprint, device_id, ip_address, latitude, longitude, account_age_days, items, \
+    kafka_partition, kafka_offset, kafka_timestamp, fraud_score, is_fraud) FROM STDIN";
+
+/// Encode records in COPY text format for [`COPY_TRANSACTIONS`].
+pub fn encode_copy<'a>(records: impl IntoIterator<Item = &'a Accepted>, out: &mut Vec<u8>) {
     use std::io::Write;
     for r in records {
         let tx = &r.valid.tx;
@@ -140,16 +145,7 @@ pub fn encode_copy(records: &[Accepted], out: &mut Vec<u8>) {
         let _ = write!(out, "{}\t{}\t", r.partition, r.offset);
         timestamp(out, r.kafka_timestamp);
         opt_num(out, r.verdict.score);
-        out.extend_from_slice(if r.verdict.flagged { b"t\t" } else { b"f\t" });
-        if r.verdict.reasons.is_empty() {
-            out.extend_from_slice(b"\\N");
-        } else {
-            // Reasons are fixed snake_case names: no quoting needed inside the array literal.
-            out.push(b'{');
-            out.extend_from_slice(r.verdict.reasons.join(",").as_bytes());
-            out.push(b'}');
-        }
-        out.push(b'\n');
+        out.extend_from_slice(if r.verdict.flagged { b"t\n" } else { b"f\n" });
     }
 }
 

@@ -4,20 +4,9 @@
 use anyhow::{Context, Result};
 use chrono::{DateTime, Datelike, Duration, NaiveDate, Utc};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
-use sqlx::{AssertSqlSafe, Executor, PgPool};
+use sqlx::{AssertSqlSafe, PgPool};
 use std::str::FromStr;
 use std::time::Duration as StdDuration;
-
-/// The staging table COPY writes into; one per connection, emptied at every commit.
-pub const STAGING_DDL: &str = "CREATE TEMP TABLE IF NOT EXISTS sluice_staging (
-    transaction_id text, customer_id text, merchant_id text, merchant_category text,
-    amount numeric(12,2), currency text, event_time timestamptz, payment_method text,
-    channel text, country text, shipping_country text, card_last4 text, card_fingerprint text,
-    device_id text, ip_address text, latitude double precision, longitude double precision,
-    account_age_days integer, items integer, kafka_partition integer, kafka_offset bigint,
-    kafka_timestamp timestamptz, fraud_score double precision, is_fraud boolean,
-    fraud_reasons text[]
-) ON COMMIT DELETE ROWS";
 
 pub async fn connect(url: &str, schema: &str, max_connections: u32) -> Result<PgPool> {
     let options = PgConnectOptions::from_str(url)
@@ -33,7 +22,6 @@ pub async fn connect(url: &str, schema: &str, max_connections: u32) -> Result<Pg
                 // The schema is a checked identifier (config::check), so formatting it in is safe.
                 let setup = format!("SET search_path TO \"{schema}\"; SET TIME ZONE 'UTC'");
                 sqlx::raw_sql(AssertSqlSafe(setup)).execute(&mut *conn).await?;
-                conn.execute(STAGING_DDL).await?;
                 Ok(())
             })
         })

@@ -3,13 +3,14 @@
 //! the DLQ topic before the commit, so none is lost (a crash between the two can repeat a
 //! DLQ message; the tables stay exact).
 
-use crate::batch::{Batch, Rejected, duplicate_of, encode_copy};
+use crate::batch::{Accepted, Batch, COPY_TRANSACTIONS, Rejected, duplicate_of, encode_copy};
+use crate::validate::Reason;
 use crate::metrics::{Metrics, Outcome};
 use chrono::Utc;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use sqlx::PgPool;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -68,48 +69,27 @@ struct Written {
     flagged: u64,
 }
 
-const INSERT_NEW_ROWS: &str = "
-WITH new_ids AS (
-    INSERT INTO transaction_ids (transaction_id, event_time)
-    SELECT transaction_id, event_time FROM sluice_staging
+/// Claims the ids of a batch; returns those that were new. The primary key makes a second
+/// copy of an id, in this batch or any earlier one, a duplicate.
+const CLAIM_IDS: &str = "INSERT INTO transaction_ids (transaction_id, event_time)
+    SELECT * FROM unnest($1::text[], $2::timestamptz[])
     ON CONFLICT DO NOTHING
-    RETURNING transaction_id
-), ins AS (
-    INSERT INTO transactions (
-        transaction_id, customer_id, merchant_id, merchant_category, amount, currency,
-        event_time, payment_method, channel, country, shipping_country, card_last4,
-        card_fingerprint, device_id, ip_address, latitude, longitude, account_age_days,
-        items, kafka_partition, kafka_offset, kafka_timestamp, fraud_score, is_fraud)
-    SELECT s.transaction_id, s.customer_id, s.merchant_id, s.merchant_category, s.amount,
-        s.currency, s.event_time, s.payment_method, s.channel, s.country, s.shipping_country,
-        s.card_last4, s.card_fingerprint, s.device_id, s.ip_address, s.latitude, s.longitude,
-        s.account_age_days, s.items, s.kafka_partition, s.kafka_offset, s.kafka_timestamp,
-        s.fraud_score, s.is_fraud
-    FROM sluice_staging s JOIN new_ids USING (transaction_id)
-    RETURNING transaction_id, customer_id, event_time, amount, is_fraud, fraud_score,
-        merchant_category, payment_method
-), alerts AS (
-    INSERT INTO fraud_alerts (transaction_id, customer_id, event_time, score, reasons)
-    SELECT i.transaction_id, i.customer_id, i.event_time, i.fraud_score, s.fraud_reasons
-    FROM ins i JOIN sluice_staging s USING (transaction_id)
-    WHERE i.is_fraud
-), summary AS (
-    INSERT INTO analytics_summaries AS a (period_start, period_end, dimension, dimension_value,
-        transaction_count, total_amount, fraud_count)
-    SELECT date_trunc('minute', event_time), date_trunc('minute', event_time) + interval '1 minute',
-        d.dimension, d.value, count(*), sum(amount), count(*) FILTER (WHERE is_fraud)
-    FROM ins CROSS JOIN LATERAL (VALUES
-        ('all', ''),
-        ('merchant_category', coalesce(merchant_category, 'unknown')),
-        ('payment_method', payment_method)) AS d(dimension, value)
-    GROUP BY 1, 2, 3, 4
+    RETURNING transaction_id";
+
+/// Adds per-minute deltas. Rows are sorted so concurrent writers lock them in one order.
+const ADD_SUMMARIES: &str = "INSERT INTO analytics_summaries AS a (period_start, period_end, dimension,
+        dimension_value, transaction_count, total_amount, fraud_count)
+    SELECT to_timestamp(m * 60), to_timestamp(m * 60 + 60), d, v, n, cents::numeric / 100, f
+    FROM unnest($1::bigint[], $2::text[], $3::text[], $4::bigint[], $5::bigint[], $6::bigint[]) AS u(m, d, v, n, cents, f)
+    ORDER BY m, d, v
     ON CONFLICT (period_start, dimension, dimension_value) DO UPDATE SET
         transaction_count = a.transaction_count + EXCLUDED.transaction_count,
         total_amount = a.total_amount + EXCLUDED.total_amount,
-        fraud_count = a.fraud_count + EXCLUDED.fraud_count
-)
-SELECT s.transaction_id FROM sluice_staging s
-WHERE NOT EXISTS (SELECT 1 FROM new_ids n WHERE n.transaction_id = s.transaction_id)";
+        fraud_count = a.fraud_count + EXCLUDED.fraud_count";
+
+const INSERT_ALERTS: &str = "INSERT INTO fraud_alerts (transaction_id, customer_id, event_time, score, reasons)
+    SELECT id, customer, t, score, string_to_array(reasons, ',')
+    FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::float8[], $5::text[]) AS u(id, customer, t, score, reasons)";
 
 impl Sink {
     /// Write batches in order until the channel closes. A failed batch is retried with
@@ -177,21 +157,26 @@ impl Sink {
     async fn write(&self, batch: &Batch) -> Result<Written, WriteError> {
         let mut tx = self.pool.begin().await?;
 
-        let mut duplicate_ids: HashSet<String> = HashSet::new();
-        if !batch.accepted.is_empty() {
-            let mut buf = Vec::with_capacity(batch.accepted.len() * 256);
-            encode_copy(&batch.accepted, &mut buf);
-            let mut copy = tx.copy_in_raw("COPY sluice_staging FROM STDIN").await?;
+        // Claim the ids first, then COPY only the new rows: each row is written once.
+        let new_ids: HashSet<String> = if batch.accepted.is_empty() {
+            HashSet::new()
+        } else {
+            let ids: Vec<&str> = batch.accepted.iter().map(|r| r.valid.tx.transaction_id.as_str()).collect();
+            let times: Vec<_> = batch.accepted.iter().map(|r| r.valid.event_time).collect();
+            sqlx::query_scalar(CLAIM_IDS).bind(ids).bind(times).fetch_all(&mut *tx).await?.into_iter().collect()
+        };
+        let (fresh, repeated): (Vec<&Accepted>, Vec<&Accepted>) =
+            batch.accepted.iter().partition(|r| new_ids.contains(&r.valid.tx.transaction_id));
+        if !fresh.is_empty() {
+            let mut buf = Vec::with_capacity(fresh.len() * 256);
+            encode_copy(fresh.iter().copied(), &mut buf);
+            let mut copy = tx.copy_in_raw(COPY_TRANSACTIONS).await?;
             copy.send(buf).await?;
             copy.finish().await?;
-            duplicate_ids = sqlx::query_scalar(INSERT_NEW_ROWS).fetch_all(&mut *tx).await?.into_iter().collect();
+            self.add_summaries(&mut tx, &fresh).await?;
+            self.insert_alerts(&mut tx, &fresh).await?;
         }
-        let duplicates: Vec<Rejected> = batch
-            .accepted
-            .iter()
-            .filter(|r| duplicate_ids.contains(&r.valid.tx.transaction_id))
-            .map(duplicate_of)
-            .collect();
+        let duplicates: Vec<Rejected> = repeated.iter().map(|r| duplicate_of(r)).collect();
         let rejected: Vec<&Rejected> = batch.rejected.iter().chain(duplicates.iter()).collect();
         if !rejected.is_empty() {
             self.insert_rejected(&mut tx, &rejected).await?;
@@ -201,21 +186,62 @@ impl Sink {
         self.publish_dlq(&rejected).await?;
         tx.commit().await?;
 
-        let in_batch_duplicates = batch.rejected.iter().filter(|r| r.reason == crate::validate::Reason::Duplicate).count();
-        let duplicates_total = (duplicates.len() + in_batch_duplicates) as u64;
+        let duplicates_total = rejected.iter().filter(|r| r.reason == Reason::Duplicate).count() as u64;
         for r in &rejected {
             self.metrics.rejections.with_label_values(&[r.reason.as_str()]).inc();
         }
         Ok(Written {
-            inserted: (batch.accepted.len() - duplicates.len()) as u64,
+            inserted: fresh.len() as u64,
             duplicates: duplicates_total,
             rejected: rejected.len() as u64 - duplicates_total,
-            flagged: batch
-                .accepted
-                .iter()
-                .filter(|r| r.verdict.flagged && !duplicate_ids.contains(&r.valid.tx.transaction_id))
-                .count() as u64,
+            flagged: fresh.iter().filter(|r| r.verdict.flagged).count() as u64,
         })
+    }
+
+    /// Per-minute (event time) deltas overall and by merchant category and payment method.
+    async fn add_summaries(&self, tx: &mut sqlx::PgConnection, rows: &[&Accepted]) -> Result<(), sqlx::Error> {
+        let mut deltas: HashMap<(i64, &'static str, &str), (i64, i64, i64)> = HashMap::new();
+        for r in rows {
+            let minute = r.valid.event_time.timestamp().div_euclid(60);
+            let category = r.valid.tx.merchant_category.as_deref().unwrap_or("unknown");
+            for key in [
+                (minute, "all", ""),
+                (minute, "merchant_category", category),
+                (minute, "payment_method", r.valid.tx.payment_method.as_str()),
+            ] {
+                let d = deltas.entry(key).or_default();
+                d.0 += 1;
+                d.1 += r.valid.amount_cents;
+                d.2 += i64::from(r.verdict.flagged);
+            }
+        }
+        let (keys, values): (Vec<_>, Vec<_>) = deltas.into_iter().unzip();
+        sqlx::query(ADD_SUMMARIES)
+            .bind(keys.iter().map(|k| k.0).collect::<Vec<_>>())
+            .bind(keys.iter().map(|k| k.1).collect::<Vec<_>>())
+            .bind(keys.iter().map(|k| k.2).collect::<Vec<_>>())
+            .bind(values.iter().map(|v| v.0).collect::<Vec<_>>())
+            .bind(values.iter().map(|v| v.1).collect::<Vec<_>>())
+            .bind(values.iter().map(|v| v.2).collect::<Vec<_>>())
+            .execute(tx)
+            .await?;
+        Ok(())
+    }
+
+    async fn insert_alerts(&self, tx: &mut sqlx::PgConnection, rows: &[&Accepted]) -> Result<(), sqlx::Error> {
+        let flagged: Vec<&&Accepted> = rows.iter().filter(|r| r.verdict.flagged).collect();
+        if flagged.is_empty() {
+            return Ok(());
+        }
+        sqlx::query(INSERT_ALERTS)
+            .bind(flagged.iter().map(|r| r.valid.tx.transaction_id.as_str()).collect::<Vec<_>>())
+            .bind(flagged.iter().map(|r| r.valid.tx.customer_id.as_str()).collect::<Vec<_>>())
+            .bind(flagged.iter().map(|r| r.valid.event_time).collect::<Vec<_>>())
+            .bind(flagged.iter().map(|r| r.verdict.score.unwrap_or(1.0)).collect::<Vec<_>>())
+            .bind(flagged.iter().map(|r| r.verdict.reasons.join(",")).collect::<Vec<_>>())
+            .execute(tx)
+            .await?;
+        Ok(())
     }
 
     async fn insert_rejected(&self, tx: &mut sqlx::PgConnection, rejected: &[&Rejected]) -> Result<(), sqlx::Error> {

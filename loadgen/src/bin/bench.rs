@@ -1,1 +1,289 @@
-fn main() {}
+//! `sluice-bench` (run by `make bench`): on the Kafka and Postgres that hack/ started,
+//! measures in one run (1) the raw COPY rate of the rows into the same schema — the limit,
+//! (2) the worker draining a pre-produced backlog, (3) end-to-end latency at a fixed offered
+//! rate; then checks what landed and writes `report.json` and `report.svg`.
+
+use anyhow::{Context, Result, ensure};
+use chrono::Utc;
+use clap::Parser;
+use plotters::prelude::*;
+use serde_json::json;
+use sluice_loadgen::{EventKind, Generator, GeneratorConfig, LoadSpec, ensure_topic, produce};
+use sluice_worker::batch::{Accepted, COPY_TRANSACTIONS, encode_copy};
+use sluice_worker::score::Verdict;
+use sluice_worker::validate::{TimeBounds, validate};
+use sqlx::{Connection, PgConnection, PgPool};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+#[derive(Parser)]
+#[command(name = "sluice-bench")]
+struct Args {
+    #[arg(long, env = "KAFKA_BOOTSTRAP")]
+    brokers: String,
+    /// Admin URL of the Postgres cluster (a fresh database is created in it).
+    #[arg(long, env = "DATABASE_URL")]
+    database_url: String,
+    /// Events pre-produced before the worker starts.
+    #[arg(long, default_value_t = 1_000_000)]
+    backlog: u64,
+    /// Rows for the raw COPY baseline.
+    #[arg(long, default_value_t = 300_000)]
+    copy_rows: usize,
+    /// Offered rate of the latency phase.
+    #[arg(long, default_value_t = 2_000)]
+    latency_rate: u64,
+    #[arg(long, default_value_t = 30)]
+    latency_seconds: u64,
+    #[arg(long, default_value_t = 8)]
+    partitions: i32,
+    /// Directory of the sluice-worker binary.
+    #[arg(long, env = "SLUICE_BIN_DIR")]
+    bin_dir: PathBuf,
+    #[arg(long, default_value = "target/bench")]
+    out: PathBuf,
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let args = Args::parse();
+    std::fs::create_dir_all(&args.out)?;
+    let run = format!("bench_{}", Utc::now().format("%Y%m%d%H%M%S"));
+    let topic = run.replace('_', "-");
+    ensure_topic(&args.brokers, &topic, args.partitions).await?;
+    let mut admin = PgConnection::connect(&args.database_url).await?;
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {run}"))).execute(&mut admin).await?;
+    let db_url = format!("{}/{run}", &args.database_url[..args.database_url.rfind('/').expect("db url has a path")]);
+
+    eprintln!("== 1/3 raw COPY baseline: {} rows into the same schema", args.copy_rows);
+    let copy_tps = copy_baseline(&db_url, args.copy_rows).await?;
+    eprintln!("   {copy_tps:.0} rows/s");
+
+    eprintln!("== 2/3 backlog: producing {} events, then draining with one worker", args.backlog);
+    let backlog = LoadSpec {
+        brokers: args.brokers.clone(),
+        topic: topic.clone(),
+        rate: 0,
+        duration: None,
+        count: Some(args.backlog),
+        generator: GeneratorConfig { seed: 42, id_prefix: "backlog".into(), ..GeneratorConfig::default() },
+        progress: true,
+        collect_ids: false,
+    };
+    let produced = tokio::task::spawn_blocking(move || produce(&backlog)).await??;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let mut worker = spawn_worker(&args, &db_url, &topic, port)?;
+    let samples = watch_drain(port, produced.produced, &mut worker).await?;
+    let (t0, n0) = *samples.iter().find(|(_, n)| *n > 0).context("worker made no progress")?;
+    let (t1, n1) = *samples.last().expect("samples");
+    let throughput = (n1 - n0) as f64 / (t1 - t0).max(1e-3);
+    eprintln!("   drained {} in {:.1}s: {throughput:.0} tx/s", produced.produced, t1 - t0);
+
+    eprintln!("== 3/3 latency at {} tx/s for {}s", args.latency_rate, args.latency_seconds);
+    let phase_start = Utc::now();
+    let latency_spec = LoadSpec {
+        brokers: args.brokers.clone(),
+        topic: topic.clone(),
+        rate: args.latency_rate,
+        duration: Some(Duration::from_secs(args.latency_seconds)),
+        count: None,
+        generator: GeneratorConfig { seed: 43, id_prefix: "latency".into(), ..GeneratorConfig::default() },
+        progress: true,
+        collect_ids: false,
+    };
+    let offered = tokio::task::spawn_blocking(move || produce(&latency_spec)).await??;
+    let expected_total = produced.produced + offered.produced;
+    wait_handled(port, expected_total).await?;
+    let rss_peak_mb = peak_rss_mb(worker.id());
+    let _ = Command::new("kill").arg("-TERM").arg(worker.id().to_string()).status();
+    let _ = worker.wait();
+
+    let pool = PgPool::connect(&db_url).await?;
+    let latencies: Vec<f64> = sqlx::query_scalar(
+        "SELECT extract(epoch FROM ingested_at - kafka_timestamp)::float8 * 1000
+         FROM sluice.transactions WHERE kafka_timestamp >= $1 ORDER BY 1",
+    )
+    .bind(phase_start)
+    .fetch_all(&pool)
+    .await?;
+    ensure!(!latencies.is_empty(), "no rows from the latency phase");
+    let pct = |q: f64| latencies[((latencies.len() - 1) as f64 * q).round() as usize];
+    let (stored, distinct): (i64, i64) =
+        sqlx::query_as("SELECT count(*), count(DISTINCT transaction_id) FROM sluice.transactions").fetch_one(&pool).await?;
+    let rejected: i64 = sqlx::query_scalar("SELECT count(*) FROM sluice.rejected_transactions").fetch_one(&pool).await?;
+
+    let report = json!({
+        "offered_rate_tps": args.latency_rate,
+        "throughput_tps": throughput.round(),
+        "duration_s": ((t1 - t0) * 10.0).round() / 10.0,
+        "latency_ms": {"p50": round2(pct(0.50)), "p95": round2(pct(0.95)), "p99": round2(pct(0.99)), "max": round2(*latencies.last().unwrap())},
+        "copy_baseline_tps": copy_tps.round(),
+        "ratio_to_copy": round2(throughput / copy_tps),
+        "rows_expected": produced.valid + offered.valid,
+        "rows_stored": stored,
+        "duplicates_stored": stored - distinct,
+        "rejected": rejected,
+        "rejected_expected": produced.invalid + produced.duplicates + offered.invalid + offered.duplicates,
+        "worker_rss_mb_peak": rss_peak_mb,
+        "backlog_events": produced.produced,
+        "latency_phase_events": offered.produced,
+        "latency_measured_as": "ingested_at (statement time of the batch insert) - Kafka CreateTime",
+        "machine": {"cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0)},
+    });
+    let report_path = args.out.join("report.json");
+    std::fs::write(&report_path, serde_json::to_string_pretty(&report)? + "\n")?;
+    plot(&args.out.join("report.svg"), &samples, &latencies)?;
+    println!("{}", serde_json::to_string_pretty(&report)?);
+    eprintln!("wrote {} and report.svg", report_path.display());
+    ensure!(stored as u64 == produced.valid + offered.valid && stored == distinct, "rows stored do not match rows expected");
+    Ok(())
+}
+
+fn round2(x: f64) -> f64 {
+    (x * 100.0).round() / 100.0
+}
+
+/// COPY the generator's valid rows straight into `transactions` (same indexes, same daily
+/// partitions), 5,000 rows per committed transaction: what Postgres can take on this box.
+async fn copy_baseline(db_url: &str, rows: usize) -> Result<f64> {
+    let pool = sluice_worker::db::connect(db_url, "copy_baseline", 2).await?;
+    sluice_worker::db::migrate(&pool, "copy_baseline").await?;
+    sluice_worker::db::maintain_partitions(&pool, Utc::now(), 30, 3).await?;
+    let mut generator = Generator::new(GeneratorConfig { seed: 42, invalid_ratio: 0.0, duplicate_ratio: 0.0, id_prefix: "copy".into(), ..GeneratorConfig::default() });
+    let now = Utc::now();
+    let bounds = TimeBounds::around(now, 30, 300);
+    let mut records = Vec::with_capacity(rows);
+    while records.len() < rows {
+        let e = generator.next(now);
+        if e.kind != EventKind::Valid {
+            continue;
+        }
+        let valid = validate(&e.payload, bounds).map_err(|r| anyhow::anyhow!("generator made an invalid event: {r:?}"))?;
+        records.push(Accepted {
+            valid,
+            partition: (records.len() % 8) as i32,
+            offset: records.len() as i64,
+            kafka_timestamp: now,
+            received_at: Instant::now(),
+            raw: Vec::new(),
+            verdict: Verdict::default(),
+        });
+    }
+    let mut conn = pool.acquire().await?;
+    let started = Instant::now();
+    for chunk in records.chunks(5_000) {
+        let mut buf = Vec::with_capacity(chunk.len() * 256);
+        encode_copy(chunk, &mut buf);
+        let mut tx = conn.begin().await?;
+        let mut copy = tx.copy_in_raw(COPY_TRANSACTIONS).await?;
+        copy.send(buf).await?;
+        copy.finish().await?;
+        tx.commit().await?;
+    }
+    Ok(rows as f64 / started.elapsed().as_secs_f64())
+}
+
+fn spawn_worker(args: &Args, db_url: &str, topic: &str, port: u16) -> Result<Child> {
+    let log = std::fs::File::create(args.out.join("worker.log"))?;
+    Command::new(args.bin_dir.join("sluice-worker"))
+        .env("DATABASE_URL", db_url)
+        .env("SLUICE_PIPELINE", "bench")
+        .env("SLUICE_KAFKA__BOOTSTRAP_SERVERS", &args.brokers)
+        .env("SLUICE_KAFKA__TOPIC", topic)
+        .env("SLUICE_KAFKA__GROUP_ID", format!("{topic}-group"))
+        .env("SLUICE_HTTP__LISTEN", format!("127.0.0.1:{port}"))
+        .stdin(Stdio::null())
+        .stdout(log.try_clone()?)
+        .stderr(log)
+        .spawn()
+        .context("starting sluice-worker")
+}
+
+async fn handled(port: u16) -> Result<u64> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+    s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").await?;
+    let mut body = String::new();
+    s.read_to_string(&mut body).await?;
+    Ok(body
+        .lines()
+        .filter(|l| l.starts_with("sluice_transactions_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as u64)
+}
+
+/// Sample the worker's counters every 250 ms until `expected` records are handled.
+async fn watch_drain(port: u16, expected: u64, worker: &mut Child) -> Result<Vec<(f64, u64)>> {
+    let started = Instant::now();
+    let mut samples = Vec::new();
+    loop {
+        ensure!(worker.try_wait()?.is_none(), "the worker exited during the drain");
+        if let Ok(n) = handled(port).await {
+            samples.push((started.elapsed().as_secs_f64(), n));
+            if n >= expected {
+                return Ok(samples);
+            }
+        }
+        ensure!(started.elapsed() < Duration::from_secs(900), "backlog not drained in 15 minutes");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+async fn wait_handled(port: u16, expected: u64) -> Result<()> {
+    let started = Instant::now();
+    while handled(port).await.unwrap_or(0) < expected {
+        ensure!(started.elapsed() < Duration::from_secs(300), "latency phase not drained");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    Ok(())
+}
+
+fn peak_rss_mb(pid: u32) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| s.lines().find(|l| l.starts_with("VmHWM:"))?.split_whitespace().nth(1)?.parse::<f64>().ok())
+        .map_or(0.0, |kb| (kb / 1024.0 * 10.0).round() / 10.0)
+}
+
+fn plot(path: &std::path::Path, samples: &[(f64, u64)], latencies_ms: &[f64]) -> Result<()> {
+    let root = SVGBackend::new(path, (1200, 450)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let (left, right) = root.split_horizontally(600);
+
+    let rates: Vec<(f64, f64)> = samples
+        .windows(5)
+        .map(|w| (w[4].0, (w[4].1 - w[0].1) as f64 / (w[4].0 - w[0].0).max(1e-3)))
+        .collect();
+    let max_rate = rates.iter().map(|r| r.1).fold(1.0, f64::max) * 1.1;
+    let max_t = samples.last().map_or(1.0, |s| s.0);
+    let mut chart = ChartBuilder::on(&left)
+        .caption("Backlog drain: throughput (tx/s, 1 s window)", ("sans-serif", 18))
+        .margin(15)
+        .x_label_area_size(35)
+        .y_label_area_size(60)
+        .build_cartesian_2d(0f64..max_t, 0f64..max_rate)?;
+    chart.configure_mesh().x_desc("seconds since worker start").y_desc("tx/s").draw()?;
+    chart.draw_series(LineSeries::new(rates, &BLUE))?;
+
+    let cap = latencies_ms[((latencies_ms.len() - 1) as f64 * 0.999) as usize].max(1.0);
+    let bins = 50usize;
+    let width = cap / bins as f64;
+    let mut counts = vec![0u32; bins];
+    for &l in latencies_ms {
+        counts[((l / width) as usize).min(bins - 1)] += 1;
+    }
+    let max_count = counts.iter().copied().max().unwrap_or(1);
+    let mut chart = ChartBuilder::on(&right)
+        .caption("End-to-end latency at fixed rate (ms)", ("sans-serif", 18))
+        .margin(15)
+        .x_label_area_size(35)
+        .y_label_area_size(60)
+        .build_cartesian_2d(0f64..cap, 0u32..max_count + max_count / 10 + 1)?;
+    chart.configure_mesh().x_desc("Kafka timestamp -> row written (ms), to p99.9").y_desc("rows").draw()?;
+    chart.draw_series(counts.iter().enumerate().map(|(i, &c)| {
+        Rectangle::new([(i as f64 * width, 0), ((i + 1) as f64 * width, c)], BLUE.mix(0.6).filled())
+    }))?;
+    root.present()?;
+    Ok(())
+}

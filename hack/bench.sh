@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# `make bench`: fresh Kafka + Postgres, then sluice-bench (COPY limit, backlog drain,
+# latency at a fixed rate). Writes target/bench/report.json and report.svg.
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+ROOT=$(cd "$HACK_DIR/.." && pwd)
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$SLUICE_CACHE/target}
+NAME=bench-$$
+trap '"$HACK_DIR/kafka.sh" stop "$NAME" >/dev/null 2>&1 || true; "$HACK_DIR/postgres.sh" stop "$NAME" >/dev/null 2>&1 || true' EXIT
+
+"$HACK_DIR/deps.sh"
+cd "$ROOT"
+cargo build --release --locked -p sluice-worker -p sluice-loadgen
+set -a
+eval "$("$HACK_DIR/kafka.sh" start "$NAME")"
+eval "$("$HACK_DIR/postgres.sh" start "$NAME")"
+set +a
+"$CARGO_TARGET_DIR/release/sluice-bench" --bin-dir "$CARGO_TARGET_DIR/release" --out "$ROOT/target/bench" "$@"

@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Installs what the project needs on a fresh machine (Debian packages by name) and checks
+# the toolchains. Idempotent and quick when everything is there.
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+
+need_apt=()
+command -v java >/dev/null || need_apt+=(openjdk-17-jre-headless)
+command -v mvn >/dev/null || need_apt+=(maven)
+command -v cmake >/dev/null || need_apt+=(cmake)
+command -v openssl >/dev/null || need_apt+=(openssl)
+command -v python3 >/dev/null || need_apt+=(python3)
+command -v curl >/dev/null || need_apt+=(curl)
+[ -x /usr/lib/postgresql/15/bin/postgres ] || command -v postgres >/dev/null || need_apt+=(postgresql-15 postgresql-client-15)
+if ((${#need_apt[@]})); then
+  log "installing ${need_apt[*]}"
+  if [ "$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+command -v cargo >/dev/null || die "cargo not found: install Rust (rustup) first"
+command -v go >/dev/null || die "go not found: the control plane is built from the Go module proxy"

@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# `make test`: every test, on real services this script starts for the run (Kafka, Postgres,
+# the Kubernetes control plane) and stops afterwards, whatever happens.
+set -euo pipefail
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+ROOT=$(cd "$HACK_DIR/.." && pwd)
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$SLUICE_CACHE/target}
+NAME=${SLUICE_TEST_NAME:-test-$$}
+
+cleanup() {
+  local rc=$?
+  log "stopping test services ($NAME)"
+  "$HACK_DIR/kafka.sh" stop "$NAME" >/dev/null 2>&1 || true
+  "$HACK_DIR/postgres.sh" stop "$NAME" >/dev/null 2>&1 || true
+  "$HACK_DIR/cluster.sh" down "$NAME" >/dev/null 2>&1 || true
+  exit $rc
+}
+trap cleanup EXIT
+
+"$HACK_DIR/deps.sh"
+log "building (release profile; warnings are errors)"
+cd "$ROOT"
+build_log=$(mktemp)
+cargo build --release --workspace --bins --tests --benches --locked 2>&1 | tee "$build_log" >&2
+# Cargo replays cached diagnostics, so this also holds on a warm cache.
+if grep -q '^warning' "$build_log"; then die "the build has warnings (denied in CI)"; fi
+
+log "starting Kafka, Postgres and the control plane ($NAME)"
+set -a
+eval "$("$HACK_DIR/kafka.sh" start "$NAME")"
+eval "$("$HACK_DIR/postgres.sh" start "$NAME")"
+set +a
+KUBECONFIG=$("$HACK_DIR/cluster.sh" up "$NAME" | tail -n 1)
+export KUBECONFIG SLUICE_BIN_DIR="$CARGO_TARGET_DIR/release"
+
+log "running tests"
+# Test binaries run one after another; each test uses its own topic/database/namespace.
+cargo test --release --workspace --locked --no-fail-fast -- --test-threads="${SLUICE_TEST_THREADS:-2}"
