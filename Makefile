@@ -33,3 +33,8 @@ services-down:
 	@hack/kafka.sh stop dev; hack/postgres.sh stop dev
 
 include $(wildcard hack/mk/*.mk)
+
+## make eval: offline fraud evaluation on labeled simulated streams (target/eval/report.json).
+.PHONY: eval
+eval:
+	cargo run --release --locked -p sluice-fraud --bin sluice-eval

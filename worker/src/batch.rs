@@ -1,6 +1,6 @@
 //! A batch: the records of one Postgres transaction, and how their rows are encoded for COPY.
 
-use crate::score::Verdict;
+use crate::score::{ProfileRow, Verdict};
 use crate::validate::{Reason, ValidTransaction};
 use chrono::{DateTime, Utc};
 use std::collections::{BTreeMap, HashSet};
@@ -44,6 +44,8 @@ pub struct Batch {
     pub accepted: Vec<Accepted>,
     pub rejected: Vec<Rejected>,
     pub offsets: BTreeMap<i32, OffsetMove>,
+    /// Scoring state changed by this batch's records (latest per customer), committed with them.
+    pub profiles: BTreeMap<String, ProfileRow>,
     pub opened_at: Instant,
     ids: HashSet<String>,
 }
@@ -55,6 +57,7 @@ impl Batch {
             accepted: Vec::new(),
             rejected: Vec::new(),
             offsets: BTreeMap::new(),
+            profiles: BTreeMap::new(),
             opened_at: Instant::now(),
             ids: HashSet::new(),
         }
@@ -87,6 +90,13 @@ impl Batch {
         }
     }
 
+    /// Attach changed scoring state; a later copy of a customer's profile replaces the earlier.
+    pub fn add_profiles(&mut self, rows: Vec<ProfileRow>) {
+        for row in rows {
+            self.profiles.insert(row.customer_id.clone(), row);
+        }
+    }
+
     pub fn push_rejected(&mut self, record: Rejected) {
         self.rejected.push(record);
     }
@@ -96,6 +106,7 @@ impl Batch {
         self.accepted.retain(|r| keep(r.partition));
         self.rejected.retain(|r| keep(r.partition));
         self.offsets.retain(|p, _| keep(*p));
+        self.profiles.retain(|_, r| keep(r.partition));
         self.ids = self.accepted.iter().map(|r| r.valid.tx.transaction_id.clone()).collect();
     }
 }

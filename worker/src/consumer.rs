@@ -25,7 +25,7 @@ use tokio::runtime::Handle;
 use tokio::sync::mpsc;
 
 /// A batch may grow to this many times `batch.max_records` while the sink is busy.
-const BATCH_HARD_CAP: usize = 4;
+const BATCH_HARD_CAP: usize = 3;
 
 /// Per-partition progress known to the batch builder.
 #[derive(Debug, Clone, Copy)]
@@ -77,9 +77,30 @@ impl Context {
         }
     }
 
+    /// Warm the scorer with the persisted state of `partitions`, retried like the offsets.
+    fn warm_scorer(&self, partitions: &[i32]) {
+        if !self.builder().scorer.stateful() {
+            return;
+        }
+        let mut delay = Duration::from_millis(100);
+        let rows = loop {
+            match self.runtime.block_on(crate::db::load_profiles(&self.pool, partitions)) {
+                Ok(rows) => break rows,
+                Err(e) => {
+                    tracing::warn!(error = %e, "loading customer profiles failed; retrying");
+                    std::thread::sleep(delay);
+                    delay = (delay * 2).min(Duration::from_secs(5));
+                }
+            }
+        };
+        tracing::info!(?partitions, profiles = rows.len(), "warmed customer profiles");
+        self.builder().scorer.warm(rows);
+    }
+
     fn on_assign(&self, consumer: &BaseConsumer<Self>, tpl: &mut TopicPartitionList) {
         let partitions: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
         let stored = self.stored_offsets(&partitions);
+        self.warm_scorer(&partitions);
         let mut b = self.builder();
         for (partition, next) in stored {
             if next >= 0 {
@@ -163,6 +184,38 @@ pub struct ConsumerLoop {
     shutdown: Arc<AtomicBool>,
     /// Unix seconds of the last loop turn (`/healthz`).
     pub heartbeat: Arc<AtomicU64>,
+    reload: Option<ConfigReload>,
+}
+
+/// Watches the config file (a mounted ConfigMap) and applies changes that need no restart:
+/// the fraud switches.
+struct ConfigReload {
+    path: std::path::PathBuf,
+    modified: Option<std::time::SystemTime>,
+    checked: Instant,
+}
+
+impl ConfigReload {
+    const EVERY: Duration = Duration::from_secs(5);
+
+    fn changed_config(&mut self) -> Option<WorkerConfig> {
+        if self.checked.elapsed() < Self::EVERY {
+            return None;
+        }
+        self.checked = Instant::now();
+        let modified = std::fs::metadata(&self.path).and_then(|m| m.modified()).ok();
+        if modified == self.modified {
+            return None;
+        }
+        self.modified = modified;
+        match crate::config::load(Some(&self.path)) {
+            Ok(c) => Some(c),
+            Err(e) => {
+                tracing::warn!(error = %e, "ignoring an invalid configuration update");
+                None
+            }
+        }
+    }
 }
 
 pub struct ConsumerParts {
@@ -175,6 +228,8 @@ pub struct ConsumerParts {
     pub acks: std::sync::mpsc::Receiver<Ack>,
     pub shutdown: Arc<AtomicBool>,
     pub heartbeat: Arc<AtomicU64>,
+    /// The config file to watch for hot-reloadable changes.
+    pub config_path: Option<std::path::PathBuf>,
 }
 
 impl ConsumerLoop {
@@ -207,6 +262,11 @@ impl ConsumerLoop {
             acks: parts.acks,
             shutdown: parts.shutdown,
             heartbeat: parts.heartbeat,
+            reload: parts.config_path.map(|path| ConfigReload {
+                modified: std::fs::metadata(&path).and_then(|m| m.modified()).ok(),
+                path,
+                checked: Instant::now(),
+            }),
         })
     }
 
@@ -216,6 +276,10 @@ impl ConsumerLoop {
         while !self.shutdown.load(Ordering::Relaxed) {
             self.heartbeat.store(Utc::now().timestamp() as u64, Ordering::Relaxed);
             self.handle_acks();
+            if let Some(config) = self.reload.as_mut().and_then(ConfigReload::changed_config) {
+                tracing::info!(fraud = ?config.fraud, "applied reloaded fraud settings");
+                self.builder().scorer.reconfigure(&config.fraud);
+            }
             // While the sink is busy the batch keeps growing (a bigger COPY is cheaper per
             // row); only past the hard cap does fetching pause, since pausing drops
             // librdkafka's prefetched data.
@@ -304,6 +368,8 @@ impl ConsumerLoop {
     /// what the batch will store.
     fn try_hand_on(&self) -> bool {
         let mut b = self.builder();
+        let dirty = b.scorer.take_dirty();
+        b.batch.add_profiles(dirty);
         let next = Batch::new(b.generation);
         let batch = std::mem::replace(&mut b.batch, next);
         let moves: Vec<(i32, i64)> = batch.offsets.iter().map(|(p, m)| (*p, m.next)).collect();
@@ -379,8 +445,12 @@ impl ConsumerLoop {
             }
             b.generation = generation + 1;
             b.batch = Batch::new(b.generation);
-            b.progress.keys().copied().collect()
+            let partitions: Vec<i32> = b.progress.keys().copied().collect();
+            // In-memory scoring state may be ahead of what committed: start from the store.
+            b.scorer.forget_partitions(&partitions);
+            partitions
         };
+        self.consumer.context().warm_scorer(&partitions);
         let stored = self.consumer.context().stored_offsets(&partitions);
         for (partition, next) in stored {
             if let Some(p) = self.builder().progress.get_mut(&partition) {

@@ -108,3 +108,16 @@ pub async fn load_offsets(pool: &PgPool, group: &str, topic: &str, partitions: &
     .await?;
     Ok(rows)
 }
+
+/// Persisted scoring state of the customers of `partitions`, to warm a worker that gains them.
+pub async fn load_profiles(pool: &PgPool, partitions: &[i32]) -> Result<Vec<crate::score::ProfileRow>> {
+    let rows: Vec<(String, i32, Vec<u8>)> =
+        sqlx::query_as("SELECT customer_id, partition, profile FROM customer_profiles WHERE partition = ANY($1)")
+            .bind(partitions)
+            .fetch_all(pool)
+            .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(customer_id, partition, profile)| crate::score::ProfileRow { customer_id, partition, profile })
+        .collect())
+}

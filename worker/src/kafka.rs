@@ -35,7 +35,7 @@ pub fn consumer_config(config: &WorkerConfig, secrets: &Secrets) -> ClientConfig
         .set("fetch.wait.max.ms", config.kafka.fetch_wait_max_ms.to_string())
         .set("fetch.queue.backoff.ms", "10")
         // Bounded prefetch keeps the worker's memory small whatever the backlog.
-        .set("queued.max.messages.kbytes", "16384")
+        .set("queued.max.messages.kbytes", "8192")
         .set("max.partition.fetch.bytes", "1048576")
         .set("statistics.interval.ms", "5000");
     c

@@ -8,6 +8,7 @@ pub mod batch;
 pub mod config;
 pub mod consumer;
 pub mod db;
+pub mod fraud;
 pub mod http;
 pub mod kafka;
 pub mod metrics;
@@ -25,7 +26,7 @@ use std::time::Duration;
 /// Kafka decoding overlaps the Postgres round trip without unbounded buffering.
 const SINK_QUEUE: usize = 1;
 
-pub async fn run(config: WorkerConfig, secrets: config::Secrets) -> Result<()> {
+pub async fn run(config: WorkerConfig, secrets: config::Secrets, config_path: Option<std::path::PathBuf>) -> Result<()> {
     let metrics = Arc::new(metrics::Metrics::new(&config.pipeline));
     let pool = db::connect(&secrets.database_url, &config.postgres.schema, config.postgres.max_connections).await?;
     db::migrate(&pool, &config.postgres.schema).await?;
@@ -54,6 +55,7 @@ pub async fn run(config: WorkerConfig, secrets: config::Secrets) -> Result<()> {
         group: config.kafka.group_id.clone(),
         topic: config.kafka.topic.clone(),
         dlq_topic: config.kafka.dlq_topic(),
+        alerts_topic: config.kafka.alerts_topic(),
         metrics: metrics.clone(),
         retry_initial: Duration::from_millis(config.postgres.retry_initial_ms),
         retry_max: Duration::from_millis(config.postgres.retry_max_ms),
@@ -69,12 +71,18 @@ pub async fn run(config: WorkerConfig, secrets: config::Secrets) -> Result<()> {
             pool,
             runtime: tokio::runtime::Handle::current(),
             metrics,
-            scorer: Box::new(score::Unscored),
+            // Always stateful, even with scoring switched off, so switching it on needs no warm-up.
+            scorer: Box::new(fraud::FraudScorer::new(
+                sluice_fraud::Model::default(),
+                config.fraud.clone(),
+                fraud::PROFILE_CAPACITY,
+            )),
             inflight,
             batches: batch_tx,
             acks: ack_rx,
             shutdown: shutdown.clone(),
             heartbeat,
+            config_path,
         },
     )?;
     let poll_thread = std::thread::Builder::new().name("consumer".into()).spawn(move || consumer.run())?;

@@ -67,5 +67,5 @@ fn main() -> Result<()> {
         .worker_threads(2)
         .enable_all()
         .build()?
-        .block_on(sluice_worker::run(config, secrets))
+        .block_on(sluice_worker::run(config, secrets, args.config))
 }

@@ -1,6 +1,6 @@
 //! The scoring stage: between validation and the sink, every valid transaction gets a
-//! [`Verdict`]. Fraud detection plugs in here; until a model is configured, transactions
-//! pass unscored (`fraud_score` NULL, never flagged).
+//! [`Verdict`]. The fraud model plugs in here ([`crate::fraud`]); the sink only sees verdicts
+//! and the state to persist.
 
 use crate::validate::ValidTransaction;
 
@@ -13,18 +13,31 @@ pub struct Verdict {
     pub reasons: Vec<&'static str>,
 }
 
+/// A customer's persisted scoring state (`customer_profiles`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProfileRow {
+    pub customer_id: String,
+    pub partition: i32,
+    pub profile: Vec<u8>,
+}
+
 /// A stage that scores transactions of the partitions this worker owns, in partition order.
+/// Its per-customer state is persisted with each batch and warmed when partitions arrive.
 pub trait Scorer: Send {
     fn score(&mut self, tx: &ValidTransaction, partition: i32) -> Verdict;
-    /// Partitions were revoked: forget their customers' state.
+    /// Partitions were revoked (or their state is stale): forget their customers.
     fn forget_partitions(&mut self, _partitions: &[i32]) {}
-}
-
-/// The seam's default: no opinion.
-pub struct Unscored;
-
-impl Scorer for Unscored {
-    fn score(&mut self, _tx: &ValidTransaction, _partition: i32) -> Verdict {
-        Verdict::default()
+    /// Whether this scorer keeps state that must be warmed and persisted.
+    fn stateful(&self) -> bool {
+        false
     }
+    /// Load persisted state of newly assigned partitions.
+    fn warm(&mut self, _rows: Vec<ProfileRow>) {}
+    /// State changed since the last call, to commit with the next batch.
+    fn take_dirty(&mut self) -> Vec<ProfileRow> {
+        Vec::new()
+    }
+    /// New fraud switches from a reloaded configuration.
+    fn reconfigure(&mut self, _config: &sluice_api::config::FraudConfig) {}
 }
+

@@ -3,7 +3,7 @@
 //! the DLQ topic before the commit, so none is lost (a crash between the two can repeat a
 //! DLQ message; the tables stay exact).
 
-use crate::batch::{Accepted, Batch, COPY_TRANSACTIONS, Rejected, duplicate_of, encode_copy};
+use crate::batch::{Accepted, Batch, Rejected, duplicate_of};
 use crate::validate::Reason;
 use crate::metrics::{Metrics, Outcome};
 use chrono::Utc;
@@ -52,6 +52,7 @@ pub struct Sink {
     pub group: String,
     pub topic: String,
     pub dlq_topic: String,
+    pub alerts_topic: String,
     pub metrics: Arc<Metrics>,
     pub retry_initial: Duration,
     pub retry_max: Duration,
@@ -86,6 +87,12 @@ const ADD_SUMMARIES: &str = "INSERT INTO analytics_summaries AS a (period_start,
         transaction_count = a.transaction_count + EXCLUDED.transaction_count,
         total_amount = a.total_amount + EXCLUDED.total_amount,
         fraud_count = a.fraud_count + EXCLUDED.fraud_count";
+
+/// Sorted by customer so concurrent writers lock rows in one order.
+const UPSERT_PROFILES: &str = "INSERT INTO customer_profiles (customer_id, partition, profile)
+    SELECT * FROM unnest($1::text[], $2::int[], $3::bytea[]) AS u(c, p, b) ORDER BY c
+    ON CONFLICT (customer_id) DO UPDATE SET
+        partition = EXCLUDED.partition, profile = EXCLUDED.profile, updated_at = now()";
 
 const INSERT_ALERTS: &str = "INSERT INTO fraud_alerts (transaction_id, customer_id, event_time, score, reasons)
     SELECT id, customer, t, score, string_to_array(reasons, ',')
@@ -168,11 +175,7 @@ impl Sink {
         let (fresh, repeated): (Vec<&Accepted>, Vec<&Accepted>) =
             batch.accepted.iter().partition(|r| new_ids.contains(&r.valid.tx.transaction_id));
         if !fresh.is_empty() {
-            let mut buf = Vec::with_capacity(fresh.len() * 256);
-            encode_copy(fresh.iter().copied(), &mut buf);
-            let mut copy = tx.copy_in_raw(COPY_TRANSACTIONS).await?;
-            copy.send(buf).await?;
-            copy.finish().await?;
+            insert_rows(&mut tx, &fresh).await?;
             self.add_summaries(&mut tx, &fresh).await?;
             self.insert_alerts(&mut tx, &fresh).await?;
         }
@@ -182,8 +185,18 @@ impl Sink {
             self.insert_rejected(&mut tx, &rejected).await?;
         }
 
+        if !batch.profiles.is_empty() {
+            sqlx::query(UPSERT_PROFILES)
+                .bind(batch.profiles.keys().map(String::as_str).collect::<Vec<_>>())
+                .bind(batch.profiles.values().map(|r| r.partition).collect::<Vec<_>>())
+                .bind(batch.profiles.values().map(|r| r.profile.as_slice()).collect::<Vec<_>>())
+                .execute(&mut *tx)
+                .await?;
+        }
+
         self.move_offsets(&mut tx, batch).await?;
         self.publish_dlq(&rejected).await?;
+        self.publish_alerts(&fresh).await?;
         tx.commit().await?;
 
         let duplicates_total = rejected.iter().filter(|r| r.reason == Reason::Duplicate).count() as u64;
@@ -289,6 +302,26 @@ impl Sink {
         Ok(())
     }
 
+    /// One JSON alert per newly stored flagged transaction (contract §2), delivered before
+    /// the commit like the DLQ.
+    async fn publish_alerts(&self, rows: &[&Accepted]) -> Result<(), WriteError> {
+        let detected_at = Utc::now().to_rfc3339();
+        let mut deliveries = Vec::new();
+        for r in rows.iter().filter(|r| r.verdict.flagged) {
+            let alert = serde_json::json!({
+                "transaction_id": r.valid.tx.transaction_id,
+                "customer_id": r.valid.tx.customer_id,
+                "score": r.verdict.score,
+                "reasons": r.verdict.reasons,
+                "detected_at": detected_at,
+            })
+            .to_string();
+            let record = FutureRecord::to(&self.alerts_topic).key(&r.valid.tx.customer_id).payload(&alert);
+            deliveries.push(self.producer.send_result(record).map_err(|(e, _)| e)?);
+        }
+        await_deliveries(deliveries).await
+    }
+
     async fn publish_dlq(&self, rejected: &[&Rejected]) -> Result<(), WriteError> {
         let mut deliveries = Vec::with_capacity(rejected.len());
         for r in rejected {
@@ -307,13 +340,69 @@ impl Sink {
                 Err((e, _)) => return Err(e.into()),
             }
         }
-        for d in deliveries {
-            match d.await {
-                Ok(Ok(_)) => {}
-                Ok(Err((e, _))) => return Err(e.into()),
-                Err(_) => return Err(rdkafka::error::KafkaError::Canceled.into()),
-            }
-        }
-        Ok(())
+        await_deliveries(deliveries).await
     }
+}
+
+/// The rows, as one prepared INSERT over arrays. Same speed class as COPY, one round trip,
+/// and no COPY sub-protocol: sqlx leaves Nagle on, and COPY's small trailing CopyDone then
+/// waits out the peer's delayed ACK (~40 ms per batch, measured).
+const INSERT_ROWS: &str = "INSERT INTO transactions (transaction_id, customer_id, merchant_id,
+        merchant_category, amount, currency, event_time, payment_method, channel, country,
+        shipping_country, card_last4, card_fingerprint, device_id, ip_address, latitude, longitude,
+        account_age_days, items, kafka_partition, kafka_offset, kafka_timestamp, fraud_score, is_fraud)
+    SELECT id, customer, merchant, category, cents::numeric / 100, currency, event_time, method,
+        channel, country, shipping, last4, fingerprint, device, ip, lat, lon, age, items, kp, ko, kts,
+        score, fraud
+    FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[], $6::text[],
+        $7::timestamptz[], $8::text[], $9::text[], $10::text[], $11::text[], $12::text[], $13::text[],
+        $14::text[], $15::text[], $16::float8[], $17::float8[], $18::int[], $19::int[], $20::int[],
+        $21::bigint[], $22::timestamptz[], $23::float8[], $24::bool[])
+    AS u(id, customer, merchant, category, cents, currency, event_time, method, channel, country,
+        shipping, last4, fingerprint, device, ip, lat, lon, age, items, kp, ko, kts, score, fraud)";
+
+async fn insert_rows(tx: &mut sqlx::PgConnection, rows: &[&Accepted]) -> Result<(), sqlx::Error> {
+    fn col<'a, T>(rows: &[&'a Accepted], f: impl Fn(&'a Accepted) -> T) -> Vec<T> {
+        rows.iter().map(|r| f(r)).collect()
+    }
+    let to_i32 = |v: Option<u32>| v.map(|x| i32::try_from(x).unwrap_or(i32::MAX));
+    sqlx::query(INSERT_ROWS)
+        .bind(col(rows, |r| r.valid.tx.transaction_id.as_str()))
+        .bind(col(rows, |r| r.valid.tx.customer_id.as_str()))
+        .bind(col(rows, |r| r.valid.tx.merchant_id.as_str()))
+        .bind(col(rows, |r| r.valid.tx.merchant_category.as_deref()))
+        .bind(col(rows, |r| r.valid.amount_cents))
+        .bind(col(rows, |r| r.valid.tx.currency.as_str()))
+        .bind(col(rows, |r| r.valid.event_time))
+        .bind(col(rows, |r| r.valid.tx.payment_method.as_str()))
+        .bind(col(rows, |r| r.valid.tx.channel.map(|c| c.as_str())))
+        .bind(col(rows, |r| r.valid.tx.country.as_str()))
+        .bind(col(rows, |r| r.valid.tx.shipping_country.as_deref()))
+        .bind(col(rows, |r| r.valid.tx.card_last4.as_deref()))
+        .bind(col(rows, |r| r.valid.tx.card_fingerprint.as_deref()))
+        .bind(col(rows, |r| r.valid.tx.device_id.as_deref()))
+        .bind(col(rows, |r| r.valid.tx.ip_address.as_deref()))
+        .bind(col(rows, |r| r.valid.tx.latitude))
+        .bind(col(rows, |r| r.valid.tx.longitude))
+        .bind(col(rows, |r| to_i32(r.valid.tx.account_age_days)))
+        .bind(col(rows, |r| to_i32(r.valid.tx.items)))
+        .bind(col(rows, |r| r.partition))
+        .bind(col(rows, |r| r.offset))
+        .bind(col(rows, |r| r.kafka_timestamp))
+        .bind(col(rows, |r| r.verdict.score))
+        .bind(col(rows, |r| r.verdict.flagged))
+        .execute(tx)
+        .await?;
+    Ok(())
+}
+
+async fn await_deliveries(deliveries: Vec<rdkafka::producer::DeliveryFuture>) -> Result<(), WriteError> {
+    for d in deliveries {
+        match d.await {
+            Ok(Ok(_)) => {}
+            Ok(Err((e, _))) => return Err(e.into()),
+            Err(_) => return Err(rdkafka::error::KafkaError::Canceled.into()),
+        }
+    }
+    Ok(())
 }
