@@ -26,7 +26,13 @@ pub struct LoadSpec {
     pub progress: bool,
     /// Keep the ids of valid events in the summary (tests check them one by one).
     pub collect_ids: bool,
+    /// Write one JSON line per valid event with its label (fraud scenario, hard negative).
+    pub labels: Option<std::path::PathBuf>,
 }
+
+/// Event-time pace of a backlog produced at full speed: its events are spread over the past
+/// as if they had arrived at this rate, ending now, so per-customer timing stays realistic.
+const BACKLOG_EVENTS_PER_SECOND: f64 = 2_000.0;
 
 #[derive(Debug, Default, Clone)]
 pub struct Summary {
@@ -65,7 +71,18 @@ pub fn produce(spec: &LoadSpec) -> Result<Summary> {
     let mut summary = Summary::default();
     let bar = progress_bar(spec);
     let started = Instant::now();
+    let wall_start = Utc::now();
     let limit = spec.count.unwrap_or(u64::MAX);
+    let backlog_span = match (spec.rate, spec.count) {
+        (0, Some(n)) => chrono::Duration::milliseconds((n as f64 / BACKLOG_EVENTS_PER_SECOND * 1000.0) as i64),
+        _ => chrono::Duration::zero(),
+    };
+    let mut labels = match &spec.labels {
+        Some(path) => Some(std::io::BufWriter::new(
+            std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?,
+        )),
+        None => None,
+    };
     while summary.produced < limit && spec.duration.is_none_or(|d| started.elapsed() < d) {
         // Pace by the clock: the number due by now, not a sleep per event.
         let due = if spec.rate == 0 {
@@ -78,9 +95,19 @@ pub fn produce(spec: &LoadSpec) -> Result<Summary> {
             producer.poll(Duration::from_millis(1));
             continue;
         }
-        let now = Utc::now();
+        let now = if backlog_span.is_zero() {
+            Utc::now()
+        } else {
+            let progress = summary.produced as f64 / limit as f64;
+            wall_start - backlog_span + chrono::Duration::milliseconds((backlog_span.num_milliseconds() as f64 * progress) as i64)
+        };
         while summary.produced < due {
             let event = generator.next(now);
+            if let (Some(out), Some(label), Some(id)) = (labels.as_mut(), &event.label, &event.transaction_id) {
+                use std::io::Write;
+                let line = serde_json::json!({"transaction_id": id, "label": label});
+                writeln!(out, "{line}").context("writing labels")?;
+            }
             let mut record = BaseRecord::to(&spec.topic).key(&event.key).payload(&event.payload);
             loop {
                 match producer.send(record) {
@@ -112,6 +139,10 @@ pub fn produce(spec: &LoadSpec) -> Result<Summary> {
         }
     }
     producer.flush(Duration::from_secs(60)).context("flushing produced events")?;
+    if let Some(mut out) = labels {
+        use std::io::Write;
+        out.flush().context("writing labels")?;
+    }
     summary.elapsed = started.elapsed();
     if let Some(bar) = bar {
         bar.finish_with_message(format!(

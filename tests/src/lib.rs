@@ -94,6 +94,7 @@ impl Pipeline {
             },
             progress: false,
             collect_ids: true,
+            labels: None,
         }
     }
 

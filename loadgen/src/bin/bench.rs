@@ -70,6 +70,7 @@ async fn main() -> Result<()> {
         generator: GeneratorConfig { seed: 42, id_prefix: "backlog".into(), ..GeneratorConfig::default() },
         progress: true,
         collect_ids: false,
+        labels: None,
     };
     let produced = tokio::task::spawn_blocking(move || produce(&backlog)).await??;
     let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
@@ -91,6 +92,7 @@ async fn main() -> Result<()> {
         generator: GeneratorConfig { seed: 43, id_prefix: "latency".into(), ..GeneratorConfig::default() },
         progress: true,
         collect_ids: false,
+        labels: None,
     };
     let offered = tokio::task::spawn_blocking(move || produce(&latency_spec)).await??;
     let expected_total = produced.produced + offered.produced;
@@ -145,7 +147,7 @@ fn round2(x: f64) -> f64 {
 }
 
 /// COPY the generator's valid rows straight into `transactions` (same indexes, same daily
-/// partitions), 5,000 rows per committed transaction: what Postgres can take on this box.
+/// partitions), 50,000 rows per committed COPY: what Postgres can take on this box.
 async fn copy_baseline(db_url: &str, rows: usize) -> Result<f64> {
     let pool = sluice_worker::db::connect(db_url, "copy_baseline", 2).await?;
     sluice_worker::db::migrate(&pool, "copy_baseline").await?;
@@ -172,7 +174,7 @@ async fn copy_baseline(db_url: &str, rows: usize) -> Result<f64> {
     }
     let mut conn = pool.acquire().await?;
     let started = Instant::now();
-    for chunk in records.chunks(5_000) {
+    for chunk in records.chunks(50_000) {
         let mut buf = Vec::with_capacity(chunk.len() * 256);
         encode_copy(chunk, &mut buf);
         let mut tx = conn.begin().await?;

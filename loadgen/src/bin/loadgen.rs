@@ -33,6 +33,12 @@ struct Args {
     /// Number of distinct customers.
     #[arg(long, default_value_t = 100_000)]
     customers: usize,
+    /// Share of events that are injected fraud scenarios (0..1), labeled in --labels.
+    #[arg(long, default_value_t = 0.01)]
+    fraud_rate: f64,
+    /// Write each valid event's label (fraud scenario or not) as JSON lines to this file.
+    #[arg(long)]
+    labels: Option<std::path::PathBuf>,
     /// Share of records that break the contract (0..1).
     #[arg(long, default_value_t = 0.01)]
     invalid_ratio: f64,
@@ -75,6 +81,7 @@ async fn main() -> Result<()> {
         generator: GeneratorConfig {
             seed: args.seed,
             customers: args.customers,
+            fraud_rate: args.fraud_rate,
             invalid_ratio: args.invalid_ratio,
             duplicate_ratio: args.duplicate_ratio,
             id_prefix: args.id_prefix,
@@ -82,6 +89,7 @@ async fn main() -> Result<()> {
         },
         progress: !args.quiet,
         collect_ids: false,
+        labels: args.labels,
     };
     let summary = tokio::task::spawn_blocking(move || produce(&spec)).await??;
     println!(
