@@ -1,0 +1,579 @@
+//! The `PipelineDeployment` custom resource (`sluice.dev/v1alpha1`).
+//!
+//! Doc comments here become the CRD's OpenAPI descriptions, so they are what
+//! `kubectl explain pipelinedeployment.spec…` prints: write them for the person applying
+//! the object. Rules that span fields are CEL `x-kubernetes-validations`, so the API server
+//! itself rejects a bad object and names the field.
+
+use k8s_openapi::api::core::v1::ResourceRequirements;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// Desired state of one sluice pipeline: a Kafka topic consumed by a group of workers that
+/// land validated, fraud-scored transactions in Postgres.
+// The printcolumn(...) entries repeat `type_ = …` by design; clippy reads them as duplicates.
+#[allow(clippy::duplicated_attributes)]
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Debug, Clone, PartialEq)]
+#[kube(
+    group = "sluice.dev",
+    version = "v1alpha1",
+    kind = "PipelineDeployment",
+    plural = "pipelinedeployments",
+    shortname = "pd",
+    category = "sluice",
+    namespaced,
+    status = "PipelineDeploymentStatus",
+    derive = "PartialEq",
+    doc = "A sluice pipeline: Kafka topic → worker Deployment → Postgres, reconciled by sluice-operator.",
+    printcolumn(
+        name = "Ready",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].status"
+    ),
+    printcolumn(
+        name = "Reason",
+        type_ = "string",
+        json_path = ".status.conditions[?(@.type==\"Ready\")].reason"
+    ),
+    printcolumn(
+        name = "Workers",
+        type_ = "integer",
+        json_path = ".status.readyReplicas",
+        description = "Worker pods ready"
+    ),
+    printcolumn(
+        name = "Desired",
+        type_ = "integer",
+        json_path = ".status.desiredReplicas",
+        description = "Worker pods wanted",
+        priority = 1
+    ),
+    printcolumn(
+        name = "Partitions",
+        type_ = "integer",
+        json_path = ".status.topicPartitions",
+        priority = 1
+    ),
+    printcolumn(
+        name = "Lag",
+        type_ = "integer",
+        json_path = ".status.lag",
+        description = "Records not yet committed by the consumer group"
+    ),
+    printcolumn(
+        name = "Age",
+        type_ = "date",
+        json_path = ".metadata.creationTimestamp"
+    )
+)]
+#[x_kube(validation = Rule::new("self.workers.minReplicas <= self.workers.maxReplicas")
+    .message("spec.workers.minReplicas must be less than or equal to spec.workers.maxReplicas")
+    .field_path(".workers.minReplicas"))]
+#[x_kube(validation = Rule::new("self.workers.maxReplicas <= self.kafka.partitions")
+    .message("spec.workers.maxReplicas must not exceed spec.kafka.partitions: a partition is consumed by one worker, extra workers would idle")
+    .field_path(".workers.maxReplicas"))]
+#[x_kube(validation = Rule::new("!has(self.autoscaling) || !self.autoscaling.enabled || self.workers.minReplicas < self.workers.maxReplicas")
+    .message("spec.autoscaling.enabled needs spec.workers.minReplicas < spec.workers.maxReplicas")
+    .field_path(".autoscaling.enabled"))]
+#[serde(rename_all = "camelCase")]
+pub struct PipelineDeploymentSpec {
+    /// Where transactions come from.
+    pub kafka: KafkaSpec,
+    /// The worker pods that consume the topic.
+    pub workers: WorkersSpec,
+    /// Lag-driven autoscaling of the workers (between minReplicas and maxReplicas).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub autoscaling: Option<AutoscalingSpec>,
+    /// Where results go: a CloudNativePG cluster created for this pipeline, or an existing
+    /// database.
+    pub postgres: PostgresSpec,
+    /// Fraud scoring.
+    #[serde(default)]
+    pub fraud: FraudSpec,
+    /// Data-quality rules applied before anything is stored.
+    #[serde(default)]
+    pub quality: QualitySpec,
+    /// Prometheus Operator objects and the Grafana dashboard.
+    #[serde(default)]
+    pub monitoring: MonitoringSpec,
+}
+
+/// Kafka source of the pipeline.
+#[derive(KubeSchema, Serialize, Deserialize, Debug, Clone, PartialEq)]
+#[x_kube(validation = Rule::new("!self.securityProtocol.startsWith('SASL') || has(self.sasl)")
+    .message("spec.kafka.sasl is required when spec.kafka.securityProtocol is SASL_PLAINTEXT or SASL_SSL")
+    .field_path(".sasl"))]
+#[serde(rename_all = "camelCase")]
+pub struct KafkaSpec {
+    /// Comma-separated `host:port` list of brokers, e.g. `kafka-0.kafka:9092,kafka-1.kafka:9092`.
+    #[schemars(length(min = 1))]
+    pub bootstrap_servers: String,
+    /// Topic of input transactions (keyed by customer id). Immutable: a new topic is a new pipeline.
+    #[schemars(length(min = 1, max = 249), regex(pattern = r"^[a-zA-Z0-9._-]+$"))]
+    #[x_kube(validation = Rule::new("self == oldSelf").message("spec.kafka.topic is immutable"))]
+    pub topic: String,
+    /// Partitions of the topic: the most workers that can share the load. The operator creates
+    /// the topic with this many partitions, or adds partitions; it can never remove them.
+    #[serde(default = "default_partitions")]
+    #[schemars(range(min = 1, max = 10000))]
+    #[x_kube(validation = Rule::new("self >= oldSelf").message("spec.kafka.partitions cannot be decreased (Kafka cannot remove partitions)"))]
+    pub partitions: i32,
+    /// Replication factor used when the operator creates the topic.
+    #[serde(default = "default_replication_factor")]
+    #[schemars(range(min = 1, max = 7))]
+    pub replication_factor: i32,
+    /// Whether the operator creates the topic and grows its partitions through the Kafka admin
+    /// API. Turn off when topics are managed elsewhere (e.g. Strimzi KafkaTopic).
+    #[serde(default = "default_true")]
+    pub manage_topic: bool,
+    /// Consumer group shared by the workers. Defaults to `sluice-<namespace>-<name>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 249))]
+    pub consumer_group: Option<String>,
+    /// Kafka `security.protocol`.
+    #[serde(default)]
+    pub security_protocol: SecurityProtocol,
+    /// SASL credentials, read by the workers from a Secret; required for SASL_* protocols.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sasl: Option<SaslSpec>,
+}
+
+/// Kafka `security.protocol`.
+#[derive(JsonSchema, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum SecurityProtocol {
+    #[default]
+    Plaintext,
+    Ssl,
+    SaslPlaintext,
+    SaslSsl,
+}
+
+impl SecurityProtocol {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Plaintext => "PLAINTEXT",
+            Self::Ssl => "SSL",
+            Self::SaslPlaintext => "SASL_PLAINTEXT",
+            Self::SaslSsl => "SASL_SSL",
+        }
+    }
+}
+
+/// SASL authentication for Kafka.
+#[derive(JsonSchema, Serialize, Deserialize, Debug, Clone, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct SaslSpec {
+    /// SASL mechanism.
+    #[serde(default)]
+    pub mechanism: SaslMechanism,
+    /// Secret (same namespace) holding the SASL username.
+    pub username: SecretKeyRef,
+    /// Secret (same namespace) holding the SASL password.
+    pub password: SecretKeyRef,
+}
+
+/// SASL mechanism.
+#[derive(JsonSchema, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SaslMechanism {
+    #[default]
+    #[serde(rename = "PLAIN")]
+    Plain,
+    #[serde(rename = "SCRAM-SHA-256")]
+    ScramSha256,
+    #[serde(rename = "SCRAM-SHA-512")]
+    ScramSha512,
+}
+
+impl SaslMechanism {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Plain => "PLAIN",
+            Self::ScramSha256 => "SCRAM-SHA-256",
+            Self::ScramSha512 => "SCRAM-SHA-512",
+        }
+    }
+}
+
+/// A key of a Secret in the PipelineDeployment's namespace. The operator never reads it: the
+/// worker pods receive it as an environment variable.
+#[derive(JsonSchema, Serialize, Deserialize, Debug, Clone, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct SecretKeyRef {
+    /// Secret name.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+    /// Key within the Secret.
+    #[schemars(length(min = 1))]
+    pub key: String,
+}
+
+/// The worker pods.
+#[derive(JsonSchema, Serialize, Deserialize, Debug, Clone, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkersSpec {
+    /// Container image of `sluice-worker`, e.g. `ghcr.io/example/sluice-worker:0.1.0`.
+    #[schemars(length(min = 1))]
+    pub image: String,
+    /// Image pull policy (Always, IfNotPresent, Never).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_pull_policy: Option<PullPolicy>,
+    /// Fewest workers. Without autoscaling this is the replica count.
+    #[serde(default = "default_min_replicas")]
+    #[schemars(range(min = 0, max = 1000))]
+    pub min_replicas: i32,
+    /// Most workers autoscaling may run; at most spec.kafka.partitions.
+    #[serde(default = "default_max_replicas")]
+    #[schemars(range(min = 1, max = 1000))]
+    pub max_replicas: i32,
+    /// CPU and memory of each worker container. Defaults: requests 250m / 256Mi, limits 1 CPU / 512Mi.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<ResourceRequirements>,
+    /// How the workers batch their database writes.
+    #[serde(default)]
+    pub batch: BatchSpec,
+    /// Log filter of the workers (`RUST_LOG` syntax), e.g. `info` or `sluice_worker=debug`.
+    #[serde(default = "default_log_level")]
+    pub log_level: String,
+}
+
+/// Image pull policy.
+#[derive(JsonSchema, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PullPolicy {
+    Always,
+    IfNotPresent,
+    Never,
+}
+
+/// Batching of database writes: a batch is written when either bound is reached.
+#[derive(JsonSchema, Serialize, Deserialize, Debug, Clone, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct BatchSpec {
+    /// Records per batch (one Postgres transaction).
+    #[serde(default = "default_batch_records")]
+    #[schemars(range(min = 1, max = 100000))]
+    pub max_records: i32,
+    /// Longest a record waits for its batch, in milliseconds: bounds latency at low rates.
+    #[serde(default = "default_batch_wait_ms")]
+    #[schemars(range(min = 1, max = 60000))]
+    pub max_wait_ms: i32,
+}
+
+impl Default for BatchSpec {
+    fn default() -> Self {
+        Self {
+            max_records: default_batch_records(),
+            max_wait_ms: default_batch_wait_ms(),
+        }
+    }
+}
+
+/// Lag-driven autoscaling. The operator sizes the workers so the backlog drains within
+/// `catchUpSeconds` at the measured per-worker rate, never below `lagPerReplica` records each.
+#[derive(JsonSchema, Serialize, Deserialize, Debug, Clone, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct AutoscalingSpec {
+    /// Turns autoscaling on. While on, the operator leaves the worker Deployment's
+    /// `spec.replicas` to the HorizontalPodAutoscaler.
+    #[serde(default)]
+    pub enabled: bool,
+    /// Target lag (records) per worker.
+    #[serde(default = "default_lag_per_replica")]
+    #[schemars(range(min = 1))]
+    pub lag_per_replica: i64,
+    /// Time in which a backlog should be worked off, in seconds.
+    #[serde(default = "default_catch_up_seconds")]
+    #[schemars(range(min = 1, max = 86400))]
+    pub catch_up_seconds: i32,
+    /// Seconds a higher recommendation must persist before scaling up.
+    #[serde(default)]
+    #[schemars(range(min = 0, max = 3600))]
+    pub scale_up_stabilization_seconds: i32,
+    /// Seconds a lower recommendation must persist before scaling down (avoids rebalance churn).
+    #[serde(default = "default_scale_down_stabilization")]
+    #[schemars(range(min = 0, max = 3600))]
+    pub scale_down_stabilization_seconds: i32,
+}
+
+/// The database. Set exactly one of `cloudnativepg` and `external`.
+#[derive(KubeSchema, Serialize, Deserialize, Debug, Clone, PartialEq)]
+#[x_kube(validation = Rule::new("has(self.cloudnativepg) != has(self.external)")
+    .message("exactly one of spec.postgres.cloudnativepg and spec.postgres.external must be set"))]
+#[serde(rename_all = "camelCase")]
+pub struct PostgresSpec {
+    /// Create a CloudNativePG `Cluster` (1 primary + N read replicas) for this pipeline and use
+    /// its `-rw` / `-ro` services. Needs the CloudNativePG operator in the cluster.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cloudnativepg: Option<CloudNativePgSpec>,
+    /// Use an existing database whose connection URLs are in Secrets.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub external: Option<ExternalPostgresSpec>,
+    /// Schema holding the pipeline's tables, so pipelines can share a database.
+    #[serde(default = "default_schema")]
+    #[schemars(length(min = 1, max = 63), regex(pattern = r"^[a-z_][a-z0-9_]*$"))]
+    pub schema: String,
+    /// Connections each worker opens to the primary.
+    #[serde(default = "default_max_connections")]
+    #[schemars(range(min = 1, max = 100))]
+    pub max_connections: i32,
+}
+
+/// A CloudNativePG cluster owned by the pipeline.
+#[derive(JsonSchema, Serialize, Deserialize, Debug, Clone, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct CloudNativePgSpec {
+    /// Read replicas besides the primary (the Cluster gets `1 + readReplicas` instances).
+    #[serde(default = "default_read_replicas")]
+    #[schemars(range(min = 0, max = 9))]
+    pub read_replicas: i32,
+    /// Volume size of each instance, e.g. `10Gi`.
+    #[serde(default = "default_storage_size")]
+    #[schemars(regex(pattern = r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|Pi|k|M|G|T|P)?$"))]
+    pub storage_size: String,
+    /// StorageClass of the volumes; the cluster default when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub storage_class: Option<String>,
+    /// PostgreSQL image; the CloudNativePG operator's default when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_name: Option<String>,
+}
+
+/// An existing PostgreSQL reached through URLs kept in Secrets.
+#[derive(JsonSchema, Serialize, Deserialize, Debug, Clone, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct ExternalPostgresSpec {
+    /// Secret key holding the primary's URL (`postgres://user:pass@host:5432/db`); all writes go here.
+    pub primary_url: SecretKeyRef,
+    /// Secret key holding a read replica's URL for analytics reads; the primary when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read_url: Option<SecretKeyRef>,
+}
+
+/// Fraud scoring.
+#[derive(JsonSchema, Serialize, Deserialize, Debug, Clone, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct FraudSpec {
+    /// Score transactions and raise alerts.
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// Score (0–1) at or above which a transaction is flagged.
+    #[serde(default = "default_threshold")]
+    #[schemars(range(min = 0.0, max = 1.0))]
+    pub threshold: f64,
+    /// Rules switched off by name.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub disabled_rules: Vec<String>,
+}
+
+impl Default for FraudSpec {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            threshold: default_threshold(),
+            disabled_rules: Vec::new(),
+        }
+    }
+}
+
+/// Data-quality rules.
+#[derive(JsonSchema, Serialize, Deserialize, Debug, Clone, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct QualitySpec {
+    /// Event times further than this many seconds in the future are rejected.
+    #[serde(default = "default_future_skew")]
+    #[schemars(range(min = 0, max = 86400))]
+    pub max_future_skew_seconds: i64,
+    /// Days of transactions kept; older events are rejected and older partitions dropped.
+    #[serde(default = "default_retention_days")]
+    #[schemars(range(min = 1, max = 3650))]
+    pub retention_days: i32,
+}
+
+impl Default for QualitySpec {
+    fn default() -> Self {
+        Self {
+            max_future_skew_seconds: default_future_skew(),
+            retention_days: default_retention_days(),
+        }
+    }
+}
+
+/// Monitoring objects. ServiceMonitor and PrometheusRule are created only when the Prometheus
+/// Operator CRDs exist in the cluster.
+#[derive(JsonSchema, Serialize, Deserialize, Debug, Clone, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct MonitoringSpec {
+    /// Create a ServiceMonitor scraping the workers' /metrics.
+    #[serde(default = "default_true")]
+    pub service_monitor: bool,
+    /// Create a PrometheusRule with the pipeline's alerts (lag, rejects, no workers).
+    #[serde(default = "default_true")]
+    pub prometheus_rule: bool,
+    /// Create a ConfigMap labelled `grafana_dashboard: "1"` holding the pipeline's dashboard.
+    #[serde(default = "default_true")]
+    pub grafana_dashboard: bool,
+    /// Scrape interval of the ServiceMonitor, e.g. `30s`.
+    #[serde(default = "default_scrape_interval")]
+    #[schemars(regex(pattern = r"^[0-9]+(ms|s|m|h)$"))]
+    pub scrape_interval: String,
+    /// Consumer lag (records) above which the `SluiceConsumerLagHigh` alert fires.
+    #[serde(default = "default_alert_lag")]
+    #[schemars(range(min = 1))]
+    pub alert_lag_threshold: i64,
+}
+
+impl Default for MonitoringSpec {
+    fn default() -> Self {
+        Self {
+            service_monitor: true,
+            prometheus_rule: true,
+            grafana_dashboard: true,
+            scrape_interval: default_scrape_interval(),
+            alert_lag_threshold: default_alert_lag(),
+        }
+    }
+}
+
+/// Observed state, written only by the operator.
+#[derive(JsonSchema, Serialize, Deserialize, Debug, Clone, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct PipelineDeploymentStatus {
+    /// `metadata.generation` of the spec the status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// `Ready`, `Progressing` and `Degraded`, following the Kubernetes API conventions.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conditions: Vec<Condition>,
+    /// Worker replicas the operator (or the autoscaler) wants.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub desired_replicas: Option<i32>,
+    /// Worker replicas ready.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ready_replicas: Option<i32>,
+    /// Partitions the topic has (may exceed spec.kafka.partitions, never less once ensured).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub topic_partitions: Option<i32>,
+    /// Consumer lag in records, summed over partitions (set by the autoscaler).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lag: Option<i64>,
+    /// Service of the primary the workers write to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub database_service: Option<String>,
+}
+
+fn default_true() -> bool {
+    true
+}
+fn default_partitions() -> i32 {
+    12
+}
+fn default_replication_factor() -> i32 {
+    1
+}
+fn default_min_replicas() -> i32 {
+    1
+}
+fn default_max_replicas() -> i32 {
+    4
+}
+fn default_log_level() -> String {
+    "info".into()
+}
+fn default_batch_records() -> i32 {
+    5_000
+}
+fn default_batch_wait_ms() -> i32 {
+    20
+}
+fn default_lag_per_replica() -> i64 {
+    10_000
+}
+fn default_catch_up_seconds() -> i32 {
+    60
+}
+fn default_scale_down_stabilization() -> i32 {
+    300
+}
+fn default_schema() -> String {
+    "sluice".into()
+}
+fn default_max_connections() -> i32 {
+    4
+}
+fn default_read_replicas() -> i32 {
+    1
+}
+fn default_storage_size() -> String {
+    "1Gi".into()
+}
+fn default_threshold() -> f64 {
+    0.5
+}
+fn default_future_skew() -> i64 {
+    300
+}
+fn default_retention_days() -> i32 {
+    30
+}
+fn default_scrape_interval() -> String {
+    "30s".into()
+}
+fn default_alert_lag() -> i64 {
+    100_000
+}
+
+impl PipelineDeployment {
+    /// Consumer group of the workers.
+    pub fn consumer_group(&self) -> String {
+        self.spec.kafka.consumer_group.clone().unwrap_or_else(|| {
+            format!(
+                "sluice-{}-{}",
+                self.metadata.namespace.as_deref().unwrap_or("default"),
+                self.metadata.name.as_deref().unwrap_or_default()
+            )
+        })
+    }
+
+    /// Whether an autoscaler, not the operator, owns the worker count.
+    pub fn autoscaled(&self) -> bool {
+        self.spec.autoscaling.as_ref().is_some_and(|a| a.enabled)
+    }
+}
+
+/// The CRD, with doc-comment line breaks joined so `kubectl explain` wraps text itself
+/// (paragraph breaks are kept).
+pub fn crd()
+-> k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition {
+    use kube::CustomResourceExt;
+    let mut value = serde_json::to_value(PipelineDeployment::crd()).expect("CRD serializes");
+    join_description_lines(&mut value);
+    serde_json::from_value(value).expect("CRD deserializes")
+}
+
+fn join_description_lines(v: &mut serde_json::Value) {
+    match v {
+        serde_json::Value::Object(map) => {
+            for (k, child) in map.iter_mut() {
+                match child {
+                    serde_json::Value::String(s) if k == "description" => {
+                        *s = s
+                            .split("\n\n")
+                            .map(|p| p.split('\n').collect::<Vec<_>>().join(" "))
+                            .collect::<Vec<_>>()
+                            .join("\n\n");
+                    }
+                    _ => join_description_lines(child),
+                }
+            }
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(join_description_lines),
+        _ => {}
+    }
+}
+
+/// The CRD as YAML, exactly as `crdgen` prints it and `crds/` stores it.
+pub fn crd_yaml() -> String {
+    serde_yaml::to_string(&crd()).expect("CRD serializes")
+}

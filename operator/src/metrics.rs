@@ -1,0 +1,143 @@
+//! Operator metrics and the HTTP endpoint serving them with /healthz. Errors are counted by a
+//! bounded `error` label (the step that failed), never by message.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::get;
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
+};
+
+pub struct Metrics {
+    pub registry: Registry,
+    pub reconciliations: IntCounterVec,
+    pub failures: IntCounterVec,
+    pub duration: HistogramVec,
+    /// Child applies sent vs. skipped as unchanged (see `child_cache`).
+    pub applies: IntCounterVec,
+    pub leader: IntGauge,
+    /// Set once the controller runs (or waits as a healthy standby).
+    pub healthy: AtomicBool,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let registry = Registry::new();
+        let reconciliations = IntCounterVec::new(
+            Opts::new(
+                "sluice_operator_reconciliations_total",
+                "Reconciles by outcome (ok / error).",
+            ),
+            &["outcome"],
+        )
+        .expect("metric");
+        let failures = IntCounterVec::new(
+            Opts::new(
+                "sluice_operator_reconcile_errors_total",
+                "Reconcile failures by the step that failed.",
+            ),
+            &["error"],
+        )
+        .expect("metric");
+        let duration = HistogramVec::new(
+            HistogramOpts::new(
+                "sluice_operator_reconcile_duration_seconds",
+                "Time of one reconcile.",
+            )
+            .buckets(vec![
+                0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+            ]),
+            &[],
+        )
+        .expect("metric");
+        let applies = IntCounterVec::new(
+            Opts::new(
+                "sluice_operator_child_applies_total",
+                "Child server-side applies by outcome (applied / skipped as unchanged).",
+            ),
+            &["outcome"],
+        )
+        .expect("metric");
+        let leader = IntGauge::new(
+            "sluice_operator_leader",
+            "1 while this replica holds the leader Lease.",
+        )
+        .expect("metric");
+        registry
+            .register(Box::new(reconciliations.clone()))
+            .expect("register");
+        registry
+            .register(Box::new(failures.clone()))
+            .expect("register");
+        registry
+            .register(Box::new(duration.clone()))
+            .expect("register");
+        registry
+            .register(Box::new(applies.clone()))
+            .expect("register");
+        registry
+            .register(Box::new(leader.clone()))
+            .expect("register");
+        Self {
+            registry,
+            reconciliations,
+            failures,
+            duration,
+            applies,
+            leader,
+            healthy: AtomicBool::new(false),
+        }
+    }
+}
+
+impl Metrics {
+    /// Starts timing a reconcile; the duration is recorded when the guard drops.
+    pub fn timer(&self) -> impl Drop + '_ {
+        struct Guard<'a>(&'a HistogramVec, Instant);
+        impl Drop for Guard<'_> {
+            fn drop(&mut self) {
+                self.0
+                    .with_label_values::<&str>(&[])
+                    .observe(self.1.elapsed().as_secs_f64());
+            }
+        }
+        Guard(&self.duration, Instant::now())
+    }
+
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        TextEncoder::new()
+            .encode(&self.registry.gather(), &mut buf)
+            .expect("encode metrics");
+        String::from_utf8(buf).expect("utf8 metrics")
+    }
+}
+
+/// Serves /metrics and /healthz until the process ends.
+pub async fn serve(addr: SocketAddr, metrics: Arc<Metrics>) -> anyhow::Result<()> {
+    let app = Router::new()
+        .route(
+            "/metrics",
+            get(|State(m): State<Arc<Metrics>>| async move { m.render() }),
+        )
+        .route(
+            "/healthz",
+            get(|State(m): State<Arc<Metrics>>| async move {
+                if m.healthy.load(Ordering::Relaxed) {
+                    (StatusCode::OK, "ok")
+                } else {
+                    (StatusCode::SERVICE_UNAVAILABLE, "starting")
+                }
+            }),
+        )
+        .with_state(metrics);
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    axum::serve(listener, app).await?;
+    Ok(())
+}

@@ -1,0 +1,15 @@
+//! The committed CRD (`crds/`, and its copy in the Helm chart) must be exactly what the Rust
+//! types generate: run `make crds` after changing `operator/src/crd.rs`.
+
+#[test]
+fn committed_crd_matches_the_code() {
+    let generated = sluice_operator::crd::crd_yaml();
+    for path in [
+        "crds/sluice.dev_pipelinedeployments.yaml",
+        "charts/sluice/files/sluice.dev_pipelinedeployments.yaml",
+    ] {
+        let full = format!("{}/../{path}", env!("CARGO_MANIFEST_DIR"));
+        let committed = std::fs::read_to_string(&full).unwrap_or_else(|e| panic!("{path}: {e}"));
+        assert!(committed == generated, "{path} is stale: run `make crds`");
+    }
+}
