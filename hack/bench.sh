@@ -15,4 +15,4 @@ set -a
 eval "$("$HACK_DIR/kafka.sh" start "$NAME")"
 eval "$("$HACK_DIR/postgres.sh" start "$NAME")"
 set +a
-"$CARGO_TARGET_DIR/release/sluice-bench" --bin-dir "$CARGO_TARGET_DIR/release" --out "$ROOT/target/bench" "$@"
+"$CARGO_TARGET_DIR/release/sluice-bench" --bin-dir "$CARGO_TARGET_DIR/release" --out "${BENCH_OUT:-$ROOT/target/bench}" "$@"

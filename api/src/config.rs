@@ -98,11 +98,21 @@ pub struct PostgresConfig {
     /// First retry delay after a database error; doubles up to `retry_max_ms`.
     pub retry_initial_ms: u64,
     pub retry_max_ms: u64,
+    /// Wait for the WAL flush at each batch commit. Off is still exactly-once (rows and
+    /// offsets are lost together on a Postgres crash and re-read from Kafka) but can repeat
+    /// DLQ and alert messages after such a crash.
+    pub synchronous_commit: bool,
 }
 
 impl Default for PostgresConfig {
     fn default() -> Self {
-        Self { schema: "sluice".into(), max_connections: 4, retry_initial_ms: 100, retry_max_ms: 5_000 }
+        Self {
+            schema: "sluice".into(),
+            max_connections: 4,
+            retry_initial_ms: 100,
+            retry_max_ms: 5_000,
+            synchronous_commit: false,
+        }
     }
 }
 

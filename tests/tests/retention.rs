@@ -17,7 +17,7 @@ async fn partitions(pool: &sqlx::PgPool) -> anyhow::Result<Vec<String>> {
 #[tokio::test]
 async fn partitions_roll_forward_and_expire() -> anyhow::Result<()> {
     let p = Pipeline::new("retention", 1).await?;
-    let pool = db::connect(&p.database_url, "sluice", 2).await?;
+    let pool = db::connect(&p.database_url, "sluice", 2, true).await?;
     db::migrate(&pool, "sluice").await?;
 
     let day1 = Utc.with_ymd_and_hms(2026, 1, 10, 12, 0, 0).unwrap();

@@ -8,7 +8,7 @@ use sqlx::{AssertSqlSafe, PgPool};
 use std::str::FromStr;
 use std::time::Duration as StdDuration;
 
-pub async fn connect(url: &str, schema: &str, max_connections: u32) -> Result<PgPool> {
+pub async fn connect(url: &str, schema: &str, max_connections: u32, synchronous_commit: bool) -> Result<PgPool> {
     let options = PgConnectOptions::from_str(url)
         .context("DATABASE_URL is not a valid Postgres URL")?
         .application_name("sluice-worker");
@@ -20,7 +20,8 @@ pub async fn connect(url: &str, schema: &str, max_connections: u32) -> Result<Pg
             let schema = schema.clone();
             Box::pin(async move {
                 // The schema is a checked identifier (config::check), so formatting it in is safe.
-                let setup = format!("SET search_path TO \"{schema}\"; SET TIME ZONE 'UTC'");
+                let sync = if synchronous_commit { "on" } else { "off" };
+                let setup = format!("SET search_path TO \"{schema}\"; SET TIME ZONE 'UTC'; SET synchronous_commit = {sync}");
                 sqlx::raw_sql(AssertSqlSafe(setup)).execute(&mut *conn).await?;
                 Ok(())
             })

@@ -28,7 +28,13 @@ const SINK_QUEUE: usize = 1;
 
 pub async fn run(config: WorkerConfig, secrets: config::Secrets, config_path: Option<std::path::PathBuf>) -> Result<()> {
     let metrics = Arc::new(metrics::Metrics::new(&config.pipeline));
-    let pool = db::connect(&secrets.database_url, &config.postgres.schema, config.postgres.max_connections).await?;
+    let pool = db::connect(
+        &secrets.database_url,
+        &config.postgres.schema,
+        config.postgres.max_connections,
+        config.postgres.synchronous_commit,
+    )
+    .await?;
     db::migrate(&pool, &config.postgres.schema).await?;
     db::maintain_partitions(&pool, chrono::Utc::now(), config.retention.days, config.retention.days_ahead).await?;
     kafka::ensure_output_topics(&config, &secrets).await?;

@@ -149,7 +149,7 @@ fn round2(x: f64) -> f64 {
 /// COPY the generator's valid rows straight into `transactions` (same indexes, same daily
 /// partitions), 50,000 rows per committed COPY: what Postgres can take on this box.
 async fn copy_baseline(db_url: &str, rows: usize) -> Result<f64> {
-    let pool = sluice_worker::db::connect(db_url, "copy_baseline", 2).await?;
+    let pool = sluice_worker::db::connect(db_url, "copy_baseline", 2, true).await?;
     sluice_worker::db::migrate(&pool, "copy_baseline").await?;
     sluice_worker::db::maintain_partitions(&pool, Utc::now(), 30, 3).await?;
     let mut generator = Generator::new(GeneratorConfig { seed: 42, invalid_ratio: 0.0, duplicate_ratio: 0.0, id_prefix: "copy".into(), ..GeneratorConfig::default() });
