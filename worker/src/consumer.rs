@@ -25,7 +25,7 @@ use tokio::runtime::Handle;
 use tokio::sync::mpsc;
 
 /// A batch may grow to this many times `batch.max_records` while the sink is busy.
-const BATCH_HARD_CAP: usize = 3;
+const BATCH_HARD_CAP: usize = 2;
 
 /// Per-partition progress known to the batch builder.
 #[derive(Debug, Clone, Copy)]
