@@ -122,7 +122,9 @@ pub fn duplicate_of(record: &Accepted) -> Rejected {
     }
 }
 
-/// COPY of rows into `transactions`; [`encode_copy`] writes exactly these columns.
+/// COPY of rows into `transactions`; [`encode_copy`] writes exactly these columns. The sink
+/// uses a prepared INSERT over arrays instead (see `sink`); `sluice-bench` uses this raw COPY
+/// to measure the limit of the same rows into the same schema.
 pub const COPY_TRANSACTIONS: &str = "COPY transactions (transaction_id, customer_id, merchant_id, \
     merchant_category, amount, currency, event_time, payment_method, channel, country, shipping_country, \
     card_last4, card_fingerprint, device_id, ip_address, latitude, longitude, account_age_days, items, \
