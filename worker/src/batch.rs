@@ -1,4 +1,5 @@
-//! A batch: the records of one Postgres transaction, and how their rows are encoded for COPY.
+//! A batch: the records of one Postgres transaction (and the COPY encoding of its rows that
+//! `sluice-bench` uses for the raw COPY baseline).
 
 use crate::score::{ProfileRow, Verdict};
 use crate::validate::{Reason, ValidTransaction};

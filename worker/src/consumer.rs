@@ -61,15 +61,18 @@ impl Context {
         self.builder.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Stored offsets for `partitions`, retried until Postgres answers: without them the
+    /// Run a database read until it succeeds, backing off: without its answer the assigned
     /// partitions cannot be processed at all.
-    fn stored_offsets(&self, partitions: &[i32]) -> Vec<(i32, i64)> {
+    fn retry_db<T, F>(&self, what: &str, read: impl Fn() -> F) -> T
+    where
+        F: std::future::Future<Output = anyhow::Result<T>>,
+    {
         let mut delay = Duration::from_millis(100);
         loop {
-            match self.runtime.block_on(crate::db::load_offsets(&self.pool, &self.group, &self.topic, partitions)) {
-                Ok(rows) => return rows,
+            match self.runtime.block_on(read()) {
+                Ok(value) => return value,
                 Err(e) => {
-                    tracing::warn!(error = %e, "reading stored offsets failed; retrying");
+                    tracing::warn!(error = %e, "{what} failed; retrying");
                     std::thread::sleep(delay);
                     delay = (delay * 2).min(Duration::from_secs(5));
                 }
@@ -77,22 +80,19 @@ impl Context {
         }
     }
 
-    /// Warm the scorer with the persisted state of `partitions`, retried like the offsets.
+    /// Stored offsets for `partitions`.
+    fn stored_offsets(&self, partitions: &[i32]) -> Vec<(i32, i64)> {
+        self.retry_db("reading stored offsets", || {
+            crate::db::load_offsets(&self.pool, &self.group, &self.topic, partitions)
+        })
+    }
+
+    /// Warm the scorer with the persisted state of `partitions`.
     fn warm_scorer(&self, partitions: &[i32]) {
         if !self.builder().scorer.stateful() {
             return;
         }
-        let mut delay = Duration::from_millis(100);
-        let rows = loop {
-            match self.runtime.block_on(crate::db::load_profiles(&self.pool, partitions)) {
-                Ok(rows) => break rows,
-                Err(e) => {
-                    tracing::warn!(error = %e, "loading customer profiles failed; retrying");
-                    std::thread::sleep(delay);
-                    delay = (delay * 2).min(Duration::from_secs(5));
-                }
-            }
-        };
+        let rows = self.retry_db("loading customer profiles", || crate::db::load_profiles(&self.pool, partitions));
         tracing::info!(?partitions, profiles = rows.len(), "warmed customer profiles");
         self.builder().scorer.warm(rows);
     }
@@ -280,7 +280,7 @@ impl ConsumerLoop {
                 tracing::info!(fraud = ?config.fraud, "applied reloaded fraud settings");
                 self.builder().scorer.reconfigure(&config.fraud);
             }
-            // While the sink is busy the batch keeps growing (a bigger COPY is cheaper per
+            // While the sink is busy the batch keeps growing (a bigger insert is cheaper per
             // row); only past the hard cap does fetching pause, since pausing drops
             // librdkafka's prefetched data.
             if self.batch_due() && !self.try_hand_on() && self.batch_len() >= self.max_records * BATCH_HARD_CAP {

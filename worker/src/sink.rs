@@ -164,7 +164,7 @@ impl Sink {
     async fn write(&self, batch: &Batch) -> Result<Written, WriteError> {
         let mut tx = self.pool.begin().await?;
 
-        // Claim the ids first, then COPY only the new rows: each row is written once.
+        // Claim the ids first, then insert only the new rows: each row is written once.
         let new_ids: HashSet<String> = if batch.accepted.is_empty() {
             HashSet::new()
         } else {
