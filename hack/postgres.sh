@@ -105,6 +105,8 @@ max_wal_senders = 5
 max_wal_size = 2GB
 checkpoint_timeout = 15min
 hot_standby = on
+# which statements ran where (tests check that analytics reads hit the replica)
+shared_preload_libraries = 'pg_stat_statements'
 EOF
 }
 

@@ -17,6 +17,7 @@ pub struct WorkerConfig {
     pub retention: RetentionConfig,
     pub http: HttpConfig,
     pub fraud: FraudConfig,
+    pub analytics: AnalyticsConfig,
 }
 
 impl Default for WorkerConfig {
@@ -30,6 +31,7 @@ impl Default for WorkerConfig {
             retention: RetentionConfig::default(),
             http: HttpConfig::default(),
             fraud: FraudConfig::default(),
+            analytics: AnalyticsConfig::default(),
         }
     }
 }
@@ -172,6 +174,21 @@ pub struct HttpConfig {
 impl Default for HttpConfig {
     fn default() -> Self {
         Self { listen: "0.0.0.0:9090".into() }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AnalyticsConfig {
+    /// A valid event whose event time is this far behind its partition's watermark (the
+    /// highest event time seen so far) is still stored, but no longer folded into the
+    /// per-minute summaries; it counts as `late` in `quality_summaries`.
+    pub allowed_lateness_secs: u64,
+}
+
+impl Default for AnalyticsConfig {
+    fn default() -> Self {
+        Self { allowed_lateness_secs: 600 }
     }
 }
 

@@ -389,6 +389,11 @@ pub struct QualitySpec {
     #[serde(default = "default_retention_days")]
     #[schemars(range(min = 1, max = 3650))]
     pub retention_days: i32,
+    /// Events up to this many seconds behind the newest event time of their partition are
+    /// still folded into the per-minute analytics; later ones are stored but counted as late.
+    #[serde(default = "default_allowed_lateness")]
+    #[schemars(range(min = 0, max = 86400))]
+    pub allowed_lateness_seconds: i64,
 }
 
 impl Default for QualitySpec {
@@ -396,6 +401,7 @@ impl Default for QualitySpec {
         Self {
             max_future_skew_seconds: default_future_skew(),
             retention_days: default_retention_days(),
+            allowed_lateness_seconds: default_allowed_lateness(),
         }
     }
 }
@@ -514,6 +520,11 @@ fn default_threshold() -> f64 {
 fn default_future_skew() -> i64 {
     300
 }
+
+fn default_allowed_lateness() -> i64 {
+    600
+}
+
 fn default_retention_days() -> i32 {
     30
 }

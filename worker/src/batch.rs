@@ -17,12 +17,16 @@ pub struct Accepted {
     /// Original bytes, kept in case the row turns out to be a duplicate (DLQ needs them).
     pub raw: Vec<u8>,
     pub verdict: Verdict,
+    /// Behind its partition's watermark by more than the allowed lateness: stored, but left
+    /// out of the per-minute summaries.
+    pub late: bool,
 }
 
 /// A record that will not be a row of `transactions`.
 pub struct Rejected {
     pub partition: i32,
     pub offset: i64,
+    pub kafka_timestamp: DateTime<Utc>,
     pub reason: Reason,
     pub detail: String,
     pub transaction_id: Option<String>,
@@ -37,6 +41,8 @@ pub struct OffsetMove {
     /// time means another worker moved the partition on: this batch is stale.
     pub expected: i64,
     pub next: i64,
+    /// The partition's watermark once this batch's records are counted.
+    pub watermark: Option<DateTime<Utc>>,
 }
 
 pub struct Batch {
@@ -74,21 +80,27 @@ impl Batch {
 
     /// Note that `offset` of `partition` is consumed by this batch; `stored` is the next
     /// offset the database holds for it when the batch opens that partition.
-    pub fn advance(&mut self, partition: i32, offset: i64, stored: i64) {
+    pub fn advance(&mut self, partition: i32, offset: i64, stored: i64, watermark: Option<DateTime<Utc>>) {
         self.offsets
             .entry(partition)
-            .and_modify(|m| m.next = offset + 1)
-            .or_insert(OffsetMove { expected: stored, next: offset + 1 });
+            .and_modify(|m| {
+                m.next = offset + 1;
+                m.watermark = watermark;
+            })
+            .or_insert(OffsetMove { expected: stored, next: offset + 1, watermark });
     }
 
-    /// Add a valid record; a second copy of an id within the batch is a duplicate at once
-    /// (the database only sees one copy per statement).
+    /// Whether a valid record with this id is already in the batch: a second copy is a
+    /// duplicate at once (the database only sees one copy per statement), and is not scored.
+    pub fn holds(&self, transaction_id: &str) -> bool {
+        self.ids.contains(transaction_id)
+    }
+
+    /// Add a valid record whose id is not in the batch yet (see [`Batch::holds`]).
     pub fn push_accepted(&mut self, record: Accepted) {
-        if self.ids.insert(record.valid.tx.transaction_id.clone()) {
-            self.accepted.push(record);
-        } else {
-            self.rejected.push(duplicate_of(&record));
-        }
+        debug_assert!(!self.holds(&record.valid.tx.transaction_id));
+        self.ids.insert(record.valid.tx.transaction_id.clone());
+        self.accepted.push(record);
     }
 
     /// Attach changed scoring state; a later copy of a customer's profile replaces the earlier.
@@ -113,13 +125,19 @@ impl Batch {
 }
 
 pub fn duplicate_of(record: &Accepted) -> Rejected {
+    duplicate(record.partition, record.offset, record.kafka_timestamp, &record.valid.tx.transaction_id, &record.raw)
+}
+
+/// A rejection for a record repeating an already stored (or batched) `transaction_id`.
+pub fn duplicate(partition: i32, offset: i64, kafka_timestamp: DateTime<Utc>, transaction_id: &str, raw: &[u8]) -> Rejected {
     Rejected {
-        partition: record.partition,
-        offset: record.offset,
+        partition,
+        offset,
+        kafka_timestamp,
         reason: Reason::Duplicate,
         detail: "transaction_id already stored".into(),
-        transaction_id: Some(record.valid.tx.transaction_id.clone()),
-        raw_masked: crate::validate::mask_pans(&record.raw),
+        transaction_id: Some(transaction_id.to_owned()),
+        raw_masked: crate::validate::mask_pans(raw),
     }
 }
 
@@ -212,8 +230,9 @@ mod tests {
     #[test]
     fn offsets_remember_the_value_they_were_built_on() {
         let mut b = Batch::new(0);
-        b.advance(3, 10, 10);
-        b.advance(3, 11, 10);
-        assert_eq!(b.offsets[&3], OffsetMove { expected: 10, next: 12 });
+        let t = Utc::now();
+        b.advance(3, 10, 10, None);
+        b.advance(3, 11, 10, Some(t));
+        assert_eq!(b.offsets[&3], OffsetMove { expected: 10, next: 12, watermark: Some(t) });
     }
 }

@@ -12,6 +12,9 @@ use std::path::Path;
 pub struct Secrets {
     /// Primary (read-write) Postgres URL: `DATABASE_URL`.
     pub database_url: String,
+    /// Read endpoint for analytics (a streaming replica): `DATABASE_READ_URL`; the primary
+    /// when unset.
+    pub database_read_url: Option<String>,
     /// Optional SASL credentials: `SLUICE_KAFKA_SASL_USERNAME` / `_PASSWORD`.
     pub kafka_sasl: Option<(String, String)>,
 }
@@ -33,7 +36,8 @@ impl Secrets {
             (Ok(u), Ok(p)) => Some((u, p)),
             _ => None,
         };
-        Ok(Self { database_url, kafka_sasl })
+        let database_read_url = std::env::var("DATABASE_READ_URL").ok().filter(|u| !u.is_empty());
+        Ok(Self { database_url, database_read_url, kafka_sasl })
     }
 }
 

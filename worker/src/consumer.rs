@@ -3,7 +3,7 @@
 //! offsets that count are the ones stored in Postgres, so on assignment each partition
 //! starts at its stored offset, and records below what was already handed on are skipped.
 
-use crate::batch::{Accepted, Batch, Rejected};
+use crate::batch::{Accepted, Batch, Rejected, duplicate};
 use crate::metrics::Metrics;
 use crate::score::Scorer;
 use crate::sink::Ack;
@@ -34,6 +34,22 @@ struct Progress {
     basis: i64,
     /// Next offset expected from Kafka; anything lower was already taken.
     seen: i64,
+    /// Highest event time taken so far (capped at each record's Kafka time): the reference
+    /// for late events. Starts from the stored value, so replays classify as before.
+    watermark: Option<DateTime<Utc>>,
+}
+
+impl Progress {
+    fn stored(next: i64, watermark: Option<DateTime<Utc>>) -> Self {
+        Self { basis: next, seen: next, watermark }
+    }
+
+    /// Whether an event at `event_time` is too late for the summaries; moves the watermark.
+    fn observe(&mut self, event_time: DateTime<Utc>, kafka_time: DateTime<Utc>, lateness: chrono::Duration) -> bool {
+        let late = self.watermark.is_some_and(|w| event_time < w - lateness);
+        self.watermark = self.watermark.max(Some(event_time.min(kafka_time)));
+        late
+    }
 }
 
 /// State shared between the poll loop and the rebalance callback (both on the poll thread;
@@ -80,8 +96,8 @@ impl Context {
         }
     }
 
-    /// Stored offsets for `partitions`.
-    fn stored_offsets(&self, partitions: &[i32]) -> Vec<(i32, i64)> {
+    /// Stored offsets (and watermarks) for `partitions`.
+    fn stored_offsets(&self, partitions: &[i32]) -> Vec<crate::db::StoredOffset> {
         self.retry_db("reading stored offsets", || {
             crate::db::load_offsets(&self.pool, &self.group, &self.topic, partitions)
         })
@@ -102,11 +118,11 @@ impl Context {
         let stored = self.stored_offsets(&partitions);
         self.warm_scorer(&partitions);
         let mut b = self.builder();
-        for (partition, next) in stored {
-            if next >= 0 {
-                let _ = tpl.set_partition_offset(&self.topic, partition, Offset::Offset(next));
+        for s in stored {
+            if s.next >= 0 {
+                let _ = tpl.set_partition_offset(&self.topic, s.partition, Offset::Offset(s.next));
             }
-            b.progress.insert(partition, Progress { basis: next, seen: next });
+            b.progress.insert(s.partition, Progress::stored(s.next, s.watermark));
         }
         drop(b);
         tracing::info!(?partitions, "partitions assigned");
@@ -179,6 +195,7 @@ pub struct ConsumerLoop {
     max_wait: Duration,
     retention_days: u32,
     max_future_skew_secs: i64,
+    allowed_lateness: chrono::Duration,
     batches: mpsc::Sender<Batch>,
     acks: std::sync::mpsc::Receiver<Ack>,
     shutdown: Arc<AtomicBool>,
@@ -258,6 +275,7 @@ impl ConsumerLoop {
             max_wait: Duration::from_millis(config.batch.max_wait_ms),
             retention_days: config.retention.days,
             max_future_skew_secs: config.validation.max_future_skew_secs,
+            allowed_lateness: chrono::Duration::seconds(config.analytics.allowed_lateness_secs.min(i64::MAX as u64) as i64),
             batches: parts.batches,
             acks: parts.acks,
             shutdown: parts.shutdown,
@@ -325,20 +343,23 @@ impl ConsumerLoop {
         let partition = msg.partition();
         let offset = msg.offset();
         let mut b = self.builder();
-        let Some(progress) = b.progress.get(&partition).copied() else { return };
+        let Some(mut progress) = b.progress.get(&partition).copied() else { return };
         if offset < progress.seen {
             return; // already handed on (a re-fetch after seek or rebalance)
         }
         let payload = msg.payload().unwrap_or_default();
+        let kafka_timestamp =
+            msg.timestamp().to_millis().and_then(DateTime::<Utc>::from_timestamp_millis).unwrap_or_else(Utc::now);
         let bounds = TimeBounds::around(Utc::now(), self.retention_days, self.max_future_skew_secs);
         match validate(payload, bounds) {
+            Ok(valid) if b.batch.holds(&valid.tx.transaction_id) => {
+                // A repeat within the batch: rejected without touching the customer's profile.
+                let repeat = duplicate(partition, offset, kafka_timestamp, &valid.tx.transaction_id, payload);
+                b.batch.push_rejected(repeat);
+            }
             Ok(valid) => {
+                let late = progress.observe(valid.event_time, kafka_timestamp, self.allowed_lateness);
                 let verdict = b.scorer.score(&valid, partition);
-                let kafka_timestamp = msg
-                    .timestamp()
-                    .to_millis()
-                    .and_then(DateTime::<Utc>::from_timestamp_millis)
-                    .unwrap_or_else(Utc::now);
                 b.batch.push_accepted(Accepted {
                     valid,
                     partition,
@@ -347,21 +368,22 @@ impl ConsumerLoop {
                     received_at: Instant::now(),
                     raw: payload.to_vec(),
                     verdict,
+                    late,
                 });
             }
             Err(rejection) => b.batch.push_rejected(Rejected {
                 partition,
                 offset,
+                kafka_timestamp,
                 reason: rejection.reason,
                 detail: rejection.detail,
                 transaction_id: None,
                 raw_masked: mask_pans(payload),
             }),
         }
-        b.batch.advance(partition, offset, progress.basis);
-        if let Some(p) = b.progress.get_mut(&partition) {
-            p.seen = offset + 1;
-        }
+        progress.seen = offset + 1;
+        b.batch.advance(partition, offset, progress.basis, progress.watermark);
+        b.progress.insert(partition, progress);
     }
 
     /// Hand the current batch to the sink if it has room; the partitions' basis moves to
@@ -452,14 +474,15 @@ impl ConsumerLoop {
         };
         self.consumer.context().warm_scorer(&partitions);
         let stored = self.consumer.context().stored_offsets(&partitions);
-        for (partition, next) in stored {
-            if let Some(p) = self.builder().progress.get_mut(&partition) {
-                *p = Progress { basis: next, seen: next };
+        for s in stored {
+            if let Some(p) = self.builder().progress.get_mut(&s.partition) {
+                *p = Progress::stored(s.next, s.watermark);
             }
-            if next >= 0
-                && let Err(e) = self.consumer.seek(&self.topic, partition, Offset::Offset(next), Duration::from_secs(5))
+            if s.next >= 0
+                && let Err(e) =
+                    self.consumer.seek(&self.topic, s.partition, Offset::Offset(s.next), Duration::from_secs(5))
             {
-                tracing::warn!(partition, error = %e, "seek after resync failed");
+                tracing::warn!(partition = s.partition, error = %e, "seek after resync failed");
             }
         }
         tracing::info!(?partitions, "resynced from stored offsets");

@@ -85,9 +85,18 @@ pub async fn maintain_partitions(pool: &PgPool, now: DateTime<Utc>, retention_da
     Ok(())
 }
 
-/// Stored next offsets for `partitions`, creating "nothing stored" rows (-1) for new ones
+/// A partition's checkpoint: the next offset to consume (-1: nothing stored yet) and the
+/// event-time watermark reached with it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoredOffset {
+    pub partition: i32,
+    pub next: i64,
+    pub watermark: Option<DateTime<Utc>>,
+}
+
+/// Stored checkpoints for `partitions`, creating "nothing stored" rows (-1) for new ones
 /// so that every later batch can compare-and-set.
-pub async fn load_offsets(pool: &PgPool, group: &str, topic: &str, partitions: &[i32]) -> Result<Vec<(i32, i64)>> {
+pub async fn load_offsets(pool: &PgPool, group: &str, topic: &str, partitions: &[i32]) -> Result<Vec<StoredOffset>> {
     sqlx::query(
         "INSERT INTO consumer_offsets (group_id, topic, partition, next_offset)
          SELECT $1, $2, p, -1 FROM unnest($3::int[]) AS p
@@ -98,8 +107,8 @@ pub async fn load_offsets(pool: &PgPool, group: &str, topic: &str, partitions: &
     .bind(partitions)
     .execute(pool)
     .await?;
-    let rows: Vec<(i32, i64)> = sqlx::query_as(
-        "SELECT partition, next_offset FROM consumer_offsets
+    let rows: Vec<(i32, i64, Option<DateTime<Utc>>)> = sqlx::query_as(
+        "SELECT partition, next_offset, watermark FROM consumer_offsets
          WHERE group_id = $1 AND topic = $2 AND partition = ANY($3)",
     )
     .bind(group)
@@ -107,7 +116,7 @@ pub async fn load_offsets(pool: &PgPool, group: &str, topic: &str, partitions: &
     .bind(partitions)
     .fetch_all(pool)
     .await?;
-    Ok(rows)
+    Ok(rows.into_iter().map(|(partition, next, watermark)| StoredOffset { partition, next, watermark }).collect())
 }
 
 /// Persisted scoring state of the customers of `partitions`, to warm a worker that gains them.

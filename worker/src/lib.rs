@@ -4,6 +4,7 @@
 //! (contract rules, card masking) → [`score`] (the fraud stage) → [`batch`] → [`sink`] (one
 //! Postgres transaction per batch: rows, rejections, summaries, offsets).
 
+pub mod analytics;
 pub mod batch;
 pub mod config;
 pub mod consumer;
@@ -44,7 +45,15 @@ pub async fn run(config: WorkerConfig, secrets: config::Secrets, config_path: Op
     let db_ok = Arc::new(AtomicBool::new(true));
     let inflight = Arc::new(AtomicUsize::new(0));
 
-    let probes = http::Probes { metrics: metrics.clone(), heartbeat: heartbeat.clone(), db_ok: db_ok.clone() };
+    if secrets.database_read_url.is_none() {
+        tracing::warn!("DATABASE_READ_URL is not set: analytics reads go to the primary");
+    }
+    let reader = analytics::connect_reader(
+        secrets.database_read_url.as_deref().unwrap_or(&secrets.database_url),
+        &config.postgres.schema,
+    )?;
+    let probes =
+        http::Probes { metrics: metrics.clone(), heartbeat: heartbeat.clone(), db_ok: db_ok.clone(), reader };
     let listen = config.http.listen.clone();
     tokio::spawn(async move {
         if let Err(e) = http::serve(&listen, probes).await {

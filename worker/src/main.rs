@@ -24,11 +24,13 @@ SETTINGS (YAML file keys; each also settable as SLUICE_<SECTION>__<KEY>, e.g. SL
   retention.days                   daily partitions kept; older events rejected    [30]
   retention.days_ahead             daily partitions created ahead                  [3]
   retention.maintenance_interval_secs  partition upkeep period                     [3600]
-  http.listen                      address of /metrics /healthz /readyz            [0.0.0.0:9090]
+  http.listen                      address of /metrics /healthz /readyz /api/v1/*  [0.0.0.0:9090]
+  analytics.allowed_lateness_secs  later events are stored but not summarised     [600]
   fraud.enabled | fraud.threshold | fraud.disabled_rules   fraud scoring switches
 
 SECRETS (environment only, normally from Kubernetes Secrets; never logged)
   DATABASE_URL                     Postgres primary, e.g. postgres://user:pass@host:5432/db
+  DATABASE_READ_URL                read endpoint (replica) for /api/v1 analytics  [DATABASE_URL]
   SLUICE_KAFKA_SASL_USERNAME / SLUICE_KAFKA_SASL_PASSWORD   Kafka SASL credentials
 
 LOGGING

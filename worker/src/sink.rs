@@ -6,11 +6,11 @@
 use crate::batch::{Accepted, Batch, Rejected, duplicate_of};
 use crate::validate::Reason;
 use crate::metrics::{Metrics, Outcome};
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use sqlx::PgPool;
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -94,6 +94,21 @@ const UPSERT_PROFILES: &str = "INSERT INTO customer_profiles (customer_id, parti
     ON CONFLICT (customer_id) DO UPDATE SET
         partition = EXCLUDED.partition, profile = EXCLUDED.profile, updated_at = now()";
 
+/// Adds per-minute data quality deltas (minute of the Kafka record time).
+const ADD_QUALITY: &str = "INSERT INTO quality_summaries AS q (period_start, period_end, received_count,
+        accepted_count, null_count, invalid_count, duplicate_count, late_count)
+    SELECT to_timestamp(m * 60), to_timestamp(m * 60 + 60), r, a, n, i, d, l
+    FROM unnest($1::bigint[], $2::bigint[], $3::bigint[], $4::bigint[], $5::bigint[], $6::bigint[], $7::bigint[])
+        AS u(m, r, a, n, i, d, l)
+    ORDER BY m
+    ON CONFLICT (period_start) DO UPDATE SET
+        received_count = q.received_count + EXCLUDED.received_count,
+        accepted_count = q.accepted_count + EXCLUDED.accepted_count,
+        null_count = q.null_count + EXCLUDED.null_count,
+        invalid_count = q.invalid_count + EXCLUDED.invalid_count,
+        duplicate_count = q.duplicate_count + EXCLUDED.duplicate_count,
+        late_count = q.late_count + EXCLUDED.late_count";
+
 const INSERT_ALERTS: &str = "INSERT INTO fraud_alerts (transaction_id, customer_id, event_time, score, reasons)
     SELECT id, customer, t, score, string_to_array(reasons, ',')
     FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::float8[], $5::text[]) AS u(id, customer, t, score, reasons)";
@@ -176,13 +191,16 @@ impl Sink {
             batch.accepted.iter().partition(|r| new_ids.contains(&r.valid.tx.transaction_id));
         if !fresh.is_empty() {
             insert_rows(&mut tx, &fresh).await?;
-            self.add_summaries(&mut tx, &fresh).await?;
-            self.insert_alerts(&mut tx, &fresh).await?;
+            add_summaries(&mut tx, &fresh).await?;
+            insert_alerts(&mut tx, &fresh).await?;
         }
         let duplicates: Vec<Rejected> = repeated.iter().map(|r| duplicate_of(r)).collect();
         let rejected: Vec<&Rejected> = batch.rejected.iter().chain(duplicates.iter()).collect();
         if !rejected.is_empty() {
             self.insert_rejected(&mut tx, &rejected).await?;
+        }
+        if !batch.is_empty() {
+            add_quality(&mut tx, &fresh, &rejected).await?;
         }
 
         if !batch.profiles.is_empty() {
@@ -211,52 +229,6 @@ impl Sink {
         })
     }
 
-    /// Per-minute (event time) deltas overall and by merchant category and payment method.
-    async fn add_summaries(&self, tx: &mut sqlx::PgConnection, rows: &[&Accepted]) -> Result<(), sqlx::Error> {
-        let mut deltas: HashMap<(i64, &'static str, &str), (i64, i64, i64)> = HashMap::new();
-        for r in rows {
-            let minute = r.valid.event_time.timestamp().div_euclid(60);
-            let category = r.valid.tx.merchant_category.as_deref().unwrap_or("unknown");
-            for key in [
-                (minute, "all", ""),
-                (minute, "merchant_category", category),
-                (minute, "payment_method", r.valid.tx.payment_method.as_str()),
-            ] {
-                let d = deltas.entry(key).or_default();
-                d.0 += 1;
-                d.1 += r.valid.amount_cents;
-                d.2 += i64::from(r.verdict.flagged);
-            }
-        }
-        let (keys, values): (Vec<_>, Vec<_>) = deltas.into_iter().unzip();
-        sqlx::query(ADD_SUMMARIES)
-            .bind(keys.iter().map(|k| k.0).collect::<Vec<_>>())
-            .bind(keys.iter().map(|k| k.1).collect::<Vec<_>>())
-            .bind(keys.iter().map(|k| k.2).collect::<Vec<_>>())
-            .bind(values.iter().map(|v| v.0).collect::<Vec<_>>())
-            .bind(values.iter().map(|v| v.1).collect::<Vec<_>>())
-            .bind(values.iter().map(|v| v.2).collect::<Vec<_>>())
-            .execute(tx)
-            .await?;
-        Ok(())
-    }
-
-    async fn insert_alerts(&self, tx: &mut sqlx::PgConnection, rows: &[&Accepted]) -> Result<(), sqlx::Error> {
-        let flagged: Vec<&&Accepted> = rows.iter().filter(|r| r.verdict.flagged).collect();
-        if flagged.is_empty() {
-            return Ok(());
-        }
-        sqlx::query(INSERT_ALERTS)
-            .bind(flagged.iter().map(|r| r.valid.tx.transaction_id.as_str()).collect::<Vec<_>>())
-            .bind(flagged.iter().map(|r| r.valid.tx.customer_id.as_str()).collect::<Vec<_>>())
-            .bind(flagged.iter().map(|r| r.valid.event_time).collect::<Vec<_>>())
-            .bind(flagged.iter().map(|r| r.verdict.score.unwrap_or(1.0)).collect::<Vec<_>>())
-            .bind(flagged.iter().map(|r| r.verdict.reasons.join(",")).collect::<Vec<_>>())
-            .execute(tx)
-            .await?;
-        Ok(())
-    }
-
     async fn insert_rejected(&self, tx: &mut sqlx::PgConnection, rejected: &[&Rejected]) -> Result<(), sqlx::Error> {
         sqlx::query(
             "INSERT INTO rejected_transactions
@@ -281,9 +253,10 @@ impl Sink {
         let partitions: Vec<i32> = batch.offsets.keys().copied().collect();
         let expected: Vec<i64> = batch.offsets.values().map(|m| m.expected).collect();
         let next: Vec<i64> = batch.offsets.values().map(|m| m.next).collect();
+        let watermarks: Vec<Option<DateTime<Utc>>> = batch.offsets.values().map(|m| m.watermark).collect();
         let moved: Vec<i32> = sqlx::query_scalar(
-            "UPDATE consumer_offsets o SET next_offset = v.next, updated_at = now()
-             FROM unnest($3::int[], $4::bigint[], $5::bigint[]) AS v(partition, expected, next)
+            "UPDATE consumer_offsets o SET next_offset = v.next, watermark = v.watermark, updated_at = now()
+             FROM unnest($3::int[], $4::bigint[], $5::bigint[], $6::timestamptz[]) AS v(partition, expected, next, watermark)
              WHERE o.group_id = $1 AND o.topic = $2 AND o.partition = v.partition
                AND o.next_offset = v.expected
              RETURNING o.partition",
@@ -293,6 +266,7 @@ impl Sink {
         .bind(&partitions)
         .bind(&expected)
         .bind(&next)
+        .bind(&watermarks)
         .fetch_all(&mut *tx)
         .await?;
         if moved.len() != partitions.len() {
@@ -391,6 +365,98 @@ async fn insert_rows(tx: &mut sqlx::PgConnection, rows: &[&Accepted]) -> Result<
         .bind(col(rows, |r| r.kafka_timestamp))
         .bind(col(rows, |r| r.verdict.score))
         .bind(col(rows, |r| r.verdict.flagged))
+        .execute(tx)
+        .await?;
+    Ok(())
+}
+
+/// Per-minute (event time) deltas overall and by merchant category and payment method. Late
+/// rows (past the allowed lateness) are stored but not counted here.
+async fn add_summaries(tx: &mut sqlx::PgConnection, rows: &[&Accepted]) -> Result<(), sqlx::Error> {
+    let mut deltas: HashMap<(i64, &'static str, &str), (i64, i64, i64)> = HashMap::new();
+    for r in rows.iter().filter(|r| !r.late) {
+        let minute = r.valid.event_time.timestamp().div_euclid(60);
+        let category = r.valid.tx.merchant_category.as_deref().unwrap_or("unknown");
+        for key in [
+            (minute, "all", ""),
+            (minute, "merchant_category", category),
+            (minute, "payment_method", r.valid.tx.payment_method.as_str()),
+        ] {
+            let d = deltas.entry(key).or_default();
+            d.0 += 1;
+            d.1 += r.valid.amount_cents;
+            d.2 += i64::from(r.verdict.flagged);
+        }
+    }
+    if deltas.is_empty() {
+        return Ok(());
+    }
+    let (keys, values): (Vec<_>, Vec<_>) = deltas.into_iter().unzip();
+    sqlx::query(ADD_SUMMARIES)
+        .bind(keys.iter().map(|k| k.0).collect::<Vec<_>>())
+        .bind(keys.iter().map(|k| k.1).collect::<Vec<_>>())
+        .bind(keys.iter().map(|k| k.2).collect::<Vec<_>>())
+        .bind(values.iter().map(|v| v.0).collect::<Vec<_>>())
+        .bind(values.iter().map(|v| v.1).collect::<Vec<_>>())
+        .bind(values.iter().map(|v| v.2).collect::<Vec<_>>())
+        .execute(tx)
+        .await?;
+    Ok(())
+}
+
+async fn insert_alerts(tx: &mut sqlx::PgConnection, rows: &[&Accepted]) -> Result<(), sqlx::Error> {
+    let flagged: Vec<&&Accepted> = rows.iter().filter(|r| r.verdict.flagged).collect();
+    if flagged.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(INSERT_ALERTS)
+        .bind(flagged.iter().map(|r| r.valid.tx.transaction_id.as_str()).collect::<Vec<_>>())
+        .bind(flagged.iter().map(|r| r.valid.tx.customer_id.as_str()).collect::<Vec<_>>())
+        .bind(flagged.iter().map(|r| r.valid.event_time).collect::<Vec<_>>())
+        .bind(flagged.iter().map(|r| r.verdict.score.unwrap_or(1.0)).collect::<Vec<_>>())
+        .bind(flagged.iter().map(|r| r.verdict.reasons.join(",")).collect::<Vec<_>>())
+        .execute(tx)
+        .await?;
+    Ok(())
+}
+
+/// Per-minute (Kafka record time) counts of what was received and what became of it.
+async fn add_quality(tx: &mut sqlx::PgConnection, fresh: &[&Accepted], rejected: &[&Rejected]) -> Result<(), sqlx::Error> {
+    #[derive(Default)]
+    struct Counts {
+        received: i64,
+        accepted: i64,
+        null: i64,
+        invalid: i64,
+        duplicate: i64,
+        late: i64,
+    }
+    let minute = |t: DateTime<Utc>| t.timestamp().div_euclid(60);
+    let mut by_minute: BTreeMap<i64, Counts> = BTreeMap::new();
+    for r in fresh {
+        let c = by_minute.entry(minute(r.kafka_timestamp)).or_default();
+        c.received += 1;
+        c.accepted += 1;
+        c.late += i64::from(r.late);
+    }
+    for r in rejected {
+        let c = by_minute.entry(minute(r.kafka_timestamp)).or_default();
+        c.received += 1;
+        match r.reason {
+            Reason::MissingField => c.null += 1,
+            Reason::Duplicate => c.duplicate += 1,
+            _ => c.invalid += 1,
+        }
+    }
+    let column = |f: fn(&Counts) -> i64| by_minute.values().map(f).collect::<Vec<_>>();
+    sqlx::query(ADD_QUALITY)
+        .bind(by_minute.keys().copied().collect::<Vec<_>>())
+        .bind(column(|c| c.received))
+        .bind(column(|c| c.accepted))
+        .bind(column(|c| c.null))
+        .bind(column(|c| c.invalid))
+        .bind(column(|c| c.duplicate))
+        .bind(column(|c| c.late))
         .execute(tx)
         .await?;
     Ok(())

@@ -178,7 +178,10 @@ fn classify_json_error(e: serde_json::Error) -> Rejection {
     let msg = e.to_string();
     match e.classify() {
         Category::Syntax | Category::Eof | Category::Io => Rejection::new(Reason::MalformedJson, msg),
-        Category::Data if msg.starts_with("missing field") => Rejection::new(Reason::MissingField, msg),
+        // A required field sent as null is as absent as a missing one (quality: null rate).
+        Category::Data if msg.starts_with("missing field") || msg.starts_with("invalid type: null") => {
+            Rejection::new(Reason::MissingField, msg)
+        }
         Category::Data if msg.starts_with("unknown variant") => Rejection::new(Reason::InvalidField, msg),
         Category::Data if msg.starts_with("invalid value") && msg.contains("expected u32") => {
             Rejection::new(Reason::InvalidField, msg)
@@ -395,6 +398,8 @@ mod tests {
         assert_eq!(reason(r#"{"currency": "XYZ"}"#), Some(Reason::UnknownCurrency));
         assert_eq!(reason(r#"{"currency": "eur"}"#), Some(Reason::InvalidField));
         assert_eq!(reason(r#"{"customer_id": null}"#), Some(Reason::MissingField));
+        let explicit_null = r#"{"transaction_id": "t1", "customer_id": null}"#;
+        assert_eq!(validate(explicit_null.as_bytes(), bounds()).err().map(|r| r.reason), Some(Reason::MissingField));
         assert_eq!(reason(r#"{"customer_id": 7}"#), Some(Reason::WrongType));
         assert_eq!(reason(r#"{"payment_method": "cash"}"#), Some(Reason::InvalidField));
         assert_eq!(reason(r#"{"timestamp": "2030-01-01T00:00:00Z"}"#), Some(Reason::FutureTimestamp));

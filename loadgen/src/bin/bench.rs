@@ -289,3 +289,4 @@ fn plot(path: &std::path::Path, samples: &[(f64, u64)], latencies_ms: &[f64]) ->
     root.present()?;
     Ok(())
 }
+            late: false,

@@ -8,7 +8,7 @@ use kube::ResourceExt;
 use sha2::{Digest, Sha256};
 use sluice_api::WorkerConfig;
 use sluice_api::config::{
-    BatchConfig, FraudConfig, KafkaConfig, PostgresConfig, RetentionConfig, ValidationConfig,
+    AnalyticsConfig, BatchConfig, FraudConfig, KafkaConfig, PostgresConfig, RetentionConfig, ValidationConfig,
 };
 
 use super::{Names, meta};
@@ -58,6 +58,9 @@ pub fn worker_config(pd: &PipelineDeployment) -> WorkerConfig {
             enabled: s.fraud.enabled,
             threshold: s.fraud.threshold,
             disabled_rules: s.fraud.disabled_rules.clone(),
+        },
+        analytics: AnalyticsConfig {
+            allowed_lateness_secs: s.quality.allowed_lateness_seconds.max(0) as u64,
         },
     }
 }
