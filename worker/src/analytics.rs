@@ -47,7 +47,7 @@ impl Range {
     }
 }
 
-#[derive(Debug, Serialize, PartialEq)]
+#[derive(Debug, Serialize, PartialEq, sqlx::FromRow)]
 pub struct Summary {
     pub period_start: DateTime<Utc>,
     pub period_end: DateTime<Utc>,
@@ -63,9 +63,10 @@ pub struct Summary {
 pub async fn summaries(pool: &PgPool, range: &Range) -> Result<Vec<Summary>, sqlx::Error> {
     let (since, until) = range.bounds();
     let dimension = range.dimension.as_deref().unwrap_or("all");
-    let rows: Vec<(DateTime<Utc>, DateTime<Utc>, String, String, i64, f64, i64)> = sqlx::query_as(
+    sqlx::query_as(
         "SELECT period_start, period_end, dimension, dimension_value, transaction_count,
-                total_amount::float8, fraud_count
+                total_amount::float8 AS total_amount,
+                coalesce(total_amount::float8 / NULLIF(transaction_count, 0), 0) AS avg_amount, fraud_count
          FROM analytics_summaries
          WHERE dimension = $1 AND period_start >= $2 AND period_start < $3
          ORDER BY period_start, dimension_value",
@@ -74,23 +75,10 @@ pub async fn summaries(pool: &PgPool, range: &Range) -> Result<Vec<Summary>, sql
     .bind(since)
     .bind(until)
     .fetch_all(pool)
-    .await?;
-    Ok(rows
-        .into_iter()
-        .map(|(period_start, period_end, dimension, dimension_value, n, total, fraud_count)| Summary {
-            period_start,
-            period_end,
-            dimension,
-            dimension_value,
-            transaction_count: n,
-            total_amount: total,
-            avg_amount: if n == 0 { 0.0 } else { total / n as f64 },
-            fraud_count,
-        })
-        .collect())
+    .await
 }
 
-#[derive(Debug, Serialize, PartialEq)]
+#[derive(Debug, Serialize, PartialEq, sqlx::FromRow)]
 pub struct Quality {
     pub period_start: DateTime<Utc>,
     pub received_count: i64,
@@ -104,7 +92,7 @@ pub struct Quality {
 /// Per-minute data quality rates (`quality_rates`), oldest first.
 pub async fn quality(pool: &PgPool, range: &Range) -> Result<Vec<Quality>, sqlx::Error> {
     let (since, until) = range.bounds();
-    let rows: Vec<(DateTime<Utc>, i64, f64, f64, f64, f64, f64)> = sqlx::query_as(
+    sqlx::query_as(
         "SELECT period_start, received_count, null_rate, invalid_rate, duplicate_rate, late_rate, quality_score
          FROM quality_rates
          WHERE period_start >= $1 AND period_start < $2 AND received_count > 0
@@ -113,13 +101,7 @@ pub async fn quality(pool: &PgPool, range: &Range) -> Result<Vec<Quality>, sqlx:
     .bind(since)
     .bind(until)
     .fetch_all(pool)
-    .await?;
-    Ok(rows
-        .into_iter()
-        .map(|(period_start, received_count, null_rate, invalid_rate, duplicate_rate, late_rate, quality_score)| {
-            Quality { period_start, received_count, null_rate, invalid_rate, duplicate_rate, late_rate, quality_score }
-        })
-        .collect())
+    .await
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -130,7 +112,7 @@ pub struct AlertQuery {
     pub open: Option<bool>,
 }
 
-#[derive(Debug, Serialize, PartialEq)]
+#[derive(Debug, Serialize, PartialEq, sqlx::FromRow)]
 pub struct Alert {
     pub transaction_id: String,
     pub customer_id: String,
@@ -153,20 +135,5 @@ pub async fn alerts(pool: &PgPool, query: &AlertQuery) -> Result<Vec<Alert>, sql
          FROM fraud_alerts
          ORDER BY alert_timestamp DESC LIMIT $1"
     };
-    let rows: Vec<(String, String, DateTime<Utc>, DateTime<Utc>, f64, Vec<String>, bool)> = sqlx::query_as(sql)
-        .bind(query.limit.unwrap_or(100).clamp(1, 1000))
-    .fetch_all(pool)
-    .await?;
-    Ok(rows
-        .into_iter()
-        .map(|(transaction_id, customer_id, alert_timestamp, event_time, score, reasons, investigated)| Alert {
-            transaction_id,
-            customer_id,
-            alert_timestamp,
-            event_time,
-            score,
-            reasons,
-            investigated,
-        })
-        .collect())
+    sqlx::query_as(sql).bind(query.limit.unwrap_or(100).clamp(1, 1000)).fetch_all(pool).await
 }
