@@ -89,9 +89,12 @@ async fn late_events_fold_in_within_the_allowed_lateness_only() -> anyhow::Resul
     // The watermark (t0+400 s) was committed with the offsets: a new worker still finds an
     // event at t0+35 s too late.
     w.terminate()?;
-    let _w = worker(&p)?;
+    let w2 = worker(&p)?;
     send.send(event("too-late-after-restart", at(35), 100.0, "credit_card")).await?;
     p.wait_handled(22 + 5, Duration::from_secs(60)).await?;
+    let metrics = w2.metrics().await?;
+    let late_line = metrics.lines().find(|l| l.starts_with("sluice_late_events_total{")).unwrap_or_default();
+    assert!(late_line.ends_with(" 1"), "the restarted worker counted its one late event: {late_line:?}");
 
     assert_eq!(p.scalar("SELECT count(*) FROM sluice.transactions").await?, 22, "late events are still stored");
     assert_eq!(window(&p, at(0), "all", "").await?, (13, 107.5), "minute 0: 10 on time + 3 within lateness");

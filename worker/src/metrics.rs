@@ -22,6 +22,7 @@ pub struct Metrics {
     pub batch_write_seconds: Histogram,
     pub db_errors: IntCounterVec,
     pub fenced_batches: IntCounter,
+    pub late_events: IntCounter,
     quality_window: Mutex<QualityWindow>,
 }
 
@@ -99,6 +100,11 @@ impl Metrics {
                 "Batches discarded because another worker had moved the partition's offset.",
             )
             .expect("metric"),
+            late_events: IntCounter::new(
+                "sluice_late_events_total",
+                "Stored transactions too late (past the allowed lateness) for the per-minute summaries.",
+            )
+            .expect("metric"),
             registry,
             quality_window: Mutex::new(QualityWindow::default()),
         };
@@ -106,6 +112,7 @@ impl Metrics {
             Box::new(m.transactions.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(m.rejections.clone()),
             Box::new(m.fraud_detected.clone()),
+            Box::new(m.late_events.clone()),
             Box::new(m.processing_latency.clone()),
             Box::new(m.end_to_end_latency.clone()),
             Box::new(m.db_connections_active.clone()),

@@ -68,6 +68,7 @@ struct Written {
     duplicates: u64,
     rejected: u64,
     flagged: u64,
+    late: u64,
 }
 
 /// Claims the ids of a batch; returns those that were new. The primary key makes a second
@@ -165,6 +166,7 @@ impl Sink {
         m.count(Outcome::Duplicate, w.duplicates);
         m.count(Outcome::Rejected, w.rejected);
         m.fraud_detected.inc_by(w.flagged);
+        m.late_events.inc_by(w.late);
         m.observe_quality(w.inserted, w.inserted + w.duplicates + w.rejected);
         m.batch_size.observe(batch.len() as f64);
         m.batch_write_seconds.observe(now.duration_since(started).as_secs_f64());
@@ -226,6 +228,7 @@ impl Sink {
             duplicates: duplicates_total,
             rejected: rejected.len() as u64 - duplicates_total,
             flagged: fresh.iter().filter(|r| r.verdict.flagged).count() as u64,
+            late: fresh.iter().filter(|r| r.late).count() as u64,
         })
     }
 
