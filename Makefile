@@ -34,7 +34,13 @@ services-down:
 
 include $(wildcard hack/mk/*.mk)
 
-## make eval: offline fraud evaluation on labeled simulated streams (target/eval/report.json).
-.PHONY: eval
+## make eval: fraud evaluation through the real pipeline (Kafka → worker → Postgres) beside
+## the offline one; prints the tables, writes target/eval/report.json.
+## make eval-offline: the offline evaluation alone (simulator → scorer, no services), written to
+## target/eval/offline.json.
+.PHONY: eval eval-offline
 eval:
+	@bash hack/eval.sh
+
+eval-offline:
 	cargo run --release --locked -p sluice-fraud --bin sluice-eval

@@ -89,7 +89,7 @@ pub struct PartitionMove {
     pub profiles_moved: usize,
 }
 
-/// `target/eval/report.json`.
+/// The offline report (`target/eval/offline.json`; `make eval` keeps it under "offline").
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Report {
     pub overall: Metrics,
@@ -112,15 +112,17 @@ pub struct Report {
     pub store_capacity: Option<usize>,
 }
 
-/// One scored event: what the model and the baseline said, and the truth.
+/// One scored event: what the model and the baseline said, and the truth. The end-to-end
+/// evaluation (`sluice-eval-e2e`) builds these from what the pipeline stored.
 #[derive(Debug, Clone, Copy)]
-struct Outcome {
-    score: f64,
-    flagged: bool,
-    baseline: f64,
-    label: Label,
+pub struct Outcome {
+    pub score: f64,
+    pub flagged: bool,
+    /// Rules fired by [`baseline_rules`]; flagged at ≥ 1.
+    pub baseline: f64,
+    pub label: Label,
     /// Strongest reason, for explaining false positives.
-    top_reason: Option<&'static str>,
+    pub top_reason: Option<&'static str>,
 }
 
 /// Rules a fraud team might start with: hard thresholds on single measurements.
@@ -138,7 +140,14 @@ pub fn baseline_rules(f: &Features) -> f64 {
 }
 
 fn simulated_step_ms(cfg: &EvalConfig) -> i64 {
-    ((86_400_000.0 / (cfg.sim.customers as f64 * cfg.per_customer_daily)) as i64).max(1)
+    step_ms(cfg.sim.customers, cfg.per_customer_daily)
+}
+
+/// The simulated clock's pace: ms between consecutive simulator draws so that each of
+/// `customers` makes about `per_customer_daily` transactions a day. The load generator's
+/// simulated event clock uses the same step.
+pub fn step_ms(customers: usize, per_customer_daily: f64) -> i64 {
+    ((86_400_000.0 / (customers.max(1) as f64 * per_customer_daily)) as i64).max(1)
 }
 
 /// Events per simulated worker batch when the store is bounded.
@@ -225,7 +234,7 @@ pub fn event_time_ms(ts: &str) -> Option<i64> {
 }
 
 /// Average precision (area under the precision-recall curve, step-wise), ties grouped.
-fn pr_auc(scored: &mut [(f64, bool)]) -> f64 {
+pub fn pr_auc(scored: &mut [(f64, bool)]) -> f64 {
     let positives = scored.iter().filter(|(_, p)| *p).count();
     if positives == 0 {
         return 0.0;
@@ -250,7 +259,9 @@ fn pr_auc(scored: &mut [(f64, bool)]) -> f64 {
     ap
 }
 
-fn metrics<'a>(
+/// Quality of the model (or, with `baseline`, of [`baseline_rules`]) where `is_pos` marks
+/// the positives; fraud events that are not positive are left out.
+pub fn metrics<'a>(
     events: impl Iterator<Item = &'a Outcome> + Clone,
     baseline: bool,
     is_pos: impl Fn(&Label) -> bool,
@@ -288,7 +299,8 @@ fn metrics<'a>(
     }
 }
 
-fn detector(out: &[Outcome], baseline: bool) -> DetectorReport {
+/// Overall and per-scenario metrics of one detector.
+pub fn detector(out: &[Outcome], baseline: bool) -> DetectorReport {
     DetectorReport {
         overall: metrics(out.iter(), baseline, |l| l.fraud),
         scenarios: SCENARIOS
@@ -307,12 +319,9 @@ fn quantile_us(h: &Histogram<u64>, q: f64) -> f64 {
     h.value_at_quantile(q) as f64 / 1_000.0
 }
 
-/// Runs the evaluation; `partition_move` adds the second, moved run.
-pub fn evaluate(cfg: &EvalConfig, model: Model, partition_move: bool) -> Report {
-    let scorer = Scorer::new(model, cfg.fraud.clone());
-    let (out, hist, _) = run(cfg, &scorer, None);
-    let model_report = detector(&out, false);
-    let hard_negatives = HARD_NEGATIVES
+/// How often the model flagged each kind of hard negative.
+pub fn hard_negatives(out: &[Outcome]) -> BTreeMap<String, HardNegative> {
+    HARD_NEGATIVES
         .iter()
         .map(|h| {
             let events = out
@@ -337,7 +346,40 @@ pub fn evaluate(cfg: &EvalConfig, model: Model, partition_move: bool) -> Report 
                 },
             )
         })
-        .collect();
+        .collect()
+}
+
+/// Strongest reason of each false positive, counted.
+pub fn false_positive_reasons(out: &[Outcome]) -> BTreeMap<String, usize> {
+    let mut reasons = BTreeMap::new();
+    for o in out.iter().filter(|o| o.flagged && !o.label.fraud) {
+        *reasons
+            .entry(o.top_reason.unwrap_or("none").to_string())
+            .or_insert(0) += 1;
+    }
+    reasons
+}
+
+/// Strongest reason of each caught fraud, per scenario.
+pub fn reasons_by_scenario(out: &[Outcome]) -> BTreeMap<String, BTreeMap<String, usize>> {
+    let mut reasons: BTreeMap<String, BTreeMap<String, usize>> = BTreeMap::new();
+    for o in out.iter().filter(|o| o.flagged && o.label.fraud) {
+        let scenario = o.label.scenario.unwrap_or("unknown").to_string();
+        let reason = o.top_reason.unwrap_or("none").to_string();
+        *reasons
+            .entry(scenario)
+            .or_default()
+            .entry(reason)
+            .or_insert(0) += 1;
+    }
+    reasons
+}
+
+/// Runs the evaluation; `partition_move` adds the second, moved run.
+pub fn evaluate(cfg: &EvalConfig, model: Model, partition_move: bool) -> Report {
+    let scorer = Scorer::new(model, cfg.fraud.clone());
+    let (out, hist, _) = run(cfg, &scorer, None);
+    let model_report = detector(&out, false);
     let partition_move = partition_move.then(|| {
         let (moved_out, _, moved) = run(cfg, &scorer, Some(cfg.events / 2));
         let m = metrics(moved_out.iter(), false, |l| l.fraud);
@@ -348,28 +390,12 @@ pub fn evaluate(cfg: &EvalConfig, model: Model, partition_move: bool) -> Report 
             profiles_moved: moved,
         }
     });
-    let mut false_positive_reasons = BTreeMap::new();
-    for o in out.iter().filter(|o| o.flagged && !o.label.fraud) {
-        *false_positive_reasons
-            .entry(o.top_reason.unwrap_or("none").to_string())
-            .or_insert(0) += 1;
-    }
-    let mut reasons_by_scenario: BTreeMap<String, BTreeMap<String, usize>> = BTreeMap::new();
-    for o in out.iter().filter(|o| o.flagged && o.label.fraud) {
-        let scenario = o.label.scenario.unwrap_or("unknown").to_string();
-        let reason = o.top_reason.unwrap_or("none").to_string();
-        *reasons_by_scenario
-            .entry(scenario)
-            .or_default()
-            .entry(reason)
-            .or_insert(0) += 1;
-    }
     Report {
-        false_positive_reasons,
-        reasons_by_scenario,
+        false_positive_reasons: false_positive_reasons(&out),
+        reasons_by_scenario: reasons_by_scenario(&out),
         overall: model_report.overall,
         scenarios: model_report.scenarios,
-        hard_negatives,
+        hard_negatives: hard_negatives(&out),
         baseline: detector(&out, true),
         partition_move,
         model_version: scorer.model().version.clone(),
@@ -391,49 +417,18 @@ pub fn evaluate(cfg: &EvalConfig, model: Model, partition_move: bool) -> Report 
 pub fn render(r: &Report) -> String {
     use std::fmt::Write;
     let mut s = String::new();
-    let row = |s: &mut String, name: &str, m: &Metrics, b: &Metrics| {
-        let _ = writeln!(
-            s,
-            "{name:<20} {:>7} {:>6.3} {:>6.3} {:>7.4} {:>6.3}   {:>6.3} {:>6.3} {:>7.4} {:>6.3}",
-            m.positives,
-            m.precision,
-            m.recall,
-            m.fpr,
-            m.pr_auc,
-            b.precision,
-            b.recall,
-            b.fpr,
-            b.pr_auc
-        );
-    };
     let _ = writeln!(
         s,
         "model {} (threshold {}), seed {}, {} events, {} fraud",
         r.model_version, r.threshold, r.seed, r.events, r.fraud_events
     );
-    let _ = writeln!(
-        s,
-        "{:<20} {:>7} {:>6} {:>6} {:>7} {:>6}   {:>6} {:>6} {:>7} {:>6}",
-        "", "fraud", "prec", "recall", "fpr", "pr_auc", "b.prec", "b.rec", "b.fpr", "b.auc"
+    s += &render_quality(
+        &r.overall,
+        &r.scenarios,
+        &r.baseline,
+        &r.hard_negatives,
+        &r.false_positive_reasons,
     );
-    row(&mut s, "overall", &r.overall, &r.baseline.overall);
-    for (name, m) in &r.scenarios {
-        row(&mut s, name, m, &r.baseline.scenarios[name]);
-    }
-    let _ = writeln!(s, "hard negatives (false-positive rate):");
-    for (name, h) in &r.hard_negatives {
-        let _ = writeln!(
-            s,
-            "  {name:<18} {:>7} events {:>5} flagged  fpr {:.4}",
-            h.events, h.flagged, h.fpr
-        );
-    }
-    let fp: Vec<String> = r
-        .false_positive_reasons
-        .iter()
-        .map(|(k, v)| format!("{k} {v}"))
-        .collect();
-    let _ = writeln!(s, "false positives by top reason: {}", fp.join(", "));
     if let Some(m) = &r.partition_move {
         let _ = writeln!(
             s,
@@ -453,6 +448,57 @@ pub fn render(r: &Report) -> String {
         r.scoring_latency.max_us,
         r.state_bytes_per_customer
     );
+    s
+}
+
+/// The model beside the baseline, overall and per scenario, then the hard negatives and
+/// the false positives' top reasons (shared by the offline and end-to-end reports).
+pub fn render_quality(
+    overall: &Metrics,
+    scenarios: &BTreeMap<String, Metrics>,
+    baseline: &DetectorReport,
+    hard_negatives: &BTreeMap<String, HardNegative>,
+    false_positive_reasons: &BTreeMap<String, usize>,
+) -> String {
+    use std::fmt::Write;
+    let mut s = String::new();
+    let row = |s: &mut String, name: &str, m: &Metrics, b: &Metrics| {
+        let _ = writeln!(
+            s,
+            "{name:<20} {:>7} {:>6.3} {:>6.3} {:>7.4} {:>6.3}   {:>6.3} {:>6.3} {:>7.4} {:>6.3}",
+            m.positives,
+            m.precision,
+            m.recall,
+            m.fpr,
+            m.pr_auc,
+            b.precision,
+            b.recall,
+            b.fpr,
+            b.pr_auc
+        );
+    };
+    let _ = writeln!(
+        s,
+        "{:<20} {:>7} {:>6} {:>6} {:>7} {:>6}   {:>6} {:>6} {:>7} {:>6}",
+        "", "fraud", "prec", "recall", "fpr", "pr_auc", "b.prec", "b.rec", "b.fpr", "b.auc"
+    );
+    row(&mut s, "overall", overall, &baseline.overall);
+    for (name, m) in scenarios {
+        row(&mut s, name, m, &baseline.scenarios[name]);
+    }
+    let _ = writeln!(s, "hard negatives (false-positive rate):");
+    for (name, h) in hard_negatives {
+        let _ = writeln!(
+            s,
+            "  {name:<18} {:>7} events {:>5} flagged  fpr {:.4}",
+            h.events, h.flagged, h.fpr
+        );
+    }
+    let fp: Vec<String> = false_positive_reasons
+        .iter()
+        .map(|(k, v)| format!("{k} {v}"))
+        .collect();
+    let _ = writeln!(s, "false positives by top reason: {}", fp.join(", "));
     s
 }
 

@@ -7,7 +7,26 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use sluice_api::Transaction;
+use sluice_fraud::eval::{CLOCK_START_MS, step_ms};
 use sluice_fraud::{Label, SimConfig, Simulator};
+
+const DAY_MS: i64 = 86_400_000;
+
+/// How the generator stamps event times.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub enum EventClock {
+    /// The time the caller passes to [`Generator::next`]: the wall clock (or, for a backlog
+    /// produced at full speed, a compressed span ending now). At thousands of events per
+    /// second every customer then buys several times a second.
+    #[default]
+    Wall,
+    /// The offline evaluation's clock: simulator draw k is at `origin + k × step`, with
+    /// `step = 86_400_000 / (customers × per_customer_daily)` ms, whatever the production
+    /// rate. The origin is a UTC midnight, so the events are exactly those of
+    /// `sluice-eval` on the same seed, shifted by whole days. Duplicates repeat an earlier
+    /// record and take no step.
+    Simulated { per_customer_daily: f64 },
+}
 
 #[derive(Debug, Clone)]
 pub struct GeneratorConfig {
@@ -21,6 +40,8 @@ pub struct GeneratorConfig {
     pub duplicate_ratio: f64,
     /// Prefix of every transaction id, so runs never collide.
     pub id_prefix: String,
+    /// How events are stamped with their event time.
+    pub event_clock: EventClock,
 }
 
 impl Default for GeneratorConfig {
@@ -32,6 +53,7 @@ impl Default for GeneratorConfig {
             invalid_ratio: 0.01,
             duplicate_ratio: 0.01,
             id_prefix: "tx".into(),
+            event_clock: EventClock::Wall,
         }
     }
 }
@@ -59,6 +81,8 @@ pub struct Generator {
     sim: Simulator,
     recent: Vec<(String, Vec<u8>, String)>,
     seq: u64,
+    /// Simulated clock: (origin, step) in ms; draw `seq` is at origin + seq × step.
+    clock: Option<(i64, i64)>,
 }
 
 impl Generator {
@@ -67,22 +91,47 @@ impl Generator {
             config.seed,
             SimConfig { customers: config.customers.max(1), fraud_rate: config.fraud_rate, ..SimConfig::default() },
         );
-        Self { rng: StdRng::seed_from_u64(config.seed ^ 0x5eed), config, sim, recent: Vec::new(), seq: 0 }
+        // Until the producer moves it, the simulated clock starts where the offline one does.
+        let clock = match config.event_clock {
+            EventClock::Wall => None,
+            EventClock::Simulated { per_customer_daily } => {
+                Some((CLOCK_START_MS, step_ms(config.customers.max(1), per_customer_daily)))
+            }
+        };
+        Self { rng: StdRng::seed_from_u64(config.seed ^ 0x5eed), config, sim, recent: Vec::new(), seq: 0, clock }
     }
 
-    /// The next event, with event time `now`.
+    /// With the simulated clock: move its origin to the latest UTC midnight from which
+    /// `draws` more simulator draws end at or before `end`. Returns the time of the first
+    /// draw; `None` with the wall clock. Call it before the first event: the clock must not
+    /// run backwards within a customer's history.
+    pub fn end_simulated_clock_at(&mut self, draws: u64, end: DateTime<Utc>) -> Option<DateTime<Utc>> {
+        let (origin, step) = self.clock.as_mut()?;
+        let latest = end.timestamp_millis() - (self.seq + draws) as i64 * *step;
+        *origin = latest - (latest - CLOCK_START_MS).rem_euclid(DAY_MS);
+        DateTime::from_timestamp_millis(*origin + (self.seq as i64 + 1) * *step)
+    }
+
+    /// The next event, with event time `now` (ignored by the simulated clock).
     pub fn next(&mut self, now: DateTime<Utc>) -> Event {
         let roll: f64 = self.rng.random();
         if roll < self.config.duplicate_ratio && !self.recent.is_empty() {
             let (key, payload, id) = self.recent[self.rng.random_range(0..self.recent.len())].clone();
             return Event { key, payload, kind: EventKind::Duplicate, transaction_id: Some(id), label: None };
         }
+        let now = match self.clock {
+            Some((origin, step)) => {
+                DateTime::from_timestamp_millis(origin + (self.seq as i64 + 1) * step).expect("event time in range")
+            }
+            None => now,
+        };
         let (mut tx, label) = self.sim.next_event(now.timestamp_millis());
         self.seq += 1;
         tx.transaction_id = format!("{}-{}-{:010}", self.config.id_prefix, self.config.seed, self.seq);
         tx.timestamp = now.to_rfc3339_opts(SecondsFormat::Millis, true);
         if roll < self.config.duplicate_ratio + self.config.invalid_ratio {
-            let payload = self.corrupt(&tx, now);
+            // "In the future" means after the wall clock, whatever the event clock says.
+            let payload = self.corrupt(&tx, now.max(Utc::now()));
             return Event { key: tx.customer_id, payload, kind: EventKind::Invalid, transaction_id: None, label: None };
         }
         let payload = serde_json::to_vec(&tx).expect("serialisable");
@@ -115,5 +164,75 @@ impl Generator {
             v["note"] = serde_json::json!("card 4111 1111 1111 1111");
         }
         serde_json::to_vec(&v).expect("serialisable")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn simulated(seed: u64, duplicate_ratio: f64) -> GeneratorConfig {
+        GeneratorConfig {
+            seed,
+            customers: 500,
+            invalid_ratio: 0.0,
+            duplicate_ratio,
+            event_clock: EventClock::Simulated { per_customer_daily: 3.0 },
+            ..GeneratorConfig::default()
+        }
+    }
+
+    fn event_time(e: &Event) -> i64 {
+        let tx: Transaction = serde_json::from_slice(&e.payload).expect("valid event");
+        DateTime::parse_from_rfc3339(&tx.timestamp).expect("rfc 3339").timestamp_millis()
+    }
+
+    /// The simulated clock gives the offline evaluation's events, shifted by whole days, and
+    /// the last one lands at most a day before the requested end.
+    #[test]
+    fn simulated_clock_replays_the_offline_stream_ending_before_now() {
+        let end = DateTime::parse_from_rfc3339("2026-03-10T15:04:05Z").expect("rfc 3339").with_timezone(&Utc);
+        let mut g = Generator::new(simulated(5, 0.0));
+        let first = g.end_simulated_clock_at(2_000, end).expect("simulated clock");
+        let mut sim = Simulator::new(5, SimConfig { customers: 500, fraud_rate: 0.01, ..SimConfig::default() });
+        let step = step_ms(500, 3.0);
+        let mut last = 0;
+        for k in 1..=2_000 {
+            let e = g.next(Utc::now());
+            let offline_time = CLOCK_START_MS + k * step;
+            let (offline, label) = sim.next_event(offline_time);
+            let tx: Transaction = serde_json::from_slice(&e.payload).expect("valid event");
+            assert_eq!((tx.customer_id, tx.merchant_id, tx.amount), (offline.customer_id, offline.merchant_id, offline.amount));
+            assert_eq!(e.label, Some(label));
+            let t = event_time(&e);
+            assert_eq!((t - offline_time).rem_euclid(DAY_MS), 0, "whole days apart");
+            if k == 1 {
+                assert_eq!(t, first.timestamp_millis());
+            }
+            last = t;
+        }
+        assert!(last <= end.timestamp_millis() && last > end.timestamp_millis() - DAY_MS - step, "{last}");
+    }
+
+    /// Duplicates repeat an earlier record and take no step of the clock.
+    #[test]
+    fn duplicates_take_no_step() {
+        let mut g = Generator::new(simulated(6, 0.3));
+        let step = step_ms(500, 3.0);
+        let mut previous: Option<i64> = None;
+        let mut duplicates = 0;
+        for _ in 0..1_000 {
+            let e = g.next(Utc::now());
+            if e.kind == EventKind::Duplicate {
+                duplicates += 1;
+                continue;
+            }
+            let t = event_time(&e);
+            if let Some(p) = previous {
+                assert_eq!(t - p, step);
+            }
+            previous = Some(t);
+        }
+        assert!(duplicates > 200, "{duplicates}");
     }
 }

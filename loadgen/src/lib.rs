@@ -2,7 +2,8 @@
 //! configurable share of invalid and duplicate records, deterministic under a seed.
 
 pub mod generate;
+pub mod pipeline_eval;
 pub mod produce;
 
-pub use generate::{Event, EventKind, Generator, GeneratorConfig};
+pub use generate::{Event, EventClock, EventKind, Generator, GeneratorConfig};
 pub use produce::{LoadSpec, Summary, ensure_topic, produce};

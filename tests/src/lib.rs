@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-pub use sluice_loadgen::{GeneratorConfig, LoadSpec, Summary};
+pub use sluice_loadgen::{EventClock, GeneratorConfig, LoadSpec, Summary};
 
 /// The services under test, from the env files `hack/*.sh start` write (the Makefile
 /// exports them).

@@ -1,5 +1,5 @@
-//! `sluice-eval`: the offline fraud evaluation (`make eval`), and the fit that produces
-//! `fraud/model/v1.json`.
+//! `sluice-eval`: the offline fraud evaluation (`make eval-offline`; `make eval` runs it beside
+//! the end-to-end one), and the fit that produces `fraud/model/v1.json`.
 
 use anyhow::Context;
 use clap::Parser;
@@ -31,7 +31,7 @@ struct Args {
     /// Model file; the embedded v1 when absent.
     #[arg(long)]
     model: Option<PathBuf>,
-    #[arg(long, default_value = "target/eval/report.json")]
+    #[arg(long, default_value = "target/eval/offline.json")]
     out: PathBuf,
     /// Bound the profile store (evicting idle customers, persisting and re-warming them
     /// as the worker does); unbounded when absent.

@@ -2,7 +2,7 @@
 
 use anyhow::Result;
 use clap::Parser;
-use sluice_loadgen::{GeneratorConfig, LoadSpec, ensure_topic, produce};
+use sluice_loadgen::{EventClock, GeneratorConfig, LoadSpec, ensure_topic, produce};
 use std::time::Duration;
 
 /// Produce realistic transaction events (keyed by customer) to Kafka at a steady rate.
@@ -51,6 +51,20 @@ struct Args {
     /// No progress line.
     #[arg(long)]
     quiet: bool,
+    /// Event times: `wall` stamps each event when it is produced; `simulated` spaces the
+    /// simulator's draws by 86 400 s / (customers × --per-customer-daily), as the offline
+    /// evaluation does, ending a little before now, whatever --rate is.
+    #[arg(long, value_enum, default_value_t = ClockKind::Wall)]
+    event_clock: ClockKind,
+    /// Transactions per customer per day under the simulated event clock.
+    #[arg(long, default_value_t = 3.0)]
+    per_customer_daily: f64,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum ClockKind {
+    Wall,
+    Simulated,
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -71,7 +85,12 @@ async fn main() -> Result<()> {
     let args = Args::parse();
     anyhow::ensure!(args.duration.is_some() || args.count.is_some(), "give --duration or --count");
     anyhow::ensure!((0.0..=1.0).contains(&(args.invalid_ratio + args.duplicate_ratio)), "ratios must sum to at most 1");
+    anyhow::ensure!(args.per_customer_daily > 0.0, "--per-customer-daily must be positive");
     ensure_topic(&args.brokers, &args.topic, args.partitions).await?;
+    let event_clock = match args.event_clock {
+        ClockKind::Wall => EventClock::Wall,
+        ClockKind::Simulated => EventClock::Simulated { per_customer_daily: args.per_customer_daily },
+    };
     let spec = LoadSpec {
         brokers: args.brokers,
         topic: args.topic,
@@ -85,7 +104,7 @@ async fn main() -> Result<()> {
             invalid_ratio: args.invalid_ratio,
             duplicate_ratio: args.duplicate_ratio,
             id_prefix: args.id_prefix,
-            ..GeneratorConfig::default()
+            event_clock,
         },
         progress: !args.quiet,
         collect_ids: false,
