@@ -201,10 +201,13 @@ pub struct FraudConfig {
     pub threshold: f64,
     /// Rules switched off by name.
     pub disabled_rules: Vec<String>,
+    /// Customer profiles kept in memory (about 350 bytes each); idle ones beyond it are
+    /// evicted and reloaded from Postgres when they come back. Read at start only.
+    pub profile_capacity: usize,
 }
 
 impl Default for FraudConfig {
     fn default() -> Self {
-        Self { enabled: true, threshold: 0.5, disabled_rules: Vec::new() }
+        Self { enabled: true, threshold: 0.5, disabled_rules: Vec::new(), profile_capacity: 200_000 }
     }
 }

@@ -3,7 +3,9 @@
 //! Eviction is a clock (second-chance) sweep over idle customers that are already
 //! persisted: a dirty profile is never evicted, since its only copy is here until the
 //! worker's next batch commits it (see [`ProfileStore::take_dirty`]). A customer evicted
-//! and seen again starts fresh unless the worker warms it first ([`ProfileStore::missing`]).
+//! and seen again starts fresh unless the worker warms it first: with
+//! [`ProfileStore::log_evictions`] the store hands each evicted profile over
+//! ([`ProfileStore::take_evicted`]) so the worker knows whom to reload.
 
 use crate::profile::{DecodeError, Profile};
 use std::collections::HashMap;
@@ -24,6 +26,8 @@ pub struct ProfileStore {
     hand: usize,
     capacity: usize,
     evictions: u64,
+    /// Evicted profiles, encoded, when logging is on.
+    evicted: Option<Vec<(Box<str>, Vec<u8>)>>,
 }
 
 impl ProfileStore {
@@ -38,7 +42,19 @@ impl ProfileStore {
             hand: 0,
             capacity: capacity.max(1),
             evictions: 0,
+            evicted: None,
         }
+    }
+
+    /// Keep every evicted profile until [`take_evicted`](Self::take_evicted) collects it.
+    pub fn log_evictions(mut self) -> Self {
+        self.evicted = Some(Vec::new());
+        self
+    }
+
+    /// Profiles evicted since the last call (empty unless [`log_evictions`](Self::log_evictions)).
+    pub fn take_evicted(&mut self) -> Vec<(Box<str>, Vec<u8>)> {
+        self.evicted.as_mut().map(std::mem::take).unwrap_or_default()
     }
 
     pub fn len(&self) -> usize {
@@ -190,6 +206,9 @@ impl ProfileStore {
                 slot.referenced = false;
                 continue;
             }
+            if let Some(log) = &mut self.evicted {
+                log.push((slot.customer.clone(), slot.profile.encode()));
+            }
             self.remove_slot(self.hand);
             self.evictions += 1;
             return;
@@ -214,6 +233,23 @@ mod tests {
         assert!(s.take_dirty().is_empty());
         s.entry("b");
         assert_eq!(s.take_dirty().len(), 1);
+    }
+
+    #[test]
+    fn evicted_profiles_are_handed_over_when_logged() {
+        let mut s = ProfileStore::new(2).log_evictions();
+        for c in ["a", "b", "c", "d"] {
+            s.entry(c).count = 7;
+            s.take_dirty();
+        }
+        let evicted = s.take_evicted();
+        assert_eq!(evicted.len(), 2);
+        for (id, bytes) in &evicted {
+            assert!(!s.contains(id));
+            assert_eq!(Profile::decode(bytes).unwrap().count, 7);
+        }
+        assert!(s.take_evicted().is_empty());
+        assert!(ProfileStore::new(1).take_evicted().is_empty());
     }
 
     #[test]

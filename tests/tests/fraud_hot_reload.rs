@@ -1,33 +1,45 @@
-//! The fraud switches reload from the mounted config file without a restart: the same
-//! worker process flags everything at threshold 0, then nothing once the file says 1.
+//! The fraud switches reload from the mounted config file without a restart. The same
+//! worker process starts with scoring off (no verdicts, no customer state at all), is
+//! switched on at threshold 0 (flags everything), then raised to 1 (flags nothing).
 
-use sluice_e2e::{Pipeline, wait_for};
+use sluice_e2e::{LoadSpec, Pipeline, wait_for};
 use std::time::Duration;
 
+fn clean_load(p: &Pipeline, count: u64, seed: u64) -> LoadSpec {
+    let mut spec = p.load(count, 1_000, seed);
+    spec.generator.invalid_ratio = 0.0;
+    spec.generator.duplicate_ratio = 0.0;
+    spec
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn threshold_change_applies_without_restart() -> anyhow::Result<()> {
+async fn fraud_switches_apply_without_restart() -> anyhow::Result<()> {
     let p = Pipeline::new("fraud_hot_reload", 2).await?;
     let config = std::env::temp_dir().join(format!("{}-config.yaml", p.name));
-    std::fs::write(&config, "fraud:\n  enabled: true\n  threshold: 0.0\n")?;
+    std::fs::write(&config, "fraud:\n  enabled: false\n")?;
     let w = p.worker().env("SLUICE_CONFIG", config.display()).spawn()?;
+    let reloads = || w.log().matches("applied reloaded fraud settings").count();
+    let mut handled = 0;
 
-    let mut first = p.load(300, 1_000, 21);
-    first.generator.invalid_ratio = 0.0;
-    first.generator.duplicate_ratio = 0.0;
-    let first = p.produce(first).await?;
-    p.wait_handled(first.produced as i64, Duration::from_secs(60)).await?;
+    handled += p.produce(clean_load(&p, 200, 20)).await?.produced as i64;
+    p.wait_handled(handled, Duration::from_secs(60)).await?;
+    assert_eq!(p.scalar("SELECT count(*) FROM sluice.transactions WHERE fraud_score IS NOT NULL").await?, 0);
+    assert_eq!(p.scalar("SELECT count(*) FROM sluice.customer_profiles").await?, 0, "off from the start: no state");
+
+    std::fs::write(&config, "fraud:\n  enabled: true\n  threshold: 0.0\n")?;
+    wait_for(Duration::from_secs(20), || async { Ok(reloads() == 1) }).await?;
+    handled += p.produce(clean_load(&p, 300, 21)).await?.produced as i64;
+    p.wait_handled(handled, Duration::from_secs(60)).await?;
     assert_eq!(p.scalar("SELECT count(*) FROM sluice.fraud_alerts").await?, 300, "threshold 0 flags every row");
+    assert!(p.scalar("SELECT count(*) FROM sluice.customer_profiles").await? > 0, "switched on: state kept");
 
     std::fs::write(&config, "fraud:\n  enabled: true\n  threshold: 1.0\n")?;
-    wait_for(Duration::from_secs(20), || async { Ok(w.log().contains("applied reloaded fraud settings")) }).await?;
-
-    let mut second = p.load(300, 1_000, 22);
-    second.generator.invalid_ratio = 0.0;
-    second.generator.duplicate_ratio = 0.0;
-    let second = p.produce(second).await?;
-    p.wait_handled((first.produced + second.produced) as i64, Duration::from_secs(60)).await?;
+    wait_for(Duration::from_secs(20), || async { Ok(reloads() == 2) }).await?;
+    handled += p.produce(clean_load(&p, 300, 22)).await?.produced as i64;
+    p.wait_handled(handled, Duration::from_secs(60)).await?;
     assert_eq!(p.scalar("SELECT count(*) FROM sluice.fraud_alerts").await?, 300, "threshold 1 flags nothing new");
     assert_eq!(p.scalar("SELECT count(*) FROM sluice.transactions WHERE is_fraud").await?, 300);
+    assert_eq!(p.scalar("SELECT count(*) FROM sluice.transactions WHERE fraud_score IS NOT NULL").await?, 600);
     assert_eq!(w.log().matches("starting sluice-worker").count(), 1, "one process throughout");
     let _ = std::fs::remove_file(&config);
     Ok(())

@@ -16,7 +16,9 @@ pub struct Accepted {
     pub received_at: Instant,
     /// Original bytes, kept in case the row turns out to be a duplicate (DLQ needs them).
     pub raw: Vec<u8>,
+    /// Filled when the batch is handed on (see `consumer`), in partition order.
     pub verdict: Verdict,
+    pub scored: bool,
     /// Behind its partition's watermark by more than the allowed lateness: stored, but left
     /// out of the per-minute summaries.
     pub late: bool,

@@ -5,7 +5,7 @@
 
 use crate::batch::{Accepted, Batch, Rejected, duplicate};
 use crate::metrics::Metrics;
-use crate::score::Scorer;
+use crate::score::{Scorer, Verdict};
 use crate::sink::Ack;
 use crate::validate::{TimeBounds, mask_pans, validate};
 use chrono::{DateTime, Utc};
@@ -111,6 +111,28 @@ impl Context {
         let rows = self.retry_db("loading customer profiles", || crate::db::load_profiles(&self.pool, partitions));
         tracing::info!(?partitions, profiles = rows.len(), "warmed customer profiles");
         self.builder().scorer.warm(rows);
+    }
+
+    /// Score the batch's records not scored yet, in order, after reading back in one query
+    /// the profiles of customers that were evicted from memory. Scoring here rather than as
+    /// records arrive is what lets that read be one per batch.
+    fn score_pending(&self, b: &mut Builder) {
+        let reload = {
+            let mut pending = b.batch.accepted.iter().filter(|r| !r.scored).map(|r| r.valid.tx.customer_id.as_str());
+            b.scorer.to_reload(&mut pending)
+        };
+        if !reload.is_empty() {
+            let rows = self.retry_db("reloading evicted customer profiles", || {
+                crate::db::load_customer_profiles(&self.pool, &reload)
+            });
+            self.metrics.profiles_reloaded.inc_by(rows.len() as u64);
+            b.scorer.warm(rows);
+        }
+        let Builder { batch, scorer, .. } = b;
+        for r in batch.accepted.iter_mut().filter(|r| !r.scored) {
+            r.verdict = scorer.score(&r.valid, r.partition);
+            r.scored = true;
+        }
     }
 
     fn on_assign(&self, consumer: &BaseConsumer<Self>, tpl: &mut TopicPartitionList) {
@@ -296,7 +318,11 @@ impl ConsumerLoop {
             self.handle_acks();
             if let Some(config) = self.reload.as_mut().and_then(ConfigReload::changed_config) {
                 tracing::info!(fraud = ?config.fraud, "applied reloaded fraud settings");
-                self.builder().scorer.reconfigure(&config.fraud);
+                let fresh = self.builder().scorer.reconfigure(&config.fraud);
+                if fresh {
+                    let owned: Vec<i32> = self.builder().progress.keys().copied().collect();
+                    self.consumer.context().warm_scorer(&owned);
+                }
             }
             // While the sink is busy the batch keeps growing (a bigger insert is cheaper per
             // row); only past the hard cap does fetching pause, since pausing drops
@@ -359,7 +385,6 @@ impl ConsumerLoop {
             }
             Ok(valid) => {
                 let late = progress.observe(valid.event_time, kafka_timestamp, self.allowed_lateness);
-                let verdict = b.scorer.score(&valid, partition);
                 b.batch.push_accepted(Accepted {
                     valid,
                     partition,
@@ -367,7 +392,8 @@ impl ConsumerLoop {
                     kafka_timestamp,
                     received_at: Instant::now(),
                     raw: payload.to_vec(),
-                    verdict,
+                    verdict: Verdict::default(),
+                    scored: false,
                     late,
                 });
             }
@@ -390,6 +416,7 @@ impl ConsumerLoop {
     /// what the batch will store.
     fn try_hand_on(&self) -> bool {
         let mut b = self.builder();
+        self.consumer.context().score_pending(&mut b);
         let dirty = b.scorer.take_dirty();
         b.batch.add_profiles(dirty);
         let next = Batch::new(b.generation);
@@ -398,6 +425,7 @@ impl ConsumerLoop {
         self.consumer.context().inflight.fetch_add(1, Ordering::SeqCst);
         match self.batches.try_send(batch) {
             Ok(()) => {
+                b.scorer.handed_on();
                 for (p, next) in moves {
                     if let Some(progress) = b.progress.get_mut(&p) {
                         progress.basis = next;

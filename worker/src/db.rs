@@ -131,3 +131,16 @@ pub async fn load_profiles(pool: &PgPool, partitions: &[i32]) -> Result<Vec<crat
         .map(|(customer_id, partition, profile)| crate::score::ProfileRow { customer_id, partition, profile })
         .collect())
 }
+
+/// Persisted scoring state of these customers (evicted from memory, seen again).
+pub async fn load_customer_profiles(pool: &PgPool, customers: &[String]) -> Result<Vec<crate::score::ProfileRow>> {
+    let rows: Vec<(String, i32, Vec<u8>)> =
+        sqlx::query_as("SELECT customer_id, partition, profile FROM customer_profiles WHERE customer_id = ANY($1)")
+            .bind(customers)
+            .fetch_all(pool)
+            .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(customer_id, partition, profile)| crate::score::ProfileRow { customer_id, partition, profile })
+        .collect())
+}

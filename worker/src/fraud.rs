@@ -1,15 +1,26 @@
 //! The fraud stage: [`sluice_fraud`]'s model and per-customer profiles behind the worker's
 //! [`Scorer`] seam. Profiles of the partitions this worker owns live in a bounded store;
 //! changed ones are committed with every batch and warmed when a partition arrives.
+//!
+//! A customer evicted from the store (idle while more than `fraud.profile_capacity` others
+//! were active) is reloaded before it is scored again. Its freshest state may still be in a
+//! batch on its way to Postgres, so the profiles evicted during the last few hand-ons are
+//! kept aside in memory; older ones are read back from `customer_profiles`.
 
 use crate::score::{ProfileRow, Scorer, Verdict};
 use crate::validate::ValidTransaction;
 use sluice_api::config::FraudConfig;
+use sluice_fraud::hash::fnv1a;
 use sluice_fraud::{Model, ProfileStore};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet, VecDeque};
 
-/// Profiles held in memory; at ~350 bytes each, 200k is about 70 MB.
-pub const PROFILE_CAPACITY: usize = 200_000;
+/// Hand-ons an evicted profile stays in memory. The sink queue holds one batch and writes
+/// one, so a batch handed on two hand-ons ago has committed (or been dropped with its
+/// generation, which makes the scorer forget and re-warm anyway).
+const EVICTED_KEPT_FOR: usize = 3;
+
+/// Bound on remembered evictions (~24 bytes each); beyond it evicted customers come back cold.
+const EVICTED_REMEMBERED: usize = 1_000_000;
 
 pub struct FraudScorer {
     scorer: sluice_fraud::Scorer,
@@ -17,25 +28,67 @@ pub struct FraudScorer {
     /// Partition of every customer in the store (a customer lives in one partition).
     partition_of: HashMap<String, i32>,
     batches_since_prune: u32,
+    /// Evicted customers (id hash → partition) whose profile Postgres holds or will hold.
+    evicted: HashMap<u64, i32>,
+    /// Profiles evicted during the last hand-ons, newest first, possibly not committed yet.
+    recently_evicted: VecDeque<HashMap<String, (i32, Vec<u8>)>>,
+    warned_full: bool,
 }
 
 impl FraudScorer {
-    pub fn new(model: Model, config: FraudConfig, capacity: usize) -> Self {
+    pub fn new(model: Model, config: FraudConfig) -> Self {
+        let capacity = config.profile_capacity;
         Self {
             scorer: sluice_fraud::Scorer::new(model, config),
-            store: ProfileStore::new(capacity),
+            store: ProfileStore::new(capacity).log_evictions(),
             partition_of: HashMap::new(),
             batches_since_prune: 0,
+            evicted: HashMap::new(),
+            recently_evicted: VecDeque::from([HashMap::new()]),
+            warned_full: false,
+        }
+    }
+
+    /// Move what the store just evicted aside.
+    fn collect_evicted(&mut self) {
+        for (customer, profile) in self.store.take_evicted() {
+            let partition = self.partition_of.remove(&*customer).unwrap_or(-1);
+            if self.evicted.len() < EVICTED_REMEMBERED {
+                self.evicted.insert(fnv1a(customer.as_bytes()), partition);
+            } else if !self.warned_full {
+                self.warned_full = true;
+                tracing::warn!(
+                    remembered = EVICTED_REMEMBERED,
+                    "too many evicted customers to remember: later ones come back cold; raise fraud.profile_capacity or add workers"
+                );
+            }
+            if let Some(newest) = self.recently_evicted.front_mut() {
+                newest.insert(customer.into(), (partition, profile));
+            }
+        }
+    }
+
+    /// Put a customer evicted during the last hand-ons back from memory.
+    fn restore_recent(&mut self, customer_id: &str) {
+        let found = self.recently_evicted.iter_mut().find_map(|m| m.remove(customer_id));
+        if let Some((partition, profile)) = found
+            && self.store.warm(customer_id, &profile).is_ok()
+        {
+            self.evicted.remove(&fnv1a(customer_id.as_bytes()));
+            self.partition_of.insert(customer_id.to_owned(), partition);
         }
     }
 }
 
 impl Scorer for FraudScorer {
     fn score(&mut self, tx: &ValidTransaction, partition: i32) -> Verdict {
-        if !self.partition_of.contains_key(&tx.tx.customer_id) {
-            self.partition_of.insert(tx.tx.customer_id.clone(), partition);
+        let customer = tx.tx.customer_id.as_str();
+        if !self.partition_of.contains_key(customer) {
+            self.restore_recent(customer);
+            self.partition_of.insert(customer.to_owned(), partition);
         }
         let v = self.scorer.score(&mut self.store, &tx.tx, tx.event_time.timestamp_millis(), tx.amount_cents);
+        self.collect_evicted();
         Verdict { score: Some(v.score), flagged: v.flagged, reasons: v.reasons }
     }
 
@@ -43,6 +96,10 @@ impl Scorer for FraudScorer {
         let partition_of = &self.partition_of;
         self.store.retain(|id| partition_of.get(id).is_none_or(|p| !partitions.contains(p)));
         self.partition_of.retain(|_, p| !partitions.contains(p));
+        self.evicted.retain(|_, p| !partitions.contains(p));
+        for m in &mut self.recently_evicted {
+            m.retain(|_, (p, _)| !partitions.contains(p));
+        }
     }
 
     fn stateful(&self) -> bool {
@@ -56,11 +113,26 @@ impl Scorer for FraudScorer {
                 stale += 1; // another profile version: the customer starts afresh
                 continue;
             }
+            self.evicted.remove(&fnv1a(row.customer_id.as_bytes()));
             self.partition_of.insert(row.customer_id, row.partition);
+            self.collect_evicted();
         }
         if stale > 0 {
             tracing::warn!(stale, "ignored persisted profiles of an unknown version");
         }
+    }
+
+    fn to_reload<'a>(&self, customers: &mut dyn Iterator<Item = &'a str>) -> Vec<String> {
+        let unique: HashSet<&str> = customers
+            .filter(|c| !self.store.contains(c) && self.evicted.contains_key(&fnv1a(c.as_bytes())))
+            .filter(|c| self.recently_evicted.iter().all(|m| !m.contains_key(*c)))
+            .collect();
+        unique.into_iter().map(str::to_owned).collect()
+    }
+
+    fn handed_on(&mut self) {
+        self.recently_evicted.push_front(HashMap::new());
+        self.recently_evicted.truncate(EVICTED_KEPT_FOR);
     }
 
     fn take_dirty(&mut self) -> Vec<ProfileRow> {
@@ -81,7 +153,149 @@ impl Scorer for FraudScorer {
             .collect()
     }
 
-    fn reconfigure(&mut self, config: &FraudConfig) {
+    fn reconfigure(&mut self, config: &FraudConfig) -> bool {
         self.scorer.set_config(config.clone());
+        false
+    }
+}
+
+/// The fraud stage as the worker runs it. Enabled at start, it keeps profiles even while
+/// later switched off, so switching back on needs no warm-up. Disabled at start, it does no
+/// per-customer work at all (the bare data plane); switched on later, it starts its state
+/// from what Postgres holds.
+pub struct FraudStage {
+    model: Model,
+    active: Option<FraudScorer>,
+}
+
+impl FraudStage {
+    pub fn new(model: Model, config: &FraudConfig) -> Self {
+        let active = config.enabled.then(|| FraudScorer::new(model.clone(), config.clone()));
+        Self { model, active }
+    }
+}
+
+impl Scorer for FraudStage {
+    fn score(&mut self, tx: &ValidTransaction, partition: i32) -> Verdict {
+        self.active.as_mut().map(|s| s.score(tx, partition)).unwrap_or_default()
+    }
+
+    fn forget_partitions(&mut self, partitions: &[i32]) {
+        if let Some(s) = &mut self.active {
+            s.forget_partitions(partitions);
+        }
+    }
+
+    fn stateful(&self) -> bool {
+        self.active.is_some()
+    }
+
+    fn warm(&mut self, rows: Vec<ProfileRow>) {
+        if let Some(s) = &mut self.active {
+            s.warm(rows);
+        }
+    }
+
+    fn to_reload<'a>(&self, customers: &mut dyn Iterator<Item = &'a str>) -> Vec<String> {
+        self.active.as_ref().map(|s| s.to_reload(customers)).unwrap_or_default()
+    }
+
+    fn handed_on(&mut self) {
+        if let Some(s) = &mut self.active {
+            s.handed_on();
+        }
+    }
+
+    fn take_dirty(&mut self) -> Vec<ProfileRow> {
+        self.active.as_mut().map(FraudScorer::take_dirty).unwrap_or_default()
+    }
+
+    fn reconfigure(&mut self, config: &FraudConfig) -> bool {
+        match &mut self.active {
+            Some(s) => s.reconfigure(config),
+            None if config.enabled => {
+                self.active = Some(FraudScorer::new(self.model.clone(), config.clone()));
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::validate::{TimeBounds, validate};
+
+    fn tx(customer: &str, n: usize) -> ValidTransaction {
+        let json = serde_json::json!({
+            "transaction_id": format!("{customer}-{n}"), "customer_id": customer, "merchant_id": "m-1",
+            "amount": 20.0, "currency": "EUR", "timestamp": "2026-11-25T11:00:00Z",
+            "payment_method": "credit_card", "country": "DE", "device_id": "dev-1"
+        });
+        validate(json.to_string().as_bytes(), TimeBounds::around("2026-11-25T12:00:00Z".parse().unwrap(), 30, 300))
+            .expect("valid")
+    }
+
+    fn scorer(capacity: usize) -> FraudScorer {
+        FraudScorer::new(Model::default(), FraudConfig { profile_capacity: capacity, ..FraudConfig::default() })
+    }
+
+    #[test]
+    fn evicted_customers_come_back_from_memory_then_from_the_database() {
+        let mut s = scorer(2);
+        for n in 0..5 {
+            s.score(&tx("habitual", n), 0);
+        }
+        let persisted = s.take_dirty();
+        s.handed_on();
+        for c in ["x", "y", "z"] {
+            s.score(&tx(c, 0), 1);
+        }
+        s.take_dirty();
+        // Evicted a moment ago: restored from memory, no database read needed.
+        assert!(s.to_reload(&mut ["habitual"].into_iter()).is_empty());
+        for _ in 0..EVICTED_KEPT_FOR {
+            s.handed_on();
+        }
+        // Long gone: the worker must read it back; warming it clears the need.
+        assert_eq!(s.to_reload(&mut ["habitual", "never-seen"].into_iter()), vec!["habitual".to_string()]);
+        s.warm(persisted.into_iter().filter(|r| r.customer_id == "habitual").collect());
+        assert!(s.to_reload(&mut ["habitual"].into_iter()).is_empty());
+        let back = s.score(&tx("habitual", 5), 0);
+        let mut fresh = scorer(10);
+        for n in 0..5 {
+            fresh.score(&tx("habitual", n), 0);
+        }
+        assert_eq!(back, fresh.score(&tx("habitual", 5), 0), "same verdict as if never evicted");
+    }
+
+    #[test]
+    fn disabled_at_start_does_no_customer_work_until_switched_on() {
+        let off = FraudConfig { enabled: false, ..FraudConfig::default() };
+        let mut stage = FraudStage::new(Model::default(), &off);
+        assert!(!stage.stateful());
+        assert_eq!(stage.score(&tx("a", 0), 0), Verdict::default());
+        assert!(stage.take_dirty().is_empty());
+        assert!(!stage.reconfigure(&off));
+        assert!(stage.reconfigure(&FraudConfig::default()), "switched on: the caller warms state");
+        assert!(stage.stateful());
+        assert!(stage.score(&tx("a", 1), 0).score.is_some());
+        assert_eq!(stage.take_dirty().len(), 1);
+    }
+
+    #[test]
+    fn forgetting_a_partition_forgets_its_evicted_customers() {
+        let mut s = scorer(1);
+        s.score(&tx("a", 0), 3);
+        s.take_dirty();
+        s.score(&tx("b", 0), 4);
+        s.take_dirty();
+        for _ in 0..EVICTED_KEPT_FOR {
+            s.handed_on();
+        }
+        assert_eq!(s.to_reload(&mut ["a"].into_iter()), vec!["a".to_string()]);
+        s.forget_partitions(&[3]);
+        assert!(s.to_reload(&mut ["a"].into_iter()).is_empty());
     }
 }

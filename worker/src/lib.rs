@@ -86,12 +86,7 @@ pub async fn run(config: WorkerConfig, secrets: config::Secrets, config_path: Op
             pool,
             runtime: tokio::runtime::Handle::current(),
             metrics,
-            // Always stateful, even with scoring switched off, so switching it on needs no warm-up.
-            scorer: Box::new(fraud::FraudScorer::new(
-                sluice_fraud::Model::default(),
-                config.fraud.clone(),
-                fraud::PROFILE_CAPACITY,
-            )),
+            scorer: Box::new(fraud::FraudStage::new(sluice_fraud::Model::default(), &config.fraud)),
             inflight,
             batches: batch_tx,
             acks: ack_rx,

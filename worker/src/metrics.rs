@@ -23,6 +23,7 @@ pub struct Metrics {
     pub db_errors: IntCounterVec,
     pub fenced_batches: IntCounter,
     pub late_events: IntCounter,
+    pub profiles_reloaded: IntCounter,
     quality_window: Mutex<QualityWindow>,
 }
 
@@ -105,6 +106,11 @@ impl Metrics {
                 "Stored transactions too late (past the allowed lateness) for the per-minute summaries.",
             )
             .expect("metric"),
+            profiles_reloaded: IntCounter::new(
+                "sluice_profiles_reloaded_total",
+                "Customer profiles read back from Postgres after eviction from memory (raise fraud.profile_capacity if high).",
+            )
+            .expect("metric"),
             registry,
             quality_window: Mutex::new(QualityWindow::default()),
         };
@@ -113,6 +119,7 @@ impl Metrics {
             Box::new(m.rejections.clone()),
             Box::new(m.fraud_detected.clone()),
             Box::new(m.late_events.clone()),
+            Box::new(m.profiles_reloaded.clone()),
             Box::new(m.processing_latency.clone()),
             Box::new(m.end_to_end_latency.clone()),
             Box::new(m.db_connections_active.clone()),

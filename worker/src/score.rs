@@ -31,13 +31,23 @@ pub trait Scorer: Send {
     fn stateful(&self) -> bool {
         false
     }
-    /// Load persisted state of newly assigned partitions.
+    /// Load persisted state (of newly assigned partitions, or of [`Scorer::to_reload`]).
     fn warm(&mut self, _rows: Vec<ProfileRow>) {}
+    /// Customers among these whose state must be read back from Postgres before they are
+    /// scored (evicted earlier for lack of memory).
+    fn to_reload<'a>(&self, _customers: &mut dyn Iterator<Item = &'a str>) -> Vec<String> {
+        Vec::new()
+    }
+    /// A batch went to the sink.
+    fn handed_on(&mut self) {}
     /// State changed since the last call, to commit with the next batch.
     fn take_dirty(&mut self) -> Vec<ProfileRow> {
         Vec::new()
     }
-    /// New fraud switches from a reloaded configuration.
-    fn reconfigure(&mut self, _config: &sluice_api::config::FraudConfig) {}
+    /// New fraud switches from a reloaded configuration. True when the scorer started its
+    /// state afresh: the caller then warms it for the partitions it owns.
+    fn reconfigure(&mut self, _config: &sluice_api::config::FraudConfig) -> bool {
+        false
+    }
 }
 

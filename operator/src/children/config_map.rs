@@ -58,6 +58,7 @@ pub fn worker_config(pd: &PipelineDeployment) -> WorkerConfig {
             enabled: s.fraud.enabled,
             threshold: s.fraud.threshold,
             disabled_rules: s.fraud.disabled_rules.clone(),
+            ..base.fraud
         },
         analytics: AnalyticsConfig {
             allowed_lateness_secs: s.quality.allowed_lateness_seconds.max(0) as u64,
