@@ -22,6 +22,12 @@ const EVICTED_KEPT_FOR: usize = 3;
 /// Bound on remembered evictions (~24 bytes each); beyond it evicted customers come back cold.
 const EVICTED_REMEMBERED: usize = 1_000_000;
 
+/// Transaction ids remembered as scored (~32 bytes each). Kafka may deliver a transaction
+/// again in a later batch (a producer retry); the sink stores it once, and this keeps the
+/// customer's profile from counting it twice. Older repeats are still caught by the sink
+/// but fold into the profile again.
+const SCORED_REMEMBERED: usize = 100_000;
+
 pub struct FraudScorer {
     scorer: sluice_fraud::Scorer,
     store: ProfileStore,
@@ -33,6 +39,41 @@ pub struct FraudScorer {
     /// Profiles evicted during the last hand-ons, newest first, possibly not committed yet.
     recently_evicted: VecDeque<HashMap<String, (i32, Vec<u8>)>>,
     warned_full: bool,
+    recently_scored: RecentIds,
+}
+
+/// A bounded first-in first-out set of transaction id hashes, by partition.
+#[derive(Default)]
+struct RecentIds {
+    order: VecDeque<(i32, u64)>,
+    set: HashSet<u64>,
+}
+
+impl RecentIds {
+    fn hash(id: &str) -> u64 {
+        use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
+        BuildHasherDefault::<DefaultHasher>::default().hash_one(id)
+    }
+
+    /// Remembers `id`; false if it was already remembered.
+    fn insert(&mut self, id: &str, partition: i32) -> bool {
+        let h = Self::hash(id);
+        if !self.set.insert(h) {
+            return false;
+        }
+        self.order.push_back((partition, h));
+        if self.order.len() > SCORED_REMEMBERED
+            && let Some((_, old)) = self.order.pop_front()
+        {
+            self.set.remove(&old);
+        }
+        true
+    }
+
+    fn forget_partitions(&mut self, partitions: &[i32]) {
+        self.order.retain(|(p, _)| !partitions.contains(p));
+        self.set = self.order.iter().map(|(_, h)| *h).collect();
+    }
 }
 
 impl FraudScorer {
@@ -46,6 +87,7 @@ impl FraudScorer {
             evicted: HashMap::new(),
             recently_evicted: VecDeque::from([HashMap::new()]),
             warned_full: false,
+            recently_scored: RecentIds::default(),
         }
     }
 
@@ -82,6 +124,9 @@ impl FraudScorer {
 
 impl Scorer for FraudScorer {
     fn score(&mut self, tx: &ValidTransaction, partition: i32) -> Verdict {
+        if !self.recently_scored.insert(&tx.tx.transaction_id, partition) {
+            return Verdict::default(); // a repeat: the sink rejects it as a duplicate
+        }
         let customer = tx.tx.customer_id.as_str();
         if !self.partition_of.contains_key(customer) {
             self.restore_recent(customer);
@@ -97,6 +142,7 @@ impl Scorer for FraudScorer {
         self.store.retain(|id| partition_of.get(id).is_none_or(|p| !partitions.contains(p)));
         self.partition_of.retain(|_, p| !partitions.contains(p));
         self.evicted.retain(|_, p| !partitions.contains(p));
+        self.recently_scored.forget_partitions(partitions);
         for m in &mut self.recently_evicted {
             m.retain(|_, (p, _)| !partitions.contains(p));
         }
@@ -282,6 +328,20 @@ mod tests {
         assert!(stage.stateful());
         assert!(stage.score(&tx("a", 1), 0).score.is_some());
         assert_eq!(stage.take_dirty().len(), 1);
+    }
+
+    #[test]
+    fn a_repeated_transaction_leaves_the_profile_alone() {
+        let mut once = scorer(10);
+        let mut twice = scorer(10);
+        for n in 0..3 {
+            once.score(&tx("c", n), 0);
+            twice.score(&tx("c", n), 0);
+        }
+        assert_eq!(twice.score(&tx("c", 1), 0), Verdict::default(), "repeat not scored");
+        assert_eq!(once.score(&tx("c", 3), 0), twice.score(&tx("c", 3), 0));
+        twice.forget_partitions(&[0]);
+        assert!(twice.score(&tx("c", 1), 0).score.is_some(), "forgotten with its partition");
     }
 
     #[test]
