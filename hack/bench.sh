@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # `make bench`: fresh Kafka + Postgres, then sluice-bench (COPY limit, backlog drain,
-# latency at a fixed rate). Writes target/bench/report.json and report.svg.
+# latency at a fixed rate, drain with fraud scoring off vs on). Writes target/bench/report.json
+# and report.svg. Arguments go to sluice-bench (see `sluice-bench --help`), e.g.
+# `--scoring-compare-events 0` (or BENCH_SCORING_COMPARE_EVENTS=0 make bench) skips the comparison.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 ROOT=$(cd "$HACK_DIR/.." && pwd)

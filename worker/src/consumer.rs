@@ -27,6 +27,9 @@ use tokio::sync::mpsc;
 /// A batch may grow to this many times `batch.max_records` while the sink is busy.
 const BATCH_HARD_CAP: usize = 2;
 
+/// How long a full batch waits for the sink before the partitions are paused.
+const SINK_WAIT_WITHOUT_POLLING: Duration = Duration::from_secs(2);
+
 /// Per-partition progress known to the batch builder.
 #[derive(Debug, Clone, Copy)]
 struct Progress {
@@ -415,6 +418,9 @@ impl ConsumerLoop {
     /// Hand the current batch to the sink if it has room; the partitions' basis moves to
     /// what the batch will store.
     fn try_hand_on(&self) -> bool {
+        if self.batches.capacity() == 0 {
+            return false; // the sink has a batch waiting already
+        }
         let mut b = self.builder();
         self.consumer.context().score_pending(&mut b);
         let dirty = b.scorer.take_dirty();
@@ -444,8 +450,24 @@ impl ConsumerLoop {
         }
     }
 
-    /// The sink is behind: stop fetching, keep serving the group, and retry the hand-on.
+    /// The sink is behind. First just stop polling: librdkafka keeps at most
+    /// `queued.max.messages.kbytes` prefetched and then stops fetching by itself, so memory
+    /// stays bounded and nothing is dropped. (Pausing instead discards the prefetched data,
+    /// and after a resume the fetcher idles for most of a second: that stall halved the
+    /// throughput of a fast consumer.) Only if the sink stays busy longer, e.g. Postgres is
+    /// down, pause the partitions and keep polling so the group and rebalances are served.
     fn wait_for_sink(&mut self) {
+        let patience = Instant::now() + SINK_WAIT_WITHOUT_POLLING;
+        while !self.shutdown.load(Ordering::Relaxed) && Instant::now() < patience {
+            self.heartbeat.store(Utc::now().timestamp() as u64, Ordering::Relaxed);
+            if let Ok(ack) = self.acks.recv_timeout(Duration::from_millis(2)) {
+                self.handle_ack(ack);
+            }
+            self.handle_acks();
+            if self.batch_len() < self.max_records * BATCH_HARD_CAP || self.try_hand_on() {
+                return;
+            }
+        }
         let assignment = self.consumer.assignment().unwrap_or_default();
         let _ = self.consumer.pause(&assignment);
         while !self.shutdown.load(Ordering::Relaxed) {
@@ -465,10 +487,14 @@ impl ConsumerLoop {
 
     fn handle_acks(&self) {
         while let Ok(ack) = self.acks.try_recv() {
-            match ack {
-                Ack::Committed { offsets } => self.mirror_to_kafka(&offsets, CommitMode::Async),
-                Ack::Fenced { generation } => self.resync(generation),
-            }
+            self.handle_ack(ack);
+        }
+    }
+
+    fn handle_ack(&self, ack: Ack) {
+        match ack {
+            Ack::Committed { offsets } => self.mirror_to_kafka(&offsets, CommitMode::Async),
+            Ack::Fenced { generation } => self.resync(generation),
         }
     }
 

@@ -179,17 +179,18 @@ impl Scorer for FraudScorer {
     fn handed_on(&mut self) {
         self.recently_evicted.push_front(HashMap::new());
         self.recently_evicted.truncate(EVICTED_KEPT_FOR);
-    }
-
-    fn take_dirty(&mut self) -> Vec<ProfileRow> {
-        let dirty = self.store.take_dirty();
-        // Evicted customers leave the map now and then, keeping it as bounded as the store.
+        // Customers dropped from the store leave the map now and then, keeping it as bounded
+        // as the store (a full pass, so not on every batch).
         self.batches_since_prune += 1;
         if self.batches_since_prune >= 100 {
             self.batches_since_prune = 0;
             let store = &self.store;
             self.partition_of.retain(|id, _| store.contains(id));
         }
+    }
+
+    fn take_dirty(&mut self) -> Vec<ProfileRow> {
+        let dirty = self.store.take_dirty();
         dirty
             .into_iter()
             .map(|(customer_id, profile)| {
