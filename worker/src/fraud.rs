@@ -168,7 +168,7 @@ impl Scorer for FraudScorer {
         }
     }
 
-    fn to_reload<'a>(&self, customers: &mut dyn Iterator<Item = &'a str>) -> Vec<String> {
+    fn to_reload(&self, customers: &mut dyn Iterator<Item = &str>) -> Vec<String> {
         let unique: HashSet<&str> = customers
             .filter(|c| !self.store.contains(c) && self.evicted.contains_key(&fnv1a(c.as_bytes())))
             .filter(|c| self.recently_evicted.iter().all(|m| !m.contains_key(*c)))
@@ -243,7 +243,7 @@ impl Scorer for FraudStage {
         }
     }
 
-    fn to_reload<'a>(&self, customers: &mut dyn Iterator<Item = &'a str>) -> Vec<String> {
+    fn to_reload(&self, customers: &mut dyn Iterator<Item = &str>) -> Vec<String> {
         self.active.as_ref().map(|s| s.to_reload(customers)).unwrap_or_default()
     }
 

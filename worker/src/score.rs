@@ -35,7 +35,7 @@ pub trait Scorer: Send {
     fn warm(&mut self, _rows: Vec<ProfileRow>) {}
     /// Customers among these whose state must be read back from Postgres before they are
     /// scored (evicted earlier for lack of memory).
-    fn to_reload<'a>(&self, _customers: &mut dyn Iterator<Item = &'a str>) -> Vec<String> {
+    fn to_reload(&self, _customers: &mut dyn Iterator<Item = &str>) -> Vec<String> {
         Vec::new()
     }
     /// A batch went to the sink.
