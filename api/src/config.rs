@@ -78,7 +78,11 @@ impl Default for KafkaConfig {
 
 impl KafkaConfig {
     pub fn dlq_topic(&self) -> String {
-        if self.dlq_topic.is_empty() { format!("{}.dlq", self.topic) } else { self.dlq_topic.clone() }
+        if self.dlq_topic.is_empty() {
+            format!("{}.dlq", self.topic)
+        } else {
+            self.dlq_topic.clone()
+        }
     }
 
     pub fn alerts_topic(&self) -> String {
@@ -129,7 +133,10 @@ pub struct BatchConfig {
 
 impl Default for BatchConfig {
     fn default() -> Self {
-        Self { max_records: 5_000, max_wait_ms: 20 }
+        Self {
+            max_records: 5_000,
+            max_wait_ms: 20,
+        }
     }
 }
 
@@ -142,7 +149,9 @@ pub struct ValidationConfig {
 
 impl Default for ValidationConfig {
     fn default() -> Self {
-        Self { max_future_skew_secs: 300 }
+        Self {
+            max_future_skew_secs: 300,
+        }
     }
 }
 
@@ -160,7 +169,11 @@ pub struct RetentionConfig {
 
 impl Default for RetentionConfig {
     fn default() -> Self {
-        Self { days: 30, days_ahead: 3, maintenance_interval_secs: 3_600 }
+        Self {
+            days: 30,
+            days_ahead: 3,
+            maintenance_interval_secs: 3_600,
+        }
     }
 }
 
@@ -173,7 +186,9 @@ pub struct HttpConfig {
 
 impl Default for HttpConfig {
     fn default() -> Self {
-        Self { listen: "0.0.0.0:9090".into() }
+        Self {
+            listen: "0.0.0.0:9090".into(),
+        }
     }
 }
 
@@ -188,7 +203,9 @@ pub struct AnalyticsConfig {
 
 impl Default for AnalyticsConfig {
     fn default() -> Self {
-        Self { allowed_lateness_secs: 600 }
+        Self {
+            allowed_lateness_secs: 600,
+        }
     }
 }
 
@@ -208,6 +225,11 @@ pub struct FraudConfig {
 
 impl Default for FraudConfig {
     fn default() -> Self {
-        Self { enabled: true, threshold: 0.5, disabled_rules: Vec::new(), profile_capacity: 200_000 }
+        Self {
+            enabled: true,
+            threshold: 0.5,
+            disabled_rules: Vec::new(),
+            profile_capacity: 200_000,
+        }
     }
 }

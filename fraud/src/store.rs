@@ -54,7 +54,10 @@ impl ProfileStore {
 
     /// Profiles evicted since the last call (empty unless [`log_evictions`](Self::log_evictions)).
     pub fn take_evicted(&mut self) -> Vec<(Box<str>, Vec<u8>)> {
-        self.evicted.as_mut().map(std::mem::take).unwrap_or_default()
+        self.evicted
+            .as_mut()
+            .map(std::mem::take)
+            .unwrap_or_default()
     }
 
     pub fn len(&self) -> usize {

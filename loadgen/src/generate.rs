@@ -89,23 +89,39 @@ impl Generator {
     pub fn new(config: GeneratorConfig) -> Self {
         let sim = Simulator::new(
             config.seed,
-            SimConfig { customers: config.customers.max(1), fraud_rate: config.fraud_rate, ..SimConfig::default() },
+            SimConfig {
+                customers: config.customers.max(1),
+                fraud_rate: config.fraud_rate,
+                ..SimConfig::default()
+            },
         );
         // Until the producer moves it, the simulated clock starts where the offline one does.
         let clock = match config.event_clock {
             EventClock::Wall => None,
-            EventClock::Simulated { per_customer_daily } => {
-                Some((CLOCK_START_MS, step_ms(config.customers.max(1), per_customer_daily)))
-            }
+            EventClock::Simulated { per_customer_daily } => Some((
+                CLOCK_START_MS,
+                step_ms(config.customers.max(1), per_customer_daily),
+            )),
         };
-        Self { rng: StdRng::seed_from_u64(config.seed ^ 0x5eed), config, sim, recent: Vec::new(), seq: 0, clock }
+        Self {
+            rng: StdRng::seed_from_u64(config.seed ^ 0x5eed),
+            config,
+            sim,
+            recent: Vec::new(),
+            seq: 0,
+            clock,
+        }
     }
 
     /// With the simulated clock: move its origin to the latest UTC midnight from which
     /// `draws` more simulator draws end at or before `end`. Returns the time of the first
     /// draw; `None` with the wall clock. Call it before the first event: the clock must not
     /// run backwards within a customer's history.
-    pub fn end_simulated_clock_at(&mut self, draws: u64, end: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    pub fn end_simulated_clock_at(
+        &mut self,
+        draws: u64,
+        end: DateTime<Utc>,
+    ) -> Option<DateTime<Utc>> {
         let (origin, step) = self.clock.as_mut()?;
         let latest = end.timestamp_millis() - (self.seq + draws) as i64 * *step;
         *origin = latest - (latest - CLOCK_START_MS).rem_euclid(DAY_MS);
@@ -116,33 +132,60 @@ impl Generator {
     pub fn next(&mut self, now: DateTime<Utc>) -> Event {
         let roll: f64 = self.rng.random();
         if roll < self.config.duplicate_ratio && !self.recent.is_empty() {
-            let (key, payload, id) = self.recent[self.rng.random_range(0..self.recent.len())].clone();
-            return Event { key, payload, kind: EventKind::Duplicate, transaction_id: Some(id), label: None };
+            let (key, payload, id) =
+                self.recent[self.rng.random_range(0..self.recent.len())].clone();
+            return Event {
+                key,
+                payload,
+                kind: EventKind::Duplicate,
+                transaction_id: Some(id),
+                label: None,
+            };
         }
         let now = match self.clock {
             Some((origin, step)) => {
-                DateTime::from_timestamp_millis(origin + (self.seq as i64 + 1) * step).expect("event time in range")
+                DateTime::from_timestamp_millis(origin + (self.seq as i64 + 1) * step)
+                    .expect("event time in range")
             }
             None => now,
         };
         let (mut tx, label) = self.sim.next_event(now.timestamp_millis());
         self.seq += 1;
-        tx.transaction_id = format!("{}-{}-{:010}", self.config.id_prefix, self.config.seed, self.seq);
+        tx.transaction_id = format!(
+            "{}-{}-{:010}",
+            self.config.id_prefix, self.config.seed, self.seq
+        );
         tx.timestamp = now.to_rfc3339_opts(SecondsFormat::Millis, true);
         if roll < self.config.duplicate_ratio + self.config.invalid_ratio {
             // "In the future" means after the wall clock, whatever the event clock says.
             let payload = self.corrupt(&tx, now.max(Utc::now()));
-            return Event { key: tx.customer_id, payload, kind: EventKind::Invalid, transaction_id: None, label: None };
+            return Event {
+                key: tx.customer_id,
+                payload,
+                kind: EventKind::Invalid,
+                transaction_id: None,
+                label: None,
+            };
         }
         let payload = serde_json::to_vec(&tx).expect("serialisable");
-        let entry = (tx.customer_id.clone(), payload.clone(), tx.transaction_id.clone());
+        let entry = (
+            tx.customer_id.clone(),
+            payload.clone(),
+            tx.transaction_id.clone(),
+        );
         if self.recent.len() < 10_000 {
             self.recent.push(entry);
         } else {
             let slot = self.rng.random_range(0..self.recent.len());
             self.recent[slot] = entry;
         }
-        Event { key: tx.customer_id, payload, kind: EventKind::Valid, transaction_id: Some(tx.transaction_id), label: Some(label) }
+        Event {
+            key: tx.customer_id,
+            payload,
+            kind: EventKind::Valid,
+            transaction_id: Some(tx.transaction_id),
+            label: Some(label),
+        }
     }
 
     /// One of the ways real producers break the contract.
@@ -177,24 +220,39 @@ mod tests {
             customers: 500,
             invalid_ratio: 0.0,
             duplicate_ratio,
-            event_clock: EventClock::Simulated { per_customer_daily: 3.0 },
+            event_clock: EventClock::Simulated {
+                per_customer_daily: 3.0,
+            },
             ..GeneratorConfig::default()
         }
     }
 
     fn event_time(e: &Event) -> i64 {
         let tx: Transaction = serde_json::from_slice(&e.payload).expect("valid event");
-        DateTime::parse_from_rfc3339(&tx.timestamp).expect("rfc 3339").timestamp_millis()
+        DateTime::parse_from_rfc3339(&tx.timestamp)
+            .expect("rfc 3339")
+            .timestamp_millis()
     }
 
     /// The simulated clock gives the offline evaluation's events, shifted by whole days, and
     /// the last one lands at most a day before the requested end.
     #[test]
     fn simulated_clock_replays_the_offline_stream_ending_before_now() {
-        let end = DateTime::parse_from_rfc3339("2026-03-10T15:04:05Z").expect("rfc 3339").with_timezone(&Utc);
+        let end = DateTime::parse_from_rfc3339("2026-03-10T15:04:05Z")
+            .expect("rfc 3339")
+            .with_timezone(&Utc);
         let mut g = Generator::new(simulated(5, 0.0));
-        let first = g.end_simulated_clock_at(2_000, end).expect("simulated clock");
-        let mut sim = Simulator::new(5, SimConfig { customers: 500, fraud_rate: 0.01, ..SimConfig::default() });
+        let first = g
+            .end_simulated_clock_at(2_000, end)
+            .expect("simulated clock");
+        let mut sim = Simulator::new(
+            5,
+            SimConfig {
+                customers: 500,
+                fraud_rate: 0.01,
+                ..SimConfig::default()
+            },
+        );
         let step = step_ms(500, 3.0);
         let mut last = 0;
         for k in 1..=2_000 {
@@ -202,7 +260,10 @@ mod tests {
             let offline_time = CLOCK_START_MS + k * step;
             let (offline, label) = sim.next_event(offline_time);
             let tx: Transaction = serde_json::from_slice(&e.payload).expect("valid event");
-            assert_eq!((tx.customer_id, tx.merchant_id, tx.amount), (offline.customer_id, offline.merchant_id, offline.amount));
+            assert_eq!(
+                (tx.customer_id, tx.merchant_id, tx.amount),
+                (offline.customer_id, offline.merchant_id, offline.amount)
+            );
             assert_eq!(e.label, Some(label));
             let t = event_time(&e);
             assert_eq!((t - offline_time).rem_euclid(DAY_MS), 0, "whole days apart");
@@ -211,7 +272,10 @@ mod tests {
             }
             last = t;
         }
-        assert!(last <= end.timestamp_millis() && last > end.timestamp_millis() - DAY_MS - step, "{last}");
+        assert!(
+            last <= end.timestamp_millis() && last > end.timestamp_millis() - DAY_MS - step,
+            "{last}"
+        );
     }
 
     /// Duplicates repeat an earlier record and take no step of the clock.

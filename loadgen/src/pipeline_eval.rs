@@ -17,8 +17,8 @@ use serde::Serialize;
 use sluice_api::Transaction;
 use sluice_api::config::FraudConfig;
 use sluice_fraud::eval::{
-    DetectorReport, HardNegative, Metrics, Outcome, baseline_rules, detector, false_positive_reasons, hard_negatives,
-    reasons_by_scenario, render_quality,
+    DetectorReport, HardNegative, Metrics, Outcome, baseline_rules, detector,
+    false_positive_reasons, hard_negatives, reasons_by_scenario, render_quality,
 };
 use sluice_fraud::features::{FEATURES, Features};
 use sluice_fraud::sim::{HARD_NEGATIVES, INVALID_KINDS, SCENARIOS};
@@ -96,7 +96,13 @@ impl PipelineReport {
         );
         s += &format!(
             "rows: {} stored, {} labels missing, {} unlabeled, {} unscored; {} flagged, {} alerts, {} rejected\n",
-            c.stored_rows, c.missing_rows, c.unlabeled_rows, c.unscored_rows, c.flagged_rows, c.alerts, c.rejected
+            c.stored_rows,
+            c.missing_rows,
+            c.unlabeled_rows,
+            c.unscored_rows,
+            c.flagged_rows,
+            c.alerts,
+            c.rejected
         );
         s += &format!(
             "in-order replay of the stored rows ({}): {} score and {} flag mismatches (max |diff| {:.2e})\n",
@@ -126,14 +132,22 @@ pub fn read_labels(path: &Path) -> Result<Vec<(String, Label)>> {
         invalid: Option<String>,
     }
     fn known(name: Option<String>, names: &[&'static str]) -> Result<Option<&'static str>> {
-        name.map(|n| names.iter().copied().find(|k| *k == n).with_context(|| format!("unknown label name {n:?}")))
-            .transpose()
+        name.map(|n| {
+            names
+                .iter()
+                .copied()
+                .find(|k| *k == n)
+                .with_context(|| format!("unknown label name {n:?}"))
+        })
+        .transpose()
     }
-    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     text.lines()
         .enumerate()
         .map(|(i, l)| {
-            let line: Line = serde_json::from_str(l).with_context(|| format!("{}:{}", path.display(), i + 1))?;
+            let line: Line =
+                serde_json::from_str(l).with_context(|| format!("{}:{}", path.display(), i + 1))?;
             let label = Label {
                 fraud: line.label.fraud,
                 scenario: known(line.label.scenario, &SCENARIOS)?,
@@ -148,13 +162,20 @@ pub fn read_labels(path: &Path) -> Result<Vec<(String, Label)>> {
 /// Records the pipeline has handled: stored rows plus rejections.
 pub async fn handled(pool: &PgPool, schema: &str) -> Result<i64> {
     check_schema(schema)?;
-    let sql = format!("SELECT (SELECT count(*) FROM {schema}.transactions) + (SELECT count(*) FROM {schema}.rejected_transactions)");
-    Ok(sqlx::query_scalar(sqlx::AssertSqlSafe(sql)).fetch_one(pool).await?)
+    let sql = format!(
+        "SELECT (SELECT count(*) FROM {schema}.transactions) + (SELECT count(*) FROM {schema}.rejected_transactions)"
+    );
+    Ok(sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+        .fetch_one(pool)
+        .await?)
 }
 
 fn check_schema(schema: &str) -> Result<()> {
     ensure!(
-        !schema.is_empty() && schema.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'),
+        !schema.is_empty()
+            && schema
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_'),
         "schema {schema:?} is not a plain identifier"
     );
     Ok(())
@@ -171,10 +192,21 @@ pub async fn evaluate(
     fraud: &FraudConfig,
 ) -> Result<PipelineReport> {
     check_schema(schema)?;
-    let index: HashMap<&str, usize> = labels.iter().enumerate().map(|(i, (id, _))| (id.as_str(), i)).collect();
-    ensure!(index.len() == labels.len(), "the labels file repeats transaction ids");
+    let index: HashMap<&str, usize> = labels
+        .iter()
+        .enumerate()
+        .map(|(i, (id, _))| (id.as_str(), i))
+        .collect();
+    ensure!(
+        index.len() == labels.len(),
+        "the labels file repeats transaction ids"
+    );
     let top_reasons = top_alert_reasons(pool, schema).await?;
-    let mut counts = Counts { labels: labels.len(), warmup: warmup.min(labels.len()), ..Counts::default() };
+    let mut counts = Counts {
+        labels: labels.len(),
+        warmup: warmup.min(labels.len()),
+        ..Counts::default()
+    };
     counts.alerts = top_reasons.len();
     counts.rejected = sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(format!(
         "SELECT count(*) FROM {schema}.rejected_transactions"
@@ -184,7 +216,10 @@ pub async fn evaluate(
 
     let scorer = Scorer::new(Model::default(), fraud.clone());
     let mut store = ProfileStore::new(labels.len() + 1);
-    let mut replay = Replay { model_version: scorer.model().version.clone(), ..Replay::default() };
+    let mut replay = Replay {
+        model_version: scorer.model().version.clone(),
+        ..Replay::default()
+    };
     let mut seen = vec![false; labels.len()];
     let mut out = Vec::with_capacity(labels.len().saturating_sub(warmup));
 
@@ -200,7 +235,9 @@ pub async fn evaluate(
     .execute(&mut *tx)
     .await?;
     loop {
-        let rows = sqlx::raw_sql("FETCH 20000 FROM stored").fetch_all(&mut *tx).await?;
+        let rows = sqlx::raw_sql("FETCH 20000 FROM stored")
+            .fetch_all(&mut *tx)
+            .await?;
         if rows.is_empty() {
             break;
         }
@@ -264,15 +301,25 @@ pub async fn evaluate(
 }
 
 /// First (strongest) reason of every alert, as the fraud crate's static rule name.
-async fn top_alert_reasons(pool: &PgPool, schema: &str) -> Result<HashMap<String, Option<&'static str>>> {
-    let rows: Vec<(String, Option<String>)> =
-        sqlx::query_as(sqlx::AssertSqlSafe(format!("SELECT transaction_id, reasons[1] FROM {schema}.fraud_alerts")))
-            .fetch_all(pool)
-            .await?;
+async fn top_alert_reasons(
+    pool: &PgPool,
+    schema: &str,
+) -> Result<HashMap<String, Option<&'static str>>> {
+    let rows: Vec<(String, Option<String>)> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+        "SELECT transaction_id, reasons[1] FROM {schema}.fraud_alerts"
+    )))
+    .fetch_all(pool)
+    .await?;
     Ok(rows
         .into_iter()
         .map(|(id, reason)| {
-            let known = reason.map(|r| FEATURES.iter().map(|(_, rule)| *rule).find(|k| *k == r).unwrap_or("other"));
+            let known = reason.map(|r| {
+                FEATURES
+                    .iter()
+                    .map(|(_, rule)| *rule)
+                    .find(|k| *k == r)
+                    .unwrap_or("other")
+            });
             (id, known)
         })
         .collect())
@@ -293,8 +340,12 @@ fn transaction(row: &sqlx::postgres::PgRow) -> Result<(Transaction, i64, DateTim
         amount: cents as f64 / 100.0,
         currency: row.try_get(5)?,
         timestamp: event_time.to_rfc3339(),
-        payment_method: serde_json::from_value(text(payment_method)).context("stored payment_method")?,
-        channel: channel.map(|c| serde_json::from_value(text(c))).transpose().context("stored channel")?,
+        payment_method: serde_json::from_value(text(payment_method))
+            .context("stored payment_method")?,
+        channel: channel
+            .map(|c| serde_json::from_value(text(c)))
+            .transpose()
+            .context("stored channel")?,
         country: row.try_get(9)?,
         shipping_country: row.try_get(10)?,
         card_last4: row.try_get(11)?,

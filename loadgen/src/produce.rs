@@ -46,7 +46,9 @@ pub struct Summary {
 
 /// Create `topic` with `partitions` partitions unless it exists.
 pub async fn ensure_topic(brokers: &str, topic: &str, partitions: i32) -> Result<()> {
-    let admin: AdminClient<DefaultClientContext> = ClientConfig::new().set("bootstrap.servers", brokers).create()?;
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .create()?;
     let new = NewTopic::new(topic, partitions, TopicReplication::Fixed(1));
     for r in admin.create_topics(&[new], &AdminOptions::new()).await? {
         match r {
@@ -73,11 +75,18 @@ pub fn produce(spec: &LoadSpec) -> Result<Summary> {
         // evaluation's time of day): inside retention, never in the future.
         let draws = spec
             .count
-            .or_else(|| spec.duration.filter(|_| spec.rate > 0).map(|d| (d.as_secs_f64() * spec.rate as f64) as u64))
+            .or_else(|| {
+                spec.duration
+                    .filter(|_| spec.rate > 0)
+                    .map(|d| (d.as_secs_f64() * spec.rate as f64) as u64)
+            })
             .context("the simulated event clock needs a count (or a rate and a duration)")?;
-        let first = generator.end_simulated_clock_at(draws, Utc::now() - chrono::Duration::minutes(1));
+        let first =
+            generator.end_simulated_clock_at(draws, Utc::now() - chrono::Duration::minutes(1));
         if let Some(first) = first.filter(|f| *f < Utc::now() - chrono::Duration::days(29)) {
-            eprintln!("warning: the first events ({first}) are older than 29 days; a worker keeping 30 days rejects them");
+            eprintln!(
+                "warning: the first events ({first}) are older than 29 days; a worker keeping 30 days rejects them"
+            );
         }
     }
     let mut summary = Summary::default();
@@ -86,7 +95,9 @@ pub fn produce(spec: &LoadSpec) -> Result<Summary> {
     let wall_start = Utc::now();
     let limit = spec.count.unwrap_or(u64::MAX);
     let backlog_span = match (spec.rate, spec.count) {
-        (0, Some(n)) => chrono::Duration::milliseconds((n as f64 / BACKLOG_EVENTS_PER_SECOND * 1000.0) as i64),
+        (0, Some(n)) => {
+            chrono::Duration::milliseconds((n as f64 / BACKLOG_EVENTS_PER_SECOND * 1000.0) as i64)
+        }
         _ => chrono::Duration::zero(),
     };
     let mut labels = match &spec.labels {
@@ -111,16 +122,23 @@ pub fn produce(spec: &LoadSpec) -> Result<Summary> {
             Utc::now()
         } else {
             let progress = summary.produced as f64 / limit as f64;
-            wall_start - backlog_span + chrono::Duration::milliseconds((backlog_span.num_milliseconds() as f64 * progress) as i64)
+            wall_start - backlog_span
+                + chrono::Duration::milliseconds(
+                    (backlog_span.num_milliseconds() as f64 * progress) as i64,
+                )
         };
         while summary.produced < due {
             let event = generator.next(now);
-            if let (Some(out), Some(label), Some(id)) = (labels.as_mut(), &event.label, &event.transaction_id) {
+            if let (Some(out), Some(label), Some(id)) =
+                (labels.as_mut(), &event.label, &event.transaction_id)
+            {
                 use std::io::Write;
                 let line = serde_json::json!({"transaction_id": id, "label": label});
                 writeln!(out, "{line}").context("writing labels")?;
             }
-            let mut record = BaseRecord::to(&spec.topic).key(&event.key).payload(&event.payload);
+            let mut record = BaseRecord::to(&spec.topic)
+                .key(&event.key)
+                .payload(&event.payload);
             loop {
                 match producer.send(record) {
                     Ok(()) => break,
@@ -150,7 +168,9 @@ pub fn produce(spec: &LoadSpec) -> Result<Summary> {
             bar.set_message(format!("{:.0} ev/s", summary.produced as f64 / secs));
         }
     }
-    producer.flush(Duration::from_secs(60)).context("flushing produced events")?;
+    producer
+        .flush(Duration::from_secs(60))
+        .context("flushing produced events")?;
     if let Some(mut out) = labels {
         use std::io::Write;
         out.flush().context("writing labels")?;

@@ -21,8 +21,14 @@ pub struct Services {
 
 impl Services {
     pub fn from_env() -> Self {
-        let get = |k: &str| std::env::var(k).unwrap_or_else(|_| panic!("{k} is not set: run the tests with `make test`"));
-        Self { brokers: get("KAFKA_BOOTSTRAP"), database_url: get("DATABASE_URL") }
+        let get = |k: &str| {
+            std::env::var(k)
+                .unwrap_or_else(|_| panic!("{k} is not set: run the tests with `make test`"))
+        };
+        Self {
+            brokers: get("KAFKA_BOOTSTRAP"),
+            database_url: get("DATABASE_URL"),
+        }
     }
 }
 
@@ -32,11 +38,17 @@ pub fn bin_dir() -> PathBuf {
         return dir.into();
     }
     let exe = std::env::current_exe().expect("test executable path");
-    exe.parent().and_then(|p| p.parent()).expect("target dir").to_path_buf()
+    exe.parent()
+        .and_then(|p| p.parent())
+        .expect("target dir")
+        .to_path_buf()
 }
 
 pub fn repo_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).parent().expect("repo root").to_path_buf()
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("repo root")
+        .to_path_buf()
 }
 
 /// One pipeline under test: a fresh topic and a fresh database.
@@ -62,14 +74,25 @@ impl Pipeline {
         let topic = format!("e2e-{name}");
         sluice_loadgen::ensure_topic(brokers, &topic, partitions).await?;
         let mut admin = PgConnection::connect(admin_url).await?;
-        sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}"))).execute(&mut admin).await?;
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .execute(&mut admin)
+            .await?;
         let database_url = replace_database(admin_url, &name);
         let pool = PgPool::connect(&database_url).await?;
-        Ok(Self { name, topic, brokers: brokers.into(), database_url, pool })
+        Ok(Self {
+            name,
+            topic,
+            brokers: brokers.into(),
+            database_url,
+            pool,
+        })
     }
 
     pub fn worker(&self) -> WorkerBuilder<'_> {
-        WorkerBuilder { pipeline: self, env: Vec::new() }
+        WorkerBuilder {
+            pipeline: self,
+            env: Vec::new(),
+        }
     }
 
     /// Produce events with the pipeline's topic filled in (blocking, run on a thread).
@@ -114,9 +137,11 @@ impl Pipeline {
     }
 
     async fn schema_ready(&self) -> Result<bool> {
-        Ok(sqlx::query_scalar("SELECT to_regclass('sluice.rejected_transactions') IS NOT NULL")
-            .fetch_one(&self.pool)
-            .await?)
+        Ok(
+            sqlx::query_scalar("SELECT to_regclass('sluice.rejected_transactions') IS NOT NULL")
+                .fetch_one(&self.pool)
+                .await?,
+        )
     }
 
     /// Wait until `expected` records are handled, or fail after `timeout`.
@@ -142,10 +167,16 @@ impl Pipeline {
                 .await?;
         let doubled: Vec<_> = stored.iter().filter(|(_, n)| *n != 1).collect();
         if !doubled.is_empty() {
-            bail!("{} ids stored more than once, e.g. {:?}", doubled.len(), &doubled[..doubled.len().min(5)]);
+            bail!(
+                "{} ids stored more than once, e.g. {:?}",
+                doubled.len(),
+                &doubled[..doubled.len().min(5)]
+            );
         }
-        let stored: std::collections::HashSet<&str> = stored.iter().map(|(id, _)| id.as_str()).collect();
-        let produced: std::collections::HashSet<&str> = produced_valid.iter().map(String::as_str).collect();
+        let stored: std::collections::HashSet<&str> =
+            stored.iter().map(|(id, _)| id.as_str()).collect();
+        let produced: std::collections::HashSet<&str> =
+            produced_valid.iter().map(String::as_str).collect();
         let missing: Vec<_> = produced.difference(&stored).take(5).collect();
         let extra: Vec<_> = stored.difference(&produced).take(5).collect();
         if !missing.is_empty() || !extra.is_empty() {
@@ -179,7 +210,8 @@ impl WorkerBuilder<'_> {
 
     pub fn spawn(self) -> Result<Worker> {
         let port = free_port()?;
-        let log_path = std::env::temp_dir().join(format!("{}-worker-{port}.log", self.pipeline.name));
+        let log_path =
+            std::env::temp_dir().join(format!("{}-worker-{port}.log", self.pipeline.name));
         let log = std::fs::File::create(&log_path)?;
         let mut cmd = Command::new(bin_dir().join("sluice-worker"));
         cmd.env_clear()
@@ -188,7 +220,10 @@ impl WorkerBuilder<'_> {
             .env("SLUICE_PIPELINE", &self.pipeline.name)
             .env("SLUICE_KAFKA__BOOTSTRAP_SERVERS", &self.pipeline.brokers)
             .env("SLUICE_KAFKA__TOPIC", &self.pipeline.topic)
-            .env("SLUICE_KAFKA__GROUP_ID", format!("g-{}", self.pipeline.name))
+            .env(
+                "SLUICE_KAFKA__GROUP_ID",
+                format!("g-{}", self.pipeline.name),
+            )
             .env("SLUICE_KAFKA__SESSION_TIMEOUT_MS", "6000")
             .env("SLUICE_POSTGRES__RETRY_MAX_MS", "1000")
             .env("SLUICE_HTTP__LISTEN", format!("127.0.0.1:{port}"))
@@ -199,8 +234,14 @@ impl WorkerBuilder<'_> {
         for (k, v) in &self.env {
             cmd.env(k, v);
         }
-        let child = cmd.spawn().context("spawning sluice-worker (built by `make test`)")?;
-        Ok(Worker { child, port, log_path })
+        let child = cmd
+            .spawn()
+            .context("spawning sluice-worker (built by `make test`)")?;
+        Ok(Worker {
+            child,
+            port,
+            log_path,
+        })
     }
 }
 
@@ -220,11 +261,18 @@ impl Worker {
 
     /// SIGTERM and wait for a clean exit.
     pub fn terminate(&mut self) -> Result<()> {
-        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
         let deadline = Instant::now() + Duration::from_secs(40);
         loop {
             if let Some(status) = self.child.try_wait()? {
-                anyhow::ensure!(status.success(), "worker exited with {status}; log: {}", self.log_path.display());
+                anyhow::ensure!(
+                    status.success(),
+                    "worker exited with {status}; log: {}",
+                    self.log_path.display()
+                );
                 return Ok(());
             }
             if Instant::now() > deadline {
@@ -254,14 +302,17 @@ impl Drop for Worker {
 pub async fn http_get(port: u16, path: &str) -> Result<String> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
-    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").as_bytes()).await?;
+    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").as_bytes())
+        .await?;
     let mut out = String::new();
     s.read_to_string(&mut out).await?;
     Ok(out)
 }
 
 pub fn free_port() -> Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
 }
 
 /// Poll `check` every 200 ms until it holds or `timeout` passes.
@@ -274,7 +325,9 @@ where
     loop {
         match check().await {
             Ok(true) => return Ok(()),
-            Ok(false) | Err(_) if Instant::now() < deadline => tokio::time::sleep(Duration::from_millis(200)).await,
+            Ok(false) | Err(_) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(200)).await
+            }
             Ok(false) => bail!("condition not met within {timeout:?}"),
             Err(e) => return Err(e.context(format!("condition not met within {timeout:?}"))),
         }
@@ -295,5 +348,6 @@ pub fn hack(script: &str, args: &[&str]) -> Result<String> {
 
 /// Parse `KEY=value` lines of a hack script's env output.
 pub fn env_value(env: &str, key: &str) -> Option<String> {
-    env.lines().find_map(|l| l.strip_prefix(&format!("{key}=")).map(str::to_owned))
+    env.lines()
+        .find_map(|l| l.strip_prefix(&format!("{key}=")).map(str::to_owned))
 }

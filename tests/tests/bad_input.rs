@@ -37,27 +37,65 @@ async fn bad_records_are_rejected_with_reasons_and_cards_never_leak() -> anyhow:
         ("malformed_json", b"{not json".to_vec()),
         ("malformed_json", b"{\"amount\": NaN}".to_vec()),
         ("malformed_json", Vec::new()),
-        ("invalid_utf8", b"{\"transaction_id\": \"\xff\xfe\"}".to_vec()),
+        (
+            "invalid_utf8",
+            b"{\"transaction_id\": \"\xff\xfe\"}".to_vec(),
+        ),
         ("wrong_type", with("b1", |v| v["customer_id"] = json!(123))),
         ("wrong_type", with("b2", |v| v["amount"] = json!("NaN"))),
         ("wrong_type", b"[1, 2, 3]".to_vec()),
-        ("missing_field", with("b3", |v| { v.as_object_mut().unwrap().remove("merchant_id"); })),
+        (
+            "missing_field",
+            with("b3", |v| {
+                v.as_object_mut().unwrap().remove("merchant_id");
+            }),
+        ),
         ("invalid_amount", with("b4", |v| v["amount"] = json!(-5))),
         ("invalid_amount", with("b5", |v| v["amount"] = json!(0))),
         ("invalid_amount", with("b6", |v| v["amount"] = json!(1e15))),
         ("invalid_amount", with("b7", |v| v["amount"] = json!(1.234))),
-        ("unknown_currency", with("b8", |v| v["currency"] = json!("ABC"))),
-        ("future_timestamp", with("b9", |v| v["timestamp"] = json!("2099-01-01T00:00:00Z"))),
-        ("invalid_timestamp", with("b10", |v| v["timestamp"] = json!("last tuesday"))),
-        ("invalid_field", with("b11", |v| v["merchant_id"] = json!("m\u{0}1"))),
-        ("invalid_field", with("b12", |v| v["payment_method"] = json!("cash"))),
-        ("too_large", with("b13", |v| { v["pad"] = json!(big_pad); v["note"] = json!(PAN); })),
+        (
+            "unknown_currency",
+            with("b8", |v| v["currency"] = json!("ABC")),
+        ),
+        (
+            "future_timestamp",
+            with("b9", |v| v["timestamp"] = json!("2099-01-01T00:00:00Z")),
+        ),
+        (
+            "invalid_timestamp",
+            with("b10", |v| v["timestamp"] = json!("last tuesday")),
+        ),
+        (
+            "invalid_field",
+            with("b11", |v| v["merchant_id"] = json!("m\u{0}1")),
+        ),
+        (
+            "invalid_field",
+            with("b12", |v| v["payment_method"] = json!("cash")),
+        ),
+        (
+            "too_large",
+            with("b13", |v| {
+                v["pad"] = json!(big_pad);
+                v["note"] = json!(PAN);
+            }),
+        ),
         ("duplicate", with("ok-0", |_| {})),
-        ("invalid_amount", with("b14", |v| { v["amount"] = json!(-1); v["note"] = json!(format!("card {PAN_GROUPED}")); v["card_fingerprint"] = json!(PAN); })),
+        (
+            "invalid_amount",
+            with("b14", |v| {
+                v["amount"] = json!(-1);
+                v["note"] = json!(format!("card {PAN_GROUPED}"));
+                v["card_fingerprint"] = json!(PAN);
+            }),
+        ),
     ];
 
     // valid, bad, valid, bad, …, valid — on one partition, so offsets identify records.
-    let producer: FutureProducer = ClientConfig::new().set("bootstrap.servers", &p.brokers).create()?;
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", &p.brokers)
+        .create()?;
     let mut expected: HashMap<i64, &str> = HashMap::new();
     let mut valid_ids = Vec::new();
     let mut offset = 0i64;
@@ -66,7 +104,12 @@ async fn bad_records_are_rejected_with_reasons_and_cards_never_leak() -> anyhow:
         let topic = p.topic.clone();
         async move {
             producer
-                .send(FutureRecord::<str, [u8]>::to(&topic).key("cust-1").payload(&payload), Duration::from_secs(10))
+                .send(
+                    FutureRecord::<str, [u8]>::to(&topic)
+                        .key("cust-1")
+                        .payload(&payload),
+                    Duration::from_secs(10),
+                )
                 .await
                 .map_err(|(e, _)| e)
         }
@@ -74,7 +117,11 @@ async fn bad_records_are_rejected_with_reasons_and_cards_never_leak() -> anyhow:
     // A valid record whose device id carries a card number: stored, but masked.
     for (i, (reason, bad)) in corpus.iter().enumerate() {
         let id = format!("ok-{i}");
-        let payload = if i == 1 { with(&id, |v| v["device_id"] = json!(format!("dev-{PAN}"))) } else { with(&id, |_| {}) };
+        let payload = if i == 1 {
+            with(&id, |v| v["device_id"] = json!(format!("dev-{PAN}")))
+        } else {
+            with(&id, |_| {})
+        };
         send(payload).await?;
         valid_ids.push(id);
         offset += 1;
@@ -89,25 +136,37 @@ async fn bad_records_are_rejected_with_reasons_and_cards_never_leak() -> anyhow:
     let w = p.worker().spawn()?;
     p.wait_handled(total, Duration::from_secs(60)).await?;
 
-    let rows: Vec<(i64, String)> =
-        sqlx::query_as("SELECT source_offset, reason FROM sluice.rejected_transactions ORDER BY source_offset")
-            .fetch_all(&p.pool)
-            .await?;
+    let rows: Vec<(i64, String)> = sqlx::query_as(
+        "SELECT source_offset, reason FROM sluice.rejected_transactions ORDER BY source_offset",
+    )
+    .fetch_all(&p.pool)
+    .await?;
     let got: HashMap<i64, &str> = rows.iter().map(|(o, r)| (*o, r.as_str())).collect();
     assert_eq!(got, expected, "reason per rejected offset");
     p.assert_exactly_once(&valid_ids).await?;
-    let masked: String = sqlx::query_scalar("SELECT device_id FROM sluice.transactions WHERE transaction_id = 'ok-1'")
-        .fetch_one(&p.pool)
-        .await?;
+    let masked: String = sqlx::query_scalar(
+        "SELECT device_id FROM sluice.transactions WHERE transaction_id = 'ok-1'",
+    )
+    .fetch_one(&p.pool)
+    .await?;
     assert_eq!(masked, "dev-************1111");
 
     // No card number in any table.
-    for table in ["transactions", "rejected_transactions", "fraud_alerts", "analytics_summaries"] {
+    for table in [
+        "transactions",
+        "rejected_transactions",
+        "fraud_alerts",
+        "analytics_summaries",
+    ] {
         let sql = format!(
             "SELECT count(*) FROM sluice.{table} t WHERE position($1 in t::text) > 0 OR position($2 in t::text) > 0 \
              OR position(convert_to($1, 'UTF8') in convert_to(t::text, 'UTF8')) > 0"
         );
-        let n: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(sql)).bind(PAN).bind(PAN_GROUPED).fetch_one(&p.pool).await?;
+        let n: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+            .bind(PAN)
+            .bind(PAN_GROUPED)
+            .fetch_one(&p.pool)
+            .await?;
         assert_eq!(n, 0, "card number found in {table}");
     }
     let raw_hits: i64 = sqlx::query_scalar(
@@ -137,7 +196,13 @@ async fn bad_records_are_rejected_with_reasons_and_cards_never_leak() -> anyhow:
                     .unwrap_or_default()
             };
             let offset: i64 = header("sluice-source-offset").parse().unwrap_or(-1);
-            dlq.insert(offset, (header("sluice-reason"), m.payload().unwrap_or_default().to_vec()));
+            dlq.insert(
+                offset,
+                (
+                    header("sluice-reason"),
+                    m.payload().unwrap_or_default().to_vec(),
+                ),
+            );
         }
         let done = dlq.len() == expected.len();
         async move { Ok(done) }
@@ -147,11 +212,17 @@ async fn bad_records_are_rejected_with_reasons_and_cards_never_leak() -> anyhow:
         let (got_reason, payload) = &dlq[offset];
         assert_eq!(got_reason, reason, "DLQ reason of offset {offset}");
         let text = String::from_utf8_lossy(payload);
-        assert!(!text.contains(PAN) && !text.contains(PAN_GROUPED), "card number in DLQ message at {offset}");
+        assert!(
+            !text.contains(PAN) && !text.contains(PAN_GROUPED),
+            "card number in DLQ message at {offset}"
+        );
     }
 
     let log = w.log();
     assert!(!log.is_empty());
-    assert!(!log.contains(PAN) && !log.contains(PAN_GROUPED), "card number in the worker log");
+    assert!(
+        !log.contains(PAN) && !log.contains(PAN_GROUPED),
+        "card number in the worker log"
+    );
     Ok(())
 }

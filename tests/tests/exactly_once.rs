@@ -22,12 +22,21 @@ async fn kill_minus_nine_loses_and_repeats_nothing() -> anyhow::Result<()> {
     }
     let summary = producer.await??;
     let _w = p.worker().spawn()?;
-    p.wait_handled(summary.produced as i64, Duration::from_secs(120)).await?;
+    p.wait_handled(summary.produced as i64, Duration::from_secs(120))
+        .await?;
     tokio::time::sleep(Duration::from_secs(1)).await;
     p.assert_exactly_once(&summary.valid_ids).await?;
-    let rejected = p.scalar("SELECT count(*) FROM sluice.rejected_transactions").await?;
-    assert_eq!(rejected as u64, summary.invalid + summary.duplicates, "each rejection recorded once");
-    let dup = p.scalar("SELECT count(*) FROM sluice.rejected_transactions WHERE reason = 'duplicate'").await?;
+    let rejected = p
+        .scalar("SELECT count(*) FROM sluice.rejected_transactions")
+        .await?;
+    assert_eq!(
+        rejected as u64,
+        summary.invalid + summary.duplicates,
+        "each rejection recorded once"
+    );
+    let dup = p
+        .scalar("SELECT count(*) FROM sluice.rejected_transactions WHERE reason = 'duplicate'")
+        .await?;
     assert_eq!(dup as u64, summary.duplicates);
     // The analytics summary counts each stored row once, whatever the replays.
     let counted = p.scalar("SELECT sum(transaction_count)::bigint FROM sluice.analytics_summaries WHERE dimension = 'all'").await?;
@@ -48,7 +57,10 @@ async fn kill_minus_nine_loses_and_repeats_nothing() -> anyhow::Result<()> {
              SELECT count(*) FROM ((TABLE truth EXCEPT TABLE summarised) UNION ALL (TABLE summarised EXCEPT TABLE truth)) x",
         )
         .await?;
-    assert_eq!(differing, 0, "analytics_summaries rows that differ from the stored transactions");
+    assert_eq!(
+        differing, 0,
+        "analytics_summaries rows that differ from the stored transactions"
+    );
     // Data quality counts every record once too.
     let quality: (i64, i64, i64, i64, i64) = sqlx::query_as(
         "SELECT sum(received_count)::bigint, sum(accepted_count)::bigint, sum(null_count + invalid_count)::bigint,
@@ -57,7 +69,16 @@ async fn kill_minus_nine_loses_and_repeats_nothing() -> anyhow::Result<()> {
     .fetch_one(&p.pool)
     .await?;
     let valid = summary.valid_ids.len() as i64;
-    let expected = (summary.produced as i64, valid, summary.invalid as i64, summary.duplicates as i64, 0);
-    assert_eq!(quality, expected, "quality_summaries (received, accepted, null+invalid, duplicate, late)");
+    let expected = (
+        summary.produced as i64,
+        valid,
+        summary.invalid as i64,
+        summary.duplicates as i64,
+        0,
+    );
+    assert_eq!(
+        quality, expected,
+        "quality_summaries (received, accepted, null+invalid, duplicate, late)"
+    );
     Ok(())
 }

@@ -23,24 +23,58 @@ async fn fraud_switches_apply_without_restart() -> anyhow::Result<()> {
 
     handled += p.produce(clean_load(&p, 200, 20)).await?.produced as i64;
     p.wait_handled(handled, Duration::from_secs(60)).await?;
-    assert_eq!(p.scalar("SELECT count(*) FROM sluice.transactions WHERE fraud_score IS NOT NULL").await?, 0);
-    assert_eq!(p.scalar("SELECT count(*) FROM sluice.customer_profiles").await?, 0, "off from the start: no state");
+    assert_eq!(
+        p.scalar("SELECT count(*) FROM sluice.transactions WHERE fraud_score IS NOT NULL")
+            .await?,
+        0
+    );
+    assert_eq!(
+        p.scalar("SELECT count(*) FROM sluice.customer_profiles")
+            .await?,
+        0,
+        "off from the start: no state"
+    );
 
     std::fs::write(&config, "fraud:\n  enabled: true\n  threshold: 0.0\n")?;
     wait_for(Duration::from_secs(20), || async { Ok(reloads() == 1) }).await?;
     handled += p.produce(clean_load(&p, 300, 21)).await?.produced as i64;
     p.wait_handled(handled, Duration::from_secs(60)).await?;
-    assert_eq!(p.scalar("SELECT count(*) FROM sluice.fraud_alerts").await?, 300, "threshold 0 flags every row");
-    assert!(p.scalar("SELECT count(*) FROM sluice.customer_profiles").await? > 0, "switched on: state kept");
+    assert_eq!(
+        p.scalar("SELECT count(*) FROM sluice.fraud_alerts").await?,
+        300,
+        "threshold 0 flags every row"
+    );
+    assert!(
+        p.scalar("SELECT count(*) FROM sluice.customer_profiles")
+            .await?
+            > 0,
+        "switched on: state kept"
+    );
 
     std::fs::write(&config, "fraud:\n  enabled: true\n  threshold: 1.0\n")?;
     wait_for(Duration::from_secs(20), || async { Ok(reloads() == 2) }).await?;
     handled += p.produce(clean_load(&p, 300, 22)).await?.produced as i64;
     p.wait_handled(handled, Duration::from_secs(60)).await?;
-    assert_eq!(p.scalar("SELECT count(*) FROM sluice.fraud_alerts").await?, 300, "threshold 1 flags nothing new");
-    assert_eq!(p.scalar("SELECT count(*) FROM sluice.transactions WHERE is_fraud").await?, 300);
-    assert_eq!(p.scalar("SELECT count(*) FROM sluice.transactions WHERE fraud_score IS NOT NULL").await?, 600);
-    assert_eq!(w.log().matches("starting sluice-worker").count(), 1, "one process throughout");
+    assert_eq!(
+        p.scalar("SELECT count(*) FROM sluice.fraud_alerts").await?,
+        300,
+        "threshold 1 flags nothing new"
+    );
+    assert_eq!(
+        p.scalar("SELECT count(*) FROM sluice.transactions WHERE is_fraud")
+            .await?,
+        300
+    );
+    assert_eq!(
+        p.scalar("SELECT count(*) FROM sluice.transactions WHERE fraud_score IS NOT NULL")
+            .await?,
+        600
+    );
+    assert_eq!(
+        w.log().matches("starting sluice-worker").count(),
+        1,
+        "one process throughout"
+    );
     let _ = std::fs::remove_file(&config);
     Ok(())
 }

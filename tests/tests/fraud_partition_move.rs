@@ -22,20 +22,44 @@ fn labeled(p: &Pipeline, rate: u64) -> (LoadSpec, PathBuf) {
     let labels = std::env::temp_dir().join(format!("{}-labels.jsonl", p.name));
     let mut spec = p.load(EVENTS, rate, SEED);
     spec.generator.customers = CUSTOMERS;
-    spec.generator.event_clock = EventClock::Simulated { per_customer_daily: 3.0 };
+    spec.generator.event_clock = EventClock::Simulated {
+        per_customer_daily: 3.0,
+    };
     spec.labels = Some(labels.clone());
     (spec, labels)
 }
 
-async fn finish(p: &Pipeline, summary: &Summary, labels: &PathBuf) -> anyhow::Result<PipelineReport> {
-    p.wait_handled(summary.produced as i64, Duration::from_secs(120)).await?;
+async fn finish(
+    p: &Pipeline,
+    summary: &Summary,
+    labels: &PathBuf,
+) -> anyhow::Result<PipelineReport> {
+    p.wait_handled(summary.produced as i64, Duration::from_secs(120))
+        .await?;
     tokio::time::sleep(Duration::from_millis(500)).await;
     p.assert_exactly_once(&summary.valid_ids).await?;
-    let rejected = p.scalar("SELECT count(*) FROM sluice.rejected_transactions").await?;
-    assert_eq!(rejected as u64, summary.invalid + summary.duplicates, "each rejection recorded once");
-    let report = evaluate(&p.pool, "sluice", &read_labels(labels)?, WARMUP, &Default::default()).await?;
+    let rejected = p
+        .scalar("SELECT count(*) FROM sluice.rejected_transactions")
+        .await?;
+    assert_eq!(
+        rejected as u64,
+        summary.invalid + summary.duplicates,
+        "each rejection recorded once"
+    );
+    let report = evaluate(
+        &p.pool,
+        "sluice",
+        &read_labels(labels)?,
+        WARMUP,
+        &Default::default(),
+    )
+    .await?;
     let _ = std::fs::remove_file(labels);
-    assert!(report.complete(), "labels and stored rows differ: {:?}", report.counts);
+    assert!(
+        report.complete(),
+        "labels and stored rows differ: {:?}",
+        report.counts
+    );
     Ok(report)
 }
 
@@ -51,7 +75,11 @@ async fn fraud_quality_holds_while_partitions_move() -> anyhow::Result<()> {
         let summary = r.produce(spec).await?;
         finish(&r, &summary, &labels).await?
     };
-    eprintln!("reference (one worker), {:.0} s:\n{}", started.elapsed().as_secs_f64(), reference.render());
+    eprintln!(
+        "reference (one worker), {:.0} s:\n{}",
+        started.elapsed().as_secs_f64(),
+        reference.render()
+    );
 
     // Moved: a second worker joins after the warm-up, later the first is killed.
     let p = Pipeline::new("fraud_move", 8).await?;
@@ -67,20 +95,46 @@ async fn fraud_quality_holds_while_partitions_move() -> anyhow::Result<()> {
     a.kill9(); // a's partitions move to b after the session timeout; b warms their customers
     let summary = producer.await??;
     let moved = finish(&p, &summary, &labels).await?;
-    eprintln!("moved (join, then kill -9), {:.0} s:\n{}", started.elapsed().as_secs_f64(), moved.render());
-    assert!(b.log().contains("partitions assigned"), "the second worker took partitions");
-    assert!(a.log().contains("partitions revoked"), "the first worker gave partitions up when the second joined");
+    eprintln!(
+        "moved (join, then kill -9), {:.0} s:\n{}",
+        started.elapsed().as_secs_f64(),
+        moved.render()
+    );
+    assert!(
+        b.log().contains("partitions assigned"),
+        "the second worker took partitions"
+    );
+    assert!(
+        a.log().contains("partitions revoked"),
+        "the first worker gave partitions up when the second joined"
+    );
 
     for (name, m) in [("reference", &reference.overall), ("moved", &moved.overall)] {
-        assert!(m.positives >= 500 && m.true_positives > 0, "{name}: too little fraud to compare: {m:?}");
-        assert!(m.recall > 0.8 && m.precision > 0.5, "{name}: the pipeline barely detects fraud: {m:?}");
+        assert!(
+            m.positives >= 500 && m.true_positives > 0,
+            "{name}: too little fraud to compare: {m:?}"
+        );
+        assert!(
+            m.recall > 0.8 && m.precision > 0.5,
+            "{name}: the pipeline barely detects fraud: {m:?}"
+        );
     }
     let (dp, dr) = (
         moved.overall.precision - reference.overall.precision,
         moved.overall.recall - reference.overall.recall,
     );
     eprintln!("moved - reference: precision {dp:+.4}, recall {dr:+.4}");
-    assert!(dp.abs() <= 0.02, "precision moved {dp:+.4} (reference {:?}, moved {:?})", reference.overall, moved.overall);
-    assert!(dr.abs() <= 0.02, "recall moved {dr:+.4} (reference {:?}, moved {:?})", reference.overall, moved.overall);
+    assert!(
+        dp.abs() <= 0.02,
+        "precision moved {dp:+.4} (reference {:?}, moved {:?})",
+        reference.overall,
+        moved.overall
+    );
+    assert!(
+        dr.abs() <= 0.02,
+        "recall moved {dr:+.4} (reference {:?}, moved {:?})",
+        reference.overall,
+        moved.overall
+    );
     Ok(())
 }

@@ -22,15 +22,36 @@ fn worker_accepts_every_rendered_example_config() -> anyhow::Result<()> {
             }
             let pd: PipelineDeployment = serde_yaml::from_value(value)?;
             let rendered = worker_config(&pd);
-            let file = std::env::temp_dir().join(format!("rendered-{}-{}.yaml", std::process::id(), checked));
+            let file = std::env::temp_dir().join(format!(
+                "rendered-{}-{}.yaml",
+                std::process::id(),
+                checked
+            ));
             std::fs::write(&file, serde_yaml::to_string(&rendered)?)?;
-            let out = Command::new(bin_dir().join("sluice-worker")).arg("--config").arg(&file).arg("--print-config").output()?;
-            assert!(out.status.success(), "{}: worker rejected the rendered config: {}", path.display(), String::from_utf8_lossy(&out.stderr));
+            let out = Command::new(bin_dir().join("sluice-worker"))
+                .arg("--config")
+                .arg(&file)
+                .arg("--print-config")
+                .output()?;
+            assert!(
+                out.status.success(),
+                "{}: worker rejected the rendered config: {}",
+                path.display(),
+                String::from_utf8_lossy(&out.stderr)
+            );
             let effective: WorkerConfig = serde_yaml::from_slice(&out.stdout)?;
-            assert_eq!(effective, rendered, "{}: the worker read back a different config", path.display());
+            assert_eq!(
+                effective,
+                rendered,
+                "{}: the worker read back a different config",
+                path.display()
+            );
             checked += 1;
         }
     }
-    assert!(checked >= 2, "expected several example pipelines, checked {checked}");
+    assert!(
+        checked >= 2,
+        "expected several example pipelines, checked {checked}"
+    );
     Ok(())
 }

@@ -34,8 +34,12 @@ async fn worker_survives_postgres_restarts() -> anyhow::Result<()> {
     hack("postgres.sh", &["start", &name])?;
 
     let summary = producer.await??;
-    let p = Pipeline { pool: sqlx::PgPool::connect(&p.database_url).await?, ..p };
-    p.wait_handled(summary.produced as i64, Duration::from_secs(120)).await?;
+    let p = Pipeline {
+        pool: sqlx::PgPool::connect(&p.database_url).await?,
+        ..p
+    };
+    p.wait_handled(summary.produced as i64, Duration::from_secs(120))
+        .await?;
     p.assert_exactly_once(&summary.valid_ids).await?;
     let metrics = w.metrics().await?;
     let retries = metrics
@@ -43,7 +47,10 @@ async fn worker_survives_postgres_restarts() -> anyhow::Result<()> {
         .filter(|l| l.starts_with("sluice_db_errors_total"))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum::<f64>();
-    assert!(retries > 0.0, "the worker saw and retried database errors:\n{metrics}");
+    assert!(
+        retries > 0.0,
+        "the worker saw and retried database errors:\n{metrics}"
+    );
     drop(cluster);
     Ok(())
 }

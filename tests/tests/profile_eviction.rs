@@ -13,8 +13,10 @@ const OTHERS: usize = 3_000;
 
 /// The returning customer's history, a crowd that pushes it out of memory, then its return.
 async fn produce(p: &Pipeline, with_history: bool) -> anyhow::Result<i64> {
-    let producer: FutureProducer =
-        ClientConfig::new().set("bootstrap.servers", &p.brokers).set("enable.idempotence", "true").create()?;
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", &p.brokers)
+        .set("enable.idempotence", "true")
+        .create()?;
     let now = Utc::now();
     let event = |id: String, customer: &str, at: chrono::DateTime<Utc>, amount: f64| {
         json!({
@@ -37,11 +39,21 @@ async fn produce(p: &Pipeline, with_history: bool) -> anyhow::Result<i64> {
     let mut events = Vec::new();
     if with_history {
         for day in 0..12 {
-            events.push(event(format!("h-{day}"), "habitual", now - Span::days(20 - day) + Span::hours(9), 42.0));
+            events.push(event(
+                format!("h-{day}"),
+                "habitual",
+                now - Span::days(20 - day) + Span::hours(9),
+                42.0,
+            ));
         }
     }
     for i in 0..OTHERS {
-        events.push(event(format!("o-{i}"), &format!("other-{i}"), now - Span::hours(30), 20.0));
+        events.push(event(
+            format!("o-{i}"),
+            &format!("other-{i}"),
+            now - Span::hours(30),
+            20.0,
+        ));
     }
     events.push(back);
     // Queued in order on one partition by one idempotent producer, so they stay in order.
@@ -58,9 +70,11 @@ async fn produce(p: &Pipeline, with_history: bool) -> anyhow::Result<i64> {
 }
 
 async fn returning_score(p: &Pipeline) -> anyhow::Result<f64> {
-    Ok(sqlx::query_scalar("SELECT fraud_score FROM sluice.transactions WHERE transaction_id = 'return'")
-        .fetch_one(&p.pool)
-        .await?)
+    Ok(sqlx::query_scalar(
+        "SELECT fraud_score FROM sluice.transactions WHERE transaction_id = 'return'",
+    )
+    .fetch_one(&p.pool)
+    .await?)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -79,8 +93,14 @@ async fn evicted_customers_are_reloaded_before_they_are_scored() -> anyhow::Resu
         .env("SLUICE_FRAUD__PROFILE_CAPACITY", 500)
         .env("SLUICE_BATCH__MAX_RECORDS", 200)
         .spawn()?;
-    let _roomy = roomy.worker().env("SLUICE_BATCH__MAX_RECORDS", 200).spawn()?;
-    let _cold = cold.worker().env("SLUICE_BATCH__MAX_RECORDS", 200).spawn()?;
+    let _roomy = roomy
+        .worker()
+        .env("SLUICE_BATCH__MAX_RECORDS", 200)
+        .spawn()?;
+    let _cold = cold
+        .worker()
+        .env("SLUICE_BATCH__MAX_RECORDS", 200)
+        .spawn()?;
     small.wait_handled(n, Duration::from_secs(60)).await?;
     roomy.wait_handled(n, Duration::from_secs(60)).await?;
     cold.wait_handled(n_cold, Duration::from_secs(60)).await?;
@@ -91,11 +111,23 @@ async fn evicted_customers_are_reloaded_before_they_are_scored() -> anyhow::Resu
         .find(|l| l.starts_with("sluice_profiles_reloaded_total{"))
         .and_then(|l| l.rsplit(' ').next()?.parse().ok())
         .unwrap_or(0.0);
-    assert!(reloaded >= 1.0, "the returning customer was read back from Postgres:\n{metrics}");
+    assert!(
+        reloaded >= 1.0,
+        "the returning customer was read back from Postgres:\n{metrics}"
+    );
 
-    let (small_score, roomy_score, cold_score) =
-        (returning_score(&small).await?, returning_score(&roomy).await?, returning_score(&cold).await?);
-    assert!((small_score - roomy_score).abs() < 1e-9, "evicted and reloaded {small_score} vs never evicted {roomy_score}");
-    assert!(small_score > cold_score + 0.1, "history matters here: {small_score} vs no history {cold_score}");
+    let (small_score, roomy_score, cold_score) = (
+        returning_score(&small).await?,
+        returning_score(&roomy).await?,
+        returning_score(&cold).await?,
+    );
+    assert!(
+        (small_score - roomy_score).abs() < 1e-9,
+        "evicted and reloaded {small_score} vs never evicted {roomy_score}"
+    );
+    assert!(
+        small_score > cold_score + 0.1,
+        "history matters here: {small_score} vs no history {cold_score}"
+    );
     Ok(())
 }

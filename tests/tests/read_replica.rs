@@ -20,7 +20,10 @@ impl Drop for OwnCluster {
 async fn get_json(port: u16, path: &str) -> anyhow::Result<Value> {
     let response = http_get(port, path).await?;
     let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
-    anyhow::ensure!(head.starts_with("HTTP/1.1 200") || head.starts_with("HTTP/1.0 200"), "GET {path}: {head} {body}");
+    anyhow::ensure!(
+        head.starts_with("HTTP/1.1 200") || head.starts_with("HTTP/1.0 200"),
+        "GET {path}: {head} {body}"
+    );
     Ok(serde_json::from_str(body)?)
 }
 
@@ -44,7 +47,8 @@ async fn sessions(pool: &PgPool, application: &str) -> anyhow::Result<i64> {
     .await?)
 }
 
-const ANALYTICS_READ: &str = r"^\s*SELECT .* FROM (analytics_summaries|quality_rates|fraud_alerts)\M";
+const ANALYTICS_READ: &str =
+    r"^\s*SELECT .* FROM (analytics_summaries|quality_rates|fraud_alerts)\M";
 const WRITE: &str = r"^\s*(INSERT|UPDATE|DELETE|COPY)\M";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -54,50 +58,118 @@ async fn analytics_reads_hit_the_replica_and_writes_never_do() -> anyhow::Result
     let _cluster = OwnCluster(name.clone());
     let admin_url = env_value(&env, "DATABASE_URL").expect("DATABASE_URL in env output");
     let p = Pipeline::on("read_replica", 4, &Services::from_env().brokers, &admin_url).await?;
-    sqlx::query("CREATE EXTENSION pg_stat_statements").execute(&p.pool).await?;
+    sqlx::query("CREATE EXTENSION pg_stat_statements")
+        .execute(&p.pool)
+        .await?;
 
     let replica_env = hack("postgres.sh", &["replica", &name])?;
-    let replica_admin = env_value(&replica_env, "REPLICA_DATABASE_URL").expect("REPLICA_DATABASE_URL in env output");
-    let replica_url = format!("{}/{}", replica_admin.rsplit_once('/').expect("URL with a database").0, p.name);
+    let replica_admin = env_value(&replica_env, "REPLICA_DATABASE_URL")
+        .expect("REPLICA_DATABASE_URL in env output");
+    let replica_url = format!(
+        "{}/{}",
+        replica_admin
+            .rsplit_once('/')
+            .expect("URL with a database")
+            .0,
+        p.name
+    );
     let replica = PgPool::connect(&replica_url).await?;
-    let in_recovery: bool = sqlx::query_scalar("SELECT pg_is_in_recovery()").fetch_one(&replica).await?;
+    let in_recovery: bool = sqlx::query_scalar("SELECT pg_is_in_recovery()")
+        .fetch_one(&replica)
+        .await?;
     assert!(in_recovery, "the read endpoint is a standby");
 
     let w = p.worker().env("DATABASE_READ_URL", &replica_url).spawn()?;
     let summary = p.produce(p.load(20_000, 5_000, 11)).await?;
-    p.wait_handled(summary.produced as i64, Duration::from_secs(90)).await?;
+    p.wait_handled(summary.produced as i64, Duration::from_secs(90))
+        .await?;
     let stored = p.scalar("SELECT count(*) FROM sluice.transactions").await?;
     let flagged = p.scalar("SELECT count(*) FROM sluice.fraud_alerts").await?;
-    sqlx::query("SELECT pg_stat_statements_reset()").execute(&p.pool).await?;
+    sqlx::query("SELECT pg_stat_statements_reset()")
+        .execute(&p.pool)
+        .await?;
 
     // The replica has replayed everything once the summaries it serves count every row.
     let range = "since=2000-01-01T00:00:00Z&until=2100-01-01T00:00:00Z";
     wait_for(Duration::from_secs(30), || async {
         let rows = get_json(w.port, &format!("/api/v1/summaries?{range}")).await?;
-        let counted: i64 = rows.as_array().unwrap().iter().map(|r| r["transaction_count"].as_i64().unwrap()).sum();
+        let counted: i64 = rows
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["transaction_count"].as_i64().unwrap())
+            .sum();
         Ok(counted == stored)
     })
     .await?;
     let quality = get_json(w.port, &format!("/api/v1/quality?{range}")).await?;
-    let received: i64 = quality.as_array().unwrap().iter().map(|r| r["received_count"].as_i64().unwrap()).sum();
-    assert_eq!(received as u64, summary.produced, "quality counts every record");
+    let received: i64 = quality
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["received_count"].as_i64().unwrap())
+        .sum();
+    assert_eq!(
+        received as u64, summary.produced,
+        "quality counts every record"
+    );
     let alerts = get_json(w.port, "/api/v1/alerts?open=false&limit=1000").await?;
-    assert_eq!(alerts.as_array().unwrap().len() as i64, flagged.min(1000), "alerts listed from the replica");
-    let by_method = get_json(w.port, &format!("/api/v1/summaries?{range}&dimension=payment_method")).await?;
-    assert!(by_method.as_array().unwrap().iter().all(|r| r["dimension"] == "payment_method"));
+    assert_eq!(
+        alerts.as_array().unwrap().len() as i64,
+        flagged.min(1000),
+        "alerts listed from the replica"
+    );
+    let by_method = get_json(
+        w.port,
+        &format!("/api/v1/summaries?{range}&dimension=payment_method"),
+    )
+    .await?;
+    assert!(
+        by_method
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["dimension"] == "payment_method")
+    );
 
     // Where the statements ran.
-    assert!(calls(&replica, ANALYTICS_READ).await? >= 4, "analytics reads ran on the replica");
-    assert_eq!(calls(&p.pool, ANALYTICS_READ).await?, 0, "no analytics read ran on the primary");
-    assert_eq!(calls(&replica, WRITE).await?, 0, "no write ran on the replica");
+    assert!(
+        calls(&replica, ANALYTICS_READ).await? >= 4,
+        "analytics reads ran on the replica"
+    );
+    assert_eq!(
+        calls(&p.pool, ANALYTICS_READ).await?,
+        0,
+        "no analytics read ran on the primary"
+    );
+    assert_eq!(
+        calls(&replica, WRITE).await?,
+        0,
+        "no write ran on the replica"
+    );
     assert!(sessions(&replica, "sluice-analytics").await? >= 1);
-    assert_eq!(sessions(&replica, "sluice-worker").await?, 0, "the write pool never connects to the replica");
-    assert_eq!(sessions(&p.pool, "sluice-analytics").await?, 0, "the read pool never connects to the primary");
+    assert_eq!(
+        sessions(&replica, "sluice-worker").await?,
+        0,
+        "the write pool never connects to the replica"
+    );
+    assert_eq!(
+        sessions(&p.pool, "sluice-analytics").await?,
+        0,
+        "the read pool never connects to the primary"
+    );
 
     // Writes keep flowing to the primary while the replica serves reads.
     let more = p.produce(p.load(2_000, 2_000, 12)).await?;
-    p.wait_handled((summary.produced + more.produced) as i64, Duration::from_secs(60)).await?;
-    assert!(calls(&p.pool, r"^\s*INSERT INTO transaction_ids").await? > 0, "new batches written to the primary");
+    p.wait_handled(
+        (summary.produced + more.produced) as i64,
+        Duration::from_secs(60),
+    )
+    .await?;
+    assert!(
+        calls(&p.pool, r"^\s*INSERT INTO transaction_ids").await? > 0,
+        "new batches written to the primary"
+    );
     assert_eq!(calls(&replica, WRITE).await?, 0);
     replica.close().await;
     Ok(())

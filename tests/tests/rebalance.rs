@@ -21,11 +21,17 @@ async fn partitions_moving_between_workers_keep_exactly_once() -> anyhow::Result
     tokio::time::sleep(Duration::from_secs(4)).await;
     b.kill9(); // b's partitions move to a2 after the session timeout
     let summary = producer.await??;
-    p.wait_handled(summary.produced as i64, Duration::from_secs(120)).await?;
+    p.wait_handled(summary.produced as i64, Duration::from_secs(120))
+        .await?;
     tokio::time::sleep(Duration::from_secs(1)).await;
     p.assert_exactly_once(&summary.valid_ids).await?;
-    let rejected = p.scalar("SELECT count(*) FROM sluice.rejected_transactions").await?;
+    let rejected = p
+        .scalar("SELECT count(*) FROM sluice.rejected_transactions")
+        .await?;
     assert_eq!(rejected as u64, summary.invalid + summary.duplicates);
-    assert!(a2.log().contains("partitions assigned"), "the rejoined worker took partitions");
+    assert!(
+        a2.log().contains("partitions assigned"),
+        "the rejoined worker took partitions"
+    );
     Ok(())
 }

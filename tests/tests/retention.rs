@@ -24,7 +24,14 @@ async fn partitions_roll_forward_and_expire() -> anyhow::Result<()> {
     db::maintain_partitions(&pool, day1, 3, 2).await?;
     assert_eq!(
         partitions(&p.pool).await?,
-        ["transactions_p20260107", "transactions_p20260108", "transactions_p20260109", "transactions_p20260110", "transactions_p20260111", "transactions_p20260112"]
+        [
+            "transactions_p20260107",
+            "transactions_p20260108",
+            "transactions_p20260109",
+            "transactions_p20260110",
+            "transactions_p20260111",
+            "transactions_p20260112"
+        ]
     );
     sqlx::query("INSERT INTO sluice.transaction_ids VALUES ('old', '2026-01-07T10:00:00Z'), ('new', '2026-01-12T10:00:00Z')")
         .execute(&p.pool)
@@ -33,9 +40,17 @@ async fn partitions_roll_forward_and_expire() -> anyhow::Result<()> {
     // Four days later: the first days are past retention, new days are ahead.
     db::maintain_partitions(&pool, day1 + chrono::Duration::days(4), 3, 2).await?;
     let now = partitions(&p.pool).await?;
-    assert_eq!(now.first().map(String::as_str), Some("transactions_p20260111"));
-    assert_eq!(now.last().map(String::as_str), Some("transactions_p20260116"));
-    let ids: Vec<String> = sqlx::query_scalar("SELECT transaction_id FROM sluice.transaction_ids").fetch_all(&p.pool).await?;
+    assert_eq!(
+        now.first().map(String::as_str),
+        Some("transactions_p20260111")
+    );
+    assert_eq!(
+        now.last().map(String::as_str),
+        Some("transactions_p20260116")
+    );
+    let ids: Vec<String> = sqlx::query_scalar("SELECT transaction_id FROM sluice.transaction_ids")
+        .fetch_all(&p.pool)
+        .await?;
     assert_eq!(ids, ["new"], "keys older than retention are forgotten");
     Ok(())
 }

@@ -43,7 +43,10 @@ pub struct Range {
 impl Range {
     fn bounds(&self) -> (DateTime<Utc>, DateTime<Utc>) {
         let until = self.until.unwrap_or_else(Utc::now);
-        (self.since.unwrap_or(until - chrono::Duration::hours(1)), until)
+        (
+            self.since.unwrap_or(until - chrono::Duration::hours(1)),
+            until,
+        )
     }
 }
 
@@ -135,5 +138,8 @@ pub async fn alerts(pool: &PgPool, query: &AlertQuery) -> Result<Vec<Alert>, sql
          FROM fraud_alerts
          ORDER BY alert_timestamp DESC LIMIT $1"
     };
-    sqlx::query_as(sql).bind(query.limit.unwrap_or(100).clamp(1, 1000)).fetch_all(pool).await
+    sqlx::query_as(sql)
+        .bind(query.limit.unwrap_or(100).clamp(1, 1000))
+        .fetch_all(pool)
+        .await
 }

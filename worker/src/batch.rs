@@ -82,14 +82,24 @@ impl Batch {
 
     /// Note that `offset` of `partition` is consumed by this batch; `stored` is the next
     /// offset the database holds for it when the batch opens that partition.
-    pub fn advance(&mut self, partition: i32, offset: i64, stored: i64, watermark: Option<DateTime<Utc>>) {
+    pub fn advance(
+        &mut self,
+        partition: i32,
+        offset: i64,
+        stored: i64,
+        watermark: Option<DateTime<Utc>>,
+    ) {
         self.offsets
             .entry(partition)
             .and_modify(|m| {
                 m.next = offset + 1;
                 m.watermark = watermark;
             })
-            .or_insert(OffsetMove { expected: stored, next: offset + 1, watermark });
+            .or_insert(OffsetMove {
+                expected: stored,
+                next: offset + 1,
+                watermark,
+            });
     }
 
     /// Whether a valid record with this id is already in the batch: a second copy is a
@@ -122,16 +132,32 @@ impl Batch {
         self.rejected.retain(|r| keep(r.partition));
         self.offsets.retain(|p, _| keep(*p));
         self.profiles.retain(|_, r| keep(r.partition));
-        self.ids = self.accepted.iter().map(|r| r.valid.tx.transaction_id.clone()).collect();
+        self.ids = self
+            .accepted
+            .iter()
+            .map(|r| r.valid.tx.transaction_id.clone())
+            .collect();
     }
 }
 
 pub fn duplicate_of(record: &Accepted) -> Rejected {
-    duplicate(record.partition, record.offset, record.kafka_timestamp, &record.valid.tx.transaction_id, &record.raw)
+    duplicate(
+        record.partition,
+        record.offset,
+        record.kafka_timestamp,
+        &record.valid.tx.transaction_id,
+        &record.raw,
+    )
 }
 
 /// A rejection for a record repeating an already stored (or batched) `transaction_id`.
-pub fn duplicate(partition: i32, offset: i64, kafka_timestamp: DateTime<Utc>, transaction_id: &str, raw: &[u8]) -> Rejected {
+pub fn duplicate(
+    partition: i32,
+    offset: i64,
+    kafka_timestamp: DateTime<Utc>,
+    transaction_id: &str,
+    raw: &[u8],
+) -> Rejected {
     Rejected {
         partition,
         offset,
@@ -235,6 +261,13 @@ mod tests {
         let t = Utc::now();
         b.advance(3, 10, 10, None);
         b.advance(3, 11, 10, Some(t));
-        assert_eq!(b.offsets[&3], OffsetMove { expected: 10, next: 12, watermark: Some(t) });
+        assert_eq!(
+            b.offsets[&3],
+            OffsetMove {
+                expected: 10,
+                next: 12,
+                watermark: Some(t)
+            }
+        );
     }
 }

@@ -36,8 +36,14 @@ impl Secrets {
             (Ok(u), Ok(p)) => Some((u, p)),
             _ => None,
         };
-        let database_read_url = std::env::var("DATABASE_READ_URL").ok().filter(|u| !u.is_empty());
-        Ok(Self { database_url, database_read_url, kafka_sasl })
+        let database_read_url = std::env::var("DATABASE_READ_URL")
+            .ok()
+            .filter(|u| !u.is_empty());
+        Ok(Self {
+            database_url,
+            database_read_url,
+            kafka_sasl,
+        })
     }
 }
 
@@ -47,19 +53,23 @@ const SECRET_VARS: [&str; 2] = ["SLUICE_KAFKA_SASL_USERNAME", "SLUICE_KAFKA_SASL
 pub fn load(file: Option<&Path>) -> Result<WorkerConfig> {
     let mut tree = serde_json::to_value(WorkerConfig::default())?;
     if let Some(path) = file {
-        let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-        let from_file: Value =
-            serde_yaml::from_str(&text).with_context(|| format!("parsing {} as YAML", path.display()))?;
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let from_file: Value = serde_yaml::from_str(&text)
+            .with_context(|| format!("parsing {} as YAML", path.display()))?;
         merge(&mut tree, from_file);
     }
     for (key, value) in std::env::vars() {
-        let Some(path) = key.strip_prefix("SLUICE_") else { continue };
+        let Some(path) = key.strip_prefix("SLUICE_") else {
+            continue;
+        };
         if SECRET_VARS.contains(&key.as_str()) || !path.contains("__") && !is_top_level(path) {
             continue;
         }
         set_path(&mut tree, path, &value).with_context(|| format!("applying {key}"))?;
     }
-    let config: WorkerConfig = serde_json::from_value(tree).context("invalid worker configuration")?;
+    let config: WorkerConfig =
+        serde_json::from_value(tree).context("invalid worker configuration")?;
     check(&config)?;
     Ok(config)
 }
@@ -89,7 +99,9 @@ fn set_path(tree: &mut Value, path: &str, raw: &str) -> Result<()> {
     let mut node = tree;
     let parts: Vec<String> = path.split("__").map(str::to_ascii_lowercase).collect();
     for (i, part) in parts.iter().enumerate() {
-        let Value::Object(map) = node else { bail!("{} is not a section", parts[..i].join(".")) };
+        let Value::Object(map) = node else {
+            bail!("{} is not a section", parts[..i].join("."))
+        };
         let Some(child) = map.get_mut(part) else {
             bail!("unknown setting {}", parts[..=i].join("."))
         };
@@ -99,7 +111,10 @@ fn set_path(tree: &mut Value, path: &str, raw: &str) -> Result<()> {
         Value::Bool(_) => Value::Bool(raw.parse().context("expected true or false")?),
         Value::Number(_) => serde_json::from_str(raw).context("expected a number")?,
         Value::Array(_) => Value::Array(
-            raw.split(',').filter(|s| !s.is_empty()).map(|s| Value::String(s.trim().into())).collect(),
+            raw.split(',')
+                .filter(|s| !s.is_empty())
+                .map(|s| Value::String(s.trim().into()))
+                .collect(),
         ),
         _ => Value::String(raw.into()),
     };
@@ -107,9 +122,15 @@ fn set_path(tree: &mut Value, path: &str, raw: &str) -> Result<()> {
 }
 
 fn check(c: &WorkerConfig) -> Result<()> {
-    if !c.postgres.schema.chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '_')
+    if !c
+        .postgres
+        .schema
+        .chars()
+        .all(|ch| ch.is_ascii_alphanumeric() || ch == '_')
         || c.postgres.schema.is_empty()
-        || c.postgres.schema.starts_with(|ch: char| ch.is_ascii_digit())
+        || c.postgres
+            .schema
+            .starts_with(|ch: char| ch.is_ascii_digit())
     {
         bail!("postgres.schema must be a plain identifier ([A-Za-z_][A-Za-z0-9_]*)");
     }

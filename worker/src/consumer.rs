@@ -44,11 +44,20 @@ struct Progress {
 
 impl Progress {
     fn stored(next: i64, watermark: Option<DateTime<Utc>>) -> Self {
-        Self { basis: next, seen: next, watermark }
+        Self {
+            basis: next,
+            seen: next,
+            watermark,
+        }
     }
 
     /// Whether an event at `event_time` is too late for the summaries; moves the watermark.
-    fn observe(&mut self, event_time: DateTime<Utc>, kafka_time: DateTime<Utc>, lateness: chrono::Duration) -> bool {
+    fn observe(
+        &mut self,
+        event_time: DateTime<Utc>,
+        kafka_time: DateTime<Utc>,
+        lateness: chrono::Duration,
+    ) -> bool {
         let late = self.watermark.is_some_and(|w| event_time < w - lateness);
         self.watermark = self.watermark.max(Some(event_time.min(kafka_time)));
         late
@@ -111,8 +120,14 @@ impl Context {
         if !self.builder().scorer.stateful() {
             return;
         }
-        let rows = self.retry_db("loading customer profiles", || crate::db::load_profiles(&self.pool, partitions));
-        tracing::info!(?partitions, profiles = rows.len(), "warmed customer profiles");
+        let rows = self.retry_db("loading customer profiles", || {
+            crate::db::load_profiles(&self.pool, partitions)
+        });
+        tracing::info!(
+            ?partitions,
+            profiles = rows.len(),
+            "warmed customer profiles"
+        );
         self.builder().scorer.warm(rows);
     }
 
@@ -121,7 +136,12 @@ impl Context {
     /// records arrive is what lets that read be one per batch.
     fn score_pending(&self, b: &mut Builder) {
         let reload = {
-            let mut pending = b.batch.accepted.iter().filter(|r| !r.scored).map(|r| r.valid.tx.customer_id.as_str());
+            let mut pending = b
+                .batch
+                .accepted
+                .iter()
+                .filter(|r| !r.scored)
+                .map(|r| r.valid.tx.customer_id.as_str());
             b.scorer.to_reload(&mut pending)
         };
         if !reload.is_empty() {
@@ -147,7 +167,8 @@ impl Context {
             if s.next >= 0 {
                 let _ = tpl.set_partition_offset(&self.topic, s.partition, Offset::Offset(s.next));
             }
-            b.progress.insert(s.partition, Progress::stored(s.next, s.watermark));
+            b.progress
+                .insert(s.partition, Progress::stored(s.next, s.watermark));
         }
         drop(b);
         tracing::info!(?partitions, "partitions assigned");
@@ -173,7 +194,10 @@ impl Context {
             std::thread::sleep(Duration::from_millis(5));
         }
         for p in &partitions {
-            let _ = self.metrics.consumer_lag.remove_label_values(&[&p.to_string()]);
+            let _ = self
+                .metrics
+                .consumer_lag
+                .remove_label_values(&[&p.to_string()]);
         }
         tracing::info!(?partitions, "partitions revoked");
         if let Err(e) = consumer.incremental_unassign(tpl) {
@@ -184,18 +208,28 @@ impl Context {
 
 impl ClientContext for Context {
     fn stats(&self, stats: Statistics) {
-        let Some(topic) = stats.topics.get(&self.topic) else { return };
+        let Some(topic) = stats.topics.get(&self.topic) else {
+            return;
+        };
         let owned: Vec<i32> = self.builder().progress.keys().copied().collect();
         for (id, p) in &topic.partitions {
             if owned.contains(id) && p.consumer_lag >= 0 {
-                self.metrics.consumer_lag.with_label_values(&[&id.to_string()]).set(p.consumer_lag);
+                self.metrics
+                    .consumer_lag
+                    .with_label_values(&[&id.to_string()])
+                    .set(p.consumer_lag);
             }
         }
     }
 }
 
 impl ConsumerContext for Context {
-    fn rebalance(&self, consumer: &BaseConsumer<Self>, err: RDKafkaRespErr, tpl: &mut TopicPartitionList) {
+    fn rebalance(
+        &self,
+        consumer: &BaseConsumer<Self>,
+        err: RDKafkaRespErr,
+        tpl: &mut TopicPartitionList,
+    ) {
         match err {
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => self.on_assign(consumer, tpl),
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => self.on_revoke(consumer, tpl),
@@ -245,7 +279,9 @@ impl ConfigReload {
             return None;
         }
         self.checked = Instant::now();
-        let modified = std::fs::metadata(&self.path).and_then(|m| m.modified()).ok();
+        let modified = std::fs::metadata(&self.path)
+            .and_then(|m| m.modified())
+            .ok();
         if modified == self.modified {
             return None;
         }
@@ -275,7 +311,11 @@ pub struct ConsumerParts {
 }
 
 impl ConsumerLoop {
-    pub fn new(config: &WorkerConfig, kafka: rdkafka::ClientConfig, parts: ConsumerParts) -> anyhow::Result<Self> {
+    pub fn new(
+        config: &WorkerConfig,
+        kafka: rdkafka::ClientConfig,
+        parts: ConsumerParts,
+    ) -> anyhow::Result<Self> {
         let context = Context {
             pool: parts.pool,
             runtime: parts.runtime,
@@ -300,7 +340,9 @@ impl ConsumerLoop {
             max_wait: Duration::from_millis(config.batch.max_wait_ms),
             retention_days: config.retention.days,
             max_future_skew_secs: config.validation.max_future_skew_secs,
-            allowed_lateness: chrono::Duration::seconds(config.analytics.allowed_lateness_secs.min(i64::MAX as u64) as i64),
+            allowed_lateness: chrono::Duration::seconds(
+                config.analytics.allowed_lateness_secs.min(i64::MAX as u64) as i64,
+            ),
             batches: parts.batches,
             acks: parts.acks,
             shutdown: parts.shutdown,
@@ -317,7 +359,8 @@ impl ConsumerLoop {
     /// mirror the final offsets to Kafka and leave the group.
     pub fn run(mut self) {
         while !self.shutdown.load(Ordering::Relaxed) {
-            self.heartbeat.store(Utc::now().timestamp() as u64, Ordering::Relaxed);
+            self.heartbeat
+                .store(Utc::now().timestamp() as u64, Ordering::Relaxed);
             self.handle_acks();
             if let Some(config) = self.reload.as_mut().and_then(ConfigReload::changed_config) {
                 tracing::info!(fraud = ?config.fraud, "applied reloaded fraud settings");
@@ -330,7 +373,10 @@ impl ConsumerLoop {
             // While the sink is busy the batch keeps growing (a bigger insert is cheaper per
             // row); only past the hard cap does fetching pause, since pausing drops
             // librdkafka's prefetched data.
-            if self.batch_due() && !self.try_hand_on() && self.batch_len() >= self.max_records * BATCH_HARD_CAP {
+            if self.batch_due()
+                && !self.try_hand_on()
+                && self.batch_len() >= self.max_records * BATCH_HARD_CAP
+            {
                 self.wait_for_sink();
                 continue;
             }
@@ -355,7 +401,8 @@ impl ConsumerLoop {
 
     fn batch_due(&self) -> bool {
         let b = self.builder();
-        !b.batch.is_empty() && (b.batch.len() >= self.max_records || b.batch.opened_at.elapsed() >= self.max_wait)
+        !b.batch.is_empty()
+            && (b.batch.len() >= self.max_records || b.batch.opened_at.elapsed() >= self.max_wait)
     }
 
     fn poll_timeout(&self) -> Duration {
@@ -364,7 +411,9 @@ impl ConsumerLoop {
             Duration::from_millis(100)
         } else {
             // At least a little: with an overdue batch and a busy sink, don't spin.
-            self.max_wait.saturating_sub(b.batch.opened_at.elapsed()).max(Duration::from_millis(2))
+            self.max_wait
+                .saturating_sub(b.batch.opened_at.elapsed())
+                .max(Duration::from_millis(2))
         }
     }
 
@@ -372,22 +421,34 @@ impl ConsumerLoop {
         let partition = msg.partition();
         let offset = msg.offset();
         let mut b = self.builder();
-        let Some(mut progress) = b.progress.get(&partition).copied() else { return };
+        let Some(mut progress) = b.progress.get(&partition).copied() else {
+            return;
+        };
         if offset < progress.seen {
             return; // already handed on (a re-fetch after seek or rebalance)
         }
         let payload = msg.payload().unwrap_or_default();
-        let kafka_timestamp =
-            msg.timestamp().to_millis().and_then(DateTime::<Utc>::from_timestamp_millis).unwrap_or_else(Utc::now);
+        let kafka_timestamp = msg
+            .timestamp()
+            .to_millis()
+            .and_then(DateTime::<Utc>::from_timestamp_millis)
+            .unwrap_or_else(Utc::now);
         let bounds = TimeBounds::around(Utc::now(), self.retention_days, self.max_future_skew_secs);
         match validate(payload, bounds) {
             Ok(valid) if b.batch.holds(&valid.tx.transaction_id) => {
                 // A repeat within the batch: rejected without touching the customer's profile.
-                let repeat = duplicate(partition, offset, kafka_timestamp, &valid.tx.transaction_id, payload);
+                let repeat = duplicate(
+                    partition,
+                    offset,
+                    kafka_timestamp,
+                    &valid.tx.transaction_id,
+                    payload,
+                );
                 b.batch.push_rejected(repeat);
             }
             Ok(valid) => {
-                let late = progress.observe(valid.event_time, kafka_timestamp, self.allowed_lateness);
+                let late =
+                    progress.observe(valid.event_time, kafka_timestamp, self.allowed_lateness);
                 b.batch.push_accepted(Accepted {
                     valid,
                     partition,
@@ -411,7 +472,8 @@ impl ConsumerLoop {
             }),
         }
         progress.seen = offset + 1;
-        b.batch.advance(partition, offset, progress.basis, progress.watermark);
+        b.batch
+            .advance(partition, offset, progress.basis, progress.watermark);
         b.progress.insert(partition, progress);
     }
 
@@ -428,7 +490,10 @@ impl ConsumerLoop {
         let next = Batch::new(b.generation);
         let batch = std::mem::replace(&mut b.batch, next);
         let moves: Vec<(i32, i64)> = batch.offsets.iter().map(|(p, m)| (*p, m.next)).collect();
-        self.consumer.context().inflight.fetch_add(1, Ordering::SeqCst);
+        self.consumer
+            .context()
+            .inflight
+            .fetch_add(1, Ordering::SeqCst);
         match self.batches.try_send(batch) {
             Ok(()) => {
                 b.scorer.handed_on();
@@ -440,9 +505,13 @@ impl ConsumerLoop {
                 true
             }
             Err(e) => {
-                self.consumer.context().inflight.fetch_sub(1, Ordering::SeqCst);
+                self.consumer
+                    .context()
+                    .inflight
+                    .fetch_sub(1, Ordering::SeqCst);
                 let batch = match e {
-                    mpsc::error::TrySendError::Full(batch) | mpsc::error::TrySendError::Closed(batch) => batch,
+                    mpsc::error::TrySendError::Full(batch)
+                    | mpsc::error::TrySendError::Closed(batch) => batch,
                 };
                 b.batch = batch;
                 false
@@ -459,7 +528,8 @@ impl ConsumerLoop {
     fn wait_for_sink(&mut self) {
         let patience = Instant::now() + SINK_WAIT_WITHOUT_POLLING;
         while !self.shutdown.load(Ordering::Relaxed) && Instant::now() < patience {
-            self.heartbeat.store(Utc::now().timestamp() as u64, Ordering::Relaxed);
+            self.heartbeat
+                .store(Utc::now().timestamp() as u64, Ordering::Relaxed);
             if let Ok(ack) = self.acks.recv_timeout(Duration::from_millis(2)) {
                 self.handle_ack(ack);
             }
@@ -471,7 +541,8 @@ impl ConsumerLoop {
         let assignment = self.consumer.assignment().unwrap_or_default();
         let _ = self.consumer.pause(&assignment);
         while !self.shutdown.load(Ordering::Relaxed) {
-            self.heartbeat.store(Utc::now().timestamp() as u64, Ordering::Relaxed);
+            self.heartbeat
+                .store(Utc::now().timestamp() as u64, Ordering::Relaxed);
             self.handle_acks();
             if self.batch_len() < self.max_records * BATCH_HARD_CAP || self.try_hand_on() {
                 break;
@@ -533,8 +604,12 @@ impl ConsumerLoop {
                 *p = Progress::stored(s.next, s.watermark);
             }
             if s.next >= 0
-                && let Err(e) =
-                    self.consumer.seek(&self.topic, s.partition, Offset::Offset(s.next), Duration::from_secs(5))
+                && let Err(e) = self.consumer.seek(
+                    &self.topic,
+                    s.partition,
+                    Offset::Offset(s.next),
+                    Duration::from_secs(5),
+                )
             {
                 tracing::warn!(partition = s.partition, error = %e, "seek after resync failed");
             }

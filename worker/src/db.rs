@@ -8,7 +8,12 @@ use sqlx::{AssertSqlSafe, PgPool};
 use std::str::FromStr;
 use std::time::Duration as StdDuration;
 
-pub async fn connect(url: &str, schema: &str, max_connections: u32, synchronous_commit: bool) -> Result<PgPool> {
+pub async fn connect(
+    url: &str,
+    schema: &str,
+    max_connections: u32,
+    synchronous_commit: bool,
+) -> Result<PgPool> {
     let options = PgConnectOptions::from_str(url)
         .context("DATABASE_URL is not a valid Postgres URL")?
         .application_name("sluice-worker");
@@ -34,23 +39,42 @@ pub async fn connect(url: &str, schema: &str, max_connections: u32, synchronous_
 /// Create the schema and run migrations (sqlx takes an advisory lock, so workers starting
 /// together are safe).
 pub async fn migrate(pool: &PgPool, schema: &str) -> Result<()> {
-    sqlx::raw_sql(AssertSqlSafe(format!("CREATE SCHEMA IF NOT EXISTS \"{schema}\""))).execute(pool).await?;
-    sqlx::migrate!("./migrations").run(pool).await.context("running migrations")?;
+    sqlx::raw_sql(AssertSqlSafe(format!(
+        "CREATE SCHEMA IF NOT EXISTS \"{schema}\""
+    )))
+    .execute(pool)
+    .await?;
+    sqlx::migrate!("./migrations")
+        .run(pool)
+        .await
+        .context("running migrations")?;
     Ok(())
 }
 
 fn partition_name(day: NaiveDate) -> String {
-    format!("transactions_p{:04}{:02}{:02}", day.year(), day.month(), day.day())
+    format!(
+        "transactions_p{:04}{:02}{:02}",
+        day.year(),
+        day.month(),
+        day.day()
+    )
 }
 
 /// Create daily partitions from `retention_days` ago to `days_ahead` from now, drop those
 /// older than the retention window, and forget idempotency keys as old. Runs under an
 /// advisory lock so only one worker does it at a time.
-pub async fn maintain_partitions(pool: &PgPool, now: DateTime<Utc>, retention_days: u32, days_ahead: u32) -> Result<()> {
+pub async fn maintain_partitions(
+    pool: &PgPool,
+    now: DateTime<Utc>,
+    retention_days: u32,
+    days_ahead: u32,
+) -> Result<()> {
     let mut tx = pool.begin().await?;
-    let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_xact_lock(hashtext(current_schema() || '.partitions'))")
-        .fetch_one(&mut *tx)
-        .await?;
+    let locked: bool = sqlx::query_scalar(
+        "SELECT pg_try_advisory_xact_lock(hashtext(current_schema() || '.partitions'))",
+    )
+    .fetch_one(&mut *tx)
+    .await?;
     if !locked {
         return Ok(());
     }
@@ -75,7 +99,9 @@ pub async fn maintain_partitions(pool: &PgPool, now: DateTime<Utc>, retention_da
     let cutoff = partition_name(oldest);
     for name in existing.iter().filter(|n| n.as_str() < cutoff.as_str()) {
         tracing::info!(partition = %name, "dropping partition past retention");
-        sqlx::raw_sql(AssertSqlSafe(format!("DROP TABLE {name}"))).execute(&mut *tx).await?;
+        sqlx::raw_sql(AssertSqlSafe(format!("DROP TABLE {name}")))
+            .execute(&mut *tx)
+            .await?;
     }
     sqlx::query("DELETE FROM transaction_ids WHERE event_time < $1")
         .bind(oldest.and_hms_opt(0, 0, 0).expect("midnight").and_utc())
@@ -96,7 +122,12 @@ pub struct StoredOffset {
 
 /// Stored checkpoints for `partitions`, creating "nothing stored" rows (-1) for new ones
 /// so that every later batch can compare-and-set.
-pub async fn load_offsets(pool: &PgPool, group: &str, topic: &str, partitions: &[i32]) -> Result<Vec<StoredOffset>> {
+pub async fn load_offsets(
+    pool: &PgPool,
+    group: &str,
+    topic: &str,
+    partitions: &[i32],
+) -> Result<Vec<StoredOffset>> {
     sqlx::query(
         "INSERT INTO consumer_offsets (group_id, topic, partition, next_offset)
          SELECT $1, $2, p, -1 FROM unnest($3::int[]) AS p
@@ -116,31 +147,58 @@ pub async fn load_offsets(pool: &PgPool, group: &str, topic: &str, partitions: &
     .bind(partitions)
     .fetch_all(pool)
     .await?;
-    Ok(rows.into_iter().map(|(partition, next, watermark)| StoredOffset { partition, next, watermark }).collect())
+    Ok(rows
+        .into_iter()
+        .map(|(partition, next, watermark)| StoredOffset {
+            partition,
+            next,
+            watermark,
+        })
+        .collect())
 }
 
 /// Persisted scoring state of the customers of `partitions`, to warm a worker that gains them.
-pub async fn load_profiles(pool: &PgPool, partitions: &[i32]) -> Result<Vec<crate::score::ProfileRow>> {
-    let rows: Vec<(String, i32, Vec<u8>)> =
-        sqlx::query_as("SELECT customer_id, partition, profile FROM customer_profiles WHERE partition = ANY($1)")
-            .bind(partitions)
-            .fetch_all(pool)
-            .await?;
+pub async fn load_profiles(
+    pool: &PgPool,
+    partitions: &[i32],
+) -> Result<Vec<crate::score::ProfileRow>> {
+    let rows: Vec<(String, i32, Vec<u8>)> = sqlx::query_as(
+        "SELECT customer_id, partition, profile FROM customer_profiles WHERE partition = ANY($1)",
+    )
+    .bind(partitions)
+    .fetch_all(pool)
+    .await?;
     Ok(rows
         .into_iter()
-        .map(|(customer_id, partition, profile)| crate::score::ProfileRow { customer_id, partition, profile })
+        .map(
+            |(customer_id, partition, profile)| crate::score::ProfileRow {
+                customer_id,
+                partition,
+                profile,
+            },
+        )
         .collect())
 }
 
 /// Persisted scoring state of these customers (evicted from memory, seen again).
-pub async fn load_customer_profiles(pool: &PgPool, customers: &[String]) -> Result<Vec<crate::score::ProfileRow>> {
-    let rows: Vec<(String, i32, Vec<u8>)> =
-        sqlx::query_as("SELECT customer_id, partition, profile FROM customer_profiles WHERE customer_id = ANY($1)")
-            .bind(customers)
-            .fetch_all(pool)
-            .await?;
+pub async fn load_customer_profiles(
+    pool: &PgPool,
+    customers: &[String],
+) -> Result<Vec<crate::score::ProfileRow>> {
+    let rows: Vec<(String, i32, Vec<u8>)> = sqlx::query_as(
+        "SELECT customer_id, partition, profile FROM customer_profiles WHERE customer_id = ANY($1)",
+    )
+    .bind(customers)
+    .fetch_all(pool)
+    .await?;
     Ok(rows
         .into_iter()
-        .map(|(customer_id, partition, profile)| crate::score::ProfileRow { customer_id, partition, profile })
+        .map(
+            |(customer_id, partition, profile)| crate::score::ProfileRow {
+                customer_id,
+                partition,
+                profile,
+            },
+        )
         .collect())
 }

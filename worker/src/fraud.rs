@@ -112,7 +112,10 @@ impl FraudScorer {
 
     /// Put a customer evicted during the last hand-ons back from memory.
     fn restore_recent(&mut self, customer_id: &str) {
-        let found = self.recently_evicted.iter_mut().find_map(|m| m.remove(customer_id));
+        let found = self
+            .recently_evicted
+            .iter_mut()
+            .find_map(|m| m.remove(customer_id));
         if let Some((partition, profile)) = found
             && self.store.warm(customer_id, &profile).is_ok()
         {
@@ -124,7 +127,10 @@ impl FraudScorer {
 
 impl Scorer for FraudScorer {
     fn score(&mut self, tx: &ValidTransaction, partition: i32) -> Verdict {
-        if !self.recently_scored.insert(&tx.tx.transaction_id, partition) {
+        if !self
+            .recently_scored
+            .insert(&tx.tx.transaction_id, partition)
+        {
             return Verdict::default(); // a repeat: the sink rejects it as a duplicate
         }
         let customer = tx.tx.customer_id.as_str();
@@ -132,14 +138,24 @@ impl Scorer for FraudScorer {
             self.restore_recent(customer);
             self.partition_of.insert(customer.to_owned(), partition);
         }
-        let v = self.scorer.score(&mut self.store, &tx.tx, tx.event_time.timestamp_millis(), tx.amount_cents);
+        let v = self.scorer.score(
+            &mut self.store,
+            &tx.tx,
+            tx.event_time.timestamp_millis(),
+            tx.amount_cents,
+        );
         self.collect_evicted();
-        Verdict { score: Some(v.score), flagged: v.flagged, reasons: v.reasons }
+        Verdict {
+            score: Some(v.score),
+            flagged: v.flagged,
+            reasons: v.reasons,
+        }
     }
 
     fn forget_partitions(&mut self, partitions: &[i32]) {
         let partition_of = &self.partition_of;
-        self.store.retain(|id| partition_of.get(id).is_none_or(|p| !partitions.contains(p)));
+        self.store
+            .retain(|id| partition_of.get(id).is_none_or(|p| !partitions.contains(p)));
         self.partition_of.retain(|_, p| !partitions.contains(p));
         self.evicted.retain(|_, p| !partitions.contains(p));
         self.recently_scored.forget_partitions(partitions);
@@ -195,7 +211,11 @@ impl Scorer for FraudScorer {
             .into_iter()
             .map(|(customer_id, profile)| {
                 let partition = self.partition_of.get(&customer_id).copied().unwrap_or(-1);
-                ProfileRow { customer_id, partition, profile }
+                ProfileRow {
+                    customer_id,
+                    partition,
+                    profile,
+                }
             })
             .collect()
     }
@@ -217,14 +237,19 @@ pub struct FraudStage {
 
 impl FraudStage {
     pub fn new(model: Model, config: &FraudConfig) -> Self {
-        let active = config.enabled.then(|| FraudScorer::new(model.clone(), config.clone()));
+        let active = config
+            .enabled
+            .then(|| FraudScorer::new(model.clone(), config.clone()));
         Self { model, active }
     }
 }
 
 impl Scorer for FraudStage {
     fn score(&mut self, tx: &ValidTransaction, partition: i32) -> Verdict {
-        self.active.as_mut().map(|s| s.score(tx, partition)).unwrap_or_default()
+        self.active
+            .as_mut()
+            .map(|s| s.score(tx, partition))
+            .unwrap_or_default()
     }
 
     fn forget_partitions(&mut self, partitions: &[i32]) {
@@ -244,7 +269,10 @@ impl Scorer for FraudStage {
     }
 
     fn to_reload(&self, customers: &mut dyn Iterator<Item = &str>) -> Vec<String> {
-        self.active.as_ref().map(|s| s.to_reload(customers)).unwrap_or_default()
+        self.active
+            .as_ref()
+            .map(|s| s.to_reload(customers))
+            .unwrap_or_default()
     }
 
     fn handed_on(&mut self) {
@@ -254,7 +282,10 @@ impl Scorer for FraudStage {
     }
 
     fn take_dirty(&mut self) -> Vec<ProfileRow> {
-        self.active.as_mut().map(FraudScorer::take_dirty).unwrap_or_default()
+        self.active
+            .as_mut()
+            .map(FraudScorer::take_dirty)
+            .unwrap_or_default()
     }
 
     fn reconfigure(&mut self, config: &FraudConfig) -> bool {
@@ -280,12 +311,21 @@ mod tests {
             "amount": 20.0, "currency": "EUR", "timestamp": "2026-11-25T11:00:00Z",
             "payment_method": "credit_card", "country": "DE", "device_id": "dev-1"
         });
-        validate(json.to_string().as_bytes(), TimeBounds::around("2026-11-25T12:00:00Z".parse().unwrap(), 30, 300))
-            .expect("valid")
+        validate(
+            json.to_string().as_bytes(),
+            TimeBounds::around("2026-11-25T12:00:00Z".parse().unwrap(), 30, 300),
+        )
+        .expect("valid")
     }
 
     fn scorer(capacity: usize) -> FraudScorer {
-        FraudScorer::new(Model::default(), FraudConfig { profile_capacity: capacity, ..FraudConfig::default() })
+        FraudScorer::new(
+            Model::default(),
+            FraudConfig {
+                profile_capacity: capacity,
+                ..FraudConfig::default()
+            },
+        )
     }
 
     #[test]
@@ -306,26 +346,44 @@ mod tests {
             s.handed_on();
         }
         // Long gone: the worker must read it back; warming it clears the need.
-        assert_eq!(s.to_reload(&mut ["habitual", "never-seen"].into_iter()), vec!["habitual".to_string()]);
-        s.warm(persisted.into_iter().filter(|r| r.customer_id == "habitual").collect());
+        assert_eq!(
+            s.to_reload(&mut ["habitual", "never-seen"].into_iter()),
+            vec!["habitual".to_string()]
+        );
+        s.warm(
+            persisted
+                .into_iter()
+                .filter(|r| r.customer_id == "habitual")
+                .collect(),
+        );
         assert!(s.to_reload(&mut ["habitual"].into_iter()).is_empty());
         let back = s.score(&tx("habitual", 5), 0);
         let mut fresh = scorer(10);
         for n in 0..5 {
             fresh.score(&tx("habitual", n), 0);
         }
-        assert_eq!(back, fresh.score(&tx("habitual", 5), 0), "same verdict as if never evicted");
+        assert_eq!(
+            back,
+            fresh.score(&tx("habitual", 5), 0),
+            "same verdict as if never evicted"
+        );
     }
 
     #[test]
     fn disabled_at_start_does_no_customer_work_until_switched_on() {
-        let off = FraudConfig { enabled: false, ..FraudConfig::default() };
+        let off = FraudConfig {
+            enabled: false,
+            ..FraudConfig::default()
+        };
         let mut stage = FraudStage::new(Model::default(), &off);
         assert!(!stage.stateful());
         assert_eq!(stage.score(&tx("a", 0), 0), Verdict::default());
         assert!(stage.take_dirty().is_empty());
         assert!(!stage.reconfigure(&off));
-        assert!(stage.reconfigure(&FraudConfig::default()), "switched on: the caller warms state");
+        assert!(
+            stage.reconfigure(&FraudConfig::default()),
+            "switched on: the caller warms state"
+        );
         assert!(stage.stateful());
         assert!(stage.score(&tx("a", 1), 0).score.is_some());
         assert_eq!(stage.take_dirty().len(), 1);
@@ -339,10 +397,17 @@ mod tests {
             once.score(&tx("c", n), 0);
             twice.score(&tx("c", n), 0);
         }
-        assert_eq!(twice.score(&tx("c", 1), 0), Verdict::default(), "repeat not scored");
+        assert_eq!(
+            twice.score(&tx("c", 1), 0),
+            Verdict::default(),
+            "repeat not scored"
+        );
         assert_eq!(once.score(&tx("c", 3), 0), twice.score(&tx("c", 3), 0));
         twice.forget_partitions(&[0]);
-        assert!(twice.score(&tx("c", 1), 0).score.is_some(), "forgotten with its partition");
+        assert!(
+            twice.score(&tx("c", 1), 0).score.is_some(),
+            "forgotten with its partition"
+        );
     }
 
     #[test]

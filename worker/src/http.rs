@@ -21,7 +21,10 @@ pub struct Probes {
 
 pub async fn serve(listen: &str, probes: Probes) -> anyhow::Result<()> {
     let app = Router::new()
-        .route("/metrics", get(|State(p): State<Probes>| async move { p.metrics.render() }))
+        .route(
+            "/metrics",
+            get(|State(p): State<Probes>| async move { p.metrics.render() }),
+        )
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/api/v1/summaries", get(summaries))
@@ -35,9 +38,14 @@ pub async fn serve(listen: &str, probes: Probes) -> anyhow::Result<()> {
 }
 
 async fn healthz(State(p): State<Probes>) -> (StatusCode, &'static str) {
-    let age = chrono::Utc::now().timestamp() as u64 - p.heartbeat.load(Ordering::Relaxed).min(u64::MAX / 2);
+    let age = chrono::Utc::now().timestamp() as u64
+        - p.heartbeat.load(Ordering::Relaxed).min(u64::MAX / 2);
     // The loop turns at least every 100 ms; a minute of silence means it is stuck.
-    if age <= 60 { (StatusCode::OK, "ok\n") } else { (StatusCode::SERVICE_UNAVAILABLE, "poll loop stalled\n") }
+    if age <= 60 {
+        (StatusCode::OK, "ok\n")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "poll loop stalled\n")
+    }
 }
 
 async fn readyz(State(p): State<Probes>) -> (StatusCode, &'static str) {
@@ -66,7 +74,11 @@ fn answer<T: serde::Serialize>(rows: Result<Vec<T>, sqlx::Error>) -> Response {
         Ok(rows) => Json(rows).into_response(),
         Err(e) => {
             tracing::warn!(error = %e, "analytics read failed");
-            (StatusCode::SERVICE_UNAVAILABLE, format!("read endpoint unavailable: {e}\n")).into_response()
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("read endpoint unavailable: {e}\n"),
+            )
+                .into_response()
         }
     }
 }

@@ -17,7 +17,9 @@ fn base(config: &WorkerConfig, secrets: &Secrets) -> ClientConfig {
         .set("security.protocol", &config.kafka.security_protocol)
         .set("client.id", format!("sluice-worker-{}", config.pipeline));
     if let Some((user, password)) = &secrets.kafka_sasl {
-        c.set("sasl.mechanism", &config.kafka.sasl_mechanism).set("sasl.username", user).set("sasl.password", password);
+        c.set("sasl.mechanism", &config.kafka.sasl_mechanism)
+            .set("sasl.username", user)
+            .set("sasl.password", password);
     }
     c
 }
@@ -30,9 +32,18 @@ pub fn consumer_config(config: &WorkerConfig, secrets: &Secrets) -> ClientConfig
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")
-        .set("session.timeout.ms", config.kafka.session_timeout_ms.to_string())
-        .set("heartbeat.interval.ms", (config.kafka.session_timeout_ms / 5).max(100).to_string())
-        .set("fetch.wait.max.ms", config.kafka.fetch_wait_max_ms.to_string())
+        .set(
+            "session.timeout.ms",
+            config.kafka.session_timeout_ms.to_string(),
+        )
+        .set(
+            "heartbeat.interval.ms",
+            (config.kafka.session_timeout_ms / 5).max(100).to_string(),
+        )
+        .set(
+            "fetch.wait.max.ms",
+            config.kafka.fetch_wait_max_ms.to_string(),
+        )
         .set("fetch.queue.backoff.ms", "10")
         // Bounded prefetch keeps the worker's memory small whatever the backlog.
         .set("queued.max.messages.kbytes", "8192")
@@ -55,8 +66,16 @@ pub async fn ensure_output_topics(config: &WorkerConfig, secrets: &Secrets) -> R
     let admin: AdminClient<DefaultClientContext> = base(config, secrets).create()?;
     let partitions = {
         let topic = config.kafka.topic.clone();
-        let meta = tokio::task::block_in_place(|| admin.inner().fetch_metadata(Some(&topic), Duration::from_secs(10)))?;
-        meta.topics().first().map(|t| t.partitions().len()).filter(|n| *n > 0).unwrap_or(1) as i32
+        let meta = tokio::task::block_in_place(|| {
+            admin
+                .inner()
+                .fetch_metadata(Some(&topic), Duration::from_secs(10))
+        })?;
+        meta.topics()
+            .first()
+            .map(|t| t.partitions().len())
+            .filter(|n| *n > 0)
+            .unwrap_or(1) as i32
     };
     let dlq = config.kafka.dlq_topic();
     let alerts = config.kafka.alerts_topic();

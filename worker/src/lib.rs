@@ -27,7 +27,11 @@ use std::time::Duration;
 /// Kafka decoding overlaps the Postgres round trip without unbounded buffering.
 const SINK_QUEUE: usize = 1;
 
-pub async fn run(config: WorkerConfig, secrets: config::Secrets, config_path: Option<std::path::PathBuf>) -> Result<()> {
+pub async fn run(
+    config: WorkerConfig,
+    secrets: config::Secrets,
+    config_path: Option<std::path::PathBuf>,
+) -> Result<()> {
     let metrics = Arc::new(metrics::Metrics::new(&config.pipeline));
     let pool = db::connect(
         &secrets.database_url,
@@ -37,7 +41,13 @@ pub async fn run(config: WorkerConfig, secrets: config::Secrets, config_path: Op
     )
     .await?;
     db::migrate(&pool, &config.postgres.schema).await?;
-    db::maintain_partitions(&pool, chrono::Utc::now(), config.retention.days, config.retention.days_ahead).await?;
+    db::maintain_partitions(
+        &pool,
+        chrono::Utc::now(),
+        config.retention.days,
+        config.retention.days_ahead,
+    )
+    .await?;
     kafka::ensure_output_topics(&config, &secrets).await?;
 
     let shutdown = Arc::new(AtomicBool::new(false));
@@ -49,11 +59,18 @@ pub async fn run(config: WorkerConfig, secrets: config::Secrets, config_path: Op
         tracing::warn!("DATABASE_READ_URL is not set: analytics reads go to the primary");
     }
     let reader = analytics::connect_reader(
-        secrets.database_read_url.as_deref().unwrap_or(&secrets.database_url),
+        secrets
+            .database_read_url
+            .as_deref()
+            .unwrap_or(&secrets.database_url),
         &config.postgres.schema,
     )?;
-    let probes =
-        http::Probes { metrics: metrics.clone(), heartbeat: heartbeat.clone(), db_ok: db_ok.clone(), reader };
+    let probes = http::Probes {
+        metrics: metrics.clone(),
+        heartbeat: heartbeat.clone(),
+        db_ok: db_ok.clone(),
+        reader,
+    };
     let listen = config.http.listen.clone();
     tokio::spawn(async move {
         if let Err(e) = http::serve(&listen, probes).await {
@@ -86,7 +103,10 @@ pub async fn run(config: WorkerConfig, secrets: config::Secrets, config_path: Op
             pool,
             runtime: tokio::runtime::Handle::current(),
             metrics,
-            scorer: Box::new(fraud::FraudStage::new(sluice_fraud::Model::default(), &config.fraud)),
+            scorer: Box::new(fraud::FraudStage::new(
+                sluice_fraud::Model::default(),
+                &config.fraud,
+            )),
             inflight,
             batches: batch_tx,
             acks: ack_rx,
@@ -95,12 +115,17 @@ pub async fn run(config: WorkerConfig, secrets: config::Secrets, config_path: Op
             config_path,
         },
     )?;
-    let poll_thread = std::thread::Builder::new().name("consumer".into()).spawn(move || consumer.run())?;
+    let poll_thread = std::thread::Builder::new()
+        .name("consumer".into())
+        .spawn(move || consumer.run())?;
 
     wait_for_signal().await;
     tracing::info!("termination requested");
     shutdown.store(true, Ordering::Relaxed);
-    tokio::task::spawn_blocking(move || poll_thread.join()).await?.ok().context("consumer thread panicked")?;
+    tokio::task::spawn_blocking(move || poll_thread.join())
+        .await?
+        .ok()
+        .context("consumer thread panicked")?;
     sink_task.await?;
     Ok(())
 }
@@ -116,12 +141,19 @@ async fn wait_for_signal() {
 
 /// Keep daily partitions ahead of time and drop those past retention.
 async fn maintenance(pool: sqlx::PgPool, config: WorkerConfig) {
-    let mut tick = tokio::time::interval(Duration::from_secs(config.retention.maintenance_interval_secs.max(1)));
+    let mut tick = tokio::time::interval(Duration::from_secs(
+        config.retention.maintenance_interval_secs.max(1),
+    ));
     tick.tick().await; // the first run happened at start-up
     loop {
         tick.tick().await;
-        if let Err(e) =
-            db::maintain_partitions(&pool, chrono::Utc::now(), config.retention.days, config.retention.days_ahead).await
+        if let Err(e) = db::maintain_partitions(
+            &pool,
+            chrono::Utc::now(),
+            config.retention.days,
+            config.retention.days_ahead,
+        )
+        .await
         {
             tracing::warn!(error = %e, "partition maintenance failed; will retry");
         }

@@ -37,8 +37,11 @@ pub enum Outcome {
 
 impl Metrics {
     pub fn new(pipeline: &str) -> Self {
-        let registry = Registry::new_custom(None, Some([("pipeline".to_string(), pipeline.to_string())].into()))
-            .expect("valid registry");
+        let registry = Registry::new_custom(
+            None,
+            Some([("pipeline".to_string(), pipeline.to_string())].into()),
+        )
+        .expect("valid registry");
         let latency_buckets = exponential_buckets(0.001, 2.0, 16).expect("buckets");
         let m = Self {
             transactions: IntCounterVec::new(
@@ -153,7 +156,9 @@ impl Metrics {
     }
 
     pub fn render(&self) -> String {
-        prometheus::TextEncoder::new().encode_to_string(&self.registry.gather()).unwrap_or_default()
+        prometheus::TextEncoder::new()
+            .encode_to_string(&self.registry.gather())
+            .unwrap_or_default()
     }
 }
 

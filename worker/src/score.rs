@@ -50,4 +50,3 @@ pub trait Scorer: Send {
         false
     }
 }
-

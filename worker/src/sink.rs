@@ -4,8 +4,8 @@
 //! DLQ message; the tables stay exact).
 
 use crate::batch::{Accepted, Batch, Rejected, duplicate_of};
-use crate::validate::Reason;
 use crate::metrics::{Metrics, Outcome};
+use crate::validate::Reason;
 use chrono::{DateTime, Utc};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -138,9 +138,15 @@ impl Sink {
                     }
                     Err(WriteError::Fenced { partition }) => {
                         self.metrics.fenced_batches.inc();
-                        tracing::warn!(partition, generation = batch.generation, "batch fenced: offsets moved by another worker; resyncing");
+                        tracing::warn!(
+                            partition,
+                            generation = batch.generation,
+                            "batch fenced: offsets moved by another worker; resyncing"
+                        );
                         min_generation = batch.generation + 1;
-                        let _ = acks.send(Ack::Fenced { generation: batch.generation });
+                        let _ = acks.send(Ack::Fenced {
+                            generation: batch.generation,
+                        });
                         break;
                     }
                     Err(e) => {
@@ -169,10 +175,15 @@ impl Sink {
         m.late_events.inc_by(w.late);
         m.observe_quality(w.inserted, w.inserted + w.duplicates + w.rejected);
         m.batch_size.observe(batch.len() as f64);
-        m.batch_write_seconds.observe(now.duration_since(started).as_secs_f64());
+        m.batch_write_seconds
+            .observe(now.duration_since(started).as_secs_f64());
         for r in &batch.accepted {
-            m.processing_latency.observe(now.duration_since(r.received_at).as_secs_f64());
-            let e2e = (wall - r.kafka_timestamp).num_microseconds().unwrap_or(0).max(0);
+            m.processing_latency
+                .observe(now.duration_since(r.received_at).as_secs_f64());
+            let e2e = (wall - r.kafka_timestamp)
+                .num_microseconds()
+                .unwrap_or(0)
+                .max(0);
             m.end_to_end_latency.observe(e2e as f64 / 1e6);
         }
         m.db_connections_active.set(i64::from(self.pool.size()));
@@ -185,12 +196,24 @@ impl Sink {
         let new_ids: HashSet<String> = if batch.accepted.is_empty() {
             HashSet::new()
         } else {
-            let ids: Vec<&str> = batch.accepted.iter().map(|r| r.valid.tx.transaction_id.as_str()).collect();
+            let ids: Vec<&str> = batch
+                .accepted
+                .iter()
+                .map(|r| r.valid.tx.transaction_id.as_str())
+                .collect();
             let times: Vec<_> = batch.accepted.iter().map(|r| r.valid.event_time).collect();
-            sqlx::query_scalar(CLAIM_IDS).bind(ids).bind(times).fetch_all(&mut *tx).await?.into_iter().collect()
+            sqlx::query_scalar(CLAIM_IDS)
+                .bind(ids)
+                .bind(times)
+                .fetch_all(&mut *tx)
+                .await?
+                .into_iter()
+                .collect()
         };
-        let (fresh, repeated): (Vec<&Accepted>, Vec<&Accepted>) =
-            batch.accepted.iter().partition(|r| new_ids.contains(&r.valid.tx.transaction_id));
+        let (fresh, repeated): (Vec<&Accepted>, Vec<&Accepted>) = batch
+            .accepted
+            .iter()
+            .partition(|r| new_ids.contains(&r.valid.tx.transaction_id));
         if !fresh.is_empty() {
             insert_rows(&mut tx, &fresh).await?;
             add_summaries(&mut tx, &fresh).await?;
@@ -207,9 +230,27 @@ impl Sink {
 
         if !batch.profiles.is_empty() {
             sqlx::query(UPSERT_PROFILES)
-                .bind(batch.profiles.keys().map(String::as_str).collect::<Vec<_>>())
-                .bind(batch.profiles.values().map(|r| r.partition).collect::<Vec<_>>())
-                .bind(batch.profiles.values().map(|r| r.profile.as_slice()).collect::<Vec<_>>())
+                .bind(
+                    batch
+                        .profiles
+                        .keys()
+                        .map(String::as_str)
+                        .collect::<Vec<_>>(),
+                )
+                .bind(
+                    batch
+                        .profiles
+                        .values()
+                        .map(|r| r.partition)
+                        .collect::<Vec<_>>(),
+                )
+                .bind(
+                    batch
+                        .profiles
+                        .values()
+                        .map(|r| r.profile.as_slice())
+                        .collect::<Vec<_>>(),
+                )
                 .execute(&mut *tx)
                 .await?;
         }
@@ -219,9 +260,15 @@ impl Sink {
         self.publish_alerts(&fresh).await?;
         tx.commit().await?;
 
-        let duplicates_total = rejected.iter().filter(|r| r.reason == Reason::Duplicate).count() as u64;
+        let duplicates_total = rejected
+            .iter()
+            .filter(|r| r.reason == Reason::Duplicate)
+            .count() as u64;
         for r in &rejected {
-            self.metrics.rejections.with_label_values(&[r.reason.as_str()]).inc();
+            self.metrics
+                .rejections
+                .with_label_values(&[r.reason.as_str()])
+                .inc();
         }
         Ok(Written {
             inserted: fresh.len() as u64,
@@ -232,7 +279,11 @@ impl Sink {
         })
     }
 
-    async fn insert_rejected(&self, tx: &mut sqlx::PgConnection, rejected: &[&Rejected]) -> Result<(), sqlx::Error> {
+    async fn insert_rejected(
+        &self,
+        tx: &mut sqlx::PgConnection,
+        rejected: &[&Rejected],
+    ) -> Result<(), sqlx::Error> {
         sqlx::query(
             "INSERT INTO rejected_transactions
                 (source_topic, source_partition, source_offset, reason, detail, transaction_id, raw_payload)
@@ -252,11 +303,16 @@ impl Sink {
 
     /// Compare-and-set every partition's stored offset. The row lock serialises two writers
     /// of one partition; the loser sees a value it did not expect and is fenced.
-    async fn move_offsets(&self, tx: &mut sqlx::PgConnection, batch: &Batch) -> Result<(), WriteError> {
+    async fn move_offsets(
+        &self,
+        tx: &mut sqlx::PgConnection,
+        batch: &Batch,
+    ) -> Result<(), WriteError> {
         let partitions: Vec<i32> = batch.offsets.keys().copied().collect();
         let expected: Vec<i64> = batch.offsets.values().map(|m| m.expected).collect();
         let next: Vec<i64> = batch.offsets.values().map(|m| m.next).collect();
-        let watermarks: Vec<Option<DateTime<Utc>>> = batch.offsets.values().map(|m| m.watermark).collect();
+        let watermarks: Vec<Option<DateTime<Utc>>> =
+            batch.offsets.values().map(|m| m.watermark).collect();
         let moved: Vec<i32> = sqlx::query_scalar(
             "UPDATE consumer_offsets o SET next_offset = v.next, watermark = v.watermark, updated_at = now()
              FROM unnest($3::int[], $4::bigint[], $5::bigint[], $6::timestamptz[]) AS v(partition, expected, next, watermark)
@@ -273,7 +329,11 @@ impl Sink {
         .fetch_all(&mut *tx)
         .await?;
         if moved.len() != partitions.len() {
-            let partition = partitions.iter().copied().find(|p| !moved.contains(p)).unwrap_or(-1);
+            let partition = partitions
+                .iter()
+                .copied()
+                .find(|p| !moved.contains(p))
+                .unwrap_or(-1);
             return Err(WriteError::Fenced { partition });
         }
         Ok(())
@@ -293,7 +353,9 @@ impl Sink {
                 "detected_at": detected_at,
             })
             .to_string();
-            let record = FutureRecord::to(&self.alerts_topic).key(&r.valid.tx.customer_id).payload(&alert);
+            let record = FutureRecord::to(&self.alerts_topic)
+                .key(&r.valid.tx.customer_id)
+                .payload(&alert);
             deliveries.push(self.producer.send_result(record).map_err(|(e, _)| e)?);
         }
         await_deliveries(deliveries).await
@@ -305,10 +367,21 @@ impl Sink {
             let partition = r.partition.to_string();
             let offset = r.offset.to_string();
             let headers = OwnedHeaders::new()
-                .insert(Header { key: "sluice-reason", value: Some(r.reason.as_str()) })
-                .insert(Header { key: "sluice-source-partition", value: Some(&partition) })
-                .insert(Header { key: "sluice-source-offset", value: Some(&offset) });
-            let mut record = FutureRecord::<[u8], [u8]>::to(&self.dlq_topic).payload(&r.raw_masked).headers(headers);
+                .insert(Header {
+                    key: "sluice-reason",
+                    value: Some(r.reason.as_str()),
+                })
+                .insert(Header {
+                    key: "sluice-source-partition",
+                    value: Some(&partition),
+                })
+                .insert(Header {
+                    key: "sluice-source-offset",
+                    value: Some(&offset),
+                });
+            let mut record = FutureRecord::<[u8], [u8]>::to(&self.dlq_topic)
+                .payload(&r.raw_masked)
+                .headers(headers);
             if let Some(id) = &r.transaction_id {
                 record = record.key(id.as_bytes());
             }
@@ -413,18 +486,47 @@ async fn insert_alerts(tx: &mut sqlx::PgConnection, rows: &[&Accepted]) -> Resul
         return Ok(());
     }
     sqlx::query(INSERT_ALERTS)
-        .bind(flagged.iter().map(|r| r.valid.tx.transaction_id.as_str()).collect::<Vec<_>>())
-        .bind(flagged.iter().map(|r| r.valid.tx.customer_id.as_str()).collect::<Vec<_>>())
-        .bind(flagged.iter().map(|r| r.valid.event_time).collect::<Vec<_>>())
-        .bind(flagged.iter().map(|r| r.verdict.score.unwrap_or(1.0)).collect::<Vec<_>>())
-        .bind(flagged.iter().map(|r| r.verdict.reasons.join(",")).collect::<Vec<_>>())
+        .bind(
+            flagged
+                .iter()
+                .map(|r| r.valid.tx.transaction_id.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            flagged
+                .iter()
+                .map(|r| r.valid.tx.customer_id.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            flagged
+                .iter()
+                .map(|r| r.valid.event_time)
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            flagged
+                .iter()
+                .map(|r| r.verdict.score.unwrap_or(1.0))
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            flagged
+                .iter()
+                .map(|r| r.verdict.reasons.join(","))
+                .collect::<Vec<_>>(),
+        )
         .execute(tx)
         .await?;
     Ok(())
 }
 
 /// Per-minute (Kafka record time) counts of what was received and what became of it.
-async fn add_quality(tx: &mut sqlx::PgConnection, fresh: &[&Accepted], rejected: &[&Rejected]) -> Result<(), sqlx::Error> {
+async fn add_quality(
+    tx: &mut sqlx::PgConnection,
+    fresh: &[&Accepted],
+    rejected: &[&Rejected],
+) -> Result<(), sqlx::Error> {
     #[derive(Default)]
     struct Counts {
         received: i64,
@@ -465,7 +567,9 @@ async fn add_quality(tx: &mut sqlx::PgConnection, fresh: &[&Accepted], rejected:
     Ok(())
 }
 
-async fn await_deliveries(deliveries: Vec<rdkafka::producer::DeliveryFuture>) -> Result<(), WriteError> {
+async fn await_deliveries(
+    deliveries: Vec<rdkafka::producer::DeliveryFuture>,
+) -> Result<(), WriteError> {
     for d in deliveries {
         match d.await {
             Ok(Ok(_)) => {}

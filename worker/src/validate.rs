@@ -3,8 +3,8 @@
 //! partition. Card numbers are masked here too, before any byte is stored or published.
 
 use chrono::{DateTime, Utc};
-use sluice_api::event::{MAX_AMOUNT, MAX_RECORD_BYTES, is_known_currency};
 use sluice_api::Transaction;
+use sluice_api::event::{MAX_AMOUNT, MAX_RECORD_BYTES, is_known_currency};
 
 /// Why a record was rejected. The string form is stored in `rejected_transactions.reason`,
 /// sent as the `sluice-reason` DLQ header and used as a metric label, so it never changes.
@@ -67,7 +67,10 @@ pub struct Rejection {
 
 impl Rejection {
     fn new(reason: Reason, detail: impl Into<String>) -> Self {
-        Self { reason, detail: detail.into() }
+        Self {
+            reason,
+            detail: detail.into(),
+        }
     }
 }
 
@@ -98,10 +101,17 @@ impl TimeBounds {
 /// Decode and check one record value.
 pub fn validate(payload: &[u8], bounds: TimeBounds) -> Result<ValidTransaction, Rejection> {
     if payload.len() > MAX_RECORD_BYTES {
-        return Err(Rejection::new(Reason::TooLarge, format!("{} bytes > {MAX_RECORD_BYTES}", payload.len())));
+        return Err(Rejection::new(
+            Reason::TooLarge,
+            format!("{} bytes > {MAX_RECORD_BYTES}", payload.len()),
+        ));
     }
-    let text = std::str::from_utf8(payload)
-        .map_err(|e| Rejection::new(Reason::InvalidUtf8, format!("invalid UTF-8 at byte {}", e.valid_up_to())))?;
+    let text = std::str::from_utf8(payload).map_err(|e| {
+        Rejection::new(
+            Reason::InvalidUtf8,
+            format!("invalid UTF-8 at byte {}", e.valid_up_to()),
+        )
+    })?;
     let mut tx: Transaction = serde_json::from_str(text).map_err(classify_json_error)?;
 
     check_len("transaction_id", &tx.transaction_id, 1, 64)?;
@@ -114,80 +124,133 @@ pub fn validate(payload: &[u8], bounds: TimeBounds) -> Result<ValidTransaction, 
     let amount_cents = amount_to_cents(tx.amount)?;
 
     if !is_upper_alpha(&tx.currency, 3) {
-        return Err(Rejection::new(Reason::InvalidField, "currency must match ^[A-Z]{3}$"));
+        return Err(Rejection::new(
+            Reason::InvalidField,
+            "currency must match ^[A-Z]{3}$",
+        ));
     }
     if !is_known_currency(&tx.currency) {
-        return Err(Rejection::new(Reason::UnknownCurrency, "currency is not an ISO 4217 code"));
+        return Err(Rejection::new(
+            Reason::UnknownCurrency,
+            "currency is not an ISO 4217 code",
+        ));
     }
     if !is_upper_alpha(&tx.country, 2) {
-        return Err(Rejection::new(Reason::InvalidField, "country must match ^[A-Z]{2}$"));
+        return Err(Rejection::new(
+            Reason::InvalidField,
+            "country must match ^[A-Z]{2}$",
+        ));
     }
     if let Some(c) = &tx.shipping_country
         && !is_upper_alpha(c, 2)
     {
-        return Err(Rejection::new(Reason::InvalidField, "shipping_country must match ^[A-Z]{2}$"));
+        return Err(Rejection::new(
+            Reason::InvalidField,
+            "shipping_country must match ^[A-Z]{2}$",
+        ));
     }
     if let Some(l4) = &tx.card_last4
         && !(l4.len() == 4 && l4.bytes().all(|b| b.is_ascii_digit()))
     {
-        return Err(Rejection::new(Reason::InvalidField, "card_last4 must be 4 digits"));
+        return Err(Rejection::new(
+            Reason::InvalidField,
+            "card_last4 must be 4 digits",
+        ));
     }
     if let Some(ip) = &tx.ip_address
         && ip.parse::<std::net::IpAddr>().is_err()
     {
-        return Err(Rejection::new(Reason::InvalidField, "ip_address is not an IPv4 or IPv6 literal"));
+        return Err(Rejection::new(
+            Reason::InvalidField,
+            "ip_address is not an IPv4 or IPv6 literal",
+        ));
     }
     if let Some(lat) = tx.latitude
         && !(-90.0..=90.0).contains(&lat)
     {
-        return Err(Rejection::new(Reason::InvalidField, "latitude outside [-90, 90]"));
+        return Err(Rejection::new(
+            Reason::InvalidField,
+            "latitude outside [-90, 90]",
+        ));
     }
     if let Some(lon) = tx.longitude
         && !(-180.0..=180.0).contains(&lon)
     {
-        return Err(Rejection::new(Reason::InvalidField, "longitude outside [-180, 180]"));
+        return Err(Rejection::new(
+            Reason::InvalidField,
+            "longitude outside [-180, 180]",
+        ));
     }
     if let Some(items) = tx.items
         && !(1..=10_000).contains(&items)
     {
-        return Err(Rejection::new(Reason::InvalidField, "items outside [1, 10000]"));
+        return Err(Rejection::new(
+            Reason::InvalidField,
+            "items outside [1, 10000]",
+        ));
     }
 
     let event_time = DateTime::parse_from_rfc3339(&tx.timestamp)
-        .map_err(|e| Rejection::new(Reason::InvalidTimestamp, format!("timestamp is not RFC 3339: {e}")))?
+        .map_err(|e| {
+            Rejection::new(
+                Reason::InvalidTimestamp,
+                format!("timestamp is not RFC 3339: {e}"),
+            )
+        })?
         .with_timezone(&Utc);
     if event_time > bounds.not_after {
-        return Err(Rejection::new(Reason::FutureTimestamp, "timestamp is too far in the future"));
+        return Err(Rejection::new(
+            Reason::FutureTimestamp,
+            "timestamp is too far in the future",
+        ));
     }
     if event_time < bounds.not_before {
-        return Err(Rejection::new(Reason::TooOld, "timestamp is older than the retention window"));
+        return Err(Rejection::new(
+            Reason::TooOld,
+            "timestamp is older than the retention window",
+        ));
     }
 
     // Postgres text cannot hold NUL; a string carrying one is not a usable value.
     for (field, value) in text_fields(&tx) {
         if value.contains('\0') {
-            return Err(Rejection::new(Reason::InvalidField, format!("{field} contains NUL")));
+            return Err(Rejection::new(
+                Reason::InvalidField,
+                format!("{field} contains NUL"),
+            ));
         }
     }
     mask_text_fields(&mut tx);
-    Ok(ValidTransaction { tx, event_time, amount_cents })
+    Ok(ValidTransaction {
+        tx,
+        event_time,
+        amount_cents,
+    })
 }
 
 fn classify_json_error(e: serde_json::Error) -> Rejection {
     use serde_json::error::Category;
     let msg = e.to_string();
     match e.classify() {
-        Category::Syntax | Category::Eof | Category::Io => Rejection::new(Reason::MalformedJson, msg),
+        Category::Syntax | Category::Eof | Category::Io => {
+            Rejection::new(Reason::MalformedJson, msg)
+        }
         // A required field sent as null is as absent as a missing one (quality: null rate).
-        Category::Data if msg.starts_with("missing field") || msg.starts_with("invalid type: null") => {
+        Category::Data
+            if msg.starts_with("missing field") || msg.starts_with("invalid type: null") =>
+        {
             Rejection::new(Reason::MissingField, msg)
         }
-        Category::Data if msg.starts_with("unknown variant") => Rejection::new(Reason::InvalidField, msg),
+        Category::Data if msg.starts_with("unknown variant") => {
+            Rejection::new(Reason::InvalidField, msg)
+        }
         Category::Data if msg.starts_with("invalid value") && msg.contains("expected u32") => {
             Rejection::new(Reason::InvalidField, msg)
         }
         // Out-of-range numbers for integer fields report as "invalid value".
-        Category::Data if msg.starts_with("invalid value") => Rejection::new(Reason::InvalidField, msg),
+        Category::Data if msg.starts_with("invalid value") => {
+            Rejection::new(Reason::InvalidField, msg)
+        }
         Category::Data => Rejection::new(Reason::WrongType, msg),
     }
 }
@@ -195,18 +258,30 @@ fn classify_json_error(e: serde_json::Error) -> Rejection {
 /// Exact cents of a JSON amount: positive, at most [`MAX_AMOUNT`], at most two decimals.
 fn amount_to_cents(amount: f64) -> Result<i64, Rejection> {
     if !amount.is_finite() || amount <= 0.0 {
-        return Err(Rejection::new(Reason::InvalidAmount, "amount must be a positive number"));
+        return Err(Rejection::new(
+            Reason::InvalidAmount,
+            "amount must be a positive number",
+        ));
     }
     if amount > MAX_AMOUNT {
-        return Err(Rejection::new(Reason::InvalidAmount, "amount exceeds 1000000"));
+        return Err(Rejection::new(
+            Reason::InvalidAmount,
+            "amount exceeds 1000000",
+        ));
     }
     let scaled = amount * 100.0;
     let cents = scaled.round();
     if (scaled - cents).abs() > 1e-6 * scaled.max(1.0) {
-        return Err(Rejection::new(Reason::InvalidAmount, "amount has more than 2 decimals"));
+        return Err(Rejection::new(
+            Reason::InvalidAmount,
+            "amount has more than 2 decimals",
+        ));
     }
     if cents < 1.0 {
-        return Err(Rejection::new(Reason::InvalidAmount, "amount rounds to zero"));
+        return Err(Rejection::new(
+            Reason::InvalidAmount,
+            "amount rounds to zero",
+        ));
     }
     Ok(cents as i64)
 }
@@ -214,13 +289,18 @@ fn amount_to_cents(amount: f64) -> Result<i64, Rejection> {
 fn check_len(field: &str, value: &str, min: usize, max: usize) -> Result<(), Rejection> {
     let n = value.chars().count();
     if n < min || n > max {
-        return Err(Rejection::new(Reason::InvalidField, format!("{field} length {n} outside [{min}, {max}]")));
+        return Err(Rejection::new(
+            Reason::InvalidField,
+            format!("{field} length {n} outside [{min}, {max}]"),
+        ));
     }
     Ok(())
 }
 
 fn check_opt_len(field: &str, value: &Option<String>, max: usize) -> Result<(), Rejection> {
-    value.as_deref().map_or(Ok(()), |v| check_len(field, v, 0, max))
+    value
+        .as_deref()
+        .map_or(Ok(()), |v| check_len(field, v, 0, max))
 }
 
 fn is_upper_alpha(s: &str, len: usize) -> bool {
@@ -287,7 +367,9 @@ pub fn mask_pans(bytes: &[u8]) -> Vec<u8> {
             if bytes[j].is_ascii_digit() {
                 groups.last_mut().expect("non-empty").push(j);
                 j += 1;
-            } else if (bytes[j] == b' ' || bytes[j] == b'-') && bytes.get(j + 1).is_some_and(u8::is_ascii_digit) {
+            } else if (bytes[j] == b' ' || bytes[j] == b'-')
+                && bytes.get(j + 1).is_some_and(u8::is_ascii_digit)
+            {
                 groups.push(Vec::new());
                 j += 1;
             } else {
@@ -348,7 +430,14 @@ fn luhn_ok(digits: impl DoubleEndedIterator<Item = u32>) -> bool {
     let sum: u32 = digits
         .rev()
         .enumerate()
-        .map(|(i, d)| if i % 2 == 1 { let x = d * 2; if x > 9 { x - 9 } else { x } } else { d })
+        .map(|(i, d)| {
+            if i % 2 == 1 {
+                let x = d * 2;
+                if x > 9 { x - 9 } else { x }
+            } else {
+                d
+            }
+        })
         .sum();
     sum.is_multiple_of(10)
 }
@@ -379,7 +468,9 @@ mod tests {
     }
 
     fn reason(over: &str) -> Option<Reason> {
-        validate(event(over).as_bytes(), bounds()).err().map(|r| r.reason)
+        validate(event(over).as_bytes(), bounds())
+            .err()
+            .map(|r| r.reason)
     }
 
     #[test]
@@ -395,21 +486,56 @@ mod tests {
         assert_eq!(reason(r#"{"amount": 1e12}"#), Some(Reason::InvalidAmount));
         assert_eq!(reason(r#"{"amount": 1.005}"#), Some(Reason::InvalidAmount));
         assert_eq!(reason(r#"{"amount": "NaN"}"#), Some(Reason::WrongType));
-        assert_eq!(reason(r#"{"currency": "XYZ"}"#), Some(Reason::UnknownCurrency));
+        assert_eq!(
+            reason(r#"{"currency": "XYZ"}"#),
+            Some(Reason::UnknownCurrency)
+        );
         assert_eq!(reason(r#"{"currency": "eur"}"#), Some(Reason::InvalidField));
-        assert_eq!(reason(r#"{"customer_id": null}"#), Some(Reason::MissingField));
+        assert_eq!(
+            reason(r#"{"customer_id": null}"#),
+            Some(Reason::MissingField)
+        );
         let explicit_null = r#"{"transaction_id": "t1", "customer_id": null}"#;
-        assert_eq!(validate(explicit_null.as_bytes(), bounds()).err().map(|r| r.reason), Some(Reason::MissingField));
+        assert_eq!(
+            validate(explicit_null.as_bytes(), bounds())
+                .err()
+                .map(|r| r.reason),
+            Some(Reason::MissingField)
+        );
         assert_eq!(reason(r#"{"customer_id": 7}"#), Some(Reason::WrongType));
-        assert_eq!(reason(r#"{"payment_method": "cash"}"#), Some(Reason::InvalidField));
-        assert_eq!(reason(r#"{"timestamp": "2030-01-01T00:00:00Z"}"#), Some(Reason::FutureTimestamp));
-        assert_eq!(reason(r#"{"timestamp": "2020-01-01T00:00:00Z"}"#), Some(Reason::TooOld));
-        assert_eq!(reason(r#"{"timestamp": "yesterday"}"#), Some(Reason::InvalidTimestamp));
-        assert_eq!(reason(r#"{"device_id": "a\u0000b"}"#), Some(Reason::InvalidField));
-        assert_eq!(reason(r#"{"transaction_id": ""}"#), Some(Reason::InvalidField));
+        assert_eq!(
+            reason(r#"{"payment_method": "cash"}"#),
+            Some(Reason::InvalidField)
+        );
+        assert_eq!(
+            reason(r#"{"timestamp": "2030-01-01T00:00:00Z"}"#),
+            Some(Reason::FutureTimestamp)
+        );
+        assert_eq!(
+            reason(r#"{"timestamp": "2020-01-01T00:00:00Z"}"#),
+            Some(Reason::TooOld)
+        );
+        assert_eq!(
+            reason(r#"{"timestamp": "yesterday"}"#),
+            Some(Reason::InvalidTimestamp)
+        );
+        assert_eq!(
+            reason(r#"{"device_id": "a\u0000b"}"#),
+            Some(Reason::InvalidField)
+        );
+        assert_eq!(
+            reason(r#"{"transaction_id": ""}"#),
+            Some(Reason::InvalidField)
+        );
         assert_eq!(reason(r#"{"items": 0}"#), Some(Reason::InvalidField));
-        assert_eq!(reason(r#"{"account_age_days": -1}"#), Some(Reason::InvalidField));
-        assert_eq!(reason(r#"{"ip_address": "999.1.1.1"}"#), Some(Reason::InvalidField));
+        assert_eq!(
+            reason(r#"{"account_age_days": -1}"#),
+            Some(Reason::InvalidField)
+        );
+        assert_eq!(
+            reason(r#"{"ip_address": "999.1.1.1"}"#),
+            Some(Reason::InvalidField)
+        );
         let bad = |b: &[u8]| validate(b, bounds()).unwrap_err().reason;
         assert_eq!(bad(b"{not json"), Reason::MalformedJson);
         assert_eq!(bad(b"\xff\xfe"), Reason::InvalidUtf8);
@@ -418,9 +544,13 @@ mod tests {
 
     #[test]
     fn masks_card_numbers_but_not_other_numbers() {
-        let masked = mask_pans(b"pan 4111111111111111, grouped 4111-1111-1111-1111, id 1234567890123");
+        let masked =
+            mask_pans(b"pan 4111111111111111, grouped 4111-1111-1111-1111, id 1234567890123");
         let s = String::from_utf8(masked).unwrap();
-        assert_eq!(s, "pan ************1111, grouped ****-****-****-1111, id 1234567890123");
+        assert_eq!(
+            s,
+            "pan ************1111, grouped ****-****-****-1111, id 1234567890123"
+        );
         // ids with dash-separated numbers are not card numbers
         assert_eq!(mask_pans(b"run-4-11-0000001365"), b"run-4-11-0000001365");
         // a PAN glued inside a longer digit run is still caught
@@ -430,7 +560,11 @@ mod tests {
 
     #[test]
     fn masks_pans_in_stored_text_fields() {
-        let v = validate(event(r#"{"device_id": "dev-4111111111111111"}"#).as_bytes(), bounds()).unwrap();
+        let v = validate(
+            event(r#"{"device_id": "dev-4111111111111111"}"#).as_bytes(),
+            bounds(),
+        )
+        .unwrap();
         assert_eq!(v.tx.device_id.as_deref(), Some("dev-************1111"));
     }
 }

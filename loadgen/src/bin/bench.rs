@@ -61,21 +61,36 @@ async fn main() -> Result<()> {
     let topic = run.replace('_', "-");
     ensure_topic(&args.brokers, &topic, args.partitions).await?;
     let mut admin = PgConnection::connect(&args.database_url).await?;
-    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {run}"))).execute(&mut admin).await?;
-    let db_url = format!("{}/{run}", &args.database_url[..args.database_url.rfind('/').expect("db url has a path")]);
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {run}")))
+        .execute(&mut admin)
+        .await?;
+    let db_url = format!(
+        "{}/{run}",
+        &args.database_url[..args.database_url.rfind('/').expect("db url has a path")]
+    );
 
-    eprintln!("== 1/4 raw COPY baseline: {} rows into the same schema", args.copy_rows);
+    eprintln!(
+        "== 1/4 raw COPY baseline: {} rows into the same schema",
+        args.copy_rows
+    );
     let copy_tps = copy_baseline(&db_url, args.copy_rows).await?;
     eprintln!("   {copy_tps:.0} rows/s");
 
-    eprintln!("== 2/4 backlog: producing {} events, then draining with one worker", args.backlog);
+    eprintln!(
+        "== 2/4 backlog: producing {} events, then draining with one worker",
+        args.backlog
+    );
     let backlog = LoadSpec {
         brokers: args.brokers.clone(),
         topic: topic.clone(),
         rate: 0,
         duration: None,
         count: Some(args.backlog),
-        generator: GeneratorConfig { seed: 42, id_prefix: "backlog".into(), ..GeneratorConfig::default() },
+        generator: GeneratorConfig {
+            seed: 42,
+            id_prefix: "backlog".into(),
+            ..GeneratorConfig::default()
+        },
         progress: true,
         collect_ids: false,
         labels: None,
@@ -84,15 +99,33 @@ async fn main() -> Result<()> {
         let spec = backlog.clone();
         tokio::task::spawn_blocking(move || produce(&spec)).await??
     };
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
     let mut worker = spawn_worker(&args, &db_url, &topic, port, "worker.log", &[])?;
-    let samples = watch_drain(port, produced.produced, &mut worker, Duration::from_millis(250)).await?;
-    let (t0, n0) = *samples.iter().find(|(_, n)| *n > 0).context("worker made no progress")?;
+    let samples = watch_drain(
+        port,
+        produced.produced,
+        &mut worker,
+        Duration::from_millis(250),
+    )
+    .await?;
+    let (t0, n0) = *samples
+        .iter()
+        .find(|(_, n)| *n > 0)
+        .context("worker made no progress")?;
     let (t1, n1) = *samples.last().expect("samples");
     let throughput = (n1 - n0) as f64 / (t1 - t0).max(1e-3);
-    eprintln!("   drained {} in {:.1}s: {throughput:.0} tx/s", produced.produced, t1 - t0);
+    eprintln!(
+        "   drained {} in {:.1}s: {throughput:.0} tx/s",
+        produced.produced,
+        t1 - t0
+    );
 
-    eprintln!("== 3/4 latency at {} tx/s for {}s", args.latency_rate, args.latency_seconds);
+    eprintln!(
+        "== 3/4 latency at {} tx/s for {}s",
+        args.latency_rate, args.latency_seconds
+    );
     let phase_start = Utc::now();
     let latency_spec = LoadSpec {
         brokers: args.brokers.clone(),
@@ -100,7 +133,11 @@ async fn main() -> Result<()> {
         rate: args.latency_rate,
         duration: Some(Duration::from_secs(args.latency_seconds)),
         count: None,
-        generator: GeneratorConfig { seed: 43, id_prefix: "latency".into(), ..GeneratorConfig::default() },
+        generator: GeneratorConfig {
+            seed: 43,
+            id_prefix: "latency".into(),
+            ..GeneratorConfig::default()
+        },
         progress: true,
         collect_ids: false,
         labels: None,
@@ -109,7 +146,10 @@ async fn main() -> Result<()> {
     let expected_total = produced.produced + offered.produced;
     wait_handled(port, expected_total).await?;
     let rss_peak_mb = peak_rss_mb(worker.id());
-    let _ = Command::new("kill").arg("-TERM").arg(worker.id().to_string()).status();
+    let _ = Command::new("kill")
+        .arg("-TERM")
+        .arg(worker.id().to_string())
+        .status();
     let _ = worker.wait();
 
     let pool = PgPool::connect(&db_url).await?;
@@ -123,23 +163,28 @@ async fn main() -> Result<()> {
     ensure!(!latencies.is_empty(), "no rows from the latency phase");
     let pct = |q: f64| latencies[((latencies.len() - 1) as f64 * q).round() as usize];
     let (stored, distinct): (i64, i64) =
-        sqlx::query_as("SELECT count(*), count(DISTINCT transaction_id) FROM sluice.transactions").fetch_one(&pool).await?;
-    let rejected: i64 = sqlx::query_scalar("SELECT count(*) FROM sluice.rejected_transactions").fetch_one(&pool).await?;
+        sqlx::query_as("SELECT count(*), count(DISTINCT transaction_id) FROM sluice.transactions")
+            .fetch_one(&pool)
+            .await?;
+    let rejected: i64 = sqlx::query_scalar("SELECT count(*) FROM sluice.rejected_transactions")
+        .fetch_one(&pool)
+        .await?;
     pool.close().await;
 
     // A failed comparison still leaves the report of phases 1-3; the run fails at the end.
-    let (compare, compare_error) = if args.scoring_compare_events == 0 || args.scoring_compare_rounds == 0 {
-        eprintln!("== 4/4 scoring off/on comparison skipped (--scoring-compare-events 0)");
-        (None, None)
-    } else {
-        match scoring_compare(&args, &backlog, &run).await {
-            Ok(c) => (Some(c), None),
-            Err(e) => {
-                eprintln!("   scoring comparison failed: {e:#}");
-                (None, Some(format!("{e:#}")))
+    let (compare, compare_error) =
+        if args.scoring_compare_events == 0 || args.scoring_compare_rounds == 0 {
+            eprintln!("== 4/4 scoring off/on comparison skipped (--scoring-compare-events 0)");
+            (None, None)
+        } else {
+            match scoring_compare(&args, &backlog, &run).await {
+                Ok(c) => (Some(c), None),
+                Err(e) => {
+                    eprintln!("   scoring comparison failed: {e:#}");
+                    (None, Some(format!("{e:#}")))
+                }
             }
-        }
-    };
+        };
     let compare_json = compare.as_ref().map(ScoringCompare::to_json);
 
     let report = json!({
@@ -166,9 +211,17 @@ async fn main() -> Result<()> {
     });
     let report_path = args.out.join("report.json");
     std::fs::write(&report_path, serde_json::to_string_pretty(&report)? + "\n")?;
-    let compare_samples: Vec<(bool, &[(f64, u64)])> =
-        compare.iter().flat_map(|c| &c.runs).map(|r| (r.scoring, r.samples.as_slice())).collect();
-    plot(&args.out.join("report.svg"), &samples, &compare_samples, &latencies)?;
+    let compare_samples: Vec<(bool, &[(f64, u64)])> = compare
+        .iter()
+        .flat_map(|c| &c.runs)
+        .map(|r| (r.scoring, r.samples.as_slice()))
+        .collect();
+    plot(
+        &args.out.join("report.svg"),
+        &samples,
+        &compare_samples,
+        &latencies,
+    )?;
     println!("{}", serde_json::to_string_pretty(&report)?);
     if let Some(c) = &compare {
         eprintln!(
@@ -180,11 +233,16 @@ async fn main() -> Result<()> {
             c.cpu_us_per_event(true)
         );
         if c.on_tps > c.off_tps * 1.05 {
-            eprintln!("warning: scoring off drained slower than scoring on: the off worker is stalled on something other than its own work, so it is no data-plane ceiling");
+            eprintln!(
+                "warning: scoring off drained slower than scoring on: the off worker is stalled on something other than its own work, so it is no data-plane ceiling"
+            );
         }
     }
     eprintln!("wrote {} and report.svg", report_path.display());
-    ensure!(stored as u64 == produced.valid + offered.valid && stored == distinct, "rows stored do not match rows expected");
+    ensure!(
+        stored as u64 == produced.valid + offered.valid && stored == distinct,
+        "rows stored do not match rows expected"
+    );
     if let Some(e) = compare_error {
         anyhow::bail!("scoring comparison failed: {e}");
     }
@@ -218,13 +276,21 @@ struct ScoringCompare {
 impl ScoringCompare {
     /// [slowest, fastest] drain of a mode: how far apart repeats of the same drain land.
     fn range(&self, on: bool) -> [f64; 2] {
-        let tps = self.runs.iter().filter(|r| r.scoring == on).map(|r| r.tps.round());
-        [tps.clone().fold(f64::INFINITY, f64::min), tps.fold(0.0, f64::max)]
+        let tps = self
+            .runs
+            .iter()
+            .filter(|r| r.scoring == on)
+            .map(|r| r.tps.round());
+        [
+            tps.clone().fold(f64::INFINITY, f64::min),
+            tps.fold(0.0, f64::max),
+        ]
     }
 
     fn cpu_us_per_event(&self, on: bool) -> f64 {
         let runs = self.runs.iter().filter(|r| r.scoring == on);
-        runs.clone().map(|r| r.cpu_s).sum::<f64>() * 1e6 / (runs.count() as f64 * self.events as f64)
+        runs.clone().map(|r| r.cpu_s).sum::<f64>() * 1e6
+            / (runs.count() as f64 * self.events as f64)
     }
 
     fn to_json(&self) -> serde_json::Value {
@@ -264,7 +330,11 @@ async fn scoring_compare(args: &Args, template: &LoadSpec, run: &str) -> Result<
     let spec = LoadSpec {
         topic: topic.clone(),
         count: Some(args.scoring_compare_events),
-        generator: GeneratorConfig { seed: 42, id_prefix: "scoring".into(), ..GeneratorConfig::default() },
+        generator: GeneratorConfig {
+            seed: 42,
+            id_prefix: "scoring".into(),
+            ..GeneratorConfig::default()
+        },
         ..template.clone()
     };
     let produced = tokio::task::spawn_blocking(move || produce(&spec)).await??;
@@ -275,40 +345,92 @@ async fn scoring_compare(args: &Args, template: &LoadSpec, run: &str) -> Result<
         let scoring = matches!(i % 4, 1 | 2);
         let mode = if scoring { "on" } else { "off" };
         let name = format!("{run}_scoring{i}_{mode}");
-        sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}"))).execute(&mut admin).await?;
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .execute(&mut admin)
+            .await?;
         sqlx::raw_sql("CHECKPOINT").execute(&mut admin).await?;
         let db_url = format!("{base}/{name}");
-        let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
-        let env = [("SLUICE_FRAUD__ENABLED", scoring.to_string()), ("SLUICE_KAFKA__GROUP_ID", format!("{name}-group"))];
-        let mut worker = spawn_worker(args, &db_url, &topic, port, &format!("worker-scoring{i}-{mode}.log"), &env)?;
-        let drained = watch_drain(port, produced.produced, &mut worker, Duration::from_millis(100)).await;
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        let env = [
+            ("SLUICE_FRAUD__ENABLED", scoring.to_string()),
+            ("SLUICE_KAFKA__GROUP_ID", format!("{name}-group")),
+        ];
+        let mut worker = spawn_worker(
+            args,
+            &db_url,
+            &topic,
+            port,
+            &format!("worker-scoring{i}-{mode}.log"),
+            &env,
+        )?;
+        let drained = watch_drain(
+            port,
+            produced.produced,
+            &mut worker,
+            Duration::from_millis(100),
+        )
+        .await;
         let cpu_s = cpu_seconds(worker.id());
-        let _ = Command::new("kill").arg("-TERM").arg(worker.id().to_string()).status();
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(worker.id().to_string())
+            .status();
         let _ = worker.wait();
         let samples = drained?;
-        let (t0, n0) = *samples.iter().find(|(_, n)| *n > 0).context("worker made no progress")?;
+        let (t0, n0) = *samples
+            .iter()
+            .find(|(_, n)| *n > 0)
+            .context("worker made no progress")?;
         let (t1, n1) = *samples.last().expect("samples");
         let (handled, seconds) = (n1 - n0, (t1 - t0).max(1e-3));
         let pool = PgPool::connect(&db_url).await?;
         let count = |table: &str| format!("SELECT count(*) FROM sluice.{table}");
-        let rows_stored: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(count("transactions"))).fetch_one(&pool).await?;
-        let alerts: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(count("fraud_alerts"))).fetch_one(&pool).await?;
-        let profiles: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(count("customer_profiles"))).fetch_one(&pool).await?;
+        let rows_stored: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(count("transactions")))
+            .fetch_one(&pool)
+            .await?;
+        let alerts: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(count("fraud_alerts")))
+            .fetch_one(&pool)
+            .await?;
+        let profiles: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(count("customer_profiles")))
+            .fetch_one(&pool)
+            .await?;
         pool.close().await;
         let tps = handled as f64 / seconds;
         eprintln!(
             "   drain {}/{drains} scoring {mode:>3}: {tps:.0} tx/s ({seconds:.1}s, worker cpu {cpu_s:.1}s), {rows_stored} rows, {alerts} alerts, {profiles} profiles",
             i + 1
         );
-        ensure!(rows_stored as u64 == produced.valid, "scoring {mode} drain stored {rows_stored} rows, expected {}", produced.valid);
-        ensure!(scoring || alerts == 0, "scoring off still raised {alerts} alerts: the switch did not apply");
+        ensure!(
+            rows_stored as u64 == produced.valid,
+            "scoring {mode} drain stored {rows_stored} rows, expected {}",
+            produced.valid
+        );
+        ensure!(
+            scoring || alerts == 0,
+            "scoring off still raised {alerts} alerts: the switch did not apply"
+        );
         if scoring && alerts == 0 {
             eprintln!("   warning: scoring on raised no alerts");
         }
-        runs.push(CompareRun { scoring, tps, handled, seconds, cpu_s, rows_stored, alerts, profiles, samples });
+        runs.push(CompareRun {
+            scoring,
+            tps,
+            handled,
+            seconds,
+            cpu_s,
+            rows_stored,
+            alerts,
+            profiles,
+            samples,
+        });
     }
     let mode_tps = |on: bool| {
-        let (n, s) = runs.iter().filter(|r| r.scoring == on).fold((0, 0.0), |(n, s), r| (n + r.handled, s + r.seconds));
+        let (n, s) = runs
+            .iter()
+            .filter(|r| r.scoring == on)
+            .fold((0, 0.0), |(n, s), r| (n + r.handled, s + r.seconds));
         n as f64 / s
     };
     Ok(ScoringCompare {
@@ -330,7 +452,13 @@ async fn copy_baseline(db_url: &str, rows: usize) -> Result<f64> {
     let pool = sluice_worker::db::connect(db_url, "copy_baseline", 2, true).await?;
     sluice_worker::db::migrate(&pool, "copy_baseline").await?;
     sluice_worker::db::maintain_partitions(&pool, Utc::now(), 30, 3).await?;
-    let mut generator = Generator::new(GeneratorConfig { seed: 42, invalid_ratio: 0.0, duplicate_ratio: 0.0, id_prefix: "copy".into(), ..GeneratorConfig::default() });
+    let mut generator = Generator::new(GeneratorConfig {
+        seed: 42,
+        invalid_ratio: 0.0,
+        duplicate_ratio: 0.0,
+        id_prefix: "copy".into(),
+        ..GeneratorConfig::default()
+    });
     let now = Utc::now();
     let bounds = TimeBounds::around(now, 30, 300);
     let mut records = Vec::with_capacity(rows);
@@ -339,7 +467,8 @@ async fn copy_baseline(db_url: &str, rows: usize) -> Result<f64> {
         if e.kind != EventKind::Valid {
             continue;
         }
-        let valid = validate(&e.payload, bounds).map_err(|r| anyhow::anyhow!("generator made an invalid event: {r:?}"))?;
+        let valid = validate(&e.payload, bounds)
+            .map_err(|r| anyhow::anyhow!("generator made an invalid event: {r:?}"))?;
         records.push(Accepted {
             valid,
             partition: (records.len() % 8) as i32,
@@ -367,7 +496,14 @@ async fn copy_baseline(db_url: &str, rows: usize) -> Result<f64> {
 }
 
 /// `env` is applied last, so it overrides the defaults here.
-fn spawn_worker(args: &Args, db_url: &str, topic: &str, port: u16, log_name: &str, env: &[(&str, String)]) -> Result<Child> {
+fn spawn_worker(
+    args: &Args,
+    db_url: &str,
+    topic: &str,
+    port: u16,
+    log_name: &str,
+    env: &[(&str, String)],
+) -> Result<Child> {
     let log = std::fs::File::create(args.out.join(log_name))?;
     Command::new(args.bin_dir.join("sluice-worker"))
         .env("DATABASE_URL", db_url)
@@ -398,18 +534,29 @@ async fn handled(port: u16) -> Result<u64> {
 }
 
 /// Sample the worker's counters every `every` until `expected` records are handled.
-async fn watch_drain(port: u16, expected: u64, worker: &mut Child, every: Duration) -> Result<Vec<(f64, u64)>> {
+async fn watch_drain(
+    port: u16,
+    expected: u64,
+    worker: &mut Child,
+    every: Duration,
+) -> Result<Vec<(f64, u64)>> {
     let started = Instant::now();
     let mut samples = Vec::new();
     loop {
-        ensure!(worker.try_wait()?.is_none(), "the worker exited during the drain");
+        ensure!(
+            worker.try_wait()?.is_none(),
+            "the worker exited during the drain"
+        );
         if let Ok(n) = handled(port).await {
             samples.push((started.elapsed().as_secs_f64(), n));
             if n >= expected {
                 return Ok(samples);
             }
         }
-        ensure!(started.elapsed() < Duration::from_secs(900), "backlog not drained in 15 minutes");
+        ensure!(
+            started.elapsed() < Duration::from_secs(900),
+            "backlog not drained in 15 minutes"
+        );
         tokio::time::sleep(every).await;
     }
 }
@@ -417,7 +564,10 @@ async fn watch_drain(port: u16, expected: u64, worker: &mut Child, every: Durati
 async fn wait_handled(port: u16, expected: u64) -> Result<()> {
     let started = Instant::now();
     while handled(port).await.unwrap_or(0) < expected {
-        ensure!(started.elapsed() < Duration::from_secs(300), "latency phase not drained");
+        ensure!(
+            started.elapsed() < Duration::from_secs(300),
+            "latency phase not drained"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     Ok(())
@@ -437,7 +587,14 @@ fn cpu_seconds(pid: u32) -> f64 {
 fn peak_rss_mb(pid: u32) -> f64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("VmHWM:"))?.split_whitespace().nth(1)?.parse::<f64>().ok())
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))?
+                .split_whitespace()
+                .nth(1)?
+                .parse::<f64>()
+                .ok()
+        })
         .map_or(0.0, |kb| (kb / 1024.0 * 10.0).round() / 10.0)
 }
 
@@ -457,38 +614,71 @@ fn rates_1s(samples: &[(f64, u64)]) -> Vec<(f64, f64)> {
 }
 
 /// `compare`: the scoring comparison's drains (scoring on?, samples), drawn over the backlog's.
-fn plot(path: &std::path::Path, samples: &[(f64, u64)], compare: &[(bool, &[(f64, u64)])], latencies_ms: &[f64]) -> Result<()> {
+fn plot(
+    path: &std::path::Path,
+    samples: &[(f64, u64)],
+    compare: &[(bool, &[(f64, u64)])],
+    latencies_ms: &[f64],
+) -> Result<()> {
     let root = SVGBackend::new(path, (1200, 450)).into_drawing_area();
     root.fill(&WHITE)?;
     let (left, right) = root.split_horizontally(600);
 
     let rates: Vec<(f64, f64)> = samples
         .windows(5)
-        .map(|w| (w[4].0, (w[4].1 - w[0].1) as f64 / (w[4].0 - w[0].0).max(1e-3)))
+        .map(|w| {
+            (
+                w[4].0,
+                (w[4].1 - w[0].1) as f64 / (w[4].0 - w[0].0).max(1e-3),
+            )
+        })
         .collect();
-    let compare: Vec<(bool, Vec<(f64, f64)>)> = compare.iter().map(|(on, s)| (*on, rates_1s(s))).collect();
+    let compare: Vec<(bool, Vec<(f64, f64)>)> =
+        compare.iter().map(|(on, s)| (*on, rates_1s(s))).collect();
     let all = || rates.iter().chain(compare.iter().flat_map(|c| &c.1));
     let max_rate = all().map(|r| r.1).fold(1.0, f64::max) * 1.1;
-    let max_t = all().map(|r| r.0).fold(samples.last().map_or(1.0, |s| s.0), f64::max);
+    let max_t = all()
+        .map(|r| r.0)
+        .fold(samples.last().map_or(1.0, |s| s.0), f64::max);
     let mut chart = ChartBuilder::on(&left)
-        .caption("Backlog drain: throughput (tx/s, 1 s window)", ("sans-serif", 18))
+        .caption(
+            "Backlog drain: throughput (tx/s, 1 s window)",
+            ("sans-serif", 18),
+        )
         .margin(15)
         .x_label_area_size(35)
         .y_label_area_size(60)
         .build_cartesian_2d(0f64..max_t, 0f64..max_rate)?;
-    chart.configure_mesh().x_desc("seconds since worker start").y_desc("tx/s").draw()?;
-    chart.draw_series(LineSeries::new(rates, &BLUE))?.label("backlog (scoring on)").legend(|(x, y)| PathElement::new([(x, y), (x + 20, y)], BLUE));
+    chart
+        .configure_mesh()
+        .x_desc("seconds since worker start")
+        .y_desc("tx/s")
+        .draw()?;
+    chart
+        .draw_series(LineSeries::new(rates, &BLUE))?
+        .label("backlog (scoring on)")
+        .legend(|(x, y)| PathElement::new([(x, y), (x + 20, y)], BLUE));
     for on in [false, true] {
         let color = if on { RED.mix(0.7) } else { GREEN.mix(0.7) };
         for (i, (_, r)) in compare.iter().filter(|c| c.0 == on).enumerate() {
             let series = chart.draw_series(LineSeries::new(r.iter().copied(), color))?;
             if i == 0 {
-                let label = if on { "comparison: scoring on" } else { "comparison: scoring off" };
-                series.label(label).legend(move |(x, y)| PathElement::new([(x, y), (x + 20, y)], color));
+                let label = if on {
+                    "comparison: scoring on"
+                } else {
+                    "comparison: scoring off"
+                };
+                series
+                    .label(label)
+                    .legend(move |(x, y)| PathElement::new([(x, y), (x + 20, y)], color));
             }
         }
     }
-    chart.configure_series_labels().background_style(WHITE.mix(0.8)).border_style(BLACK).draw()?;
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .draw()?;
 
     let cap = latencies_ms[((latencies_ms.len() - 1) as f64 * 0.999) as usize].max(1.0);
     let bins = 50usize;
@@ -504,9 +694,16 @@ fn plot(path: &std::path::Path, samples: &[(f64, u64)], compare: &[(bool, &[(f64
         .x_label_area_size(35)
         .y_label_area_size(60)
         .build_cartesian_2d(0f64..cap, 0u32..max_count + max_count / 10 + 1)?;
-    chart.configure_mesh().x_desc("Kafka timestamp -> row written (ms), to p99.9").y_desc("rows").draw()?;
+    chart
+        .configure_mesh()
+        .x_desc("Kafka timestamp -> row written (ms), to p99.9")
+        .y_desc("rows")
+        .draw()?;
     chart.draw_series(counts.iter().enumerate().map(|(i, &c)| {
-        Rectangle::new([(i as f64 * width, 0), ((i + 1) as f64 * width, c)], BLUE.mix(0.6).filled())
+        Rectangle::new(
+            [(i as f64 * width, 0), ((i + 1) as f64 * width, c)],
+            BLUE.mix(0.6).filled(),
+        )
     }))?;
     root.present()?;
     Ok(())

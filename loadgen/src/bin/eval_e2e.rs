@@ -11,7 +11,9 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 #[derive(Parser)]
-#[command(about = "Precision/recall/FPR/PR-AUC of the fraud verdicts a sluice pipeline stored, per scenario and overall")]
+#[command(
+    about = "Precision/recall/FPR/PR-AUC of the fraud verdicts a sluice pipeline stored, per scenario and overall"
+)]
 struct Args {
     #[arg(long, env = "DATABASE_URL")]
     database_url: String,
@@ -42,7 +44,10 @@ struct Args {
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<()> {
     let a = Args::parse();
-    let pool = sqlx::postgres::PgPoolOptions::new().max_connections(2).connect(&a.database_url).await?;
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(2)
+        .connect(&a.database_url)
+        .await?;
     if let Some(expected) = a.expect_handled {
         let started = Instant::now();
         let mut last = Instant::now();
@@ -50,7 +55,10 @@ async fn main() -> Result<()> {
         loop {
             let n = handled(&pool, &a.schema).await.unwrap_or(0);
             if n >= expected {
-                eprintln!("handled {n} of {expected} records in {:.0}s", started.elapsed().as_secs_f64());
+                eprintln!(
+                    "handled {n} of {expected} records in {:.0}s",
+                    started.elapsed().as_secs_f64()
+                );
                 break;
             }
             anyhow::ensure!(
@@ -82,7 +90,8 @@ async fn main() -> Result<()> {
     let mut json = serde_json::to_value(&report)?;
     json["bars"] = bars.1;
     if let Some(path) = &a.offline {
-        let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
         let offline: serde_json::Value = serde_json::from_str(&text)?;
         println!("{}", compare(&report.overall, &offline["overall"]));
         json["offline"] = offline;
@@ -106,20 +115,38 @@ async fn main() -> Result<()> {
 /// scenario's recall ≥ 0.85.
 fn bars(r: &PipelineReport) -> (String, serde_json::Value) {
     let mut checks = vec![
-        ("overall precision >= 0.90".to_string(), r.overall.precision >= 0.90),
-        ("overall recall >= 0.90".to_string(), r.overall.recall >= 0.90),
+        (
+            "overall precision >= 0.90".to_string(),
+            r.overall.precision >= 0.90,
+        ),
+        (
+            "overall recall >= 0.90".to_string(),
+            r.overall.recall >= 0.90,
+        ),
         ("overall fpr <= 0.005".to_string(), r.overall.fpr <= 0.005),
     ];
     for (name, m) in &r.scenarios {
         checks.push((format!("{name} recall >= 0.85"), m.recall >= 0.85));
     }
-    let failed: Vec<&str> = checks.iter().filter(|(_, ok)| !ok).map(|(n, _)| n.as_str()).collect();
+    let failed: Vec<&str> = checks
+        .iter()
+        .filter(|(_, ok)| !ok)
+        .map(|(n, _)| n.as_str())
+        .collect();
     let line = if failed.is_empty() {
         format!("bars: all {} met", checks.len())
     } else {
-        format!("bars: {} of {} met; missed: {}", checks.len() - failed.len(), checks.len(), failed.join(", "))
+        format!(
+            "bars: {} of {} met; missed: {}",
+            checks.len() - failed.len(),
+            checks.len(),
+            failed.join(", ")
+        )
     };
-    (line, serde_json::Value::Object(checks.into_iter().map(|(n, ok)| (n, ok.into())).collect()))
+    (
+        line,
+        serde_json::Value::Object(checks.into_iter().map(|(n, ok)| (n, ok.into())).collect()),
+    )
 }
 
 fn compare(e2e: &Metrics, offline: &serde_json::Value) -> String {

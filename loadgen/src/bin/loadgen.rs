@@ -68,7 +68,10 @@ enum ClockKind {
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
-    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit() && c != '.').unwrap_or(s.len()));
+    let (num, unit) = s.split_at(
+        s.find(|c: char| !c.is_ascii_digit() && c != '.')
+            .unwrap_or(s.len()),
+    );
     let n: f64 = num.parse().map_err(|_| format!("bad duration {s:?}"))?;
     let secs = match unit {
         "ms" => n / 1000.0,
@@ -83,13 +86,24 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<()> {
     let args = Args::parse();
-    anyhow::ensure!(args.duration.is_some() || args.count.is_some(), "give --duration or --count");
-    anyhow::ensure!((0.0..=1.0).contains(&(args.invalid_ratio + args.duplicate_ratio)), "ratios must sum to at most 1");
-    anyhow::ensure!(args.per_customer_daily > 0.0, "--per-customer-daily must be positive");
+    anyhow::ensure!(
+        args.duration.is_some() || args.count.is_some(),
+        "give --duration or --count"
+    );
+    anyhow::ensure!(
+        (0.0..=1.0).contains(&(args.invalid_ratio + args.duplicate_ratio)),
+        "ratios must sum to at most 1"
+    );
+    anyhow::ensure!(
+        args.per_customer_daily > 0.0,
+        "--per-customer-daily must be positive"
+    );
     ensure_topic(&args.brokers, &args.topic, args.partitions).await?;
     let event_clock = match args.event_clock {
         ClockKind::Wall => EventClock::Wall,
-        ClockKind::Simulated => EventClock::Simulated { per_customer_daily: args.per_customer_daily },
+        ClockKind::Simulated => EventClock::Simulated {
+            per_customer_daily: args.per_customer_daily,
+        },
     };
     let spec = LoadSpec {
         brokers: args.brokers,

@@ -8,7 +8,8 @@ use kube::ResourceExt;
 use sha2::{Digest, Sha256};
 use sluice_api::WorkerConfig;
 use sluice_api::config::{
-    AnalyticsConfig, BatchConfig, FraudConfig, KafkaConfig, PostgresConfig, RetentionConfig, ValidationConfig,
+    AnalyticsConfig, BatchConfig, FraudConfig, KafkaConfig, PostgresConfig, RetentionConfig,
+    ValidationConfig,
 };
 
 use super::{Names, meta};
