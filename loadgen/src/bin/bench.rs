@@ -9,7 +9,9 @@ use chrono::Utc;
 use clap::Parser;
 use plotters::prelude::*;
 use serde_json::json;
-use sluice_loadgen::{EventKind, Generator, GeneratorConfig, LoadSpec, ensure_topic, produce};
+use sluice_loadgen::{
+    EventClock, EventKind, Generator, GeneratorConfig, LoadSpec, ensure_topic, produce,
+};
 use sluice_worker::batch::{Accepted, COPY_TRANSACTIONS, encode_copy};
 use sluice_worker::score::Verdict;
 use sluice_worker::validate::{TimeBounds, validate};
@@ -46,6 +48,11 @@ struct Args {
     /// in the order off,on | on,off | off,on … so a steady drift of the machine cancels out.
     #[arg(long, env = "BENCH_SCORING_COMPARE_ROUNDS", default_value_t = 2)]
     scoring_compare_rounds: u32,
+    /// Event times of the comparison's stream. `simulated`: ~3 purchases per customer per
+    /// day, as in `make eval` (about 1% flagged). `wall`: the backlog's compressed span, where
+    /// every customer buys many times a minute and velocity rules flag ~9%.
+    #[arg(long, env = "BENCH_SCORING_COMPARE_CLOCK", default_value = "simulated", value_parser = ["simulated", "wall"])]
+    scoring_compare_clock: String,
     /// Directory of the sluice-worker binary.
     #[arg(long, env = "SLUICE_BIN_DIR")]
     bin_dir: PathBuf,
@@ -266,6 +273,7 @@ struct CompareRun {
 }
 
 struct ScoringCompare {
+    event_clock: String,
     events: u64,
     rows_expected: u64,
     runs: Vec<CompareRun>,
@@ -296,6 +304,7 @@ impl ScoringCompare {
     fn to_json(&self) -> serde_json::Value {
         json!({
             "events_per_drain": self.events,
+            "event_clock": self.event_clock,
             "rows_expected_per_drain": self.rows_expected,
             "order": self.runs.iter().map(|r| if r.scoring { "on" } else { "off" }).collect::<Vec<_>>(),
             "runs": self.runs.iter().map(|r| json!({
@@ -333,6 +342,12 @@ async fn scoring_compare(args: &Args, template: &LoadSpec, run: &str) -> Result<
         generator: GeneratorConfig {
             seed: 42,
             id_prefix: "scoring".into(),
+            event_clock: match args.scoring_compare_clock.as_str() {
+                "wall" => EventClock::Wall,
+                _ => EventClock::Simulated {
+                    per_customer_daily: 3.0,
+                },
+            },
             ..GeneratorConfig::default()
         },
         ..template.clone()
@@ -434,6 +449,7 @@ async fn scoring_compare(args: &Args, template: &LoadSpec, run: &str) -> Result<
         n as f64 / s
     };
     Ok(ScoringCompare {
+        event_clock: args.scoring_compare_clock.clone(),
         events: produced.produced,
         rows_expected: produced.valid,
         off_tps: mode_tps(false),
