@@ -159,6 +159,23 @@ impl Pipeline {
         }
     }
 
+    /// Wait until every record of `summary` is handled; then every valid id is stored exactly
+    /// once and every rejected record (duplicates included) is recorded once.
+    pub async fn assert_all_landed_once(&self, summary: &Summary, timeout: Duration) -> Result<()> {
+        self.wait_handled(summary.produced as i64, timeout).await?;
+        tokio::time::sleep(Duration::from_millis(500)).await; // a straggler would show up now
+        self.assert_exactly_once(&summary.valid_ids).await?;
+        let rejected = self
+            .scalar("SELECT count(*) FROM sluice.rejected_transactions")
+            .await?;
+        let expected = summary.invalid + summary.duplicates;
+        anyhow::ensure!(
+            rejected as u64 == expected,
+            "{rejected} rejections recorded, expected {expected}"
+        );
+        Ok(())
+    }
+
     /// Every produced valid id is stored exactly once, and nothing else is.
     pub async fn assert_exactly_once(&self, produced_valid: &[String]) -> Result<()> {
         let stored: Vec<(String, i64)> =

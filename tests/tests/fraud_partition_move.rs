@@ -34,18 +34,8 @@ async fn finish(
     summary: &Summary,
     labels: &PathBuf,
 ) -> anyhow::Result<PipelineReport> {
-    p.wait_handled(summary.produced as i64, Duration::from_secs(120))
+    p.assert_all_landed_once(summary, Duration::from_secs(120))
         .await?;
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    p.assert_exactly_once(&summary.valid_ids).await?;
-    let rejected = p
-        .scalar("SELECT count(*) FROM sluice.rejected_transactions")
-        .await?;
-    assert_eq!(
-        rejected as u64,
-        summary.invalid + summary.duplicates,
-        "each rejection recorded once"
-    );
     let report = evaluate(
         &p.pool,
         "sluice",

@@ -1,6 +1,7 @@
 //! Postgres plumbing: the connection pool (each connection pinned to the pipeline's schema
 //! and to UTC), migrations, daily partition upkeep and the stored consumer offsets.
 
+use crate::score::ProfileRow;
 use anyhow::{Context, Result};
 use chrono::{DateTime, Datelike, Duration, NaiveDate, Utc};
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
@@ -158,47 +159,24 @@ pub async fn load_offsets(
 }
 
 /// Persisted scoring state of the customers of `partitions`, to warm a worker that gains them.
-pub async fn load_profiles(
-    pool: &PgPool,
-    partitions: &[i32],
-) -> Result<Vec<crate::score::ProfileRow>> {
-    let rows: Vec<(String, i32, Vec<u8>)> = sqlx::query_as(
+pub async fn load_profiles(pool: &PgPool, partitions: &[i32]) -> Result<Vec<ProfileRow>> {
+    Ok(sqlx::query_as(
         "SELECT customer_id, partition, profile FROM customer_profiles WHERE partition = ANY($1)",
     )
     .bind(partitions)
     .fetch_all(pool)
-    .await?;
-    Ok(rows
-        .into_iter()
-        .map(
-            |(customer_id, partition, profile)| crate::score::ProfileRow {
-                customer_id,
-                partition,
-                profile,
-            },
-        )
-        .collect())
+    .await?)
 }
 
 /// Persisted scoring state of these customers (evicted from memory, seen again).
 pub async fn load_customer_profiles(
     pool: &PgPool,
     customers: &[String],
-) -> Result<Vec<crate::score::ProfileRow>> {
-    let rows: Vec<(String, i32, Vec<u8>)> = sqlx::query_as(
+) -> Result<Vec<ProfileRow>> {
+    Ok(sqlx::query_as(
         "SELECT customer_id, partition, profile FROM customer_profiles WHERE customer_id = ANY($1)",
     )
     .bind(customers)
     .fetch_all(pool)
-    .await?;
-    Ok(rows
-        .into_iter()
-        .map(
-            |(customer_id, partition, profile)| crate::score::ProfileRow {
-                customer_id,
-                partition,
-                profile,
-            },
-        )
-        .collect())
+    .await?)
 }

@@ -14,7 +14,7 @@ pub struct Verdict {
 }
 
 /// A customer's persisted scoring state (`customer_profiles`).
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
 pub struct ProfileRow {
     pub customer_id: String,
     pub partition: i32,
