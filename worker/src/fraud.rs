@@ -10,7 +10,6 @@
 use crate::score::{ProfileRow, Scorer, Verdict};
 use crate::validate::ValidTransaction;
 use sluice_api::config::FraudConfig;
-use sluice_fraud::hash::fnv1a;
 use sluice_fraud::{Model, ProfileStore};
 use std::collections::{HashMap, HashSet, VecDeque};
 
@@ -31,9 +30,9 @@ const SCORED_REMEMBERED: usize = 100_000;
 pub struct FraudScorer {
     scorer: sluice_fraud::Scorer,
     store: ProfileStore,
-    /// Partition of every customer in the store (a customer lives in one partition).
+    /// Partition of every customer in the store (a customer lives in one partition). Kept
+    /// in step with the store: evictions are collected, revoked partitions retained alike.
     partition_of: HashMap<String, i32>,
-    batches_since_prune: u32,
     /// Evicted customers (id hash → partition) whose profile Postgres holds or will hold.
     evicted: HashMap<u64, i32>,
     /// Profiles evicted during the last hand-ons, newest first, possibly not committed yet.
@@ -49,15 +48,16 @@ struct RecentIds {
     set: HashSet<u64>,
 }
 
-impl RecentIds {
-    fn hash(id: &str) -> u64 {
-        use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
-        BuildHasherDefault::<DefaultHasher>::default().hash_one(id)
-    }
+/// A 64-bit fingerprint of an id, for the sets that only need to recognise ids again.
+fn fingerprint(id: &str) -> u64 {
+    use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
+    BuildHasherDefault::<DefaultHasher>::default().hash_one(id)
+}
 
+impl RecentIds {
     /// Remembers `id`; false if it was already remembered.
     fn insert(&mut self, id: &str, partition: i32) -> bool {
-        let h = Self::hash(id);
+        let h = fingerprint(id);
         if !self.set.insert(h) {
             return false;
         }
@@ -83,7 +83,6 @@ impl FraudScorer {
             scorer: sluice_fraud::Scorer::new(model, config),
             store: ProfileStore::new(capacity).log_evictions(),
             partition_of: HashMap::new(),
-            batches_since_prune: 0,
             evicted: HashMap::new(),
             recently_evicted: VecDeque::from([HashMap::new()]),
             warned_full: false,
@@ -96,7 +95,7 @@ impl FraudScorer {
         for (customer, profile) in self.store.take_evicted() {
             let partition = self.partition_of.remove(&*customer).unwrap_or(-1);
             if self.evicted.len() < EVICTED_REMEMBERED {
-                self.evicted.insert(fnv1a(customer.as_bytes()), partition);
+                self.evicted.insert(fingerprint(&customer), partition);
             } else if !self.warned_full {
                 self.warned_full = true;
                 tracing::warn!(
@@ -119,7 +118,7 @@ impl FraudScorer {
         if let Some((partition, profile)) = found
             && self.store.warm(customer_id, &profile).is_ok()
         {
-            self.evicted.remove(&fnv1a(customer_id.as_bytes()));
+            self.evicted.remove(&fingerprint(customer_id));
             self.partition_of.insert(customer_id.to_owned(), partition);
         }
     }
@@ -175,7 +174,7 @@ impl Scorer for FraudScorer {
                 stale += 1; // another profile version: the customer starts afresh
                 continue;
             }
-            self.evicted.remove(&fnv1a(row.customer_id.as_bytes()));
+            self.evicted.remove(&fingerprint(&row.customer_id));
             self.partition_of.insert(row.customer_id, row.partition);
             self.collect_evicted();
         }
@@ -186,7 +185,7 @@ impl Scorer for FraudScorer {
 
     fn to_reload(&self, customers: &mut dyn Iterator<Item = &str>) -> Vec<String> {
         let unique: HashSet<&str> = customers
-            .filter(|c| !self.store.contains(c) && self.evicted.contains_key(&fnv1a(c.as_bytes())))
+            .filter(|c| !self.store.contains(c) && self.evicted.contains_key(&fingerprint(c)))
             .filter(|c| self.recently_evicted.iter().all(|m| !m.contains_key(*c)))
             .collect();
         unique.into_iter().map(str::to_owned).collect()
@@ -195,14 +194,6 @@ impl Scorer for FraudScorer {
     fn handed_on(&mut self) {
         self.recently_evicted.push_front(HashMap::new());
         self.recently_evicted.truncate(EVICTED_KEPT_FOR);
-        // Customers dropped from the store leave the map now and then, keeping it as bounded
-        // as the store (a full pass, so not on every batch).
-        self.batches_since_prune += 1;
-        if self.batches_since_prune >= 100 {
-            self.batches_since_prune = 0;
-            let store = &self.store;
-            self.partition_of.retain(|id, _| store.contains(id));
-        }
     }
 
     fn take_dirty(&mut self) -> Vec<ProfileRow> {
@@ -340,6 +331,11 @@ mod tests {
             s.score(&tx(c, 0), 1);
         }
         s.take_dirty();
+        assert_eq!(
+            s.partition_of.len(),
+            s.store.len(),
+            "the map follows the store's evictions"
+        );
         // Evicted a moment ago: restored from memory, no database read needed.
         assert!(s.to_reload(&mut ["habitual"].into_iter()).is_empty());
         for _ in 0..EVICTED_KEPT_FOR {
