@@ -207,6 +207,40 @@ impl Pipeline {
     }
 }
 
+/// A Postgres cluster of a test's own (for tests that restart, crash or replicate it),
+/// stopped with its replica when dropped.
+pub struct OwnPostgres {
+    /// The `hack/postgres.sh` cluster name.
+    pub name: String,
+    /// URL of its `postgres` database (admin connection).
+    pub admin_url: String,
+}
+
+impl OwnPostgres {
+    pub fn start(prefix: &str) -> Result<Self> {
+        let name = format!("{prefix}-{}", std::process::id());
+        let env = hack("postgres.sh", &["start", &name])?;
+        let admin_url =
+            env_value(&env, "DATABASE_URL").context("DATABASE_URL in hack/postgres.sh output")?;
+        Ok(Self { name, admin_url })
+    }
+
+    /// Start a streaming hot-standby replica (`hack/postgres.sh replica`); returns the URL
+    /// of database `db` on it.
+    pub fn replica(&self, db: &str) -> Result<String> {
+        let env = hack("postgres.sh", &["replica", &self.name])?;
+        let admin_url = env_value(&env, "REPLICA_DATABASE_URL")
+            .context("REPLICA_DATABASE_URL in hack/postgres.sh output")?;
+        Ok(replace_database(&admin_url, db))
+    }
+}
+
+impl Drop for OwnPostgres {
+    fn drop(&mut self) {
+        let _ = hack("postgres.sh", &["stop", &self.name]);
+    }
+}
+
 fn replace_database(url: &str, db: &str) -> String {
     match url.rfind('/') {
         Some(i) if i > "postgres://".len() => format!("{}/{db}", &url[..i]),

@@ -1,24 +1,20 @@
 //! Postgres restarted (fast shutdown) and crashed (SIGKILL) mid-stream: the worker retries
 //! with backoff and nothing is lost or repeated. Runs on a Postgres cluster of its own.
 
-use sluice_e2e::{Pipeline, Services, env_value, hack};
+use sluice_e2e::{OwnPostgres, Pipeline, Services, hack};
 use std::time::Duration;
-
-struct OwnCluster(String);
-
-impl Drop for OwnCluster {
-    fn drop(&mut self) {
-        let _ = hack("postgres.sh", &["stop", &self.0]);
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn worker_survives_postgres_restarts() -> anyhow::Result<()> {
-    let name = format!("e2e-restart-{}", std::process::id());
-    let env = hack("postgres.sh", &["start", &name])?;
-    let cluster = OwnCluster(name.clone());
-    let admin_url = env_value(&env, "DATABASE_URL").expect("DATABASE_URL in env output");
-    let p = Pipeline::on("pg_restart", 4, &Services::from_env().brokers, &admin_url).await?;
+    let cluster = OwnPostgres::start("e2e-restart")?;
+    let name = cluster.name.clone();
+    let p = Pipeline::on(
+        "pg_restart",
+        4,
+        &Services::from_env().brokers,
+        &cluster.admin_url,
+    )
+    .await?;
 
     let producer = {
         let (p2, spec) = (p.clone(), p.load(60_000, 3_000, 3));

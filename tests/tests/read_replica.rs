@@ -3,18 +3,9 @@
 //! replica, shown by pg_stat_statements and pg_stat_activity on both servers.
 
 use serde_json::Value;
-use sluice_e2e::{Pipeline, Services, env_value, hack, http_get, wait_for};
+use sluice_e2e::{OwnPostgres, Pipeline, Services, http_get, wait_for};
 use sqlx::PgPool;
 use std::time::Duration;
-
-struct OwnCluster(String);
-
-impl Drop for OwnCluster {
-    fn drop(&mut self) {
-        // Stops the replica too.
-        let _ = hack("postgres.sh", &["stop", &self.0]);
-    }
-}
 
 /// The JSON body of a GET on the worker, failing on anything but 200.
 async fn get_json(port: u16, path: &str) -> anyhow::Result<Value> {
@@ -53,26 +44,19 @@ const WRITE: &str = r"^\s*(INSERT|UPDATE|DELETE|COPY)\M";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn analytics_reads_hit_the_replica_and_writes_never_do() -> anyhow::Result<()> {
-    let name = format!("e2e-replica-{}", std::process::id());
-    let env = hack("postgres.sh", &["start", &name])?;
-    let _cluster = OwnCluster(name.clone());
-    let admin_url = env_value(&env, "DATABASE_URL").expect("DATABASE_URL in env output");
-    let p = Pipeline::on("read_replica", 4, &Services::from_env().brokers, &admin_url).await?;
+    let cluster = OwnPostgres::start("e2e-replica")?;
+    let p = Pipeline::on(
+        "read_replica",
+        4,
+        &Services::from_env().brokers,
+        &cluster.admin_url,
+    )
+    .await?;
     sqlx::query("CREATE EXTENSION pg_stat_statements")
         .execute(&p.pool)
         .await?;
 
-    let replica_env = hack("postgres.sh", &["replica", &name])?;
-    let replica_admin = env_value(&replica_env, "REPLICA_DATABASE_URL")
-        .expect("REPLICA_DATABASE_URL in env output");
-    let replica_url = format!(
-        "{}/{}",
-        replica_admin
-            .rsplit_once('/')
-            .expect("URL with a database")
-            .0,
-        p.name
-    );
+    let replica_url = cluster.replica(&p.name)?;
     let replica = PgPool::connect(&replica_url).await?;
     let in_recovery: bool = sqlx::query_scalar("SELECT pg_is_in_recovery()")
         .fetch_one(&replica)
