@@ -1,6 +1,9 @@
 //! A corpus of bad records, each between valid ones: every bad record is rejected with the
 //! right reason (table and DLQ), every valid one lands, and a card number sent in any
-//! field appears in no table, no topic and no log line.
+//! field appears in no table, no topic and no log line. A card number in free text is
+//! masked; one in an identifier rejects the record (`card_number_in_identifier`), since
+//! identifiers are never rewritten; a UUID that merely contains a Luhn-valid digit run is
+//! stored exactly as sent.
 
 use chrono::Utc;
 use rdkafka::ClientConfig;
@@ -14,6 +17,8 @@ use std::time::Duration;
 
 const PAN: &str = "4111111111111111";
 const PAN_GROUPED: &str = "4111 1111 1111 1111";
+/// A UUID whose digits `5459-0392-8523-6673-5` pass Luhn: the old masking rewrote it.
+const LUHN_UUID: &str = "4daa5459-0392-8523-6673-5dbc0e66b2e5";
 
 fn valid(id: &str) -> Value {
     json!({
@@ -90,6 +95,24 @@ async fn bad_records_are_rejected_with_reasons_and_cards_never_leak() -> anyhow:
                 v["card_fingerprint"] = json!(PAN);
             }),
         ),
+        (
+            "card_number_in_identifier",
+            with("b15", |v| v["device_id"] = json!(format!("dev-{PAN}"))),
+        ),
+        (
+            "card_number_in_identifier",
+            with("b16", |v| {
+                v["transaction_id"] = json!(format!("tx {PAN_GROUPED}"));
+                v["note"] = json!(PAN);
+            }),
+        ),
+        (
+            "card_number_in_identifier",
+            with("b17", |v| {
+                v["card_fingerprint"] = json!(PAN);
+                v["merchant_category"] = json!(format!("card {PAN_GROUPED}"));
+            }),
+        ),
     ];
 
     // valid, bad, valid, bad, …, valid — on one partition, so offsets identify records.
@@ -114,11 +137,19 @@ async fn bad_records_are_rejected_with_reasons_and_cards_never_leak() -> anyhow:
                 .map_err(|(e, _)| e)
         }
     };
-    // A valid record whose device id carries a card number: stored, but masked.
+    // Valid records: one with a card number in its free text (stored, masked), one whose
+    // transaction id is a UUID holding a Luhn-valid digit run (stored unchanged).
     for (i, (reason, bad)) in corpus.iter().enumerate() {
-        let id = format!("ok-{i}");
+        let id = if i == 2 {
+            LUHN_UUID.to_string()
+        } else {
+            format!("ok-{i}")
+        };
         let payload = if i == 1 {
-            with(&id, |v| v["device_id"] = json!(format!("dev-{PAN}")))
+            with(&id, |v| {
+                v["merchant_category"] = json!(format!("card {PAN_GROUPED}"));
+                v["device_id"] = json!(LUHN_UUID);
+            })
         } else {
             with(&id, |_| {})
         };
@@ -144,12 +175,58 @@ async fn bad_records_are_rejected_with_reasons_and_cards_never_leak() -> anyhow:
     let got: HashMap<i64, &str> = rows.iter().map(|(o, r)| (*o, r.as_str())).collect();
     assert_eq!(got, expected, "reason per rejected offset");
     p.assert_exactly_once(&valid_ids).await?;
-    let masked: String = sqlx::query_scalar(
-        "SELECT device_id FROM sluice.transactions WHERE transaction_id = 'ok-1'",
+    let (category, device): (String, String) = sqlx::query_as(
+        "SELECT merchant_category, device_id FROM sluice.transactions WHERE transaction_id = 'ok-1'",
     )
     .fetch_one(&p.pool)
     .await?;
-    assert_eq!(masked, "dev-************1111");
+    assert_eq!(category, "card **** **** **** 1111");
+    assert_eq!(device, LUHN_UUID, "an identifier was rewritten");
+    let uuid_rows: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM sluice.transactions WHERE transaction_id = $1")
+            .bind(LUHN_UUID)
+            .fetch_one(&p.pool)
+            .await?;
+    assert_eq!(uuid_rows, 1, "the UUID id was not stored as sent");
+
+    // The new reason is counted like every other: metric label and quality "invalid".
+    let in_id = expected
+        .values()
+        .filter(|r| **r == "card_number_in_identifier")
+        .count();
+    let counted = |metrics: &str| -> f64 {
+        metrics
+            .lines()
+            .find(|l| {
+                l.starts_with("sluice_rejections_total{")
+                    && l.contains("reason=\"card_number_in_identifier\"")
+            })
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0)
+    };
+    // The counter moves right after the commit that wait_handled saw.
+    let w_ref = &w;
+    wait_for(Duration::from_secs(10), || async move {
+        Ok(counted(&w_ref.metrics().await?) >= in_id as f64)
+    })
+    .await?;
+    assert_eq!(
+        counted(&w.metrics().await?),
+        in_id as f64,
+        "sluice_rejections_total{{reason=\"card_number_in_identifier\"}}"
+    );
+    let invalid: i64 = p
+        .scalar("SELECT coalesce(sum(invalid_count), 0)::bigint FROM sluice.quality_summaries")
+        .await?;
+    let want_invalid = expected
+        .values()
+        .filter(|r| !matches!(**r, "duplicate" | "missing_field"))
+        .count();
+    assert_eq!(
+        invalid, want_invalid as i64,
+        "quality_summaries invalid_count"
+    );
 
     // No card number in any table.
     for table in [

@@ -1,8 +1,9 @@
 //! sluice-worker: consume → validate → score → write, exactly once into Postgres.
 //!
 //! Data flows one way: [`consumer`] (Kafka, assignment, stored offsets) → [`validate`]
-//! (contract rules, card masking) → [`score`] (the fraud stage) → [`batch`] → [`sink`] (one
-//! Postgres transaction per batch: rows, rejections, summaries, offsets).
+//! (contract rules, card masking; [`pan`] tells card numbers from identifiers) → [`score`]
+//! (the fraud stage) → [`batch`] → [`sink`] (one Postgres transaction per batch: rows,
+//! rejections, summaries, offsets).
 
 pub mod analytics;
 pub mod batch;
@@ -13,6 +14,7 @@ pub mod fraud;
 pub mod http;
 pub mod kafka;
 pub mod metrics;
+pub mod pan;
 pub mod score;
 pub mod sink;
 pub mod validate;
