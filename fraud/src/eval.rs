@@ -24,9 +24,8 @@ pub struct EvalConfig {
     pub events: usize,
     /// Events run first to build customer history; not counted.
     pub warmup: usize,
+    /// The traffic; its population's rates set the simulated clock's pace.
     pub sim: SimConfig,
-    /// Transactions per customer per day, which sets the simulated clock's pace.
-    pub per_customer_daily: f64,
     pub fraud: FraudConfig,
     /// Store capacity; defaults to all customers (no eviction).
     pub store_capacity: Option<usize>,
@@ -39,11 +38,99 @@ impl Default for EvalConfig {
             events: 1_000_000,
             warmup: 400_000,
             sim: SimConfig::default(),
-            per_customer_daily: 3.0,
             fraud: FraudConfig::default(),
             store_capacity: None,
         }
     }
+}
+
+impl EvalConfig {
+    /// Events in `days` of this population's traffic.
+    pub fn warmup_for_days(&self, days: f64) -> usize {
+        (Simulator::new(self.seed, self.sim.clone()).daily_events() * days) as usize
+    }
+}
+
+/// One regime's offline report, with who the customers were.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RegimeReport {
+    pub regime: String,
+    /// Whether the shipped model's fit saw this regime (on another seed).
+    pub fitted_on: bool,
+    pub customers: usize,
+    pub daily_median: f64,
+    pub daily_sigma: f64,
+    pub business_share: f64,
+    pub explorer_share: f64,
+    pub traveller_share: f64,
+    pub warmup_events: usize,
+    pub min_scenario_recall: f64,
+    pub report: Report,
+}
+
+impl RegimeReport {
+    pub fn new(regime: &crate::sim::Regime, cfg: &EvalConfig, report: Report) -> Self {
+        let p = &regime.population;
+        Self {
+            regime: regime.name.to_string(),
+            fitted_on: crate::sim::FIT_REGIMES.contains(&regime.name),
+            customers: cfg.sim.customers,
+            daily_median: p.daily_median,
+            daily_sigma: p.daily_sigma,
+            business_share: p.business_share,
+            explorer_share: p.explorer_share,
+            traveller_share: p.traveller_share,
+            warmup_events: cfg.warmup,
+            min_scenario_recall: report
+                .scenarios
+                .values()
+                .map(|m| m.recall)
+                .fold(f64::INFINITY, f64::min),
+            report,
+        }
+    }
+}
+
+/// One line per regime: the model, its weakest scenario, and the baseline.
+pub fn render_regimes(reports: &[RegimeReport]) -> String {
+    use std::fmt::Write;
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "{:<11} {:>4} {:>9} {:>7} {:>6} {:>6} {:>7} {:>6} {:>7}   {:>6} {:>6} {:>7}",
+        "regime",
+        "fit",
+        "customers",
+        "fraud",
+        "prec",
+        "recall",
+        "fpr",
+        "pr_auc",
+        "min.sc",
+        "b.prec",
+        "b.rec",
+        "b.fpr"
+    );
+    for r in reports {
+        let (m, b) = (&r.report.overall, &r.report.baseline.overall);
+        let _ = writeln!(
+            s,
+            "{:<11} {:>4} {:>9} {:>7} {:>6.3} {:>6.3} {:>7.4} {:>6.3} {:>7.3}   {:>6.3} {:>6.3} {:>7.4}",
+            r.regime,
+            if r.fitted_on { "yes" } else { "no" },
+            r.customers,
+            m.positives,
+            m.precision,
+            m.recall,
+            m.fpr,
+            m.pr_auc,
+            r.min_scenario_recall,
+            b.precision,
+            b.recall,
+            b.fpr
+        );
+    }
+    s
 }
 
 /// Quality of one detector on one slice of events.
@@ -139,17 +226,6 @@ pub fn baseline_rules(f: &Features) -> f64 {
     fired.iter().filter(|b| **b).count() as f64
 }
 
-fn simulated_step_ms(cfg: &EvalConfig) -> i64 {
-    step_ms(cfg.sim.customers, cfg.per_customer_daily)
-}
-
-/// The simulated clock's pace: ms between consecutive simulator draws so that each of
-/// `customers` makes about `per_customer_daily` transactions a day. The load generator's
-/// simulated event clock uses the same step.
-pub fn step_ms(customers: usize, per_customer_daily: f64) -> i64 {
-    ((86_400_000.0 / (customers.max(1) as f64 * per_customer_daily)) as i64).max(1)
-}
-
 /// Events per simulated worker batch when the store is bounded.
 const PERSIST_BATCH: usize = 500;
 
@@ -163,7 +239,7 @@ fn run(
     let mut sim = Simulator::new(cfg.seed, cfg.sim.clone());
     let capacity = cfg.store_capacity.unwrap_or(cfg.sim.customers + 1);
     let mut store = ProfileStore::new(capacity);
-    let step = simulated_step_ms(cfg);
+    let step = sim.step_ms();
     let mut hist = Histogram::<u64>::new_with_bounds(1, 10_000_000, 3).expect("valid bounds");
     let mut out = Vec::with_capacity(cfg.events);
     let mut moved = 0;
@@ -506,7 +582,7 @@ pub fn render_quality(
 /// stream (labels unused: a population price index, as a bank would compute it).
 pub fn category_log_prices(cfg: &EvalConfig) -> BTreeMap<String, f64> {
     let mut sim = Simulator::new(cfg.seed, cfg.sim.clone());
-    let step = simulated_step_ms(cfg);
+    let step = sim.step_ms();
     let mut sums: BTreeMap<String, (f64, f64)> = BTreeMap::new();
     let (mut total, mut n) = (0.0, 0.0_f64);
     let mut now = CLOCK_START_MS;
@@ -535,7 +611,7 @@ pub fn category_log_prices(cfg: &EvalConfig) -> BTreeMap<String, f64> {
 pub fn training_rows(cfg: &EvalConfig, model: &Model) -> Vec<([f64; NUM_FEATURES], bool)> {
     let mut sim = Simulator::new(cfg.seed, cfg.sim.clone());
     let mut store = ProfileStore::new(cfg.sim.customers + 1);
-    let step = simulated_step_ms(cfg);
+    let step = sim.step_ms();
     let mut now = CLOCK_START_MS;
     let mut rows = Vec::with_capacity(cfg.events);
     let mut i = 0;

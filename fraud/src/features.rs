@@ -4,7 +4,8 @@
 
 use crate::hash::tag;
 use crate::profile::{
-    BURST_TAU_S, NEW_CARD_TAU_S, NOVELTY_TAU_S, PLACE_KM, Profile, VELOCITY_TAU_S,
+    BURST_TAU_S, NEW_CARD_TAU_S, NOVELTY_TAU_S, PLACE_KM, PRIOR_WEIGHT, Profile, VELOCITY_TAU_S,
+    prior,
 };
 use sluice_api::Transaction;
 
@@ -143,69 +144,115 @@ pub fn haversine_km(a: (f64, f64), b: (f64, f64)) -> f64 {
     2.0 * 6_371.0 * h.sqrt().min(1.0).asin()
 }
 
+/// How surprising a (decayed) count is when `expected` were usual: the Chernoff exponent
+/// of the Poisson upper tail, -ln P(X ≥ count) ≈ k·ln(k/λ) − (k − λ). A log-likelihood,
+/// so three purchases in an hour from a customer who buys monthly weighs far more than
+/// ten from one who buys hourly.
+fn excess_over(count: f64, expected: f64) -> f64 {
+    let lambda = expected.max(0.01);
+    if count <= lambda {
+        return 0.0;
+    }
+    (count * (count / lambda).ln() - (count - lambda)).min(15.0)
+}
+
 fn flag(b: bool) -> f64 {
     if b { 1.0 } else { 0.0 }
 }
 
 impl Features {
-    /// Features of `o` given the customer's state before it.
+    /// Features of `o` given the customer's state before it. Each is judged against the
+    /// customer's own habits (pace, novelty rates, amounts), which start from the
+    /// cold-start prior of [`crate::profile::prior`] and move to the customer's own as
+    /// history builds, so a habitually busy customer is not flagged for being busy and a
+    /// quiet one is noticed when they burst.
     pub fn extract(p: &Profile, o: &Observation) -> Self {
         let t = o.time_ms;
         let m = p.maturity();
         let seen = p.count > 0;
 
-        // Velocity beyond what this customer's own long-run rate predicts, so a customer
-        // who always buys often is not flagged for it.
-        let lifetime_s = ((t / 1000) - i64::from(p.first_seen_s)).max(3_600) as f64;
-        let rate = f64::from(p.count) / lifetime_s;
+        // Velocity beyond what this customer's own pace predicts, in Poisson standard
+        // deviations, so a busy customer's ordinary ups and downs stay small.
+        // The pace of the day is the lifetime pace; within the hour it is scaled by how
+        // much of the customer's buying happens at this hour (office hours, evenings).
+        let daily_rate = p.usual_rate(t);
+        let usual_rate = daily_rate * p.hour_factor(o.hour);
         let mut vel = [0.0; 3];
         let mut excess = [0.0; 3];
         for k in 0..3 {
             vel[k] = f64::from(p.velocity[k]) * p.decay(t, VELOCITY_TAU_S[k]);
-            excess[k] = (vel[k] - rate * VELOCITY_TAU_S[k]).max(0.0).ln_1p();
+            let rate = if k == 2 { daily_rate } else { usual_rate };
+            excess[k] = excess_over(vel[k], rate * VELOCITY_TAU_S[k]);
         }
 
-        // Minutes-apart purchases at new places are a burst; hours apart are a day out.
+        // How unlikely a gap this short is at the customer's usual pace: -ln P(gap ≤ g).
         let gap_s = ((t - p.last_ms).max(0) as f64 / 1_000.0).max(1.0);
         let rapid = if seen {
-            (900.0 / gap_s).ln().clamp(0.0, 5.0) * m
+            (-(usual_rate * gap_s).ln()).clamp(0.0, 8.0)
         } else {
             0.0
         };
 
+        // Amounts against the customer's own, pulled toward the population while the
+        // customer has few purchases.
+        let n = f64::from(p.count.min(50));
+        let w = n / (n + f64::from(PRIOR_WEIGHT));
+        let mean = w * f64::from(p.amount_mean) + (1.0 - w) * f64::from(prior::LOG_AMOUNT);
+        let var = w * f64::from(p.amount_var) + (1.0 - w) * f64::from(prior::LOG_AMOUNT_VAR);
+        let z = (o.log_amount - mean) / (var + 0.09).sqrt();
+        let spike = (z - 1.5).clamp(0.0, 8.0);
         let amount_m = (f64::from(p.count) / 5.0).min(1.0);
-        let sd = (f64::from(p.amount_var) + 0.09).sqrt();
-        let z = if seen {
-            (o.log_amount - f64::from(p.amount_mean)) / sd
-        } else {
-            0.0
-        };
-        let spike = (z - 1.5).clamp(0.0, 8.0) * amount_m;
         let above_peak = if seen {
             (o.log_amount - f64::from(p.amount_peak)).clamp(0.0, 5.0) * amount_m
         } else {
             0.0
         };
+        let high_amount = ((z - 1.0) / 2.0).clamp(0.0, 1.0);
 
-        let new_merchant = m * flag(!p.merchants.contains(o.merchant));
-        let new_category = m * flag(o.category.is_some_and(|c| !p.categories.contains(c)));
+        // Novelty as surprise: -ln(this customer's usual share of such purchases).
+        let rates = p.novelty();
+        let merchant_new = !p.merchants.contains(o.merchant);
         let device_new = o.device.is_some_and(|d| !p.devices.contains(d));
-        let new_device = m * flag(device_new);
         let country_new = !p.countries.contains(o.country);
-        let new_country = m * flag(country_new);
         let card_new = o.card.is_some_and(|c| !p.cards.contains(c));
-        let new_card = m * flag(card_new);
-        let high_amount = ((z - 1.0) / 2.0).clamp(0.0, 1.0) * amount_m;
+        let novel = [merchant_new, device_new, country_new, card_new];
+        let surprise: [f64; 4] = std::array::from_fn(|k| {
+            if seen && novel[k] {
+                -rates[k].max(0.01).ln()
+            } else {
+                0.0
+            }
+        });
+        let unusual: [f64; 4] = std::array::from_fn(|k| {
+            if seen && novel[k] {
+                1.0 - rates[k]
+            } else {
+                0.0
+            }
+        });
+        let [new_merchant, new_device, new_country, new_card] = surprise;
+        let new_category = m * flag(o.category.is_some_and(|c| !p.categories.contains(c)));
 
         // Speed from the last place, and from the one before it (a second event abroad
         // right after the first is as impossible as the first).
+        // Back at the place before the last one (A → B → A), the odd one out was B, which
+        // was judged when it happened: only the speed from A counts. The place before the
+        // last one counts only away from the customer's main country: a second purchase
+        // abroad right after the first is as impossible as the first, a second one at home
+        // after someone used the card abroad is not.
         let mut travel_kmh: f64 = 0.0;
         if let Some(here) = o.location {
-            for (ms, lat, lon) in [
+            let returning = p.prev_located_ms > 0
+                && haversine_km((f64::from(p.prev_lat), f64::from(p.prev_lon)), here) <= PLACE_KM;
+            let at_home = p.countries.is_main(o.country);
+            for (i, (ms, lat, lon)) in [
                 (p.located_ms, p.lat, p.lon),
                 (p.prev_located_ms, p.prev_lat, p.prev_lon),
-            ] {
-                if ms == 0 {
+            ]
+            .into_iter()
+            .enumerate()
+            {
+                if ms == 0 || (returning && i == 0) || (at_home && i == 1) {
                     continue;
                 }
                 let km = haversine_km((f64::from(lat), f64::from(lon)), here);
@@ -230,12 +277,16 @@ impl Features {
         };
         let card_testing_new_cards = flag(card_new && seen) * new_cards.ln_1p();
 
+        // Novel purchases in the last hour beyond what this customer's novelty rates and
+        // recent pace predict.
         let novelty = if seen {
-            (f64::from(p.recent_novelty) * p.decay(t, NOVELTY_TAU_S)).ln_1p()
+            let recent = f64::from(p.recent_novelty) * p.decay(t, NOVELTY_TAU_S);
+            let expected = usual_rate * NOVELTY_TAU_S * rates.iter().sum::<f64>();
+            excess_over(recent, expected)
         } else {
             0.0
         };
-        let any_new = new_merchant.max(new_device).max(new_country).max(new_card);
+        let any_new = unusual.iter().copied().fold(0.0, f64::max);
 
         let new_account = o
             .account_age_days
@@ -252,18 +303,18 @@ impl Features {
             excess[0],
             excess[1],
             excess[2],
-            excess[1] * new_merchant,
+            excess[1] * unusual[0],
             rapid,
-            rapid * new_merchant,
+            rapid * unusual[0],
             spike,
-            spike * new_merchant,
+            spike * unusual[0],
             above_peak,
             new_merchant,
             new_category,
             new_device,
             new_country,
             new_card,
-            new_device * new_country * high_amount,
+            unusual[1] * unusual[2] * high_amount,
             novelty,
             novelty * any_new,
             novelty * high_amount,
@@ -272,7 +323,7 @@ impl Features {
             flag(o.shipping_differs),
             card_testing,
             card_testing_new_cards,
-            flag(o.small) * new_device,
+            flag(o.small) * unusual[1],
             new_account,
             unusual_hour,
         ];
@@ -383,14 +434,100 @@ mod tests {
                 90_000,
             ),
         );
-        assert_eq!(f.get("new_device"), Some(1.0));
-        assert_eq!(f.get("new_country"), Some(1.0));
-        assert!(f.get("new_device_new_country_high_amount").unwrap() > 0.9);
+        // Surprise: -ln of this customer's (small) share of purchases on new devices / abroad.
+        assert!(
+            f.get("new_device").unwrap() > 2.0,
+            "{:?}",
+            f.get("new_device")
+        );
+        assert!(
+            f.get("new_country").unwrap() > 2.0,
+            "{:?}",
+            f.get("new_country")
+        );
+        assert!(f.get("new_device_new_country_high_amount").unwrap() > 0.8);
         assert!(f.get("amount_spike_new_merchant").unwrap() > 2.0);
         assert!(
             f.get("impossible_travel").unwrap() > 1.0,
             "Paris → Tokyo in an hour"
         );
+    }
+
+    /// A customer buying every `gap` at one of `shops` merchants (new one with `explore`
+    /// chance), for `n` purchases.
+    fn customer_with(gap: i64, n: i64, explore_every: Option<i64>) -> Profile {
+        let mut p = Profile::default();
+        for i in 0..n {
+            let m = match explore_every {
+                Some(k) if i % k == 0 => format!("new{i}"),
+                _ => format!("m{}", i % 3),
+            };
+            let t = tx(&m, "d1", "FR", PARIS);
+            p.observe(&Observation::new(&t, i * gap, 3_000));
+        }
+        p
+    }
+
+    #[test]
+    fn a_busy_customer_is_not_flagged_for_its_usual_pace() {
+        // Every 10 minutes for 3 days (office-hours businesses look like this), then one
+        // more 10 minutes later: no excess velocity, no rapid repeat.
+        let busy = customer_with(10 * MIN, 432, None);
+        let next = Observation::new(&tx("m1", "d1", "FR", PARIS), 432 * 10 * MIN, 3_000);
+        let f = Features::extract(&busy, &next);
+        assert!(f.get("velocity_hour").unwrap() < 0.5, "{f:?}");
+        assert!(f.get("rapid_repeat").unwrap() < 0.5, "{f:?}");
+        // The same pace from a customer who buys every 3 days is a burst.
+        let mut quiet = customer_with(3 * DAY, 10, None);
+        let t0 = 10 * 3 * DAY;
+        for i in 0..5 {
+            quiet.observe(&Observation::new(
+                &tx("m1", "d1", "FR", PARIS),
+                t0 + i * 10 * MIN,
+                3_000,
+            ));
+        }
+        let f = Features::extract(
+            &quiet,
+            &Observation::new(&tx("m1", "d1", "FR", PARIS), t0 + 50 * MIN, 3_000),
+        );
+        assert!(f.get("velocity_hour").unwrap() > 3.0, "{f:?}");
+        assert!(f.get("rapid_repeat").unwrap() > 3.0, "{f:?}");
+    }
+
+    #[test]
+    fn a_new_merchant_surprises_less_from_a_customer_who_often_tries_new_ones() {
+        let habitual = customer_with(DAY, 60, None);
+        let explorer = customer_with(DAY, 60, Some(2));
+        let o = Observation::new(&tx("brand-new", "d1", "FR", PARIS), 60 * DAY, 3_000);
+        let h = Features::extract(&habitual, &o)
+            .get("new_merchant")
+            .unwrap();
+        let e = Features::extract(&explorer, &o)
+            .get("new_merchant")
+            .unwrap();
+        assert!(h > 2.0 && e < 1.0, "habitual {h}, explorer {e}");
+    }
+
+    #[test]
+    fn a_burst_does_not_teach_a_new_customer_that_bursts_are_normal() {
+        // Two purchases a week apart, then eight at new merchants a minute apart.
+        let mut p = customer_with(7 * DAY, 2, None);
+        let t0 = 8 * DAY;
+        let mut last = None;
+        for i in 0..8 {
+            let o = Observation::new(
+                &tx(&format!("x{i}"), "d1", "FR", PARIS),
+                t0 + i * MIN,
+                3_000,
+            );
+            last = Some(Features::extract(&p, &o));
+            p.observe(&o);
+        }
+        let f = last.expect("burst");
+        assert!(f.get("rapid_repeat").unwrap() > 5.0, "{f:?}");
+        assert!(f.get("recent_novelty").unwrap() > 5.0, "{f:?}");
+        assert!(f.get("new_merchant").unwrap() > 0.3, "{f:?}");
     }
 
     #[test]

@@ -1,5 +1,5 @@
 //! The transparent model: a logistic regression over [`FEATURES`], its weights in a
-//! versioned JSON file (`fraud/model/v1.json`, embedded as the default), and the
+//! versioned JSON file (`fraud/model/v2.json`, embedded as the default), and the
 //! [`Scorer`] that turns one transaction into a [`Verdict`] with named reasons.
 
 use crate::features::{FEATURES, Features, NUM_FEATURES, Observation};
@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 /// The model shipped with the crate.
-pub const DEFAULT_MODEL_JSON: &str = include_str!("../model/v1.json");
+pub const DEFAULT_MODEL_JSON: &str = include_str!("../model/v2.json");
 
 /// Weights as stored on disk. Unknown or missing feature names are errors, so a model file
 /// never silently scores with a feature switched off.
@@ -262,7 +262,7 @@ mod tests {
     #[test]
     fn embedded_model_loads_and_rejects_unknown_features() {
         let m = Model::default();
-        assert_eq!(m.version, "v1");
+        assert_eq!(m.version, "v2");
         let mut file = m.to_file("test");
         file.weights.insert("bogus".into(), 1.0);
         assert!(Model::from_json(&serde_json::to_string(&file).unwrap()).is_err());

@@ -7,8 +7,9 @@
 
 use crate::features::Observation;
 
-/// Layout version, first byte of every encoding. Bump on any layout change.
-pub const VERSION: u8 = 1;
+/// Layout version, first byte of every encoding. Bump on any layout change: a worker
+/// refuses other versions and starts that customer afresh.
+pub const VERSION: u8 = 2;
 
 /// Time constants of the decayed velocity counters: one minute, one hour, one day.
 pub const VELOCITY_TAU_S: [f64; 3] = [60.0, 3_600.0, 86_400.0];
@@ -24,6 +25,30 @@ pub const PLACE_KM: f64 = 300.0;
 const PEAK_RETAIN: f32 = 0.98;
 /// Events after which the amount statistics stop weighting history more (EW window).
 const AMOUNT_WINDOW: f32 = 50.0;
+/// Events after which a customer's novelty rates stop weighting history more.
+const HABIT_WINDOW: f32 = 50.0;
+
+/// What a customer without history is assumed to be like: the cold-start prior every
+/// habit starts from and is pulled toward while the customer has few events
+/// ([`PRIOR_WEIGHT`] pseudo-events).
+pub mod prior {
+    /// Purchases a day, counted as [`DAYS`] days of history.
+    pub const DAILY_RATE: f64 = 3.0;
+    pub const DAYS: f64 = 1.0;
+    /// Shares of purchases at a merchant, on a device, in a country, with a card new to
+    /// the customer.
+    pub const NEW_MERCHANT: f32 = 0.3;
+    pub const NEW_DEVICE: f32 = 0.1;
+    pub const NEW_COUNTRY: f32 = 0.03;
+    pub const NEW_CARD: f32 = 0.05;
+    /// ln(amount) priced against its category (see `Observation::priced`), and its
+    /// spread across customers.
+    pub const LOG_AMOUNT: f32 = 3.3;
+    pub const LOG_AMOUNT_VAR: f32 = 0.6;
+}
+/// Pseudo-events of prior in the novelty and amount estimates: enough that a burst of
+/// purchases cannot teach a new customer's profile that bursts are normal.
+pub const PRIOR_WEIGHT: f32 = 10.0;
 
 /// A small set of 16-bit tags with hit counters. When full, a new tag replaces the least
 /// used one, so habitual members survive a stream of one-off visits.
@@ -59,6 +84,12 @@ impl<const N: usize> TagSet<N> {
 
     pub fn len(&self) -> usize {
         self.tags.iter().filter(|t| **t != 0).count()
+    }
+
+    /// Whether `tag` is the member with the most hits.
+    pub fn is_main(&self, tag: u16) -> bool {
+        let hits = self.hits(tag);
+        hits > 0 && self.hits.iter().all(|h| *h <= hits)
     }
 
     pub fn is_empty(&self) -> bool {
@@ -120,6 +151,9 @@ pub struct Profile {
     pub amount_peak: f32,
     /// Decayed count of first-seen merchants, devices, countries and cards over ~an hour.
     pub recent_novelty: f32,
+    /// Exponentially weighted share of purchases at a new merchant, on a new device, in a
+    /// new country, with a new card: how novel this customer usually is.
+    pub novelty_rates: [f32; 4],
     /// Time (0 = never) and place of the latest event that carried a location.
     pub located_ms: i64,
     pub lat: f32,
@@ -138,19 +172,22 @@ pub struct Profile {
     pub cards: TagSet<4>,
 }
 
+const PRIOR_NOVELTY: [f32; 4] = [
+    prior::NEW_MERCHANT,
+    prior::NEW_DEVICE,
+    prior::NEW_COUNTRY,
+    prior::NEW_CARD,
+];
+
 /// Bytes of an encoded [`Profile`].
-pub const ENCODED_LEN: usize = 1
-    + 4
-    + 8
-    + 4
-    + 12
-    + 4
-    + 4
-    + 8
-    + 8
-    + 16
-    + 16
-    + 24
+pub const ENCODED_LEN: usize = 1 // version
+    + 4 // first_seen_s
+    + 8 // last_ms
+    + 4 // count
+    + 12 // velocity
+    + 10 * 4 // burst, new cards, amount mean/var/peak, novelty, 4 novelty rates
+    + 2 * 16 // two located places
+    + 24 // hours
     + TagSet::<16>::ENCODED_LEN
     + TagSet::<8>::ENCODED_LEN
     + 3 * TagSet::<4>::ENCODED_LEN;
@@ -198,6 +235,28 @@ impl Profile {
         (f64::from(self.count) / 8.0).min(1.0)
     }
 
+    /// This customer's usual purchases per second at `now_ms`: events over lifetime, with
+    /// [`prior::DAYS`] of prior history at [`prior::DAILY_RATE`]. A lifetime average, so a
+    /// burst barely moves it, and a habitually busy customer's own rate after a day or two.
+    pub fn usual_rate(&self, now_ms: i64) -> f64 {
+        let lifetime_s = if self.count == 0 {
+            0.0
+        } else {
+            ((now_ms / 1000) - i64::from(self.first_seen_s)).max(0) as f64
+        };
+        let prior_s = prior::DAYS * 86_400.0;
+        (f64::from(self.count) + prior::DAILY_RATE * prior::DAYS) / (lifetime_s + prior_s)
+    }
+
+    /// Usual share of purchases at a new merchant, device, country and card.
+    pub fn novelty(&self) -> [f64; 4] {
+        if self.count == 0 {
+            PRIOR_NOVELTY.map(f64::from)
+        } else {
+            self.novelty_rates.map(f64::from)
+        }
+    }
+
     /// Decay factor of a counter with time constant `tau_s` from `last_ms` to `now_ms`.
     pub fn decay(&self, now_ms: i64, tau_s: f64) -> f64 {
         if self.count == 0 {
@@ -213,6 +272,7 @@ impl Profile {
         if first {
             self.first_seen_s = (o.time_ms / 1000).clamp(0, i64::from(u32::MAX)) as u32;
         }
+        self.observe_habits(o, first);
         let decays = VELOCITY_TAU_S.map(|tau| self.decay_for(o.time_ms, tau, first));
         for (v, d) in self.velocity.iter_mut().zip(decays) {
             *v = (f64::from(*v) * d + 1.0) as f32;
@@ -286,6 +346,32 @@ impl Profile {
         self.last_ms = self.last_ms.max(o.time_ms);
     }
 
+    /// How much busier than its daily average this customer is at `hour` (UTC), from its
+    /// hour-of-day histogram, smoothed toward flat while the history is short.
+    pub fn hour_factor(&self, hour: u8) -> f64 {
+        let total: f64 = self.hours.iter().map(|h| f64::from(*h)).sum();
+        let here = f64::from(self.hours[usize::from(hour)]);
+        (24.0 * (here + 1.0) / (total + 24.0)).clamp(0.25, 4.0)
+    }
+
+    /// Novelty habits, starting from the cold-start prior.
+    fn observe_habits(&mut self, o: &Observation, first: bool) {
+        if first {
+            self.novelty_rates = PRIOR_NOVELTY;
+            return;
+        }
+        let alpha = 1.0 / (self.count as f32 + PRIOR_WEIGHT).min(HABIT_WINDOW);
+        let novel = [
+            !self.merchants.contains(o.merchant),
+            o.device.is_some_and(|d| !self.devices.contains(d)),
+            !self.countries.contains(o.country),
+            o.card.is_some_and(|c| !self.cards.contains(c)),
+        ];
+        for (r, x) in self.novelty_rates.iter_mut().zip(novel) {
+            *r += alpha * (if x { 1.0 } else { 0.0 } - *r);
+        }
+    }
+
     fn decay_for(&self, now_ms: i64, tau_s: f64, first: bool) -> f64 {
         if first {
             0.0
@@ -311,7 +397,10 @@ impl Profile {
             self.amount_var,
             self.amount_peak,
             self.recent_novelty,
-        ] {
+        ]
+        .into_iter()
+        .chain(self.novelty_rates)
+        {
             out.extend_from_slice(&v.to_le_bytes());
         }
         for (ms, lat, lon) in [
@@ -350,6 +439,7 @@ impl Profile {
         let (small_burst, new_cards, amount_mean, amount_var) =
             (r.f32(), r.f32(), r.f32(), r.f32());
         let (amount_peak, recent_novelty) = (r.f32(), r.f32());
+        let novelty_rates = [r.f32(), r.f32(), r.f32(), r.f32()];
         let located_ms = i64::from_le_bytes(r.take());
         let (lat, lon) = (r.f32(), r.f32());
         let prev_located_ms = i64::from_le_bytes(r.take());
@@ -366,6 +456,7 @@ impl Profile {
             amount_var,
             amount_peak,
             recent_novelty,
+            novelty_rates,
             located_ms,
             lat,
             lon,

@@ -79,16 +79,145 @@ impl ScenarioMix {
     }
 }
 
+/// Who the customers are: how often each one buys, and how many are business accounts,
+/// explorers or frequent travellers. Customers are drawn in proportion to their own rate,
+/// so a busy customer really is busy and a quiet one buys a few times a month.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Population {
+    /// Median purchases per consumer per day.
+    pub daily_median: f64,
+    /// Spread of ln(daily rate) across consumers (0: every consumer buys equally often).
+    pub daily_sigma: f64,
+    /// Share of business accounts and resellers: 20–300 purchases a day in office hours,
+    /// many suppliers, bigger baskets.
+    pub business_share: f64,
+    /// Share of customers who buy at a merchant new to them half the time (others 15%).
+    pub explorer_share: f64,
+    /// Share of customers who travel abroad about every two weeks (others every ~4 months).
+    pub traveller_share: f64,
+}
+
+impl Population {
+    /// Every consumer buys about `daily` times a day; no business accounts, explorers or
+    /// frequent travellers (the world the first model was fitted on).
+    pub fn uniform(daily: f64) -> Self {
+        Self {
+            daily_median: daily,
+            daily_sigma: 0.0,
+            business_share: 0.0,
+            explorer_share: 0.0,
+            traveller_share: 0.0,
+        }
+    }
+
+    /// Real shops' mix: rates from a few a month to dozens a day, a few business accounts,
+    /// some explorers and travellers.
+    pub fn mixed(daily_median: f64) -> Self {
+        Self {
+            daily_median,
+            daily_sigma: 1.1,
+            business_share: 0.005,
+            explorer_share: 0.15,
+            traveller_share: 0.08,
+        }
+    }
+}
+
+impl Default for Population {
+    fn default() -> Self {
+        Self::uniform(3.0)
+    }
+}
+
+/// A named traffic regime of the evaluation: a population and its size.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Regime {
+    pub name: &'static str,
+    pub customers: usize,
+    pub population: Population,
+}
+
+/// The evaluation's regimes, from a few thousand busy customers to a million mostly new
+/// ones. [`FIT_REGIMES`] names those the model may be fitted on; the others are held out.
+pub fn regimes() -> Vec<Regime> {
+    let p = Population::uniform;
+    vec![
+        Regime {
+            name: "standard",
+            customers: 20_000,
+            population: p(3.0),
+        },
+        Regime {
+            name: "busy",
+            customers: 2_000,
+            population: Population {
+                daily_sigma: 0.4,
+                ..p(8.0)
+            },
+        },
+        Regime {
+            name: "quiet",
+            customers: 20_000,
+            population: Population {
+                daily_sigma: 0.8,
+                ..p(0.5)
+            },
+        },
+        Regime {
+            name: "business",
+            customers: 2_000,
+            population: Population {
+                daily_sigma: 1.0,
+                business_share: 0.3,
+                ..p(3.0)
+            },
+        },
+        Regime {
+            name: "explorers",
+            customers: 20_000,
+            population: Population {
+                daily_sigma: 0.7,
+                explorer_share: 0.6,
+                ..p(3.0)
+            },
+        },
+        Regime {
+            name: "travellers",
+            customers: 20_000,
+            population: Population {
+                daily_sigma: 0.7,
+                traveller_share: 0.4,
+                ..p(3.0)
+            },
+        },
+        Regime {
+            name: "mixed",
+            customers: 100_000,
+            population: Population::mixed(1.5),
+        },
+        Regime {
+            name: "million",
+            customers: 1_000_000,
+            population: Population::mixed(1.0),
+        },
+    ]
+}
+
+/// Regimes the shipped model was fitted on (seed 1); every other regime, and every seed
+/// but 1, is unseen by the fit.
+pub const FIT_REGIMES: [&str; 4] = ["standard", "busy", "explorers", "business"];
+
 /// What traffic to generate.
 ///
-/// Each customer's rate is the caller's event rate spread over `customers`. The offline
-/// evaluation paces its clock at about 3 purchases per customer per day; a real-time load
-/// generator at thousands of events per second gives every customer a purchase every few
-/// seconds, which the velocity features rightly find odd, so expect alerts there unless
-/// `customers` is large.
+/// Customers buy at their own rates ([`Population`]); the caller's clock sets the pace.
+/// [`Simulator::step_ms`] is the clock step at which every customer buys at its own rate:
+/// the offline evaluation uses it. A real-time load generator at thousands of events per
+/// second over too few customers gives each one a purchase every few seconds, which the
+/// velocity features rightly find odd: size `customers` to the rate.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SimConfig {
     pub customers: usize,
+    pub population: Population,
     pub merchants: usize,
     /// Fraction of events that are fraud (0 = no fraud injected).
     pub fraud_rate: f64,
@@ -103,6 +232,7 @@ impl Default for SimConfig {
     fn default() -> Self {
         Self {
             customers: 20_000,
+            population: Population::default(),
             merchants: 2_000,
             fraud_rate: 0.01,
             mix: ScenarioMix::default(),
@@ -224,6 +354,10 @@ struct Customer {
     mu: f64,
     sigma: f64,
     created_ms: i64,
+    /// Purchases per day, and the share of them at a merchant new to the customer.
+    daily_rate: f64,
+    explore: f64,
+    trips_per_day: f64,
     big_habit: Option<(u32, f64)>,
     commuter: Option<[u32; 2]>,
     trip: Option<Trip>,
@@ -275,6 +409,8 @@ pub struct Simulator {
     merchants: Vec<Merchant>,
     by_category: Vec<Vec<u32>>,
     country_cdf: Vec<f64>,
+    /// Running sum of the customers' daily rates: draws are proportional to rate.
+    rate_cdf: Vec<f64>,
     scripts: Vec<Option<Script>>,
     free_scripts: Vec<usize>,
     queue: BinaryHeap<Reverse<(i64, u64, usize)>>,
@@ -319,6 +455,7 @@ impl Simulator {
             merchants,
             by_category,
             country_cdf,
+            rate_cdf: Vec::new(),
             scripts: Vec::new(),
             free_scripts: Vec::new(),
             queue: BinaryHeap::new(),
@@ -330,12 +467,30 @@ impl Simulator {
         sim.customers = (0..sim.cfg.customers.max(1))
             .map(|i| sim.make_customer(&mut rng, i))
             .collect();
+        sim.rate_cdf = sim
+            .customers
+            .iter()
+            .scan(0.0, |acc, c| {
+                *acc += c.daily_rate;
+                Some(*acc)
+            })
+            .collect();
         sim.rng = rng;
         sim
     }
 
     pub fn config(&self) -> &SimConfig {
         &self.cfg
+    }
+
+    /// Purchases a day over all customers (before fraud and invalid records).
+    pub fn daily_events(&self) -> f64 {
+        self.rate_cdf.last().copied().unwrap_or(1.0)
+    }
+
+    /// Clock step between draws at which every customer buys at its own daily rate.
+    pub fn step_ms(&self) -> i64 {
+        ((86_400_000.0 / self.daily_events()) as i64).max(1)
     }
 
     fn pick_country(&self, rng: &mut SmallRng) -> u8 {
@@ -355,6 +510,18 @@ impl Simulator {
     }
 
     fn make_customer(&self, rng: &mut SmallRng, i: usize) -> Customer {
+        let pop = &self.cfg.population;
+        let business = pop.business_share > 0.0 && rng.random_bool(pop.business_share.min(1.0));
+        let explorer = pop.explorer_share > 0.0 && rng.random_bool(pop.explorer_share.min(1.0));
+        let traveller = pop.traveller_share > 0.0 && rng.random_bool(pop.traveller_share.min(1.0));
+        let daily_rate = if business {
+            rng.random_range(20.0f64.ln()..300.0f64.ln()).exp()
+        } else {
+            let z: f64 = rng.sample(StandardNormal);
+            (pop.daily_median.max(1e-3).ln() + pop.daily_sigma * z)
+                .exp()
+                .clamp(0.03, 100.0)
+        };
         let home = self.pick_country(rng);
         let hc = &COUNTRIES[usize::from(home)];
         let lat = (hc.lat + rng.sample::<f64, _>(StandardNormal) * 1.5).clamp(-89.0, 89.0);
@@ -380,7 +547,8 @@ impl Simulator {
             ELECTRONICS,
         ];
         let mut merchants = vec![self.random_merchant(rng, GROCERY)];
-        for _ in 0..rng.random_range(3..=7) {
+        let habitual = if business { 10..=20 } else { 3..=7 };
+        for _ in 0..rng.random_range(habitual) {
             let cat = everyday[rng.random_range(0..everyday.len())];
             merchants.push(self.random_merchant(rng, cat));
         }
@@ -404,14 +572,25 @@ impl Simulator {
         } else {
             rng.random_range(30.0..3000.0)
         };
+        let (wake, sleep) = if business {
+            (rng.random_range(7..=9), rng.random_range(17..=19))
+        } else {
+            (rng.random_range(6..=9), rng.random_range(20..=23))
+        };
+        let n_dev = if business { n_dev + 1 } else { n_dev };
+        let mu = if business {
+            rng.random_range(40.0f64..400.0).ln()
+        } else {
+            rng.random_range(12.0f64..60.0).ln()
+        };
         Customer {
             id: format!("c-{i:07}"),
             home,
             lat,
             lon,
             tz: (lon / 15.0).round() as i64,
-            wake: rng.random_range(6..=9),
-            sleep: rng.random_range(20..=23),
+            wake,
+            sleep,
             devices: (0..n_dev).map(|_| rng.random()).collect(),
             cards: (0..n_cards)
                 .map(|_| Card {
@@ -420,9 +599,12 @@ impl Simulator {
                 })
                 .collect(),
             merchants,
-            mu: rng.random_range(12.0f64..60.0).ln(),
+            mu,
             sigma: rng.random_range(0.3..0.7),
             created_ms: -(age_days * DAY_MS as f64) as i64,
+            daily_rate,
+            explore: if explorer { 0.5 } else { 0.15 },
+            trips_per_day: if traveller { 1.0 / 14.0 } else { 1.0 / 120.0 },
             big_habit,
             commuter,
             trip: None,
@@ -447,7 +629,7 @@ impl Simulator {
                 return self.start_scenario(i, now_ms, t0);
             }
         }
-        let c = self.pick_customer(now_ms);
+        let c = self.pick_customer(now_ms, false);
         let (tx, mut label) = self.normal_event(c, now_ms, t0);
         if self.cfg.invalid_rate > 0.0 && self.rng.random_bool(self.cfg.invalid_rate.min(1.0)) {
             let mut tx = tx;
@@ -457,12 +639,25 @@ impl Simulator {
         (tx, label)
     }
 
-    /// A customer awake at `now_ms` and not in flight (rejection sampling, bounded).
-    fn pick_customer(&mut self, now_ms: i64) -> usize {
-        let n = self.customers.len();
+    /// A customer drawn in proportion to its daily rate.
+    fn rate_weighted(&mut self) -> usize {
+        let u = self.rng.random::<f64>() * self.daily_events();
+        self.rate_cdf
+            .partition_point(|acc| *acc <= u)
+            .min(self.customers.len() - 1)
+    }
+
+    /// A customer awake at `now_ms` and not in flight (rejection sampling, bounded), drawn
+    /// by rate, or with `any_account` uniformly: fraudsters pick accounts, not shoppers.
+    fn pick_customer(&mut self, now_ms: i64, any_account: bool) -> usize {
         let mut c = 0;
-        for _ in 0..12 {
-            c = self.rng.random_range(0..n);
+        // Past 12 draws the waking hours give way, never the flight.
+        for attempt in 0..64 {
+            c = if any_account {
+                self.rng.random_range(0..self.customers.len())
+            } else {
+                self.rate_weighted()
+            };
             let cu = &self.customers[c];
             if let Some(t) = &cu.trip
                 && (now_ms < t.start_ms || (now_ms > t.end_ms && now_ms < t.home_again_ms))
@@ -470,7 +665,7 @@ impl Simulator {
                 continue;
             }
             let hour = (now_ms.div_euclid(HOUR_MS) + cu.tz).rem_euclid(24);
-            if (cu.wake..cu.sleep).contains(&hour) || self.rng.random_bool(0.05) {
+            if attempt >= 12 || (cu.wake..cu.sleep).contains(&hour) || self.rng.random_bool(0.05) {
                 break;
             }
         }
@@ -505,7 +700,11 @@ impl Simulator {
             if now_ms >= t.home_again_ms {
                 self.customers[c].trip = None;
             }
-        } else if self.cfg.hard_negatives && self.rng.random_bool(0.004) {
+        } else if self.cfg.hard_negatives
+            && self
+                .rng
+                .random_bool(self.per_event(c, self.customers[c].trips_per_day))
+        {
             self.start_trip(c, now_ms);
         }
         if self.cfg.hard_negatives {
@@ -527,7 +726,8 @@ impl Simulator {
             }
         }
         let cu = &self.customers[c];
-        let (merchant, mut amount) = if self.rng.random_bool(0.85) {
+        let explore = cu.explore;
+        let (merchant, mut amount) = if !self.rng.random_bool(explore) {
             let m = cu.merchants[self.rng.random_range(0..cu.merchants.len())];
             (m, 0.0)
         } else {
@@ -539,8 +739,8 @@ impl Simulator {
             // A one-off big purchase somewhere new: legitimate, and unlabeled noise.
             amount *= self.rng.random_range(3.0..8.0);
         }
-        // Legitimate novelty: a new phone, a new card.
-        if self.rng.random_bool(0.003) {
+        // Legitimate novelty: a new phone about once a year, a new card every ~6 months.
+        if self.rng.random_bool(self.per_event(c, 1.0 / 365.0)) {
             let d = self.rng.random();
             let cu = &mut self.customers[c];
             cu.devices.push(d);
@@ -548,7 +748,7 @@ impl Simulator {
                 cu.devices.remove(0);
             }
         }
-        if self.rng.random_bool(0.002) {
+        if self.rng.random_bool(self.per_event(c, 1.0 / 180.0)) {
             let card = Card {
                 fp: self.rng.random(),
                 method: PaymentMethod::CreditCard,
@@ -562,6 +762,11 @@ impl Simulator {
             spec.shipping = self.rng.random_range(0..COUNTRIES.len() as u8);
         }
         (self.build(c, now_ms, t0, &spec), label)
+    }
+
+    /// Chance per purchase of something that happens `per_day` times a day.
+    fn per_event(&self, c: usize, per_day: f64) -> f64 {
+        (per_day / self.customers[c].daily_rate).min(0.5)
     }
 
     /// Known device and card, at home.
@@ -705,7 +910,10 @@ impl Simulator {
     }
 
     fn start_scenario(&mut self, which: usize, now_ms: i64, t0: i64) -> (Transaction, Label) {
-        let c = self.pick_customer(now_ms);
+        // Half the victims are any account, half drawn like shoppers (busy accounts are
+        // seen, and stolen, more often).
+        let any_account = self.rng.random_bool(0.5);
+        let c = self.pick_customer(now_ms, any_account);
         let median = self.customers[c].mu.exp();
         let (kind, len) = match which {
             0 => (Kind::CardTesting, self.rng.random_range(6..=16)),
@@ -939,8 +1147,8 @@ impl Simulator {
             country: country.code.to_string(),
             shipping_country: Some(COUNTRIES[usize::from(spec.shipping)].code.to_string()),
             card_last4: Some(format!("{:04}", fp % 10_000)),
-            card_fingerprint: Some(format!("fp-{fp:016x}")),
-            device_id: spec.device.map(|d| format!("d-{d:016x}")),
+            card_fingerprint: Some(format!("fp{fp:016x}")),
+            device_id: spec.device.map(|d| format!("d{d:016x}")),
             ip_address: Some(format!(
                 "{}.{}.{}.{}",
                 11 + spec.country * 13,

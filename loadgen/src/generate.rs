@@ -7,7 +7,8 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use sluice_api::Transaction;
-use sluice_fraud::eval::{CLOCK_START_MS, step_ms};
+use sluice_fraud::eval::CLOCK_START_MS;
+use sluice_fraud::sim::Population;
 use sluice_fraud::{Label, SimConfig, Simulator};
 
 const DAY_MS: i64 = 86_400_000;
@@ -21,17 +22,20 @@ pub enum EventClock {
     #[default]
     Wall,
     /// The offline evaluation's clock: simulator draw k is at `origin + k × step`, with
-    /// `step = 86_400_000 / (customers × per_customer_daily)` ms, whatever the production
-    /// rate. The origin is a UTC midnight, so the events are exactly those of
-    /// `sluice-eval` on the same seed, shifted by whole days. Duplicates repeat an earlier
-    /// record and take no step.
-    Simulated { per_customer_daily: f64 },
+    /// `step = 86_400_000 / (sum of the customers' daily rates)` ms, whatever the
+    /// production rate, so every customer buys at its own pace. The origin is a UTC
+    /// midnight, so the events are exactly those of `sluice-eval` on the same seed and
+    /// population, shifted by whole days. Duplicates repeat an earlier record and take no
+    /// step.
+    Simulated,
 }
 
 #[derive(Debug, Clone)]
 pub struct GeneratorConfig {
     pub seed: u64,
     pub customers: usize,
+    /// How often each customer buys, and what kinds of customers there are.
+    pub population: Population,
     /// Share of events that are injected fraud scenarios (labeled).
     pub fraud_rate: f64,
     /// Share of records that break the contract (malformed, wrong types, bad values…).
@@ -49,6 +53,7 @@ impl Default for GeneratorConfig {
         Self {
             seed: 1,
             customers: 100_000,
+            population: Population::default(),
             fraud_rate: 0.01,
             invalid_ratio: 0.01,
             duplicate_ratio: 0.01,
@@ -91,6 +96,7 @@ impl Generator {
             config.seed,
             SimConfig {
                 customers: config.customers.max(1),
+                population: config.population.clone(),
                 fraud_rate: config.fraud_rate,
                 ..SimConfig::default()
             },
@@ -98,10 +104,7 @@ impl Generator {
         // Until the producer moves it, the simulated clock starts where the offline one does.
         let clock = match config.event_clock {
             EventClock::Wall => None,
-            EventClock::Simulated { per_customer_daily } => Some((
-                CLOCK_START_MS,
-                step_ms(config.customers.max(1), per_customer_daily),
-            )),
+            EventClock::Simulated => Some((CLOCK_START_MS, sim.step_ms())),
         };
         Self {
             rng: StdRng::seed_from_u64(config.seed ^ 0x5eed),
@@ -220,9 +223,7 @@ mod tests {
             customers: 500,
             invalid_ratio: 0.0,
             duplicate_ratio,
-            event_clock: EventClock::Simulated {
-                per_customer_daily: 3.0,
-            },
+            event_clock: EventClock::Simulated,
             ..GeneratorConfig::default()
         }
     }
@@ -253,7 +254,7 @@ mod tests {
                 ..SimConfig::default()
             },
         );
-        let step = step_ms(500, 3.0);
+        let step = sim.step_ms();
         let mut last = 0;
         for k in 1..=2_000 {
             let e = g.next(Utc::now());
@@ -282,7 +283,7 @@ mod tests {
     #[test]
     fn duplicates_take_no_step() {
         let mut g = Generator::new(simulated(6, 0.3));
-        let step = step_ms(500, 3.0);
+        let step = g.sim.step_ms();
         let mut previous: Option<i64> = None;
         let mut duplicates = 0;
         for _ in 0..1_000 {

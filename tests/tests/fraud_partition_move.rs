@@ -22,9 +22,7 @@ fn labeled(p: &Pipeline, rate: u64) -> (LoadSpec, PathBuf) {
     let labels = std::env::temp_dir().join(format!("{}-labels.jsonl", p.name));
     let mut spec = p.load(EVENTS, rate, SEED);
     spec.generator.customers = CUSTOMERS;
-    spec.generator.event_clock = EventClock::Simulated {
-        per_customer_daily: 3.0,
-    };
+    spec.generator.event_clock = EventClock::Simulated;
     spec.labels = Some(labels.clone());
     (spec, labels)
 }

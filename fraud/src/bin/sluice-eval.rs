@@ -1,34 +1,47 @@
-//! `sluice-eval`: the offline fraud evaluation (`make eval-offline`; `make eval` runs it beside
-//! the end-to-end one), and the fit that produces `fraud/model/v1.json`.
+//! `sluice-eval`: the offline fraud evaluation across traffic regimes (`make eval-offline`;
+//! `make eval` runs it beside the end-to-end one), and the fit that produces
+//! `fraud/model/v2.json`.
 
 use anyhow::Context;
 use clap::Parser;
 use sluice_fraud::Model;
 use sluice_fraud::eval::{
-    EvalConfig, category_log_prices, evaluate, fit_logistic, render, training_rows,
+    EvalConfig, RegimeReport, category_log_prices, evaluate, fit_logistic, render, render_regimes,
+    training_rows,
 };
-use sluice_fraud::sim::SimConfig;
+use sluice_fraud::sim::{FIT_REGIMES, Regime, SimConfig, regimes};
 use std::path::PathBuf;
 
 #[derive(Parser)]
-#[command(about = "Scores labeled simulated traffic offline and reports precision/recall/PR-AUC")]
+#[command(
+    about = "Scores labeled simulated traffic offline, per traffic regime, and reports precision/recall/FPR/PR-AUC"
+)]
 struct Args {
-    /// Seed of the evaluated stream (the shipped model was fitted on another seed).
+    /// Seed of the evaluated streams (the shipped model was fitted on seed 1).
     #[arg(long, default_value_t = 2)]
     seed: u64,
-    /// Events counted (after the warm-up).
-    #[arg(long, default_value_t = 1_000_000)]
+    /// Regimes to evaluate, comma-separated, or `all`: standard, busy, quiet, business,
+    /// explorers, travellers, mixed, million.
+    #[arg(long, default_value = "all")]
+    regimes: String,
+    /// Events counted per regime (after the warm-up).
+    #[arg(long, default_value_t = 600_000)]
     events: usize,
-    /// Events run first to build customer history, not counted.
-    #[arg(long, default_value_t = 400_000)]
-    warmup: usize,
-    #[arg(long, default_value_t = 20_000)]
-    customers: usize,
+    /// Simulated days of traffic run first to build customer history, not counted.
+    #[arg(long, default_value_t = 7.0)]
+    warmup_days: f64,
+    /// Upper bound of the warm-up in events (the million-customer regime would take
+    /// many millions for a week).
+    #[arg(long, default_value_t = 2_000_000)]
+    max_warmup: usize,
+    /// Override the regime's population size (customers).
+    #[arg(long)]
+    customers: Option<usize>,
     #[arg(long, default_value_t = 0.01)]
     fraud_rate: f64,
     #[arg(long, default_value_t = 0.5)]
     threshold: f64,
-    /// Model file; the embedded v1 when absent.
+    /// Model file; the embedded default when absent.
     #[arg(long)]
     model: Option<PathBuf>,
     #[arg(long, default_value = "target/eval/offline.json")]
@@ -37,68 +50,125 @@ struct Args {
     /// as the worker does); unbounded when absent.
     #[arg(long)]
     store_capacity: Option<usize>,
-    /// Skip the partition-move rerun.
+    /// Skip the partition-move rerun (done on the first regime only).
     #[arg(long)]
     no_partition_move: bool,
     /// Weight of a fraud row in the fit relative to a legitimate one.
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(long, default_value_t = 2.0)]
     pos_weight: f64,
-    /// Instead of evaluating, fit weights on `--seed` and write them to this path.
+    /// L2 penalty of the fit.
+    #[arg(long, default_value_t = 1.0)]
+    l2: f64,
+    /// Instead of evaluating, fit weights on seed 1 of the fit regimes and write them here.
     #[arg(long)]
     fit: Option<PathBuf>,
 }
 
-fn main() -> anyhow::Result<()> {
-    let a = Args::parse();
+fn selected(list: &str) -> anyhow::Result<Vec<Regime>> {
+    let all = regimes();
+    if list == "all" {
+        return Ok(all);
+    }
+    list.split(',')
+        .map(|name| {
+            all.iter()
+                .find(|r| r.name == name.trim())
+                .cloned()
+                .ok_or_else(|| anyhow::anyhow!("unknown regime {name:?}"))
+        })
+        .collect()
+}
+
+fn config(a: &Args, regime: &Regime, seed: u64) -> EvalConfig {
+    let sim = SimConfig {
+        customers: a.customers.unwrap_or(regime.customers),
+        population: regime.population.clone(),
+        fraud_rate: a.fraud_rate,
+        ..SimConfig::default()
+    };
     let mut cfg = EvalConfig {
-        seed: a.seed,
+        seed,
         events: a.events,
-        warmup: a.warmup,
-        sim: SimConfig {
-            customers: a.customers,
-            fraud_rate: a.fraud_rate,
-            ..SimConfig::default()
-        },
+        sim,
         ..EvalConfig::default()
     };
+    cfg.warmup = cfg.warmup_for_days(a.warmup_days).min(a.max_warmup);
     cfg.fraud.threshold = a.threshold;
     cfg.store_capacity = a.store_capacity;
-    if let Some(path) = a.fit {
-        let mut model = Model {
-            category_log_price: category_log_prices(&cfg),
-            ..Model::default()
-        };
-        let rows = training_rows(&cfg, &model);
-        (model.bias, model.weights) = fit_logistic(&rows, 1.0, a.pos_weight, 25);
-        let provenance = format!(
-            "L2 (lambda 1) logistic regression, fraud rows weighted {pw}, fitted on simulator seed {seed} \
-             ({ev} events after {wu} warm-up, {cu} customers, fraud rate {fr}); category prices \
-             estimated from the same stream. Reproduce: `sluice-eval --fit fraud/model/v1.json \
-             --seed {seed} --events {ev} --pos-weight {pw}`. Evaluated by `sluice-eval` on seed 2, \
-             a stream the fit never saw.",
-            pw = a.pos_weight,
-            seed = a.seed,
-            ev = a.events,
-            wu = a.warmup,
-            cu = a.customers,
-            fr = a.fraud_rate,
-        );
-        let text = serde_json::to_string_pretty(&model.to_file(&provenance))? + "\n";
-        std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
-        println!("wrote {}", path.display());
-        return Ok(());
+    cfg
+}
+
+fn main() -> anyhow::Result<()> {
+    let a = Args::parse();
+    if let Some(path) = &a.fit {
+        return fit(&a, path);
     }
     let model = match &a.model {
         Some(p) => Model::load(p)?,
         None => Model::default(),
     };
-    let report = evaluate(&cfg, model, !a.no_partition_move);
-    print!("{}", render(&report));
+    let mut reports = Vec::new();
+    for (i, regime) in selected(&a.regimes)?.iter().enumerate() {
+        let cfg = config(&a, regime, a.seed);
+        let started = std::time::Instant::now();
+        let report = evaluate(&cfg, model.clone(), i == 0 && !a.no_partition_move);
+        println!(
+            "== regime {} ({} customers, {} warm-up events, {:.1} s)",
+            regime.name,
+            cfg.sim.customers,
+            cfg.warmup,
+            started.elapsed().as_secs_f64()
+        );
+        print!("{}", render(&report));
+        reports.push(RegimeReport::new(regime, &cfg, report));
+    }
+    print!("{}", render_regimes(&reports));
     if let Some(dir) = a.out.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
-    std::fs::write(&a.out, serde_json::to_string_pretty(&report)? + "\n")
+    let json = serde_json::json!({
+        "regimes": reports,
+        "fit_regimes": FIT_REGIMES,
+        "fit_seed": 1,
+        "seed": a.seed,
+        "model_version": model.version,
+    });
+    std::fs::write(&a.out, serde_json::to_string_pretty(&json)? + "\n")
         .with_context(|| format!("writing {}", a.out.display()))?;
     println!("wrote {}", a.out.display());
+    Ok(())
+}
+
+/// Fits on seed 1 of [`FIT_REGIMES`] only: the other regimes and seeds stay unseen.
+fn fit(a: &Args, path: &PathBuf) -> anyhow::Result<()> {
+    let fit_regimes: Vec<Regime> = regimes()
+        .into_iter()
+        .filter(|r| FIT_REGIMES.contains(&r.name))
+        .collect();
+    let mut model = Model {
+        category_log_price: category_log_prices(&config(a, &fit_regimes[0], 1)),
+        ..Model::default()
+    };
+    let mut rows = Vec::new();
+    for regime in &fit_regimes {
+        rows.extend(training_rows(&config(a, regime, 1), &model));
+    }
+    (model.bias, model.weights) = fit_logistic(&rows, a.l2, a.pos_weight, 25);
+    let provenance = format!(
+        "L2 (lambda {l2}) logistic regression, fraud rows weighted {pw}, fitted on simulator seed 1 of \
+         the regimes {fr} ({ev} events each after a {wd}-day warm-up, fraud rate {rate}); category \
+         prices estimated from the first. Reproduce: `sluice-eval --fit fraud/model/v2.json`. \
+         Evaluated by `sluice-eval` on seed 2 of every regime, including those the fit never saw.",
+        l2 = a.l2,
+        pw = a.pos_weight,
+        fr = FIT_REGIMES.join(", "),
+        ev = a.events,
+        wd = a.warmup_days,
+        rate = a.fraud_rate,
+    );
+    model.version = "v2".into();
+    let text = serde_json::to_string_pretty(&model.to_file(&provenance))? + "\n";
+    std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?;
+    println!("wrote {} ({} rows)", path.display(), rows.len());
     Ok(())
 }

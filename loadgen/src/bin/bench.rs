@@ -344,9 +344,7 @@ async fn scoring_compare(args: &Args, template: &LoadSpec, run: &str) -> Result<
             id_prefix: "scoring".into(),
             event_clock: match args.scoring_compare_clock.as_str() {
                 "wall" => EventClock::Wall,
-                _ => EventClock::Simulated {
-                    per_customer_daily: 3.0,
-                },
+                _ => EventClock::Simulated,
             },
             ..GeneratorConfig::default()
         },

@@ -2,8 +2,36 @@
 
 use anyhow::Result;
 use clap::Parser;
+use sluice_fraud::sim::Population;
+use sluice_loadgen::produce::BACKLOG_EVENTS_PER_SECOND;
 use sluice_loadgen::{EventClock, GeneratorConfig, LoadSpec, ensure_topic, produce};
 use std::time::Duration;
+
+/// The fraud features' burst horizon: `rapid` (sluice_fraud::features) fires when one
+/// customer's purchases are less than 900 s apart, stronger the shorter the gap, and the
+/// shortest velocity counter decays in 60 s. A customer who buys every few minutes looks
+/// like a burst on every purchase, whoever they are.
+const RAPID_GAP_S: f64 = 900.0;
+
+/// With wall-clock event times, the average customer buys every `customers / rate` seconds
+/// (a backlog at full speed is stamped at `BACKLOG_EVENTS_PER_SECOND`). Under the `rapid`
+/// horizon every customer is a velocity burst: one line saying so, with a population that is
+/// not.
+fn burst_warning(rate: u64, count: Option<u64>, customers: usize) -> Option<String> {
+    let events_per_s = match (rate, count) {
+        (_, Some(0)) => return None,
+        (0, Some(_)) => BACKLOG_EVENTS_PER_SECOND,
+        (0, None) => return None, // as fast as the broker takes them: no rate to judge by
+        (r, _) => r as f64,
+    };
+    let gap_s = customers.max(1) as f64 / events_per_s;
+    (gap_s < RAPID_GAP_S).then(|| {
+        format!(
+            "warning: {customers} customers at {events_per_s:.0} events/s with wall-clock event times means each customer buys every {gap_s:.0} s on average, inside the fraud model's {RAPID_GAP_S:.0} s velocity window: every customer is a velocity burst and alerts will be inflated; use --customers {} or more, or --event-clock simulated",
+            (events_per_s * RAPID_GAP_S).ceil() as u64
+        )
+    })
+}
 
 /// Produce realistic transaction events (keyed by customer) to Kafka at a steady rate.
 #[derive(Parser)]
@@ -52,13 +80,24 @@ struct Args {
     #[arg(long)]
     quiet: bool,
     /// Event times: `wall` stamps each event when it is produced; `simulated` spaces the
-    /// simulator's draws by 86 400 s / (customers × --per-customer-daily), as the offline
+    /// simulator's draws so that every customer buys at its own daily rate, as the offline
     /// evaluation does, ending a little before now, whatever --rate is.
     #[arg(long, value_enum, default_value_t = ClockKind::Wall)]
     event_clock: ClockKind,
-    /// Transactions per customer per day under the simulated event clock.
+    /// Median purchases per customer per day (each customer's own rate is drawn around it).
     #[arg(long, default_value_t = 3.0)]
     per_customer_daily: f64,
+    /// Who the customers are: `mixed` (rates from a few a month to dozens a day, some
+    /// business accounts, explorers and travellers) or `uniform` (everyone at
+    /// --per-customer-daily).
+    #[arg(long, value_enum, default_value_t = PopulationKind::Mixed)]
+    population: PopulationKind,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum PopulationKind {
+    Mixed,
+    Uniform,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -100,10 +139,13 @@ async fn main() -> Result<()> {
     );
     ensure_topic(&args.brokers, &args.topic, args.partitions).await?;
     let event_clock = match args.event_clock {
-        ClockKind::Wall => EventClock::Wall,
-        ClockKind::Simulated => EventClock::Simulated {
-            per_customer_daily: args.per_customer_daily,
-        },
+        ClockKind::Wall => {
+            if let Some(warning) = burst_warning(args.rate, args.count, args.customers) {
+                eprintln!("{warning}");
+            }
+            EventClock::Wall
+        }
+        ClockKind::Simulated => EventClock::Simulated,
     };
     let spec = LoadSpec {
         brokers: args.brokers,
@@ -114,6 +156,10 @@ async fn main() -> Result<()> {
         generator: GeneratorConfig {
             seed: args.seed,
             customers: args.customers,
+            population: match args.population {
+                PopulationKind::Mixed => Population::mixed(args.per_customer_daily),
+                PopulationKind::Uniform => Population::uniform(args.per_customer_daily),
+            },
             fraud_rate: args.fraud_rate,
             invalid_ratio: args.invalid_ratio,
             duplicate_ratio: args.duplicate_ratio,
@@ -135,4 +181,26 @@ async fn main() -> Result<()> {
         summary.produced as f64 / summary.elapsed.as_secs_f64().max(1e-9)
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::burst_warning;
+
+    #[test]
+    fn warns_when_every_customer_is_a_burst() {
+        // The old demo: 100,000 customers at 5,000/s buy every 20 s.
+        let w = burst_warning(5_000, None, 100_000).expect("a warning");
+        assert!(
+            w.contains("every 20 s") && w.contains("--customers 4500000"),
+            "{w}"
+        );
+        assert!(burst_warning(5_000, None, 4_500_000).is_none());
+        // A full-speed backlog is stamped at 2,000/s.
+        assert!(burst_warning(0, Some(1_000), 1_000_000).is_some());
+        assert!(burst_warning(0, Some(1_000), 2_000_000).is_none());
+        // Nothing produced (topic creation only), or no rate to judge by.
+        assert!(burst_warning(1, Some(0), 1).is_none());
+        assert!(burst_warning(0, None, 1).is_none());
+    }
 }
