@@ -111,10 +111,109 @@ impl PipelineReport {
         s
     }
 
+    /// A few lines for `make demo`: what the pipeline flagged against what was injected
+    /// (counted events only), and whether labels and rows matched.
+    pub fn render_summary(&self) -> String {
+        let c = &self.counts;
+        let m = &self.overall;
+        let pct = |a: usize, b: usize| {
+            if b == 0 {
+                0.0
+            } else {
+                100.0 * a as f64 / b as f64
+            }
+        };
+        let legitimate = c.counted.saturating_sub(m.positives);
+        let flagged = m.true_positives + m.false_positives;
+        let ratio = if m.positives == 0 {
+            "no fraud injected".to_string()
+        } else {
+            format!(
+                "{:.2}x the injected share",
+                flagged as f64 / m.positives as f64
+            )
+        };
+        let mut s = format!(
+            "fraud against the injected labels ({} labeled events{}):\n",
+            thousands(c.counted),
+            if c.warmup > 0 {
+                format!(" after {} warm-up", thousands(c.warmup))
+            } else {
+                String::new()
+            }
+        );
+        s += &format!(
+            "  injected fraud   {:>8} ({:.2}% of events)\n",
+            thousands(m.positives),
+            pct(m.positives, c.counted)
+        );
+        s += &format!(
+            "  flagged          {:>8} ({:.2}% of events, {ratio})\n",
+            thousands(flagged),
+            pct(flagged, c.counted)
+        );
+        s += &format!(
+            "  caught           {:>8} (recall {:.3}, precision {:.3})\n",
+            thousands(m.true_positives),
+            m.recall,
+            m.precision
+        );
+        s += &format!(
+            "  false alarms     {:>8} ({:.3}% of {} legitimate events)\n",
+            thousands(m.false_positives),
+            100.0 * m.fpr,
+            thousands(legitimate)
+        );
+        let recalls: Vec<String> = self
+            .scenarios
+            .iter()
+            .filter(|(_, sm)| sm.positives > 0)
+            .map(|(name, sm)| {
+                format!(
+                    "{name} {}/{} ({:.2})",
+                    sm.true_positives, sm.positives, sm.recall
+                )
+            })
+            .collect();
+        if !recalls.is_empty() {
+            s += &format!("  caught by scenario: {}\n", recalls.join(", "));
+        }
+        let mut reasons: Vec<(&String, &usize)> = self.false_positive_reasons.iter().collect();
+        reasons.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
+        if !reasons.is_empty() {
+            let top: Vec<String> = reasons
+                .iter()
+                .take(4)
+                .map(|(reason, n)| format!("{reason} {}", thousands(**n)))
+                .collect();
+            s += &format!("  false alarms by strongest reason: {}\n", top.join(", "));
+        }
+        if !self.complete() {
+            s += &format!(
+                "  labels vs rows: {} labels without a stored row, {} stored rows without a label\n",
+                c.missing_rows, c.unlabeled_rows
+            );
+        }
+        s
+    }
+
     /// Labels and rows match one to one.
     pub fn complete(&self) -> bool {
         self.counts.missing_rows == 0 && self.counts.unlabeled_rows == 0
     }
+}
+
+/// 1234567 → "1,234,567".
+fn thousands(n: usize) -> String {
+    let digits = n.to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, d) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(d);
+    }
+    out
 }
 
 /// Reads a labels side file (`--labels`), in produce order.
@@ -358,4 +457,57 @@ fn transaction(row: &sqlx::postgres::PgRow) -> Result<(Transaction, i64, DateTim
         items: row.try_get::<Option<i32>, _>(18)?.map(|d| d.max(0) as u32),
     };
     Ok((tx, cents, event_time))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn summary_sets_flagged_against_injected() {
+        let overall = Metrics {
+            precision: 0.8,
+            recall: 0.5,
+            fpr: 100.0 / 98_000.0,
+            positives: 2_000,
+            true_positives: 1_000,
+            false_positives: 250,
+            ..Metrics::default()
+        };
+        let report = PipelineReport {
+            overall,
+            scenarios: BTreeMap::new(),
+            baseline: DetectorReport::default(),
+            hard_negatives: BTreeMap::new(),
+            false_positive_reasons: [("new_device".to_string(), 200), ("rapid".to_string(), 50)]
+                .into(),
+            reasons_by_scenario: BTreeMap::new(),
+            counts: Counts {
+                labels: 100_000,
+                counted: 100_000,
+                ..Counts::default()
+            },
+            replay: Replay::default(),
+            baseline_method: BASELINE_METHOD,
+        };
+        let s = report.render_summary();
+        assert!(s.contains("(100,000 labeled events)"), "{s}");
+        assert!(s.contains("2,000 (2.00% of events)"), "{s}");
+        assert!(
+            s.contains("1,250 (1.25% of events, 0.62x the injected share)"),
+            "{s}"
+        );
+        assert!(
+            s.contains("250 (0.102% of 98,000 legitimate events)"),
+            "{s}"
+        );
+        assert!(
+            s.contains("strongest reason: new_device 200, rapid 50"),
+            "{s}"
+        );
+        assert!(!s.contains("labels vs rows"), "{s}");
+        assert_eq!(thousands(0), "0");
+        assert_eq!(thousands(999), "999");
+        assert_eq!(thousands(1_234_567), "1,234,567");
+    }
 }

@@ -32,7 +32,7 @@ pub struct LoadSpec {
 
 /// Event-time pace of a backlog produced at full speed: its events are spread over the past
 /// as if they had arrived at this rate, ending now, so per-customer timing stays realistic.
-const BACKLOG_EVENTS_PER_SECOND: f64 = 2_000.0;
+pub const BACKLOG_EVENTS_PER_SECOND: f64 = 2_000.0;
 
 #[derive(Debug, Default, Clone)]
 pub struct Summary {

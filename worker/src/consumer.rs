@@ -170,11 +170,14 @@ impl Context {
             b.progress
                 .insert(s.partition, Progress::stored(s.next, s.watermark));
         }
+        let owned = b.progress.len();
         drop(b);
         tracing::info!(?partitions, "partitions assigned");
         if let Err(e) = consumer.incremental_assign(tpl) {
             tracing::error!(error = %e, "incremental assign failed");
         }
+        // After the assign: a record produced from now on is fetched without waiting.
+        self.metrics.partitions_assigned.set(owned as i64);
     }
 
     fn on_revoke(&self, consumer: &BaseConsumer<Self>, tpl: &TopicPartitionList) {
@@ -186,6 +189,9 @@ impl Context {
                 b.progress.remove(p);
             }
             b.scorer.forget_partitions(&partitions);
+            self.metrics
+                .partitions_assigned
+                .set(b.progress.len() as i64);
         }
         // Let batches already handed on finish, so the next owner starts from their commit
         // instead of being fenced by it.

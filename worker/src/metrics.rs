@@ -17,6 +17,7 @@ pub struct Metrics {
     pub end_to_end_latency: Histogram,
     pub db_connections_active: IntGauge,
     pub consumer_lag: IntGaugeVec,
+    pub partitions_assigned: IntGauge,
     pub quality_score: prometheus::Gauge,
     pub batch_size: Histogram,
     pub batch_write_seconds: Histogram,
@@ -79,6 +80,11 @@ impl Metrics {
                 &["partition"],
             )
             .expect("metric"),
+            partitions_assigned: IntGauge::new(
+                "sluice_partitions_assigned",
+                "Input topic partitions this worker owns (set once each assignment is in place).",
+            )
+            .expect("metric"),
             quality_score: prometheus::Gauge::new(
                 "sluice_quality_score",
                 "Accepted / all records over the last minute.",
@@ -127,6 +133,7 @@ impl Metrics {
             Box::new(m.end_to_end_latency.clone()),
             Box::new(m.db_connections_active.clone()),
             Box::new(m.consumer_lag.clone()),
+            Box::new(m.partitions_assigned.clone()),
             Box::new(m.quality_score.clone()),
             Box::new(m.batch_size.clone()),
             Box::new(m.batch_write_seconds.clone()),
@@ -207,6 +214,7 @@ mod tests {
             "sluice_end_to_end_latency_seconds",
             "sluice_db_connections_active",
             "sluice_consumer_lag{partition=\"0\",pipeline=\"p\"} 3",
+            "sluice_partitions_assigned{pipeline=\"p\"} 0",
             "sluice_quality_score{pipeline=\"p\"} 0.9",
         ] {
             assert!(text.contains(name), "missing {name} in\n{text}");

@@ -39,6 +39,11 @@ struct Args {
     offline: Option<PathBuf>,
     #[arg(long, default_value = "target/eval/report.json")]
     out: PathBuf,
+    /// `make demo`'s compact form: flagged against injected fraud, precision, recall and
+    /// false alarms, in a few lines. Writes no report, and evaluates what landed even when
+    /// the wait for --expect-handled gives up (saying so).
+    #[arg(long)]
+    summary: bool,
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -61,19 +66,27 @@ async fn main() -> Result<()> {
                 );
                 break;
             }
-            anyhow::ensure!(
-                started.elapsed() < Duration::from_secs(a.timeout_secs),
-                "only {n} of {expected} records handled within {} s",
-                a.timeout_secs
-            );
             if n != previous {
                 (moved_at, previous) = (Instant::now(), n);
             }
-            anyhow::ensure!(
-                moved_at.elapsed() < Duration::from_secs(a.stall_secs),
-                "stalled at {n} of {expected} handled records for {} s (is the worker running?)",
-                a.stall_secs
-            );
+            let gave_up = if started.elapsed() >= Duration::from_secs(a.timeout_secs) {
+                Some(format!(
+                    "only {n} of {expected} records handled within {} s",
+                    a.timeout_secs
+                ))
+            } else if moved_at.elapsed() >= Duration::from_secs(a.stall_secs) {
+                Some(format!(
+                    "stalled at {n} of {expected} handled records for {} s (is the worker running?)",
+                    a.stall_secs
+                ))
+            } else {
+                None
+            };
+            if let Some(why) = gave_up {
+                anyhow::ensure!(a.summary, "{why}");
+                eprintln!("warning: {why}; evaluating what landed");
+                break;
+            }
             if last.elapsed() > Duration::from_secs(15) {
                 eprintln!("handled {n} of {expected} records");
                 last = Instant::now();
@@ -83,6 +96,10 @@ async fn main() -> Result<()> {
     }
     let labels = read_labels(&a.labels)?;
     let report = evaluate(&pool, &a.schema, &labels, a.warmup, &FraudConfig::default()).await?;
+    if a.summary {
+        print!("{}", report.render_summary());
+        return Ok(());
+    }
     print!("{}", report.render());
     let bars = bars(&report);
     println!("{}", bars.0);
