@@ -25,6 +25,8 @@ pub const PLACE_KM: f64 = 300.0;
 const PEAK_RETAIN: f32 = 0.98;
 /// Events after which the amount statistics stop weighting history more (EW window).
 const AMOUNT_WINDOW: f32 = 50.0;
+/// Pseudo-events of a flat day in the hour-of-day profile.
+const HOUR_PRIOR_EVENTS: f64 = 30.0;
 /// Events after which a customer's novelty rates stop weighting history more.
 const HABIT_WINDOW: f32 = 50.0;
 
@@ -34,7 +36,7 @@ const HABIT_WINDOW: f32 = 50.0;
 pub mod prior {
     /// Purchases a day, counted as [`DAYS`] days of history.
     pub const DAILY_RATE: f64 = 3.0;
-    pub const DAYS: f64 = 1.0;
+    pub const DAYS: f64 = 0.25;
     /// Shares of purchases at a merchant, on a device, in a country, with a card new to
     /// the customer.
     pub const NEW_MERCHANT: f32 = 0.3;
@@ -347,11 +349,21 @@ impl Profile {
     }
 
     /// How much busier than its daily average this customer is at `hour` (UTC), from its
-    /// hour-of-day histogram, smoothed toward flat while the history is short.
+    /// hour-of-day histogram around that hour, trusted as far as its history reaches (a
+    /// day of purchases does not yet say much about an hour never seen).
     pub fn hour_factor(&self, hour: u8) -> f64 {
         let total: f64 = self.hours.iter().map(|h| f64::from(*h)).sum();
-        let here = f64::from(self.hours[usize::from(hour)]);
-        (24.0 * (here + 1.0) / (total + 24.0)).clamp(0.25, 4.0)
+        if total == 0.0 {
+            return 1.0;
+        }
+        let h = usize::from(hour);
+        let around: f64 = [(h + 23) % 24, h, (h + 1) % 24]
+            .iter()
+            .map(|i| f64::from(self.hours[*i]))
+            .sum();
+        let own = 24.0 * around / (3.0 * total);
+        let trust = total / (total + HOUR_PRIOR_EVENTS);
+        (trust * own + (1.0 - trust)).clamp(0.25, 4.0)
     }
 
     /// Novelty habits, starting from the cold-start prior.

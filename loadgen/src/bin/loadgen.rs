@@ -2,7 +2,7 @@
 
 use anyhow::Result;
 use clap::Parser;
-use sluice_fraud::sim::Population;
+use sluice_fraud::sim::{Population, regimes};
 use sluice_loadgen::produce::BACKLOG_EVENTS_PER_SECOND;
 use sluice_loadgen::{EventClock, GeneratorConfig, LoadSpec, ensure_topic, produce};
 use std::time::Duration;
@@ -58,9 +58,9 @@ struct Args {
     /// Seed of the generator: the same seed gives the same events.
     #[arg(long, default_value_t = 1)]
     seed: u64,
-    /// Number of distinct customers.
-    #[arg(long, default_value_t = 100_000)]
-    customers: usize,
+    /// Number of distinct customers (default 100,000, or the --regime's size).
+    #[arg(long)]
+    customers: Option<usize>,
     /// Share of events that are injected fraud scenarios (0..1), labeled in --labels.
     #[arg(long, default_value_t = 0.01)]
     fraud_rate: f64,
@@ -92,6 +92,11 @@ struct Args {
     /// --per-customer-daily).
     #[arg(long, value_enum, default_value_t = PopulationKind::Mixed)]
     population: PopulationKind,
+    /// One of the fraud evaluation's traffic regimes (standard, busy, quiet, business,
+    /// explorers, travellers, mixed, million): its population and size, instead of
+    /// --population and --per-customer-daily.
+    #[arg(long)]
+    regime: Option<String>,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -137,10 +142,29 @@ async fn main() -> Result<()> {
         args.per_customer_daily > 0.0,
         "--per-customer-daily must be positive"
     );
+    let (customers, population) = match &args.regime {
+        Some(name) => {
+            let regime = regimes()
+                .into_iter()
+                .find(|r| r.name == name)
+                .ok_or_else(|| anyhow::anyhow!("unknown --regime {name:?}"))?;
+            (
+                args.customers.unwrap_or(regime.customers),
+                regime.population,
+            )
+        }
+        None => (
+            args.customers.unwrap_or(100_000),
+            match args.population {
+                PopulationKind::Mixed => Population::mixed(args.per_customer_daily),
+                PopulationKind::Uniform => Population::uniform(args.per_customer_daily),
+            },
+        ),
+    };
     ensure_topic(&args.brokers, &args.topic, args.partitions).await?;
     let event_clock = match args.event_clock {
         ClockKind::Wall => {
-            if let Some(warning) = burst_warning(args.rate, args.count, args.customers) {
+            if let Some(warning) = burst_warning(args.rate, args.count, customers) {
                 eprintln!("{warning}");
             }
             EventClock::Wall
@@ -155,11 +179,8 @@ async fn main() -> Result<()> {
         count: args.count,
         generator: GeneratorConfig {
             seed: args.seed,
-            customers: args.customers,
-            population: match args.population {
-                PopulationKind::Mixed => Population::mixed(args.per_customer_daily),
-                PopulationKind::Uniform => Population::uniform(args.per_customer_daily),
-            },
+            customers,
+            population,
             fraud_rate: args.fraud_rate,
             invalid_ratio: args.invalid_ratio,
             duplicate_ratio: args.duplicate_ratio,
