@@ -131,6 +131,12 @@ impl Generator {
         DateTime::from_timestamp_millis(*origin + (self.seq as i64 + 1) * *step)
     }
 
+    /// Purchases a day over all customers: with the simulated clock, the draws per simulated
+    /// day.
+    pub fn daily_events(&self) -> f64 {
+        self.sim.daily_events()
+    }
+
     /// The next event, with event time `now` (ignored by the simulated clock).
     pub fn next(&mut self, now: DateTime<Utc>) -> Event {
         let roll: f64 = self.rng.random();

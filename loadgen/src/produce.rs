@@ -42,6 +42,9 @@ pub struct Summary {
     pub duplicates: u64,
     pub elapsed: Duration,
     pub valid_ids: Vec<String>,
+    /// With the simulated event clock: the population's purchases per simulated day, so
+    /// the `valid + invalid` draws span that many days of each customer's life.
+    pub daily_events: Option<f64>,
 }
 
 /// Create `topic` with `partitions` partitions unless it exists.
@@ -70,6 +73,7 @@ pub fn produce(spec: &LoadSpec) -> Result<Summary> {
         .create()
         .context("creating Kafka producer")?;
     let mut generator = Generator::new(spec.generator.clone());
+    let mut summary = Summary::default();
     if spec.generator.event_clock != EventClock::Wall {
         // The last event lands a little before now (a UTC-midnight origin keeps the offline
         // evaluation's time of day): inside retention, never in the future.
@@ -83,13 +87,22 @@ pub fn produce(spec: &LoadSpec) -> Result<Summary> {
             .context("the simulated event clock needs a count (or a rate and a duration)")?;
         let first =
             generator.end_simulated_clock_at(draws, Utc::now() - chrono::Duration::minutes(1));
+        let daily = generator.daily_events();
+        summary.daily_events = Some(daily);
+        if let (Some(first), true) = (first, spec.progress) {
+            eprintln!(
+                "simulated event clock: {} customers buy {daily:.0} times a simulated day; {draws} events span {:.2} simulated days from {}",
+                spec.generator.customers,
+                draws as f64 / daily,
+                first.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+            );
+        }
         if let Some(first) = first.filter(|f| *f < Utc::now() - chrono::Duration::days(29)) {
             eprintln!(
                 "warning: the first events ({first}) are older than 29 days; a worker keeping 30 days rejects them"
             );
         }
     }
-    let mut summary = Summary::default();
     let bar = progress_bar(spec);
     let started = Instant::now();
     let wall_start = Utc::now();

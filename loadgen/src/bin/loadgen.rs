@@ -3,6 +3,7 @@
 use anyhow::Result;
 use clap::Parser;
 use sluice_fraud::sim::{Population, regimes};
+use sluice_fraud::{SimConfig, Simulator};
 use sluice_loadgen::produce::BACKLOG_EVENTS_PER_SECOND;
 use sluice_loadgen::{EventClock, GeneratorConfig, LoadSpec, ensure_topic, produce};
 use std::time::Duration;
@@ -33,6 +34,27 @@ fn burst_warning(rate: u64, count: Option<u64>, customers: usize) -> Option<Stri
     })
 }
 
+/// The population size at which `events` draws of the simulated event clock span about
+/// `days` simulated days of each customer's life: `events / (days × mean daily rate)`. The
+/// mean rate (well above the median for a mixed population, whose business accounts buy
+/// dozens of times a day) is measured on the customers the simulator would build for this
+/// seed: customer i is the same whatever the population's size.
+fn customers_for_days(seed: u64, population: &Population, events: u64, days: f64) -> usize {
+    let per_day = events as f64 / days;
+    let probe =
+        ((per_day / population.daily_median.max(1e-3)).ceil() as usize).clamp(1_000, 2_000_000);
+    let sim = Simulator::new(
+        seed,
+        SimConfig {
+            customers: probe,
+            population: population.clone(),
+            ..SimConfig::default()
+        },
+    );
+    let mean_daily = sim.daily_events() / probe as f64;
+    ((per_day / mean_daily).round() as usize).max(1)
+}
+
 /// Produce realistic transaction events (keyed by customer) to Kafka at a steady rate.
 #[derive(Parser)]
 #[command(name = "sluice-loadgen", version)]
@@ -61,6 +83,11 @@ struct Args {
     /// Number of distinct customers (default 100,000, or the --regime's size).
     #[arg(long)]
     customers: Option<usize>,
+    /// With `--event-clock simulated`, instead of --customers: size the population so that
+    /// the stream (--count, or --rate × --duration) spans about this many simulated days of
+    /// each customer's life, e.g. 3.5, so customers have history and buy at their own pace.
+    #[arg(long, conflicts_with = "customers")]
+    simulated_days: Option<f64>,
     /// Share of events that are injected fraud scenarios (0..1), labeled in --labels.
     #[arg(long, default_value_t = 0.01)]
     fraud_rate: f64,
@@ -81,7 +108,8 @@ struct Args {
     quiet: bool,
     /// Event times: `wall` stamps each event when it is produced; `simulated` spaces the
     /// simulator's draws so that every customer buys at its own daily rate, as the offline
-    /// evaluation does, ending a little before now, whatever --rate is.
+    /// evaluation does, ending a little before now, whatever --rate is (which still paces
+    /// production on the wall clock). See --simulated-days.
     #[arg(long, value_enum, default_value_t = ClockKind::Wall)]
     event_clock: ClockKind,
     /// Median purchases per customer per day (each customer's own rate is drawn around it).
@@ -142,24 +170,44 @@ async fn main() -> Result<()> {
         args.per_customer_daily > 0.0,
         "--per-customer-daily must be positive"
     );
-    let (customers, population) = match &args.regime {
+    let (default_customers, population) = match &args.regime {
         Some(name) => {
             let regime = regimes()
                 .into_iter()
                 .find(|r| r.name == name)
                 .ok_or_else(|| anyhow::anyhow!("unknown --regime {name:?}"))?;
-            (
-                args.customers.unwrap_or(regime.customers),
-                regime.population,
-            )
+            (regime.customers, regime.population)
         }
         None => (
-            args.customers.unwrap_or(100_000),
+            100_000,
             match args.population {
                 PopulationKind::Mixed => Population::mixed(args.per_customer_daily),
                 PopulationKind::Uniform => Population::uniform(args.per_customer_daily),
             },
         ),
+    };
+    let customers = match (args.customers, args.simulated_days) {
+        (Some(n), _) => n,
+        (None, Some(days)) => {
+            anyhow::ensure!(
+                matches!(args.event_clock, ClockKind::Simulated),
+                "--simulated-days needs --event-clock simulated"
+            );
+            anyhow::ensure!(days > 0.0, "--simulated-days must be positive");
+            let events = args
+                .count
+                .or_else(|| {
+                    args.duration
+                        .filter(|_| args.rate > 0)
+                        .map(|d| (d.as_secs_f64() * args.rate as f64) as u64)
+                })
+                .filter(|n| *n > 0)
+                .ok_or_else(|| {
+                    anyhow::anyhow!("--simulated-days needs --count, or --rate and --duration")
+                })?;
+            customers_for_days(args.seed, &population, events, days)
+        }
+        (None, None) => default_customers,
     };
     ensure_topic(&args.brokers, &args.topic, args.partitions).await?;
     let event_clock = match args.event_clock {
@@ -192,8 +240,19 @@ async fn main() -> Result<()> {
         labels: args.labels,
     };
     let summary = tokio::task::spawn_blocking(move || produce(&spec)).await??;
+    // With the simulated clock, how much of the customers' lives the stream covered (its
+    // draws: every valid and invalid record, not the duplicates).
+    let simulated = summary
+        .daily_events
+        .map(|daily| {
+            format!(
+                " daily_events={daily:.0} simulated_days={:.2}",
+                (summary.valid + summary.invalid) as f64 / daily
+            )
+        })
+        .unwrap_or_default();
     println!(
-        "produced={} valid={} invalid={} duplicates={} seconds={:.2} rate={:.0}/s",
+        "produced={} valid={} invalid={} duplicates={} seconds={:.2} rate={:.0}/s customers={customers}{simulated}",
         summary.produced,
         summary.valid,
         summary.invalid,
@@ -206,7 +265,30 @@ async fn main() -> Result<()> {
 
 #[cfg(test)]
 mod tests {
-    use super::burst_warning;
+    use super::{Population, SimConfig, Simulator, burst_warning, customers_for_days};
+
+    /// The demo's sizing: 300,000 events over 3.5 simulated days of the mixed population
+    /// (median 3 a day, mean about 6) is some 14,000 customers, and the population built
+    /// from that size does span about 3.5 days.
+    #[test]
+    fn sizes_the_population_to_a_span_of_simulated_days() {
+        let population = Population::mixed(3.0);
+        let n = customers_for_days(1, &population, 300_000, 3.5);
+        assert!((12_000..17_000).contains(&n), "{n}");
+        let sim = Simulator::new(
+            1,
+            SimConfig {
+                customers: n,
+                population,
+                ..SimConfig::default()
+            },
+        );
+        let days = 300_000.0 / sim.daily_events();
+        assert!((days - 3.5).abs() < 0.1, "{days}");
+        // Everyone at the median: the median is the mean.
+        let uniform = customers_for_days(1, &Population::uniform(3.0), 300_000, 5.0);
+        assert_eq!(uniform, 20_000);
+    }
 
     #[test]
     fn warns_when_every_customer_is_a_burst() {
