@@ -194,6 +194,7 @@ pub struct Report {
     pub events: usize,
     pub fraud_events: usize,
     pub scoring_latency: Latency,
+    pub by_history: ByHistory,
     pub state_bytes_per_customer: usize,
     /// Profile store bound (customers), when the run evicted and re-warmed profiles.
     pub store_capacity: Option<usize>,
@@ -226,6 +227,18 @@ pub fn baseline_rules(f: &Features) -> f64 {
     fired.iter().filter(|b| **b).count() as f64
 }
 
+/// Customers with fewer earlier purchases than this are "new" in the history slices.
+pub const NEW_CUSTOMER_EVENTS: u32 = 5;
+
+/// Quality on events of new customers (fewer than [`NEW_CUSTOMER_EVENTS`] earlier
+/// purchases: the cold-start path) and of established ones.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Default)]
+pub struct ByHistory {
+    pub new_customers: Metrics,
+    pub new_customer_events: usize,
+    pub established: Metrics,
+}
+
 /// Events per simulated worker batch when the store is bounded.
 const PERSIST_BATCH: usize = 500;
 
@@ -235,13 +248,14 @@ fn run(
     cfg: &EvalConfig,
     scorer: &Scorer,
     move_at: Option<usize>,
-) -> (Vec<Outcome>, Histogram<u64>, usize) {
+) -> (Vec<Outcome>, Vec<u32>, Histogram<u64>, usize) {
     let mut sim = Simulator::new(cfg.seed, cfg.sim.clone());
     let capacity = cfg.store_capacity.unwrap_or(cfg.sim.customers + 1);
     let mut store = ProfileStore::new(capacity);
     let step = sim.step_ms();
     let mut hist = Histogram::<u64>::new_with_bounds(1, 10_000_000, 3).expect("valid bounds");
     let mut out = Vec::with_capacity(cfg.events);
+    let mut history = Vec::with_capacity(cfg.events);
     let mut moved = 0;
     let mut now = CLOCK_START_MS;
     let mut i = 0;
@@ -275,6 +289,7 @@ fn run(
                 &scorer.model().observation(&tx, t, cents),
             ))
         };
+        let earlier = store.get(&tx.customer_id).map_or(0, |p| p.count);
         let started = Instant::now();
         let v = scorer.score(&mut store, &tx, t, cents);
         let ns = started.elapsed().as_nanos() as u64;
@@ -283,6 +298,7 @@ fn run(
             continue;
         }
         hist.saturating_record(ns.max(1));
+        history.push(earlier);
         out.push(Outcome {
             score: v.score,
             flagged: v.flagged,
@@ -299,7 +315,7 @@ fn run(
             }
         }
     }
-    (out, hist, moved)
+    (out, history, hist, moved)
 }
 
 /// Event time of an RFC 3339 timestamp, in ms.
@@ -454,10 +470,21 @@ pub fn reasons_by_scenario(out: &[Outcome]) -> BTreeMap<String, BTreeMap<String,
 /// Runs the evaluation; `partition_move` adds the second, moved run.
 pub fn evaluate(cfg: &EvalConfig, model: Model, partition_move: bool) -> Report {
     let scorer = Scorer::new(model, cfg.fraud.clone());
-    let (out, hist, _) = run(cfg, &scorer, None);
+    let (out, history, hist, _) = run(cfg, &scorer, None);
+    let slice = |new: bool| {
+        out.iter()
+            .zip(&history)
+            .filter(move |(_, h)| (**h < NEW_CUSTOMER_EVENTS) == new)
+            .map(|(o, _)| o)
+    };
+    let by_history = ByHistory {
+        new_customers: metrics(slice(true), false, |l| l.fraud),
+        new_customer_events: slice(true).count(),
+        established: metrics(slice(false), false, |l| l.fraud),
+    };
     let model_report = detector(&out, false);
     let partition_move = partition_move.then(|| {
-        let (moved_out, _, moved) = run(cfg, &scorer, Some(cfg.events / 2));
+        let (moved_out, _, _, moved) = run(cfg, &scorer, Some(cfg.events / 2));
         let m = metrics(moved_out.iter(), false, |l| l.fraud);
         PartitionMove {
             overall: m,
@@ -484,6 +511,7 @@ pub fn evaluate(cfg: &EvalConfig, model: Model, partition_move: bool) -> Report 
             p99_us: quantile_us(&hist, 0.99),
             max_us: hist.max() as f64 / 1_000.0,
         },
+        by_history,
         state_bytes_per_customer: ENCODED_LEN,
         store_capacity: cfg.store_capacity,
     }
@@ -516,6 +544,19 @@ pub fn render(r: &Report) -> String {
             m.recall_delta
         );
     }
+    let h = &r.by_history;
+    let _ = writeln!(
+        s,
+        "new customers (<{NEW_CUSTOMER_EVENTS} earlier purchases, {} events, {} fraud): precision {:.3}, recall {:.3}, fpr {:.4}; established: precision {:.3}, recall {:.3}, fpr {:.4}",
+        h.new_customer_events,
+        h.new_customers.positives,
+        h.new_customers.precision,
+        h.new_customers.recall,
+        h.new_customers.fpr,
+        h.established.precision,
+        h.established.recall,
+        h.established.fpr
+    );
     let _ = writeln!(
         s,
         "scoring latency p50 {:.2} µs, p99 {:.2} µs, max {:.1} µs; state {} bytes per customer",

@@ -4,8 +4,8 @@
 
 use crate::hash::tag;
 use crate::profile::{
-    BURST_TAU_S, NEW_CARD_TAU_S, NOVELTY_TAU_S, PLACE_KM, PRIOR_WEIGHT, Profile, VELOCITY_TAU_S,
-    prior,
+    BURST_TAU_S, NEW_CARD_TAU_S, NOVELTY_TAU_S, PLACE_KM, PRIOR_WEIGHT, Profile, SHORT_TAU_S,
+    VELOCITY_TAU_S, prior,
 };
 use sluice_api::Transaction;
 
@@ -105,9 +105,14 @@ pub const FEATURES: [(&str, &str); NUM_FEATURES] = [
     ("small_amount_new_device", "card_testing"),
     ("new_account", "new_account"),
     ("unusual_hour", "unusual_hour"),
+    ("new_device_new_merchant", "new_device"),
+    ("novel_share", "velocity_burst"),
+    ("short_novelty", "velocity_burst"),
+    ("short_novel_share", "velocity_burst"),
+    ("amount_tail", "amount_spike"),
 ];
 
-pub const NUM_FEATURES: usize = 26;
+pub const NUM_FEATURES: usize = 31;
 
 /// Plain measurements behind the features, for reports and the rules-only baseline.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
@@ -287,6 +292,30 @@ impl Features {
             0.0
         };
         let any_new = unusual.iter().copied().fold(0.0, f64::max);
+        // Share of the last hour's purchases that were novel, beyond this customer's usual
+        // share, weighed by how many purchases there were: a run of purchases all at new
+        // places stands out at any pace, a run at the usual shops does not.
+        let novel_share = if seen {
+            let recent = f64::from(p.recent_novelty) * p.decay(t, NOVELTY_TAU_S);
+            let share = recent / (vel[1] + 1.0);
+            (share - rates.iter().sum::<f64>()).max(0.0) * (vel[1].min(5.0) / 5.0)
+        } else {
+            0.0
+        };
+        // The same over five minutes, where a burst inside a busy customer's ordinary hour
+        // still stands out.
+        let (short_novelty, short_novel_share) = if seen {
+            let d = p.decay(t, SHORT_TAU_S);
+            let events = f64::from(p.short_events) * d;
+            let novel = f64::from(p.short_novelty) * d;
+            let usual = rates.iter().sum::<f64>();
+            (
+                excess_over(novel, usual_rate * SHORT_TAU_S * usual),
+                (novel / (events + 1.0) - usual).max(0.0) * (events.min(3.0) / 3.0),
+            )
+        } else {
+            (0.0, 0.0)
+        };
 
         let new_account = o
             .account_age_days
@@ -326,6 +355,12 @@ impl Features {
             flag(o.small) * unusual[1],
             new_account,
             unusual_hour,
+            unusual[1] * unusual[0],
+            novel_share,
+            short_novelty,
+            short_novel_share,
+            // Log-normal tails fall off as z²: far out, each step counts for more.
+            spike * spike / 4.0,
         ];
         let raw = Raw {
             velocity_minute: vel[0],

@@ -19,6 +19,8 @@ pub const BURST_TAU_S: f64 = 60.0;
 pub const NEW_CARD_TAU_S: f64 = 3_600.0;
 /// Time constant of the recent-novelty counter (new merchants, devices, countries, cards).
 pub const NOVELTY_TAU_S: f64 = 3_600.0;
+/// Time constant of the short purchase and novelty counters.
+pub const SHORT_TAU_S: f64 = 300.0;
 /// Distance beyond which a located event counts as a different place (km).
 pub const PLACE_KM: f64 = 300.0;
 /// Per-event pull of the amount peak back toward the mean, so one old outlier fades.
@@ -153,6 +155,10 @@ pub struct Profile {
     pub amount_peak: f32,
     /// Decayed count of first-seen merchants, devices, countries and cards over ~an hour.
     pub recent_novelty: f32,
+    /// Decayed counts of purchases and of novel ones over ~five minutes: a burst inside a
+    /// busy customer's ordinary hour.
+    pub short_events: f32,
+    pub short_novelty: f32,
     /// Exponentially weighted share of purchases at a new merchant, on a new device, in a
     /// new country, with a new card: how novel this customer usually is.
     pub novelty_rates: [f32; 4],
@@ -187,7 +193,7 @@ pub const ENCODED_LEN: usize = 1 // version
     + 8 // last_ms
     + 4 // count
     + 12 // velocity
-    + 10 * 4 // burst, new cards, amount mean/var/peak, novelty, 4 novelty rates
+    + 12 * 4 // burst, new cards, amount mean/var/peak, novelty (hour, 5 min), 4 rates
     + 2 * 16 // two located places
     + 24 // hours
     + TagSet::<16>::ENCODED_LEN
@@ -303,6 +309,9 @@ impl Profile {
         self.recent_novelty = (f64::from(self.recent_novelty)
             * self.decay_for(o.time_ms, NOVELTY_TAU_S, first)
             + novel) as f32;
+        let short = self.decay_for(o.time_ms, SHORT_TAU_S, first);
+        self.short_events = (f64::from(self.short_events) * short + 1.0) as f32;
+        self.short_novelty = (f64::from(self.short_novelty) * short + novel) as f32;
 
         // Exponentially weighted Welford on ln(amount).
         let n = (self.count as f32 + 1.0).min(AMOUNT_WINDOW);
@@ -409,6 +418,8 @@ impl Profile {
             self.amount_var,
             self.amount_peak,
             self.recent_novelty,
+            self.short_events,
+            self.short_novelty,
         ]
         .into_iter()
         .chain(self.novelty_rates)
@@ -451,6 +462,7 @@ impl Profile {
         let (small_burst, new_cards, amount_mean, amount_var) =
             (r.f32(), r.f32(), r.f32(), r.f32());
         let (amount_peak, recent_novelty) = (r.f32(), r.f32());
+        let (short_events, short_novelty) = (r.f32(), r.f32());
         let novelty_rates = [r.f32(), r.f32(), r.f32(), r.f32()];
         let located_ms = i64::from_le_bytes(r.take());
         let (lat, lon) = (r.f32(), r.f32());
@@ -468,6 +480,8 @@ impl Profile {
             amount_var,
             amount_peak,
             recent_novelty,
+            short_events,
+            short_novelty,
             novelty_rates,
             located_ms,
             lat,

@@ -30,9 +30,9 @@ struct Args {
     /// Simulated days of traffic run first to build customer history, not counted.
     #[arg(long, default_value_t = 7.0)]
     warmup_days: f64,
-    /// Upper bound of the warm-up in events (the million-customer regime would take
-    /// many millions for a week).
-    #[arg(long, default_value_t = 2_000_000)]
+    /// Upper bound of the warm-up in events (a week of the million-customer regime is
+    /// about 12M).
+    #[arg(long, default_value_t = 15_000_000)]
     max_warmup: usize,
     /// Override the regime's population size (customers).
     #[arg(long)]
@@ -59,6 +59,10 @@ struct Args {
     /// L2 penalty of the fit.
     #[arg(long, default_value_t = 1.0)]
     l2: f64,
+    /// Simulated days before the fit's rows start: short, so the fit sees customers
+    /// without history too (the cold-start path) beside established ones.
+    #[arg(long, default_value_t = 0.5)]
+    fit_warmup_days: f64,
     /// Instead of evaluating, fit weights on seed 1 of the fit regimes and write them here.
     #[arg(long)]
     fit: Option<PathBuf>,
@@ -151,7 +155,9 @@ fn fit(a: &Args, path: &PathBuf) -> anyhow::Result<()> {
     };
     let mut rows = Vec::new();
     for regime in &fit_regimes {
-        rows.extend(training_rows(&config(a, regime, 1), &model));
+        let mut cfg = config(a, regime, 1);
+        cfg.warmup = cfg.warmup_for_days(a.fit_warmup_days);
+        rows.extend(training_rows(&cfg, &model));
     }
     (model.bias, model.weights) = fit_logistic(&rows, a.l2, a.pos_weight, 25);
     let provenance = format!(
@@ -163,7 +169,7 @@ fn fit(a: &Args, path: &PathBuf) -> anyhow::Result<()> {
         pw = a.pos_weight,
         fr = FIT_REGIMES.join(", "),
         ev = a.events,
-        wd = a.warmup_days,
+        wd = a.fit_warmup_days,
         rate = a.fraud_rate,
     );
     model.version = "v2".into();
