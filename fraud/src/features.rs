@@ -240,11 +240,10 @@ impl Features {
 
         // Speed from the last place, and from the one before it (a second event abroad
         // right after the first is as impossible as the first).
-        // Back at the place before the last one (A → B → A), the odd one out was B, which
-        // was judged when it happened: only the speed from A counts. The place before the
-        // last one counts only away from the customer's main country: a second purchase
-        // abroad right after the first is as impossible as the first, a second one at home
-        // after someone used the card abroad is not.
+        // Away from the customer's main country both the last place and the one before
+        // count: a second purchase abroad right after the first is as impossible as the
+        // first. At home only the last place counts, and not even that when it is a
+        // return (A → B → A): the odd one out was B, judged when it happened.
         let mut travel_kmh: f64 = 0.0;
         if let Some(here) = o.location {
             let returning = p.prev_located_ms > 0
@@ -257,7 +256,7 @@ impl Features {
             .into_iter()
             .enumerate()
             {
-                if ms == 0 || (returning && i == 0) || (at_home && i == 1) {
+                if ms == 0 || (at_home && (i == 1 || returning)) {
                     continue;
                 }
                 let km = haversine_km((f64::from(lat), f64::from(lon)), here);
