@@ -565,6 +565,30 @@ mod tests {
     }
 
     #[test]
+    fn a_cloned_card_abroad_is_impossible_each_time_the_way_home_is_not() {
+        // Paris at home, Tokyo (the clone), Paris again (the owner), Tokyo again.
+        let mut p = habitual();
+        let t0 = 19 * DAY + 12 * 3_600_000;
+        let steps = [
+            ("FR", PARIS, 0, false),
+            ("JP", TOKYO, 10, true),
+            ("FR", PARIS, 20, false),
+            ("JP", TOKYO, 30, true),
+        ];
+        for (country, place, minutes, impossible) in steps {
+            let o = Observation::new(&tx("m1", "d1", country, place), t0 + minutes * MIN, 3_000);
+            let f = Features::extract(&p, &o);
+            assert_eq!(
+                f.get("impossible_travel").unwrap() > 1.0,
+                impossible,
+                "{country} at +{minutes} min: {:?}",
+                f.raw
+            );
+            p.observe(&o);
+        }
+    }
+
+    #[test]
     fn plausible_travel_is_not_impossible() {
         let p = habitual();
         let f = Features::extract(
