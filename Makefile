@@ -34,8 +34,8 @@ services-down:
 
 include $(wildcard hack/mk/*.mk)
 
-## make eval: fraud evaluation through the real pipeline (Kafka → worker → Postgres) beside
-## the offline one; prints the tables, writes target/eval/report.json.
+## make eval: fraud evaluation per traffic regime through the real pipeline (Kafka → worker →
+## Postgres) beside the offline one; prints the tables, writes target/eval/report.json.
 ## make eval-offline: the offline evaluation alone (simulator → scorer, no services), written to
 ## target/eval/offline.json.
 .PHONY: eval eval-offline

@@ -258,6 +258,204 @@ pub fn read_labels(path: &Path) -> Result<Vec<(String, Label)>> {
         .collect()
 }
 
+/// The simulator draw a load-generator transaction id carries: the generator names draw `k`
+/// (counting valid and broken records, not duplicates) `{prefix}-{seed}-{k:010}`
+/// ([`crate::Generator`]). `None` for ids of another shape.
+pub fn draw_of(transaction_id: &str) -> Option<u64> {
+    let (_, digits) = transaction_id.rsplit_once('-')?;
+    (!digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()))
+        .then(|| digits.parse().ok())
+        .flatten()
+}
+
+/// How many labels (in produce order) belong to the generator's first `draws` simulator
+/// draws: with the simulated event clock those draws are exactly the events `sluice-eval`
+/// runs as its warm-up of `draws` events on the same seed and population, whatever share of
+/// them the generator broke or repeated.
+pub fn warmup_of_draws(labels: &[(String, Label)], draws: u64) -> Result<usize> {
+    let mut warmup = 0;
+    let mut previous = 0;
+    for (id, _) in labels {
+        let draw = draw_of(id).with_context(|| {
+            format!(
+                "transaction id {id:?} carries no generator draw number (give --warmup instead)"
+            )
+        })?;
+        ensure!(
+            draw > previous,
+            "labels are not in draw order ({id:?} after draw {previous})"
+        );
+        previous = draw;
+        if draw <= draws {
+            warmup += 1;
+        }
+    }
+    Ok(warmup)
+}
+
+/// `make eval`'s tables from the merged report (`{regimes: {name: regime report}, …}`, see
+/// `sluice-eval-e2e merge`): one line per regime, end to end beside the rules-only baseline
+/// and the offline figures of the same regime, then per regime one line per scenario.
+pub fn render_regimes(merged: &serde_json::Value) -> String {
+    use serde_json::Value;
+    use std::fmt::Write;
+    let num = |v: &Value| v.as_f64().unwrap_or(f64::NAN);
+    let count = |v: &Value| v.as_u64().map_or("-".to_string(), |n| n.to_string());
+    let min_recall = |scenarios: &Value| {
+        scenarios
+            .as_object()
+            .map(|m| {
+                m.values()
+                    .map(|s| num(&s["recall"]))
+                    .fold(f64::INFINITY, f64::min)
+            })
+            .unwrap_or(f64::NAN)
+    };
+    let empty = serde_json::Map::new();
+    let regimes = merged["regimes"].as_object().unwrap_or(&empty);
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "fraud detection per regime, seed {}: end to end (verdicts the pipeline stored) beside the rules-only baseline on the same stream, and offline (simulator -> scorer, same seed and warm-up); model {} fitted on seed {} of {}",
+        count(&merged["seed"]),
+        merged["model_version"].as_str().unwrap_or("?"),
+        count(&merged["fit_seed"]),
+        merged["fit_regimes"]
+            .as_array()
+            .map(|a| a
+                .iter()
+                .filter_map(Value::as_str)
+                .collect::<Vec<_>>()
+                .join(", "))
+            .unwrap_or_default(),
+    );
+    let _ = writeln!(
+        s,
+        "{:<11} {:>3} {:>8} {:>6} | {:>6} {:>6} {:>7} {:>6} {:>6} | {:>6} {:>6} {:>7} | {:>6} {:>6} {:>7} {:>6} {:>6} | bars",
+        "regime",
+        "fit",
+        "counted",
+        "fraud",
+        "prec",
+        "recall",
+        "fpr",
+        "pr_auc",
+        "min.sc",
+        "b.prec",
+        "b.rec",
+        "b.fpr",
+        "o.prec",
+        "o.rec",
+        "o.fpr",
+        "o.auc",
+        "o.min"
+    );
+    for (name, r) in regimes {
+        let (m, b, o) = (&r["overall"], &r["baseline"]["overall"], &r["offline"]);
+        let om = &o["report"]["overall"];
+        let bars = r["bars"].as_object();
+        let met = bars.map_or(0, |b| {
+            b.values().filter(|v| v.as_bool() == Some(true)).count()
+        });
+        let _ = writeln!(
+            s,
+            "{:<11} {:>3} {:>8} {:>6} | {:>6.3} {:>6.3} {:>7.4} {:>6.3} {:>6.3} | {:>6.3} {:>6.3} {:>7.4} | {:>6.3} {:>6.3} {:>7.4} {:>6.3} {:>6.3} | {}/{}",
+            name,
+            match o["fitted_on"].as_bool() {
+                Some(true) => "yes",
+                Some(false) => "no",
+                None => "?",
+            },
+            count(&r["counts"]["counted"]),
+            count(&m["positives"]),
+            num(&m["precision"]),
+            num(&m["recall"]),
+            num(&m["fpr"]),
+            num(&m["pr_auc"]),
+            min_recall(&r["scenarios"]),
+            num(&b["precision"]),
+            num(&b["recall"]),
+            num(&b["fpr"]),
+            num(&om["precision"]),
+            num(&om["recall"]),
+            num(&om["fpr"]),
+            num(&om["pr_auc"]),
+            num(&o["min_scenario_recall"]),
+            met,
+            bars.map_or(0, |b| b.len()),
+        );
+    }
+    let _ = writeln!(
+        s,
+        "counted: events after the offline run's warm-up; min.sc: lowest scenario recall; b.*: rules-only baseline; o.*: offline, o.min its lowest scenario recall; bars: the issue's bars met (precision >= 0.90, recall >= 0.90, fpr <= 0.005, every scenario's recall >= 0.85)"
+    );
+    let _ = writeln!(
+        s,
+        "per scenario (its fraud against all legitimate events): fraud, recall, pr_auc end to end | baseline recall, pr_auc | offline fraud, recall, pr_auc"
+    );
+    for (name, r) in regimes {
+        let _ = writeln!(
+            s,
+            "\n{:<18} {:>6} {:>6} {:>6} | {:>6} {:>6} | {:>6} {:>6} {:>6}",
+            format!("{name}: scenario"),
+            "fraud",
+            "recall",
+            "pr_auc",
+            "b.rec",
+            "b.auc",
+            "o.frd",
+            "o.rec",
+            "o.auc"
+        );
+        let offline = &r["offline"]["report"]["scenarios"];
+        for (scenario, m) in r["scenarios"].as_object().unwrap_or(&empty) {
+            let b = &r["baseline"]["scenarios"][scenario];
+            let o = &offline[scenario];
+            let _ = writeln!(
+                s,
+                "{:<18} {:>6} {:>6.3} {:>6.3} | {:>6.3} {:>6.3} | {:>6} {:>6.3} {:>6.3}",
+                scenario,
+                count(&m["positives"]),
+                num(&m["recall"]),
+                num(&m["pr_auc"]),
+                num(&b["recall"]),
+                num(&b["pr_auc"]),
+                count(&o["positives"]),
+                num(&o["recall"]),
+                num(&o["pr_auc"]),
+            );
+        }
+        let missed: Vec<&str> = r["bars"]
+            .as_object()
+            .map(|b| {
+                b.iter()
+                    .filter(|(_, ok)| ok.as_bool() != Some(true))
+                    .map(|(n, _)| n.as_str())
+                    .collect()
+            })
+            .unwrap_or_default();
+        let c = &r["counts"];
+        let _ = writeln!(
+            s,
+            "{name}: {} labeled events ({} warm-up), {} stored rows, {} labels without a row, {} rows without a label, {} rejected; in-order replay: {} score and {} flag mismatches{}",
+            count(&c["labels"]),
+            count(&c["warmup"]),
+            count(&c["stored_rows"]),
+            count(&c["missing_rows"]),
+            count(&c["unlabeled_rows"]),
+            count(&c["rejected"]),
+            count(&r["replay"]["score_mismatches"]),
+            count(&r["replay"]["flag_mismatches"]),
+            if missed.is_empty() {
+                String::new()
+            } else {
+                format!("; bars missed: {}", missed.join(", "))
+            }
+        );
+    }
+    s
+}
+
 /// Records the pipeline has handled: stored rows plus rejections.
 pub async fn handled(pool: &PgPool, schema: &str) -> Result<i64> {
     check_schema(schema)?;
@@ -462,6 +660,115 @@ fn transaction(row: &sqlx::postgres::PgRow) -> Result<(Transaction, i64, DateTim
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every valid event's id carries its simulator draw, broken records taking a draw and
+    /// duplicates none, so a warm-up of N draws is the labels of the first N draws.
+    #[test]
+    fn ids_carry_the_generator_draw() {
+        use crate::{EventClock, EventKind, Generator, GeneratorConfig};
+        let mut g = Generator::new(GeneratorConfig {
+            seed: 3,
+            customers: 300,
+            invalid_ratio: 0.2,
+            duplicate_ratio: 0.1,
+            id_prefix: "eval-x".into(),
+            event_clock: EventClock::Simulated,
+            ..GeneratorConfig::default()
+        });
+        let (mut draws, mut labels, mut within_100) = (0, Vec::new(), 0);
+        for _ in 0..2_000 {
+            let e = g.next(Utc::now());
+            if e.kind == EventKind::Duplicate {
+                continue;
+            }
+            draws += 1;
+            if let (EventKind::Valid, Some(id), Some(label)) = (e.kind, e.transaction_id, e.label) {
+                assert_eq!(draw_of(&id), Some(draws), "{id}");
+                within_100 += usize::from(draws <= 100);
+                labels.push((id, label));
+            }
+        }
+        assert!(labels.len() > 1_000 && within_100 < 100, "{within_100}");
+        assert_eq!(
+            warmup_of_draws(&labels, 100).expect("generator ids"),
+            within_100
+        );
+        assert_eq!(warmup_of_draws(&labels, 0).expect("generator ids"), 0);
+        assert_eq!(draw_of("4daa5459-0392-8523-6673-5dbc0e66b2e5"), None);
+        assert_eq!(draw_of("12345"), None);
+        let foreign = vec![("order-17".to_string(), labels[0].1)];
+        assert_eq!(warmup_of_draws(&foreign, 100).expect("a draw"), 1);
+        let uuid = vec![(
+            "4daa5459-0392-8523-6673-5dbc0e66b2e5".to_string(),
+            labels[0].1,
+        )];
+        assert!(warmup_of_draws(&uuid, 100).is_err());
+    }
+
+    /// The merged report's tables: one line per regime, end to end beside baseline and
+    /// offline, then the scenarios.
+    #[test]
+    fn renders_regimes_beside_offline() {
+        let m = |precision: f64, recall: f64| Metrics {
+            precision,
+            recall,
+            fpr: 0.0007,
+            pr_auc: 0.95,
+            positives: 500,
+            ..Metrics::default()
+        };
+        let report = PipelineReport {
+            overall: m(0.93, 0.91),
+            scenarios: [
+                ("card_testing".to_string(), m(0.7, 0.97)),
+                ("velocity_burst".to_string(), m(0.6, 0.79)),
+            ]
+            .into(),
+            baseline: DetectorReport {
+                overall: m(0.06, 0.75),
+                scenarios: BTreeMap::new(),
+            },
+            hard_negatives: BTreeMap::new(),
+            false_positive_reasons: BTreeMap::new(),
+            reasons_by_scenario: BTreeMap::new(),
+            counts: Counts {
+                labels: 1_000,
+                counted: 900,
+                ..Counts::default()
+            },
+            replay: Replay::default(),
+            baseline_method: BASELINE_METHOD,
+        };
+        let mut regime = serde_json::to_value(&report).expect("serialisable");
+        regime["bars"] = serde_json::json!({"overall recall >= 0.90": true, "velocity_burst recall >= 0.85": false});
+        regime["offline"] = serde_json::json!({
+            "regime": "mixed", "fitted_on": false, "min_scenario_recall": 0.791,
+            "report": {"overall": m(0.925, 0.909), "scenarios": {"card_testing": m(0.7, 0.974)}}
+        });
+        let merged = serde_json::json!({
+            "regimes": {"mixed": regime}, "fit_regimes": ["standard", "busy"], "fit_seed": 1,
+            "seed": 2, "model_version": "v2"
+        });
+        let s = render_regimes(&merged);
+        assert!(
+            s.contains("model v2 fitted on seed 1 of standard, busy"),
+            "{s}"
+        );
+        assert!(
+            s.contains("mixed        no      900    500 |  0.930  0.910  0.0007  0.950  0.790 |  0.060  0.750  0.0007 |  0.925  0.909  0.0007  0.950  0.791 | 1/2"),
+            "{s}"
+        );
+        assert!(
+            s.contains(
+                "card_testing          500  0.970  0.950 |    NaN    NaN |    500  0.974  0.950"
+            ),
+            "{s}"
+        );
+        assert!(
+            s.contains("bars missed: velocity_burst recall >= 0.85"),
+            "{s}"
+        );
+    }
 
     #[test]
     fn summary_sets_flagged_against_injected() {
