@@ -30,6 +30,16 @@ pub struct LoadSpec {
     pub labels: Option<std::path::PathBuf>,
 }
 
+/// Events a run will produce: `count`, else `rate × duration`; `None` when neither bounds
+/// it (no count, and no duration at a set rate).
+pub fn planned_events(count: Option<u64>, duration: Option<Duration>, rate: u64) -> Option<u64> {
+    count.or_else(|| {
+        duration
+            .filter(|_| rate > 0)
+            .map(|d| (d.as_secs_f64() * rate as f64) as u64)
+    })
+}
+
 /// Event-time pace of a backlog produced at full speed: its events are spread over the past
 /// as if they had arrived at this rate, ending now, so per-customer timing stays realistic.
 pub const BACKLOG_EVENTS_PER_SECOND: f64 = 2_000.0;
@@ -77,13 +87,7 @@ pub fn produce(spec: &LoadSpec) -> Result<Summary> {
     if spec.generator.event_clock != EventClock::Wall {
         // The last event lands a little before now (a UTC-midnight origin keeps the offline
         // evaluation's time of day): inside retention, never in the future.
-        let draws = spec
-            .count
-            .or_else(|| {
-                spec.duration
-                    .filter(|_| spec.rate > 0)
-                    .map(|d| (d.as_secs_f64() * spec.rate as f64) as u64)
-            })
+        let draws = planned_events(spec.count, spec.duration, spec.rate)
             .context("the simulated event clock needs a count (or a rate and a duration)")?;
         let first =
             generator.end_simulated_clock_at(draws, Utc::now() - chrono::Duration::minutes(1));

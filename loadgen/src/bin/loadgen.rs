@@ -4,7 +4,7 @@ use anyhow::Result;
 use clap::Parser;
 use sluice_fraud::sim::{Population, regimes};
 use sluice_fraud::{SimConfig, Simulator};
-use sluice_loadgen::produce::BACKLOG_EVENTS_PER_SECOND;
+use sluice_loadgen::produce::{BACKLOG_EVENTS_PER_SECOND, planned_events};
 use sluice_loadgen::{EventClock, GeneratorConfig, LoadSpec, ensure_topic, produce};
 use std::time::Duration;
 
@@ -194,13 +194,7 @@ async fn main() -> Result<()> {
                 "--simulated-days needs --event-clock simulated"
             );
             anyhow::ensure!(days > 0.0, "--simulated-days must be positive");
-            let events = args
-                .count
-                .or_else(|| {
-                    args.duration
-                        .filter(|_| args.rate > 0)
-                        .map(|d| (d.as_secs_f64() * args.rate as f64) as u64)
-                })
+            let events = planned_events(args.count, args.duration, args.rate)
                 .filter(|n| *n > 0)
                 .ok_or_else(|| {
                     anyhow::anyhow!("--simulated-days needs --count, or --rate and --duration")
