@@ -18,7 +18,7 @@
 #    It fails when a regime's labels and stored rows do not match one to one.
 #
 # EVAL_REGIMES (default "mixed quiet travellers busy": every held-out regime but million,
-# whose week of warm-up is 15M events, and the busiest one the fit saw; about 8 minutes on
+# whose week of warm-up is about 12M events, and the busiest one the fit saw; about 6 minutes on
 # 2 cores, mixed alone ~2.5 minutes end to end for its 2.9M records), EVAL_SEED, EVAL_EVENTS
 # (counted events per regime, offline and end to end), EVAL_OUT override; EVAL_OFFLINE_ARGS
 # adds sluice-eval flags (e.g. "--regimes busy"), EVAL_LOADGEN_ARGS sluice-loadgen flags

@@ -176,9 +176,8 @@ impl Features {
         let m = p.maturity();
         let seen = p.count > 0;
 
-        // Velocity beyond what this customer's own pace predicts, in Poisson standard
-        // deviations, so a busy customer's ordinary ups and downs stay small.
-        // The pace of the day is the lifetime pace; within the hour it is scaled by how
+        // Velocity beyond what this customer's own pace predicts, as Poisson tail surprise
+        // ([`excess_over`]), so a busy customer's ordinary ups and downs stay small. The pace of the day is the lifetime pace; within the hour it is scaled by how
         // much of the customer's buying happens at this hour (office hours, evenings).
         let daily_rate = p.usual_rate(t);
         let usual_rate = daily_rate * p.hour_factor(o.hour);
@@ -216,11 +215,9 @@ impl Features {
 
         // Novelty as surprise: -ln(this customer's usual share of such purchases).
         let rates = p.novelty();
-        let merchant_new = !p.merchants.contains(o.merchant);
-        let device_new = o.device.is_some_and(|d| !p.devices.contains(d));
-        let country_new = !p.countries.contains(o.country);
-        let card_new = o.card.is_some_and(|c| !p.cards.contains(c));
-        let novel = [merchant_new, device_new, country_new, card_new];
+        let usual_novelty: f64 = rates.iter().sum();
+        let novel = p.novel_in(o);
+        let [_, device_new, country_new, card_new] = novel;
         let surprise: [f64; 4] = std::array::from_fn(|k| {
             if seen && novel[k] {
                 -rates[k].max(0.01).ln()
@@ -238,9 +235,7 @@ impl Features {
         let [new_merchant, new_device, new_country, new_card] = surprise;
         let new_category = m * flag(o.category.is_some_and(|c| !p.categories.contains(c)));
 
-        // Speed from the last place, and from the one before it (a second event abroad
-        // right after the first is as impossible as the first).
-        // Away from the customer's main country both the last place and the one before
+        // Speed from the last place, and from the one before it. Away from the customer's main country both the last place and the one before
         // count: a second purchase abroad right after the first is as impossible as the
         // first. At home only the last place counts, and not even that when it is a
         // return (A → B → A): the odd one out was B, judged when it happened.
@@ -282,22 +277,20 @@ impl Features {
         let card_testing_new_cards = flag(card_new && seen) * new_cards.ln_1p();
 
         // Novel purchases in the last hour beyond what this customer's novelty rates and
-        // recent pace predict.
-        let novelty = if seen {
-            let recent = f64::from(p.recent_novelty) * p.decay(t, NOVELTY_TAU_S);
-            let expected = usual_rate * NOVELTY_TAU_S * rates.iter().sum::<f64>();
-            excess_over(recent, expected)
+        // usual pace predict.
+        let recent_novel = if seen {
+            f64::from(p.recent_novelty) * p.decay(t, NOVELTY_TAU_S)
         } else {
             0.0
         };
+        let novelty = excess_over(recent_novel, usual_rate * NOVELTY_TAU_S * usual_novelty);
         let any_new = unusual.iter().copied().fold(0.0, f64::max);
         // Share of the last hour's purchases that were novel, beyond this customer's usual
         // share, weighed by how many purchases there were: a run of purchases all at new
         // places stands out at any pace, a run at the usual shops does not.
         let novel_share = if seen {
-            let recent = f64::from(p.recent_novelty) * p.decay(t, NOVELTY_TAU_S);
-            let share = recent / (vel[1] + 1.0);
-            (share - rates.iter().sum::<f64>()).max(0.0) * (vel[1].min(5.0) / 5.0)
+            let share = recent_novel / (vel[1] + 1.0);
+            (share - usual_novelty).max(0.0) * (vel[1].min(5.0) / 5.0)
         } else {
             0.0
         };
@@ -307,10 +300,9 @@ impl Features {
             let d = p.decay(t, SHORT_TAU_S);
             let events = f64::from(p.short_events) * d;
             let novel = f64::from(p.short_novelty) * d;
-            let usual = rates.iter().sum::<f64>();
             (
-                excess_over(novel, usual_rate * SHORT_TAU_S * usual),
-                (novel / (events + 1.0) - usual).max(0.0) * (events.min(3.0) / 3.0),
+                excess_over(novel, usual_rate * SHORT_TAU_S * usual_novelty),
+                (novel / (events + 1.0) - usual_novelty).max(0.0) * (events.min(3.0) / 3.0),
             )
         } else {
             (0.0, 0.0)
@@ -487,8 +479,8 @@ mod tests {
         );
     }
 
-    /// A customer buying every `gap` at one of `shops` merchants (new one with `explore`
-    /// chance), for `n` purchases.
+    /// A customer making `n` purchases `gap` apart at three usual merchants, or, with
+    /// `explore_every` k, at a new one every k-th purchase.
     fn customer_with(gap: i64, n: i64, explore_every: Option<i64>) -> Profile {
         let mut p = Profile::default();
         for i in 0..n {

@@ -256,6 +256,17 @@ impl Profile {
         (f64::from(self.count) + prior::DAILY_RATE * prior::DAYS) / (lifetime_s + prior_s)
     }
 
+    /// Whether `o` is at a merchant, on a device, in a country, with a card new to this
+    /// customer (an event without a device or card is not new in those).
+    pub fn novel_in(&self, o: &Observation) -> [bool; 4] {
+        [
+            !self.merchants.contains(o.merchant),
+            o.device.is_some_and(|d| !self.devices.contains(d)),
+            !self.countries.contains(o.country),
+            o.card.is_some_and(|c| !self.cards.contains(c)),
+        ]
+    }
+
     /// Usual share of purchases at a new merchant, device, country and card.
     pub fn novelty(&self) -> [f64; 4] {
         if self.count == 0 {
@@ -280,7 +291,8 @@ impl Profile {
         if first {
             self.first_seen_s = (o.time_ms / 1000).clamp(0, i64::from(u32::MAX)) as u32;
         }
-        self.observe_habits(o, first);
+        let novel = self.novel_in(o);
+        self.observe_habits(novel, first);
         let decays = VELOCITY_TAU_S.map(|tau| self.decay_for(o.time_ms, tau, first));
         for (v, d) in self.velocity.iter_mut().zip(decays) {
             *v = (f64::from(*v) * d + 1.0) as f32;
@@ -289,18 +301,11 @@ impl Profile {
         self.small_burst = (f64::from(self.small_burst)
             * self.decay_for(o.time_ms, BURST_TAU_S, first)
             + small) as f32;
-        let card_new = o.card.is_some_and(|c| !self.cards.contains(c));
-        let card_new = if card_new && !first { 1.0 } else { 0.0 };
+        let card_new = if novel[3] && !first { 1.0 } else { 0.0 };
         self.new_cards = (f64::from(self.new_cards)
             * self.decay_for(o.time_ms, NEW_CARD_TAU_S, first)
             + card_new) as f32;
 
-        let novel = [
-            !self.merchants.contains(o.merchant),
-            o.device.is_some_and(|d| !self.devices.contains(d)),
-            !self.countries.contains(o.country),
-            o.card.is_some_and(|c| !self.cards.contains(c)),
-        ];
         let novel = if first {
             0.0
         } else {
@@ -375,19 +380,14 @@ impl Profile {
         (trust * own + (1.0 - trust)).clamp(0.25, 4.0)
     }
 
-    /// Novelty habits, starting from the cold-start prior.
-    fn observe_habits(&mut self, o: &Observation, first: bool) {
+    /// Novelty habits, starting from the cold-start prior; `novel` is [`Profile::novel_in`]
+    /// of the event being folded in.
+    fn observe_habits(&mut self, novel: [bool; 4], first: bool) {
         if first {
             self.novelty_rates = PRIOR_NOVELTY;
             return;
         }
         let alpha = 1.0 / (self.count as f32 + PRIOR_WEIGHT).min(HABIT_WINDOW);
-        let novel = [
-            !self.merchants.contains(o.merchant),
-            o.device.is_some_and(|d| !self.devices.contains(d)),
-            !self.countries.contains(o.country),
-            o.card.is_some_and(|c| !self.cards.contains(c)),
-        ];
         for (r, x) in self.novelty_rates.iter_mut().zip(novel) {
             *r += alpha * (if x { 1.0 } else { 0.0 } - *r);
         }

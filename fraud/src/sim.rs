@@ -203,6 +203,11 @@ pub fn regimes() -> Vec<Regime> {
     ]
 }
 
+/// The regime called `name`, if [`regimes`] has one.
+pub fn regime(name: &str) -> Option<Regime> {
+    regimes().into_iter().find(|r| r.name == name)
+}
+
 /// Regimes the shipped model was fitted on (seed 1); every other regime, and every seed
 /// but 1, is unseen by the fit.
 pub const FIT_REGIMES: [&str; 4] = ["standard", "busy", "explorers", "business"];

@@ -9,7 +9,7 @@ use sluice_fraud::eval::{
     EvalConfig, RegimeReport, category_log_prices, evaluate, fit_logistic, render, render_regimes,
     training_rows,
 };
-use sluice_fraud::sim::{FIT_REGIMES, Regime, SimConfig, regimes};
+use sluice_fraud::sim::{FIT_REGIMES, Regime, SimConfig, regime, regimes};
 use std::path::PathBuf;
 
 #[derive(Parser)]
@@ -69,21 +69,17 @@ struct Args {
 }
 
 fn selected(list: &str) -> anyhow::Result<Vec<Regime>> {
-    let all = regimes();
     if list == "all" {
-        return Ok(all);
+        return Ok(regimes());
     }
     list.split(',')
-        .map(|name| {
-            all.iter()
-                .find(|r| r.name == name.trim())
-                .cloned()
-                .ok_or_else(|| anyhow::anyhow!("unknown regime {name:?}"))
-        })
+        .map(|name| regime(name.trim()).ok_or_else(|| anyhow::anyhow!("unknown regime {name:?}")))
         .collect()
 }
 
-fn config(a: &Args, regime: &Regime, seed: u64) -> EvalConfig {
+/// The evaluation of `regime` on `seed`, after `warmup_days` of its traffic (at most
+/// `--max-warmup` events).
+fn config(a: &Args, regime: &Regime, seed: u64, warmup_days: f64) -> EvalConfig {
     let sim = SimConfig {
         customers: a.customers.unwrap_or(regime.customers),
         population: regime.population.clone(),
@@ -96,7 +92,7 @@ fn config(a: &Args, regime: &Regime, seed: u64) -> EvalConfig {
         sim,
         ..EvalConfig::default()
     };
-    cfg.warmup = cfg.warmup_for_days(a.warmup_days).min(a.max_warmup);
+    cfg.warmup = cfg.warmup_for_days(warmup_days).min(a.max_warmup);
     cfg.fraud.threshold = a.threshold;
     cfg.store_capacity = a.store_capacity;
     cfg
@@ -113,7 +109,7 @@ fn main() -> anyhow::Result<()> {
     };
     let mut reports = Vec::new();
     for (i, regime) in selected(&a.regimes)?.iter().enumerate() {
-        let cfg = config(&a, regime, a.seed);
+        let cfg = config(&a, regime, a.seed, a.warmup_days);
         let started = std::time::Instant::now();
         let report = evaluate(&cfg, model.clone(), i == 0 && !a.no_partition_move);
         println!(
@@ -150,14 +146,15 @@ fn fit(a: &Args, path: &PathBuf) -> anyhow::Result<()> {
         .filter(|r| FIT_REGIMES.contains(&r.name))
         .collect();
     let mut model = Model {
-        category_log_price: category_log_prices(&config(a, &fit_regimes[0], 1)),
+        category_log_price: category_log_prices(&config(a, &fit_regimes[0], 1, a.fit_warmup_days)),
         ..Model::default()
     };
     let mut rows = Vec::new();
     for regime in &fit_regimes {
-        let mut cfg = config(a, regime, 1);
-        cfg.warmup = cfg.warmup_for_days(a.fit_warmup_days);
-        rows.extend(training_rows(&cfg, &model));
+        rows.extend(training_rows(
+            &config(a, regime, 1, a.fit_warmup_days),
+            &model,
+        ));
     }
     (model.bias, model.weights) = fit_logistic(&rows, a.l2, a.pos_weight, 25);
     let provenance = format!(

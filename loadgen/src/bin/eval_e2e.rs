@@ -10,7 +10,6 @@ use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use sluice_api::config::FraudConfig;
 use sluice_fraud::eval::Metrics;
-use sluice_fraud::sim::regimes;
 use sluice_fraud::{SimConfig, Simulator};
 use sluice_loadgen::pipeline_eval::{
     PipelineReport, evaluate, handled, read_labels, render_regimes, warmup_of_draws,
@@ -149,9 +148,7 @@ fn plan(offline: &Path, regime: &str, duplicate_ratio: f64) -> Result<()> {
     let warmup = field(&entry["warmup_events"], "warmup_events")?;
     let events = field(&entry["report"]["events"], "report.events")?;
     let customers = field(&entry["customers"], "customers")? as usize;
-    let population = regimes()
-        .into_iter()
-        .find(|r| r.name == regime)
+    let population = sluice_fraud::sim::regime(regime)
         .with_context(|| format!("unknown regime {regime:?}"))?
         .population;
     let daily = Simulator::new(

@@ -2,16 +2,16 @@
 
 use anyhow::Result;
 use clap::Parser;
-use sluice_fraud::sim::{Population, regimes};
+use sluice_fraud::sim::{Population, regime};
 use sluice_fraud::{SimConfig, Simulator};
 use sluice_loadgen::produce::{BACKLOG_EVENTS_PER_SECOND, planned_events};
 use sluice_loadgen::{EventClock, GeneratorConfig, LoadSpec, ensure_topic, produce};
 use std::time::Duration;
 
-/// The fraud features' burst horizon: `rapid` (sluice_fraud::features) fires when one
-/// customer's purchases are less than 900 s apart, stronger the shorter the gap, and the
-/// shortest velocity counter decays in 60 s. A customer who buys every few minutes looks
-/// like a burst on every purchase, whoever they are.
+/// The gap under which purchases look like a burst to the fraud features, whoever the
+/// customer is. Their pace starts from a prior of 3 purchases a day (`sluice_fraud::profile::
+/// prior`), at which a gap of 900 s scores a rapid repeat of -ln(3/86 400 × 900) ≈ 3.5, and
+/// a population that buys every few minutes never builds a pace of its own within a run.
 const RAPID_GAP_S: f64 = 900.0;
 
 /// With wall-clock event times, the average customer buys every `customers / rate` seconds
@@ -172,10 +172,8 @@ async fn main() -> Result<()> {
     );
     let (default_customers, population) = match &args.regime {
         Some(name) => {
-            let regime = regimes()
-                .into_iter()
-                .find(|r| r.name == name)
-                .ok_or_else(|| anyhow::anyhow!("unknown --regime {name:?}"))?;
+            let regime =
+                regime(name).ok_or_else(|| anyhow::anyhow!("unknown --regime {name:?}"))?;
             (regime.customers, regime.population)
         }
         None => (
