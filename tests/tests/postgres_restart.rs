@@ -26,7 +26,10 @@ async fn worker_survives_postgres_restarts() -> anyhow::Result<()> {
     hack("postgres.sh", &["restart", &name])?;
     tokio::time::sleep(Duration::from_secs(4)).await;
     hack("postgres.sh", &["kill9", &name])?;
-    tokio::time::sleep(Duration::from_secs(2)).await; // the worker meets a dead database
+    // Down for longer than the worker's pool acquire timeout (10 s), so a batch write surely
+    // fails and is retried: a shorter outage can fall between two batches and be absorbed by
+    // the pool's own reconnect, which made this test flaky.
+    tokio::time::sleep(Duration::from_secs(12)).await;
     hack("postgres.sh", &["start", &name])?;
 
     let summary = producer.await??;
