@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # A real local Kubernetes control plane on 127.0.0.1, built from source (hack/k8s/go.mod).
 #
-#   hack/cluster.sh build                    build etcd, kube-apiserver, -controller-manager, -scheduler, kwok
+#   hack/cluster.sh build                    build etcd, kube-apiserver, -controller-manager, -scheduler, kubelet, kwok
 #   hack/cluster.sh up         [NAME]        start (or reuse) cluster NAME; last stdout line = kubeconfig path
 #   hack/cluster.sh down       [NAME]        stop every process of NAME and delete its state
 #   hack/cluster.sh status     [NAME]        "running" (exit 0) or "stopped" (exit 1); details on stderr
@@ -9,7 +9,9 @@
 #   hack/cluster.sh kubeconfig [NAME]        print the admin kubeconfig path ($SLUICE_RUN/k8s-NAME/kubeconfig)
 #
 # NAME defaults to "default". Pods are not run: kwok fakes SLUICE_K8S_NODES (default 2) nodes
-# and marks pods scheduled on them Running/Ready. Pod IPs (10.244.0.0/16) and Service IPs
+# and marks pods scheduled on them Running/Ready. hack/node.sh runs this with SLUICE_HOST set
+# to a node address inside a network namespace, SLUICE_K8S_API_PORT=443 and no kwok nodes, and
+# adds a real kubelet: then the apiserver also answers on the `kubernetes` Service IP 10.0.0.1. Pod IPs (10.244.0.0/16) and Service IPs
 # (10.0.0.0/24) are bookkeeping only; nothing routes to them. Logs go to stderr and to
 # $SLUICE_RUN/k8s-NAME/logs/.
 set -euo pipefail
@@ -20,6 +22,7 @@ HACK_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # --- fallbacks for hack/lib.sh --------------------------------------------------------------
 SLUICE_CACHE=${SLUICE_CACHE:-$HOME/.cache/sluice}
 SLUICE_RUN=${SLUICE_RUN:-$SLUICE_CACHE/run}
+SLUICE_HOST=${SLUICE_HOST:-127.0.0.1}
 mkdir -p "$SLUICE_CACHE" "$SLUICE_RUN"
 declare -F log >/dev/null || log() { printf '[%s %s] %s\n' "$(date +%H:%M:%S)" "${0##*/}" "$*" >&2; }
 declare -F die >/dev/null || die() { log "ERROR: $*"; exit 1; }
@@ -53,7 +56,7 @@ ETCD_VERSION=$(modver go.etcd.io/etcd/server/v3)
 KWOK_VERSION=$(modver sigs.k8s.io/kwok)
 [[ -n $K8S_VERSION && -n $ETCD_VERSION && -n $KWOK_VERSION ]] || die "cannot read versions from $K8S_MOD/go.mod"
 BIN=${SLUICE_K8S_BIN:-$SLUICE_CACHE/bin/k8s-$K8S_VERSION}
-BINARIES=(etcd kube-apiserver kube-controller-manager kube-scheduler kwok)
+BINARIES=(etcd kube-apiserver kube-controller-manager kube-scheduler kubelet kwok)
 GO=${GO:-$(command -v go || echo /usr/local/go/bin/go)}
 
 stamp_key() {
@@ -93,7 +96,7 @@ build() {
     local p=${SLUICE_BUILD_JOBS:-$(nproc)}
     "$GO" build -trimpath -p "$p" -ldflags "-s -w$x" -o "$tmp/" \
       k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager \
-      k8s.io/kubernetes/cmd/kube-scheduler sigs.k8s.io/kwok/cmd/kwok
+      k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kubelet sigs.k8s.io/kwok/cmd/kwok
     "$GO" build -trimpath -p "$p" -ldflags "-s -w" -o "$tmp/etcd" go.etcd.io/etcd/server/v3
   ) >&2 || { rm -rf "$tmp"; die "build failed"; }
   stamp_key >"$tmp/.stamp"
@@ -121,7 +124,7 @@ api() {
   local d; d=$(dir_of)
   local port; port=$(cat "$d/apiserver.port")
   curl -sS --max-time 10 --cacert "$d/pki/ca.crt" --cert "$d/pki/admin.crt" --key "$d/pki/admin.key" \
-    "https://127.0.0.1:$port$1" "${@:2}"
+    "https://$SLUICE_HOST:$port$1" "${@:2}"
 }
 readyz() { [[ $(api /readyz 2>/dev/null) == ok ]]; }
 
@@ -174,7 +177,7 @@ extendedKeyUsage=$4"
       rm -f "$1.csr"
     }
     leaf apiserver kube-apiserver "" serverAuth \
-      "DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local,IP:127.0.0.1,IP:10.0.0.1"
+      "DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc,DNS:kubernetes.default.svc.cluster.local,IP:127.0.0.1,IP:10.0.0.1,IP:$SLUICE_HOST"
     leaf admin kubernetes-admin system:masters clientAuth
     leaf controller-manager system:kube-controller-manager "" clientAuth
     leaf scheduler system:kube-scheduler "" clientAuth
@@ -205,7 +208,7 @@ kind: Config
 clusters:
 - name: sluice-$NAME
   cluster:
-    server: https://127.0.0.1:$port
+    server: https://$SLUICE_HOST:$port
     certificate-authority-data: $(base64 -w0 <"$p/ca.crt")
 users:
 - name: $user
@@ -279,6 +282,11 @@ up() {
   mkdir -p "$d/logs" "$d/etcd"
   local etcd_port peer_port api_port kcm_port sched_port
   read -r etcd_port peer_port api_port kcm_port sched_port <<<"$(free_port 5)"
+  api_port=${SLUICE_K8S_API_PORT:-$api_port}
+  # On loopback nothing may be published as the `kubernetes` Service's endpoint; on a node
+  # address it is, and pods reach the apiserver as in any cluster.
+  local bind=127.0.0.1 reconciler=none
+  [[ $SLUICE_HOST == 127.0.0.1 ]] || { bind=0.0.0.0; reconciler=lease; }
   echo "$api_port" >"$d/apiserver.port"
   gen_pki "$d"
   write_kubeconfig "$d/kubeconfig" admin "$api_port"
@@ -296,14 +304,15 @@ up() {
     --unsafe-no-fsync --log-level warn --quota-backend-bytes=$((2 * 1024 * 1024 * 1024))
   wait_until 30 "etcd health" bash -c "curl -fsS --max-time 2 http://127.0.0.1:$etcd_port/health 2>/dev/null | grep -q true"
 
-  log "cluster '$NAME': kube-apiserver $K8S_VERSION on https://127.0.0.1:$api_port"
+  log "cluster '$NAME': kube-apiserver $K8S_VERSION on https://$SLUICE_HOST:$api_port"
   # shellcheck disable=SC2086
   start kube-apiserver "$BIN/kube-apiserver" \
     --etcd-servers "http://127.0.0.1:$etcd_port" \
-    --bind-address 127.0.0.1 --advertise-address 127.0.0.1 --secure-port "$api_port" \
+    --bind-address "$bind" --advertise-address "$SLUICE_HOST" --secure-port "$api_port" \
     --cert-dir "$p" --tls-cert-file "$p/apiserver.crt" --tls-private-key-file "$p/apiserver.key" \
     --client-ca-file "$p/ca.crt" \
     --kubelet-client-certificate "$p/apiserver-kubelet-client.crt" --kubelet-client-key "$p/apiserver-kubelet-client.key" \
+    --kubelet-certificate-authority "$p/ca.crt" --kubelet-preferred-address-types InternalIP \
     --requestheader-client-ca-file "$p/front-proxy-ca.crt" --requestheader-allowed-names front-proxy-client \
     --requestheader-username-headers X-Remote-User --requestheader-group-headers X-Remote-Group \
     --requestheader-extra-headers-prefix X-Remote-Extra- \
@@ -312,7 +321,7 @@ up() {
     --service-account-issuer https://kubernetes.default.svc.cluster.local \
     --service-account-key-file "$p/sa.pub" --service-account-signing-key-file "$p/sa.key" \
     --service-cluster-ip-range 10.0.0.0/24 \
-    --endpoint-reconciler-type none \
+    --endpoint-reconciler-type "$reconciler" \
     --enable-priority-and-fairness="${SLUICE_K8S_APF:-true}" \
     --profiling=false --v="${SLUICE_K8S_V:-1}" ${SLUICE_K8S_APISERVER_ARGS:-}
   wait_until 120 "apiserver /readyz" readyz
@@ -350,7 +359,7 @@ EOF
 
   cat >"$(env_file)" <<EOF
 KUBECONFIG=$d/kubeconfig
-K8S_API=https://127.0.0.1:$api_port
+K8S_API=https://$SLUICE_HOST:$api_port
 K8S_VERSION=$K8S_VERSION
 K8S_RUN_DIR=$d
 EOF

@@ -12,6 +12,14 @@ command -v openssl >/dev/null || need_apt+=(openssl)
 command -v python3 >/dev/null || need_apt+=(python3)
 command -v curl >/dev/null || need_apt+=(curl)
 [ -x /usr/lib/postgresql/15/bin/postgres ] || command -v postgres >/dev/null || need_apt+=(postgresql-15 postgresql-client-15)
+# Images (make images) and the real node (hack/node.sh): Debian's container tools.
+command -v buildah >/dev/null || need_apt+=(buildah)
+command -v skopeo >/dev/null || need_apt+=(skopeo)
+command -v containerd >/dev/null || need_apt+=(containerd)
+command -v runc >/dev/null || need_apt+=(runc)
+[ -x /usr/lib/cni/bridge ] || need_apt+=(containernetworking-plugins)
+command -v ip >/dev/null || need_apt+=(iproute2)
+command -v objcopy >/dev/null || need_apt+=(binutils)
 if ((${#need_apt[@]})); then
   log "installing ${need_apt[*]}"
   if [ "$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi

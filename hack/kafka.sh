@@ -97,8 +97,8 @@ start() {
     cat >"$dir/server.properties" <<EOF
 process.roles=broker,controller
 node.id=1
-listeners=PLAINTEXT://127.0.0.1:$bport,CONTROLLER://127.0.0.1:$cport
-advertised.listeners=PLAINTEXT://127.0.0.1:$bport
+listeners=PLAINTEXT://$SLUICE_HOST:$bport,CONTROLLER://127.0.0.1:$cport
+advertised.listeners=PLAINTEXT://$SLUICE_HOST:$bport
 inter.broker.listener.name=PLAINTEXT
 controller.listener.names=CONTROLLER
 controller.quorum.bootstrap.servers=127.0.0.1:$cport
@@ -135,10 +135,11 @@ while True:
     run_tool kafka.tools.StorageTool format --standalone -t "$id" -c "$dir/server.properties" >&2
     touch "$dir/meta.ok"
   fi
-  local bport
-  bport=$(sed -n 's|^advertised.listeners=PLAINTEXT://127.0.0.1:||p' "$dir/server.properties")
+  local bport host
+  host=$(sed -n 's|^advertised.listeners=PLAINTEXT://\([^:]*\):.*|\1|p' "$dir/server.properties")
+  bport=$(sed -n 's|^advertised.listeners=PLAINTEXT://[^:]*:||p' "$dir/server.properties")
   [[ -f $dir/kafka.log ]] && mv "$dir/kafka.log" "$dir/kafka.log.1"
-  log "starting kafka '$name' on 127.0.0.1:$bport"
+  log "starting kafka '$name' on $host:$bport"
   # setsid+nohup: the broker outlives this script and the caller's terminal/session.
   setsid nohup "$JAVA" -Xms256m -Xmx512m -XX:+UseG1GC -XX:MaxGCPauseMillis=20 \
     -XX:+ExplicitGCInvokesConcurrent -Djava.awt.headless=true \
@@ -154,8 +155,8 @@ while True:
     ((SECONDS < deadline)) || die "kafka '$name' not ready after 90s (see $dir/kafka.log)"
     sleep 0.2
   done
-  wait_for_port 127.0.0.1 "$bport" 10
-  echo "KAFKA_BOOTSTRAP=127.0.0.1:$bport" >"$(env_file "$name")"
+  wait_for_port "$host" "$bport" 10
+  echo "KAFKA_BOOTSTRAP=$host:$bport" >"$(env_file "$name")"
   log "kafka '$name' ready (pid $(pid_of "$name"))"
   cat "$(env_file "$name")"
 }

@@ -5,6 +5,9 @@ SLUICE_CACHE=${SLUICE_CACHE:-$HOME/.cache/sluice}
 SLUICE_RUN=${SLUICE_RUN:-$SLUICE_CACHE/run}
 HACK_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 mkdir -p "$SLUICE_CACHE" "$SLUICE_RUN"
+# The address services listen on and advertise. 127.0.0.1 by default; hack/node.sh sets the
+# node's address inside its network namespace, so that pods can reach Kafka and Postgres.
+SLUICE_HOST=${SLUICE_HOST:-127.0.0.1}
 
 # Logs go to stderr: stdout is reserved for the env files the scripts print.
 log() { printf '[%s %s] %s\n' "$(date +%H:%M:%S)" "${0##*/}" "$*" >&2; }

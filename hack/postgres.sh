@@ -1,5 +1,8 @@
 #!/usr/bin/env bash
 # Real PostgreSQL 15 throwaway clusters on 127.0.0.1 (trust auth, superuser "sluice").
+# With SLUICE_HOST set to another address (hack/node.sh does, inside its network namespace)
+# the server also listens there: "sluice" keeps trust from that address, every other client
+# (pods) must log in with a password (scram-sha-256).
 #
 #   hack/postgres.sh start    [NAME]        start (or reuse) cluster NAME; prints its env file
 #   hack/postgres.sh stop     [NAME]        stop it (and NAME-replica) and delete the data
@@ -79,19 +82,23 @@ port_of() { cat "$(dir_of "$1")/port"; }
 write_env() {
   local name=$1 port; port=$(port_of "$name")
   if [[ -f $(dir_of "$name")/primary ]]; then
-    printf 'REPLICA_PGPORT=%s\nREPLICA_DATABASE_URL=postgres://sluice@127.0.0.1:%s/postgres\n' "$port" "$port"
+    printf 'REPLICA_PGPORT=%s\nREPLICA_DATABASE_URL=postgres://sluice@%s:%s/postgres\n' "$port" "$SLUICE_HOST" "$port"
   else
-    printf 'PGHOST=127.0.0.1\nPGPORT=%s\nPGUSER=sluice\nDATABASE_URL=postgres://sluice@127.0.0.1:%s/postgres\n' "$port" "$port"
+    printf 'PGHOST=%s\nPGPORT=%s\nPGUSER=sluice\nDATABASE_URL=postgres://sluice@%s:%s/postgres\n' "$SLUICE_HOST" "$port" "$SLUICE_HOST" "$port"
   fi >"$(env_file "$name")"
   cat "$(env_file "$name")"
 }
 
 # Settings appended to postgresql.conf (the last occurrence of a setting wins).
 conf() { # DIR PORT
+  if [[ $SLUICE_HOST != 127.0.0.1 ]]; then
+    printf 'host all sluice %s/32 trust\nhost replication sluice %s/32 trust\nhost all all 0.0.0.0/0 scram-sha-256\n' \
+      "$SLUICE_HOST" "$SLUICE_HOST" >>"$1/data/pg_hba.conf"
+  fi
   cat >>"$1/data/postgresql.conf" <<EOF
 
 # --- hack/postgres.sh ---
-listen_addresses = '127.0.0.1'
+listen_addresses = '$(if [[ $SLUICE_HOST == 127.0.0.1 ]]; then echo 127.0.0.1; else echo "127.0.0.1,$SLUICE_HOST"; fi)'
 port = $2
 unix_socket_directories = '$1'
 max_connections = 200
@@ -105,6 +112,7 @@ max_wal_senders = 5
 max_wal_size = 2GB
 checkpoint_timeout = 15min
 hot_standby = on
+password_encryption = scram-sha-256
 # which statements ran where (tests check that analytics reads hit the replica)
 shared_preload_libraries = 'pg_stat_statements'
 EOF
@@ -145,7 +153,7 @@ start() {
     group_alive "$old" && die "processes of the old postgres '$name' (pgid $old) still run"
     rm -f "$d/data/postmaster.pid" "$d"/.s.PGSQL.*.lock
   fi
-  log "starting postgres '$name' on 127.0.0.1:$(port_of "$name")"
+  log "starting postgres '$name' on $SLUICE_HOST:$(port_of "$name")"
   pg_start "$name"
   write_env "$name"
 }

@@ -13,6 +13,7 @@ cleanup() {
   "$HACK_DIR/kafka.sh" stop "$NAME" >/dev/null 2>&1 || true
   "$HACK_DIR/postgres.sh" stop "$NAME" >/dev/null 2>&1 || true
   "$HACK_DIR/cluster.sh" down "$NAME" >/dev/null 2>&1 || true
+  "$HACK_DIR/node.sh" down "$NAME" >/dev/null 2>&1 || true
   exit $rc
 }
 trap cleanup EXIT
@@ -35,4 +36,19 @@ export KUBECONFIG SLUICE_BIN_DIR="$CARGO_TARGET_DIR/release"
 
 log "running tests"
 # Test binaries run one after another; each test uses its own topic/database/namespace.
-cargo test --release --workspace --locked --no-fail-fast -- --test-threads="${SLUICE_TEST_THREADS:-2}"
+rc=0
+cargo test --release --workspace --locked --no-fail-fast -- --test-threads="${SLUICE_TEST_THREADS:-2}" || rc=$?
+
+# Tests that need workers to really run: images, then a real node (kubelet + containerd) in a
+# network namespace of its own with its own Kafka, Postgres and control plane. The kwok
+# services above are stopped first: the machine has two cores.
+"$HACK_DIR/cluster.sh" down "$NAME" >/dev/null 2>&1 || true
+"$HACK_DIR/kafka.sh" stop "$NAME" >/dev/null 2>&1 || true
+"$HACK_DIR/postgres.sh" stop "$NAME" >/dev/null 2>&1 || true
+log "real node: images, then kubelet + containerd ($NAME)"
+bash "$HACK_DIR/images.sh"
+"$HACK_DIR/node.sh" up "$NAME" >/dev/null
+log "running the tests on real pods"
+"$HACK_DIR/node.sh" exec "$NAME" -- cargo test --release -p sluice-e2e --locked --test real_pods \
+  -- --ignored --test-threads=1 || rc=$?
+exit $rc
