@@ -11,9 +11,10 @@
 #                                     or a manual copy put the binaries in target/images/bin/)
 #
 # The context is the repository root; .dockerignore lets only the two staged binaries in.
-# The binaries link glibc, libgcc_s, libm and libz (rdkafka's `libz` feature) dynamically.
-# Upstream distroless/cc has no libz: hack/images.sh makes this base locally from Debian 12
-# packages and includes zlib1g in it.
+# The binaries link only glibc, libm and libgcc_s dynamically (zlib is built in through
+# rdkafka's `libz-static` feature), all of which distroless/cc has. No registry is reachable
+# here, so hack/images.sh makes this base locally from the same Debian 12 packages, under the
+# same name; elsewhere the upstream image serves.
 
 FROM gcr.io/distroless/cc-debian12:nonroot AS base
 ARG VERSION=0.0.0-dev

@@ -18,7 +18,7 @@
 #
 # No registry is reachable here, so the two base images are made locally:
 # - gcr.io/distroless/cc-debian12:nonroot from the Debian 12 packages distroless cc ships
-#   (plus zlib1g: the binaries link libz.so.1, see the Dockerfile), extracted with dpkg-deb,
+#   (the binaries link zlib statically, so nothing more), extracted with dpkg-deb,
 #   with distroless' users (root, nonroot 65532, nobody) and directories. Rebuilt only when a
 #   package's candidate version (apt-cache policy) or BASE_REV changes.
 # - registry.k8s.io/pause from Kubernetes' own build/pause/linux/pause.c, at the version of
@@ -47,7 +47,7 @@ REPO=${SLUICE_IMAGE_REPO:-ghcr.io/sluice-dev}
 IMAGES=(worker operator)         # Dockerfile targets; image $REPO/sluice-<target>:$VERSION
 
 BASE_IMAGE=gcr.io/distroless/cc-debian12:nonroot
-BASE_PKGS=(base-files netbase tzdata ca-certificates libc6 libgcc-s1 libstdc++6 libgomp1 libssl3 zlib1g)
+BASE_PKGS=(base-files netbase tzdata ca-certificates libc6 libgcc-s1 libstdc++6 libgomp1 libssl3)
 BASE_REV=1                       # bump when make_base's recipe changes
 PAUSE_TAG=${PAUSE_TAG:-3.10}
 PAUSE_IMAGE=registry.k8s.io/pause:$PAUSE_TAG
@@ -214,7 +214,9 @@ archive() {
 # --- sluice-worker, sluice-operator ------------------------------------------------------------
 binaries() {
   log "cargo build --release (sluice-worker, sluice-operator) in $CARGO_TARGET_DIR"
-  (cd "$ROOT" && cargo build --release --locked -p sluice-worker -p sluice-operator --bins)
+  # The same selection as hack/test.sh: cargo unifies features per invocation, so building only
+  # these two packages would give other artifacts and rebuild both each time after `make test`.
+  (cd "$ROOT" && cargo build --release --workspace --bins --tests --benches --locked)
   mkdir -p "$STAGE"
   local t src dst
   for t in "${IMAGES[@]}"; do
