@@ -268,7 +268,8 @@ fn wait_condition(ns: &str, type_: &str, timeout: Duration) -> Result<()> {
 }
 
 /// The security context users get, as the kernel sees it: every sluice process on the node
-/// runs as the nonroot user with no capabilities and cannot gain privileges.
+/// runs as the nonroot user with no capabilities, cannot gain privileges, and sees its root
+/// filesystem read-only.
 fn assert_restricted_processes() -> Result<()> {
     let mut seen = 0;
     for entry in std::fs::read_dir("/proc")? {
@@ -299,6 +300,17 @@ fn assert_restricted_processes() -> Result<()> {
             "{exe} has capabilities"
         );
         ensure!(field("NoNewPrivs:") == ["1"], "{exe} may gain privileges");
+        let mounts = std::fs::read_to_string(format!("/proc/{}/mountinfo", pid.to_string_lossy()))?;
+        let root_options = mounts
+            .lines()
+            .map(|l| l.split(' ').collect::<Vec<_>>())
+            .find(|f| f.get(4) == Some(&"/"))
+            .and_then(|f| f.get(5).map(|o| o.to_string()))
+            .unwrap_or_default();
+        ensure!(
+            root_options.split(',').any(|o| o == "ro"),
+            "{exe} has a writable root filesystem ({root_options})"
+        );
         seen += 1;
     }
     // Two workers and two operator replicas.
