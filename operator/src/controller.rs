@@ -1,12 +1,19 @@
-//! The reconciler: build every child → server-side apply → remove children no longer wanted
-//! → ensure the Kafka topic → patch status (and publish Events on transitions).
+//! The reconciler. One reconcile of a PipelineDeployment:
+//!
+//! 1. [`desired_children`] builds every child the pipeline should have ([`Desired`], in apply
+//!    order) and names the ones it should not have ([`Unwanted`]);
+//! 2. [`apply_child`] server-side applies each desired child — one path for every kind,
+//!    typed or dynamic;
+//! 3. [`prune_child`] deletes each unwanted child this pipeline controls;
+//! 4. the workers' rollout, the database and the Kafka topic (`topic::Topics::reconcile`) are
+//!    observed, and the status is patched (with Events on transitions).
 //!
 //! Every apply uses one field manager and `force`: the operator is the authority on the fields
 //! it sets, so a hand edit of one of them is taken back on the next reconcile. Fields it does
 //! not set (e.g. `spec.replicas` under an HPA) stay with whoever set them.
 
 use std::collections::HashMap;
-use std::fmt::Debug;
+use std::fmt::{self, Debug};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -30,26 +37,55 @@ use serde_json::json;
 use tracing::{info, warn};
 
 use crate::child_cache::{self, ChildCache};
-use crate::children::{self, FIELD_MANAGER, MANAGED_SELECTOR, Names};
-use crate::crd::{PipelineDeployment, PipelineDeploymentStatus, SecurityProtocol};
-use crate::discovery::Capabilities;
+use crate::children::{self, FIELD_MANAGER, MANAGED_SELECTOR, Names, cnpg, monitoring};
+use crate::crd::{PipelineDeployment, PipelineDeploymentStatus};
+use crate::discovery::{Capabilities, Caps};
 use crate::metrics::Metrics;
 use crate::status::{self, Observed};
-use crate::topic::{TopicOutcome, TopicRequest, Topics};
+use crate::topic::Topics;
 
-/// A reconcile failure, named after the step that failed; `kind()` is the metric label.
+/// What was being done to a child when it failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    /// The server-side apply (or, for the worker Deployment, the autoscaling floor's patch).
+    Apply,
+    /// Reading the stored child back for its status.
+    Read,
+    /// Looking up or deleting a child that is no longer wanted.
+    Prune,
+}
+
+impl Step {
+    /// Prefix of the metric label.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Apply => "apply",
+            Self::Read => "read",
+            Self::Prune => "prune",
+        }
+    }
+}
+
+impl fmt::Display for Step {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Apply => "apply",
+            Self::Read => "read",
+            Self::Prune => "delete",
+        })
+    }
+}
+
+/// A reconcile failure, naming the step that failed; `kind()` is the metric label.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("failed to apply {kind} {name}: {source}")]
-    Apply {
+    /// A step on one child. `kind` is a kind name fixed in the code (`Desired` / `Unwanted`),
+    /// never one read from the cluster, so the labels stay a bounded set.
+    #[error("failed to {step} {kind} {name}: {source}")]
+    Child {
         kind: &'static str,
         name: String,
-        source: kube::Error,
-    },
-    #[error("failed to delete {kind} {name}: {source}")]
-    Prune {
-        kind: &'static str,
-        name: String,
+        step: Step,
         source: kube::Error,
     },
     #[error("failed to patch status: {0}")]
@@ -59,12 +95,16 @@ pub enum Error {
 }
 
 impl Error {
-    pub fn kind(&self) -> &'static str {
+    /// The `error` label of the failure metric: `<step>_<kind>` for a child (`apply_deployment`,
+    /// `read_cluster`, `prune_servicemonitor`, …), else `status` or `invalid_object`. (Topic
+    /// failures do not fail the reconcile; they are counted as `topic` where they happen.)
+    pub fn kind(&self) -> String {
         match self {
-            Self::Apply { .. } => "apply",
-            Self::Prune { .. } => "prune",
-            Self::Status(_) => "status",
-            Self::NoNamespace => "invalid_object",
+            Self::Child { kind, step, .. } => {
+                format!("{}_{}", step.label(), kind.to_ascii_lowercase())
+            }
+            Self::Status(_) => "status".into(),
+            Self::NoNamespace => "invalid_object".into(),
         }
     }
 }
@@ -206,84 +246,295 @@ where
     cache.track(&K::kind(&()), events).touched_objects()
 }
 
-/// Server-side applies `obj` (namespaced, static type) and returns the object as stored, or
-/// `None` when the same object was applied before and the child has not changed since.
-async fn apply<K>(ctx: &Context, ns: &str, obj: &K) -> Result<Option<K>, Error>
-where
-    K: Resource<Scope = NamespaceResourceScope, DynamicType = ()>
-        + Serialize
-        + DeserializeOwned
-        + Clone
-        + Debug,
-{
-    let name = obj.name_any();
-    let key = child_cache::key(&K::kind(&()), ns, &name);
-    let desired = child_cache::desired_hash(obj);
-    if ctx.children.unchanged(&key, desired) {
-        ctx.metrics.applies.with_label_values(&["skipped"]).inc();
-        return Ok(None);
-    }
-    ctx.metrics.applies.with_label_values(&["applied"]).inc();
-    let stored = Api::<K>::namespaced(ctx.client.clone(), ns)
-        .patch(
-            &name,
-            &PatchParams::apply(FIELD_MANAGER)
-                .force()
-                .validation_strict(),
-            &Patch::Apply(obj),
-        )
-        .await
-        .map_err(|source| Error::Apply {
-            kind: short_kind::<K>(),
-            name,
-            source,
-        })?;
-    ctx.children.record_applied(key, desired, stored.meta());
-    Ok(Some(stored))
+/// A child the pipeline should have, as [`apply_child`] sends it: typed objects and dynamic
+/// ones (kinds the operator has no Rust types for, whose CRDs may be absent) alike.
+#[derive(Debug, Clone)]
+pub struct Desired {
+    /// Kind name for errors and metric labels.
+    kind: &'static str,
+    resource: ApiResource,
+    name: String,
+    /// The apply body, `apiVersion` and `kind` included.
+    body: serde_json::Value,
+    /// Hand the stored object back, read fresh when the apply is skipped as unchanged.
+    observe: bool,
 }
 
-/// [`apply`] for objects without Rust types (CloudNativePG, Prometheus Operator).
-async fn apply_dynamic(
+impl Desired {
+    /// A child with a Rust type (`k8s_openapi`).
+    pub fn typed<K>(obj: K) -> Self
+    where
+        K: k8s_openapi::Resource<Scope = NamespaceResourceScope>
+            + Resource<DynamicType = ()>
+            + Serialize,
+    {
+        let name = obj.name_any();
+        Self::new(K::KIND, ApiResource::erase::<K>(&()), name, &obj)
+    }
+
+    /// A child without a Rust type, of the API `resource`; `kind` names it in errors and labels.
+    pub fn dynamic(resource: ApiResource, obj: DynamicObject, kind: &'static str) -> Self {
+        let name = obj.name_any();
+        Self::new(kind, resource, name, &obj)
+    }
+
+    fn new(kind: &'static str, resource: ApiResource, name: String, obj: &impl Serialize) -> Self {
+        let mut body = serde_json::to_value(obj).expect("object serializes");
+        body["apiVersion"] = json!(resource.api_version);
+        body["kind"] = json!(resource.kind);
+        Self {
+            kind,
+            resource,
+            name,
+            body,
+            observe: false,
+        }
+    }
+
+    /// Reconcile reads this child's status: [`apply_child`] returns it as stored.
+    pub fn observed(mut self) -> Self {
+        self.observe = true;
+        self
+    }
+
+    pub fn kind(&self) -> &'static str {
+        self.kind
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn failed(&self, step: Step, source: kube::Error) -> Error {
+        Error::Child {
+            kind: self.kind,
+            name: self.name.clone(),
+            step,
+            source,
+        }
+    }
+}
+
+/// A child the pipeline should not have (any more): deleted if it exists and this pipeline
+/// controls it.
+#[derive(Debug, Clone)]
+pub struct Unwanted {
+    kind: &'static str,
+    resource: ApiResource,
+    name: String,
+}
+
+impl Unwanted {
+    pub fn typed<K>(name: impl Into<String>) -> Self
+    where
+        K: k8s_openapi::Resource<Scope = NamespaceResourceScope> + Resource<DynamicType = ()>,
+    {
+        Self::dynamic(ApiResource::erase::<K>(&()), name, K::KIND)
+    }
+
+    pub fn dynamic(resource: ApiResource, name: impl Into<String>, kind: &'static str) -> Self {
+        Self {
+            kind,
+            resource,
+            name: name.into(),
+        }
+    }
+
+    pub fn kind(&self) -> &'static str {
+        self.kind
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+}
+
+/// Every child of a pipeline: what to apply (in this order) and what to remove.
+#[derive(Debug, Default)]
+pub struct Children {
+    pub apply: Vec<Desired>,
+    pub prune: Vec<Unwanted>,
+}
+
+impl Children {
+    fn want(&mut self, child: Desired) {
+        self.apply.push(child);
+    }
+
+    /// An optional child: applied when `desired` is `Some`, else `unwanted` is pruned.
+    fn want_or_prune(&mut self, desired: Option<Desired>, unwanted: Unwanted) {
+        match desired {
+            Some(d) => self.apply.push(d),
+            None => self.prune.push(unwanted),
+        }
+    }
+}
+
+/// All children of `pd`. Kinds whose CRDs the cluster does not serve (`caps`) are neither
+/// applied nor pruned; `observe_database` reports a wanted-but-missing CloudNativePG.
+pub fn desired_children(pd: &PipelineDeployment, caps: Caps) -> Children {
+    let names = Names::of(pd);
+    let mut c = Children::default();
+
+    // Children every pipeline has.
+    let (config_map, config_hash) = children::config_map::build_config_map(pd);
+    c.want(Desired::typed(
+        children::service_account::build_service_account(pd),
+    ));
+    c.want(Desired::typed(config_map));
+    c.want(Desired::typed(children::deployment::build_deployment(pd, &config_hash)).observed());
+    c.want(Desired::typed(children::service::build_service(pd)));
+    c.want(Desired::typed(children::pdb::build_pdb(pd)));
+
+    // Optional children: applied when wanted (and possible), pruned when not.
+    let mon = &pd.spec.monitoring;
+    c.want_or_prune(
+        mon.grafana_dashboard
+            .then(|| Desired::typed(children::dashboard::build_dashboard(pd))),
+        Unwanted::typed::<ConfigMap>(&names.dashboard),
+    );
+    if caps.service_monitor {
+        let ar = monitoring::service_monitor_resource();
+        c.want_or_prune(
+            mon.service_monitor.then(|| {
+                Desired::dynamic(
+                    ar.clone(),
+                    monitoring::build_service_monitor(pd),
+                    "ServiceMonitor",
+                )
+            }),
+            Unwanted::dynamic(ar, pd.name_any(), "ServiceMonitor"),
+        );
+    }
+    if caps.prometheus_rule {
+        let ar = monitoring::prometheus_rule_resource();
+        c.want_or_prune(
+            mon.prometheus_rule.then(|| {
+                Desired::dynamic(
+                    ar.clone(),
+                    monitoring::build_prometheus_rule(pd),
+                    "PrometheusRule",
+                )
+            }),
+            Unwanted::dynamic(ar, pd.name_any(), "PrometheusRule"),
+        );
+    }
+    if caps.cnpg {
+        let ar = cnpg::api_resource();
+        c.want_or_prune(
+            cnpg::build_cnpg_cluster(pd)
+                .map(|cluster| Desired::dynamic(ar.clone(), cluster, "Cluster").observed()),
+            Unwanted::dynamic(ar, &names.database, "Cluster"),
+        );
+    }
+    c
+}
+
+/// The observed children ([`Desired::observed`]), each with its object as stored.
+#[derive(Default)]
+struct Stored<'a>(Vec<(&'a Desired, DynamicObject)>);
+
+impl<'a> Stored<'a> {
+    /// The desired and the stored `kind` named `name`, if it was applied as observed.
+    fn get(&self, kind: &str, name: &str) -> Option<&(&'a Desired, DynamicObject)> {
+        self.0
+            .iter()
+            .find(|(d, _)| d.kind == kind && d.name == name)
+    }
+
+    /// The stored `K` named `name`, parsed into its type.
+    fn typed<K>(&self, name: &str) -> Option<Result<K, Error>>
+    where
+        K: k8s_openapi::Resource + DeserializeOwned,
+    {
+        let (desired, stored) = self.get(K::KIND, name)?;
+        Some(
+            serde_json::to_value(stored)
+                .and_then(serde_json::from_value)
+                .map_err(|e| desired.failed(Step::Read, kube::Error::SerdeError(e))),
+        )
+    }
+}
+
+/// Applies every desired child in order; returns the observed ones as stored.
+async fn apply_all<'a>(
     ctx: &Context,
     ns: &str,
-    ar: &ApiResource,
-    obj: &DynamicObject,
-    kind: &'static str,
-) -> Result<Option<DynamicObject>, Error> {
-    let name = obj.name_any();
-    let mut body = serde_json::to_value(obj).expect("object serializes");
-    body["apiVersion"] = json!(ar.api_version);
-    body["kind"] = json!(ar.kind);
-    let key = child_cache::key(&ar.kind, ns, &name);
-    let desired = child_cache::desired_hash(&body);
+    desired: &'a [Desired],
+) -> Result<Stored<'a>, Error> {
+    let mut stored = Stored::default();
+    for d in desired {
+        if let Some(obj) = apply_child(ctx, ns, d).await? {
+            stored.0.push((d, obj));
+        }
+    }
+    Ok(stored)
+}
+
+/// The one apply path of every child: a server-side apply, skipped when the same object was
+/// applied before and the child has not changed since. Returns the stored object of an
+/// [observed](Desired::observed) child (read fresh when the apply was skipped: the watches
+/// carry metadata only), `None` for the others.
+async fn apply_child(ctx: &Context, ns: &str, d: &Desired) -> Result<Option<DynamicObject>, Error> {
+    let api = Api::<DynamicObject>::namespaced_with(ctx.client.clone(), ns, &d.resource);
+    let key = child_cache::key(&d.resource.kind, ns, &d.name);
+    let desired = child_cache::desired_hash(&d.body);
     if ctx.children.unchanged(&key, desired) {
         ctx.metrics.applies.with_label_values(&["skipped"]).inc();
-        return Ok(None);
+        if !d.observe {
+            return Ok(None);
+        }
+        let stored = api
+            .get(&d.name)
+            .await
+            .map_err(|e| d.failed(Step::Read, e))?;
+        return Ok(Some(stored));
     }
     ctx.metrics.applies.with_label_values(&["applied"]).inc();
-    let stored = Api::<DynamicObject>::namespaced_with(ctx.client.clone(), ns, ar)
+    let stored = api
         .patch(
-            &name,
+            &d.name,
             &PatchParams::apply(FIELD_MANAGER)
                 .force()
                 .validation_strict(),
-            &Patch::Apply(body),
+            &Patch::Apply(&d.body),
         )
         .await
-        .map_err(|source| Error::Apply { kind, name, source })?;
+        .map_err(|e| d.failed(Step::Apply, e))?;
     ctx.children.record_applied(key, desired, &stored.metadata);
-    Ok(Some(stored))
+    Ok(d.observe.then_some(stored))
 }
 
-fn short_kind<K: Resource<DynamicType = ()>>() -> &'static str {
-    match K::kind(&()).as_ref() {
-        "Deployment" => "Deployment",
-        "ConfigMap" => "ConfigMap",
-        "Service" => "Service",
-        "ServiceAccount" => "ServiceAccount",
-        "PodDisruptionBudget" => "PodDisruptionBudget",
-        _ => "object",
+/// Deletes the unwanted child if it exists and this pipeline controls it (never someone
+/// else's object).
+async fn prune_child(
+    ctx: &Context,
+    ns: &str,
+    pd: &PipelineDeployment,
+    u: &Unwanted,
+) -> Result<(), Error> {
+    let api = Api::<DynamicObject>::namespaced_with(ctx.client.clone(), ns, &u.resource);
+    let (name, kind) = (u.name.as_str(), u.kind);
+    let err = |source| Error::Child {
+        kind,
+        name: name.into(),
+        step: Step::Prune,
+        source,
+    };
+    let Some(obj) = api.get_metadata_opt(name).await.map_err(err)? else {
+        return Ok(());
+    };
+    let ours = obj
+        .owner_references()
+        .iter()
+        .any(|o| Some(&o.uid) == pd.uid().as_ref() && o.controller == Some(true));
+    if ours {
+        api.delete(name, &DeleteParams::background())
+            .await
+            .map_err(err)?;
+        info!(%name, kind, "removed child no longer wanted");
     }
+    Ok(())
 }
 
 /// Under autoscaling the operator does not own `spec.replicas`, so a new Deployment starts at
@@ -308,39 +559,62 @@ async fn raise_to_min(
             &Patch::Merge(json!({ "spec": { "replicas": min } })),
         )
         .await
-        .map_err(|source| Error::Apply {
-            kind: "Deployment",
+        .map_err(|source| Error::Child {
+            kind: <Deployment as k8s_openapi::Resource>::KIND,
             name,
+            step: Step::Apply,
             source,
         })
 }
 
-/// Deletes `name` if it exists and this pipeline controls it (never someone else's object).
-async fn prune(
-    api: Api<DynamicObject>,
-    name: &str,
+/// The worker Deployment as stored, raised to the autoscaling floor when it is below it.
+async fn observe_workers(
+    ctx: &Context,
+    ns: &str,
     pd: &PipelineDeployment,
-    kind: &'static str,
-) -> Result<(), Error> {
-    let err = |source| Error::Prune {
-        kind,
-        name: name.into(),
-        source,
-    };
-    let Some(obj) = api.get_metadata_opt(name).await.map_err(err)? else {
-        return Ok(());
-    };
-    let ours = obj
-        .owner_references()
-        .iter()
-        .any(|o| Some(&o.uid) == pd.uid().as_ref() && o.controller == Some(true));
-    if ours {
-        api.delete(name, &DeleteParams::background())
-            .await
-            .map_err(err)?;
-        info!(%name, kind, "removed child no longer wanted");
+    stored: &Stored<'_>,
+) -> Result<Deployment, Error> {
+    let mut deployment = stored
+        .typed::<Deployment>(&Names::of(pd).worker)
+        .expect("the worker Deployment is always desired, as observed")?;
+    let min = pd.spec.workers.min_replicas;
+    if pd.autoscaled() && deployment.spec.replicas.unwrap_or(1) < min {
+        deployment = raise_to_min(&ctx.client, ns, &deployment, min).await?;
     }
-    Ok(())
+    Ok(deployment)
+}
+
+/// Why the database is not usable yet: CloudNativePG wanted but not installed, or its Cluster
+/// not ready.
+fn observe_database(
+    pd: &PipelineDeployment,
+    caps: Caps,
+    stored: &Stored<'_>,
+    observed: &mut Observed,
+) {
+    if pd.spec.postgres.cloudnativepg.is_none() {
+        return;
+    }
+    if !caps.cnpg {
+        let msg = "spec.postgres.cloudnativepg is set but the CloudNativePG CRDs (postgresql.cnpg.io/v1 Cluster) are not installed".to_string();
+        observed.database_waiting = Some(("CloudNativePGMissing".into(), msg.clone()));
+        observed.degraded = Some(("CloudNativePGMissing".into(), msg));
+        return;
+    }
+    let name = Names::of(pd).database;
+    let (desired, cluster) = stored
+        .get("Cluster", &name)
+        .expect("the CloudNativePG Cluster is desired, as observed, when its CRD is installed");
+    let want = desired.body["spec"]["instances"].as_i64().unwrap_or(1);
+    let ready = cluster.data["status"]["readyInstances"]
+        .as_i64()
+        .unwrap_or(0);
+    if ready < want {
+        observed.database_waiting = Some((
+            "DatabaseNotReady".into(),
+            format!("CloudNativePG cluster {name}: {ready}/{want} instances ready"),
+        ));
+    }
 }
 
 async fn publish(
@@ -362,252 +636,36 @@ async fn publish(
     }
 }
 
-/// Reconciles one PipelineDeployment.
+/// Reconciles one PipelineDeployment: build the children → apply → prune → observe → status.
 #[tracing::instrument(skip_all, fields(ns = pd.namespace(), name = pd.name_any()))]
 pub async fn reconcile(pd: Arc<PipelineDeployment>, ctx: Arc<Context>) -> Result<Action, Error> {
     let _timer = ctx.metrics.timer();
     let ns = pd.namespace().ok_or(Error::NoNamespace)?;
-    let client = &ctx.client;
-    let c = ctx.as_ref();
-    let names = Names::of(&pd);
     let caps = ctx.capabilities.get().await;
+
+    let children = desired_children(&pd, caps);
+    let stored = apply_all(&ctx, &ns, &children.apply).await?;
+    for unwanted in &children.prune {
+        prune_child(&ctx, &ns, &pd, unwanted).await?;
+    }
+
     let mut observed = Observed {
         generation: pd.metadata.generation.unwrap_or_default(),
         ..Observed::default()
     };
-
-    // Children every pipeline has.
-    let (config_map, config_hash) = children::config_map::build_config_map(&pd);
-    apply(
-        c,
-        &ns,
-        &children::service_account::build_service_account(&pd),
-    )
-    .await?;
-    apply(c, &ns, &config_map).await?;
-    let desired_deployment = children::deployment::build_deployment(&pd, &config_hash);
-    let mut deployment = match apply(c, &ns, &desired_deployment).await? {
-        Some(d) => d,
-        // Unchanged spec: read the status fresh (the watches carry metadata only).
-        None => Api::<Deployment>::namespaced(client.clone(), &ns)
-            .get(&names.worker)
-            .await
-            .map_err(|source| Error::Apply {
-                kind: "Deployment",
-                name: names.worker.clone(),
-                source,
-            })?,
-    };
-    if pd.autoscaled() && deployment.spec.replicas.unwrap_or(1) < pd.spec.workers.min_replicas {
-        deployment = raise_to_min(client, &ns, &deployment, pd.spec.workers.min_replicas).await?;
+    let deployment = observe_workers(&ctx, &ns, &pd, &stored).await?;
+    observed.set_rollout(status::rollout(&deployment));
+    observe_database(&pd, caps, &stored, &mut observed);
+    // The topic: failures degrade the pipeline and retry; they do not stop the reconcile.
+    let topic = ctx.topics.reconcile(&pd, &mut observed).await;
+    if topic.failed {
+        ctx.metrics.failures.with_label_values(&["topic"]).inc();
     }
-    apply(c, &ns, &children::service::build_service(&pd)).await?;
-    apply(c, &ns, &children::pdb::build_pdb(&pd)).await?;
-
-    // Optional children: applied when wanted (and possible), pruned when not.
-    let cm_api = Api::<DynamicObject>::namespaced_with(
-        client.clone(),
-        &ns,
-        &ApiResource::erase::<ConfigMap>(&()),
-    );
-    if pd.spec.monitoring.grafana_dashboard {
-        apply(c, &ns, &children::dashboard::build_dashboard(&pd)).await?;
-    } else {
-        prune(cm_api, &names.dashboard, &pd, "ConfigMap").await?;
-    }
-    let sm = children::monitoring::service_monitor_resource();
-    let pr = children::monitoring::prometheus_rule_resource();
-    for (present, wanted, ar, name, kind) in [
-        (
-            caps.service_monitor,
-            pd.spec.monitoring.service_monitor,
-            &sm,
-            pd.name_any(),
-            "ServiceMonitor",
-        ),
-        (
-            caps.prometheus_rule,
-            pd.spec.monitoring.prometheus_rule,
-            &pr,
-            pd.name_any(),
-            "PrometheusRule",
-        ),
-    ] {
-        match (present, wanted) {
-            (true, true) => {
-                let obj = if kind == "ServiceMonitor" {
-                    children::monitoring::build_service_monitor(&pd)
-                } else {
-                    children::monitoring::build_prometheus_rule(&pd)
-                };
-                apply_dynamic(c, &ns, ar, &obj, kind).await?;
-            }
-            (true, false) => {
-                prune(
-                    Api::namespaced_with(client.clone(), &ns, ar),
-                    &name,
-                    &pd,
-                    kind,
-                )
-                .await?
-            }
-            (false, _) => {}
-        }
-    }
-    let cnpg = children::cnpg::api_resource();
-    match (children::cnpg::build_cnpg_cluster(&pd), caps.cnpg) {
-        (Some(cluster), true) => {
-            let stored = match apply_dynamic(c, &ns, &cnpg, &cluster, "Cluster").await? {
-                Some(stored) => stored,
-                // Unchanged spec: read the status (metadata watches do not carry it).
-                None => Api::<DynamicObject>::namespaced_with(client.clone(), &ns, &cnpg)
-                    .get(&names.database)
-                    .await
-                    .map_err(|source| Error::Apply {
-                        kind: "Cluster",
-                        name: names.database.clone(),
-                        source,
-                    })?,
-            };
-            let want = cluster.data["spec"]["instances"].as_i64().unwrap_or(1);
-            let ready = stored.data["status"]["readyInstances"]
-                .as_i64()
-                .unwrap_or(0);
-            if ready < want {
-                observed.database_waiting = Some((
-                    "DatabaseNotReady".into(),
-                    format!(
-                        "CloudNativePG cluster {}: {ready}/{want} instances ready",
-                        names.database
-                    ),
-                ));
-            }
-        }
-        (Some(_), false) => {
-            let msg = "spec.postgres.cloudnativepg is set but the CloudNativePG CRDs (postgresql.cnpg.io/v1 Cluster) are not installed".to_string();
-            observed.database_waiting = Some(("CloudNativePGMissing".into(), msg.clone()));
-            observed.degraded = Some(("CloudNativePGMissing".into(), msg));
-        }
-        (None, true) => {
-            prune(
-                Api::namespaced_with(client.clone(), &ns, &cnpg),
-                &names.database,
-                &pd,
-                "Cluster",
-            )
-            .await?
-        }
-        (None, false) => {}
+    if let Some(ev) = topic.event {
+        publish(&ctx, &pd, EventType::Normal, ev.reason, ev.note).await;
     }
 
-    // The topic: failures degrade the pipeline and retry; they do not stop the other steps.
-    let prev_partitions = pd.status.as_ref().and_then(|s| s.topic_partitions);
-    if pd.spec.kafka.manage_topic {
-        if matches!(
-            pd.spec.kafka.security_protocol,
-            SecurityProtocol::Plaintext | SecurityProtocol::Ssl
-        ) {
-            let k = &pd.spec.kafka;
-            let cfg = children::config_map::worker_config(&pd).kafka;
-            let req = TopicRequest {
-                bootstrap: k.bootstrap_servers.clone(),
-                security_protocol: k.security_protocol.as_str().into(),
-                topic: k.topic.clone(),
-                partitions: k.partitions,
-                replication_factor: k.replication_factor,
-                companions: vec![cfg.dlq_topic(), cfg.alerts_topic()],
-            };
-            match ctx.topics.ensure(&req).await {
-                Ok(outcome) => {
-                    observed.topic_partitions = Some(outcome.partitions());
-                    match outcome {
-                        TopicOutcome::Created { partitions } => {
-                            publish(
-                                &ctx,
-                                &pd,
-                                EventType::Normal,
-                                "TopicCreated",
-                                format!("created topic {} with {partitions} partitions", k.topic),
-                            )
-                            .await
-                        }
-                        TopicOutcome::Expanded { from, to } => {
-                            publish(
-                                &ctx,
-                                &pd,
-                                EventType::Normal,
-                                "TopicExpanded",
-                                format!("topic {}: partitions {from} → {to}", k.topic),
-                            )
-                            .await
-                        }
-                        TopicOutcome::Unchanged { .. } => {}
-                    }
-                }
-                Err(e) => {
-                    ctx.metrics.failures.with_label_values(&["topic"]).inc();
-                    observed.topic_error = Some(e.to_string());
-                    observed.topic_partitions = prev_partitions;
-                }
-            }
-        } else {
-            // The operator holds no Kafka credentials (it never reads Secrets).
-            observed.degraded.get_or_insert((
-                "TopicNotManaged".into(),
-                "spec.kafka.manageTopic needs a PLAINTEXT or SSL listener; set it to false for SASL clusters and create the topic elsewhere".into(),
-            ));
-        }
-    }
-
-    // Status.
-    let dep_status = deployment.status.clone().unwrap_or_default();
-    let dep_spec_replicas = deployment.spec.replicas.unwrap_or(1);
-    observed.desired_replicas = dep_spec_replicas;
-    observed.ready_replicas = dep_status.ready_replicas.unwrap_or(0);
-    observed.rolled_out = dep_status.observed_generation >= deployment.metadata.generation
-        && dep_status.updated_replicas.unwrap_or(0) >= dep_spec_replicas
-        && dep_status.replicas.unwrap_or(0) <= dep_spec_replicas
-        && dep_status.available_replicas.unwrap_or(0) >= dep_spec_replicas;
-    let previous = pd.status.clone().unwrap_or_default();
-    let now = Time(k8s_openapi::jiff::Timestamp::now());
-    let conditions = status::merge(
-        &previous.conditions,
-        status::conditions(&observed),
-        observed.generation,
-        now,
-    );
-    let new_status = PipelineDeploymentStatus {
-        observed_generation: Some(observed.generation),
-        conditions,
-        desired_replicas: Some(observed.desired_replicas),
-        ready_replicas: Some(observed.ready_replicas),
-        topic_partitions: observed.topic_partitions,
-        lag: previous.lag,
-        database_service: Some(match &pd.spec.postgres.cloudnativepg {
-            Some(_) => format!("{}-rw", names.database),
-            None => "external".into(),
-        }),
-    };
-    let ready_now = new_status.conditions[0].status == "True";
-    if new_status != previous {
-        let body = json!({
-            "apiVersion": PipelineDeployment::api_version(&()),
-            "kind": PipelineDeployment::kind(&()),
-            "status": new_status,
-        });
-        Api::<PipelineDeployment>::namespaced(client.clone(), &ns)
-            .patch_status(
-                &pd.name_any(),
-                &PatchParams::apply(FIELD_MANAGER)
-                    .force()
-                    .validation_strict(),
-                &Patch::Apply(body),
-            )
-            .await
-            .map_err(Error::Status)?;
-        publish_transitions(&ctx, &pd, &previous, &new_status).await;
-    }
-
+    let ready_now = patch_status(&ctx, &ns, &pd, &observed).await?;
     ctx.metrics.reconciliations.with_label_values(&["ok"]).inc();
     ctx.failures
         .lock()
@@ -618,6 +676,39 @@ pub async fn reconcile(pd: Arc<PipelineDeployment>, ctx: Arc<Context>) -> Result
     } else {
         Action::requeue(RETRY)
     })
+}
+
+/// Writes the status `observed` calls for, if it changed, and publishes the Events of its
+/// transitions. Returns whether the pipeline is Ready.
+async fn patch_status(
+    ctx: &Context,
+    ns: &str,
+    pd: &PipelineDeployment,
+    observed: &Observed,
+) -> Result<bool, Error> {
+    let previous = pd.status.clone().unwrap_or_default();
+    let now = Time(k8s_openapi::jiff::Timestamp::now());
+    let new_status = status::next(pd, &previous, observed, now);
+    let ready_now = new_status.conditions[0].status == "True";
+    if new_status != previous {
+        let body = json!({
+            "apiVersion": PipelineDeployment::api_version(&()),
+            "kind": PipelineDeployment::kind(&()),
+            "status": new_status,
+        });
+        Api::<PipelineDeployment>::namespaced(ctx.client.clone(), ns)
+            .patch_status(
+                &pd.name_any(),
+                &PatchParams::apply(FIELD_MANAGER)
+                    .force()
+                    .validation_strict(),
+                &Patch::Apply(body),
+            )
+            .await
+            .map_err(Error::Status)?;
+        publish_transitions(ctx, pd, &previous, &new_status).await;
+    }
+    Ok(ready_now)
 }
 
 /// Events for notable transitions: became Ready, stopped being Ready, became Degraded.
@@ -683,7 +774,10 @@ pub fn error_policy(pd: Arc<PipelineDeployment>, err: &Error, ctx: Arc<Context>)
         .reconciliations
         .with_label_values(&["error"])
         .inc();
-    ctx.metrics.failures.with_label_values(&[err.kind()]).inc();
+    ctx.metrics
+        .failures
+        .with_label_values(&[err.kind().as_str()])
+        .inc();
     let mut failures = ctx.failures.lock().expect("failures poisoned");
     let n = failures.entry(ObjectRef::from(pd.as_ref())).or_insert(0);
     *n = n.saturating_add(1);
@@ -691,4 +785,181 @@ pub fn error_policy(pd: Arc<PipelineDeployment>, err: &Error, ctx: Arc<Context>)
         .min(Duration::from_secs(300));
     warn!(ns = pd.namespace(), name = pd.name_any(), error = %err, retry_in = ?delay, "reconcile failed");
     Action::requeue(delay)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::children::testing::{BASIC, pipeline};
+
+    fn kinds<'a>(xs: impl IntoIterator<Item = (&'static str, &'a str)>) -> Vec<String> {
+        xs.into_iter().map(|(k, n)| format!("{k}/{n}")).collect()
+    }
+
+    fn applied(c: &Children) -> Vec<String> {
+        kinds(c.apply.iter().map(|d| (d.kind(), d.name())))
+    }
+
+    fn pruned(c: &Children) -> Vec<String> {
+        kinds(c.prune.iter().map(|u| (u.kind(), u.name())))
+    }
+
+    const ALL: Caps = Caps {
+        cnpg: true,
+        service_monitor: true,
+        prometheus_rule: true,
+    };
+
+    #[test]
+    fn every_pipeline_has_the_core_children_in_order() {
+        let pd = pipeline(BASIC);
+        let c = desired_children(&pd, Caps::default());
+        assert_eq!(
+            applied(&c),
+            [
+                "ServiceAccount/payments-worker",
+                "ConfigMap/payments-config",
+                "Deployment/payments-worker",
+                "Service/payments-metrics",
+                "PodDisruptionBudget/payments-worker",
+                "ConfigMap/payments-dashboard",
+            ]
+        );
+        // Optional kinds without their CRDs: neither applied nor pruned.
+        assert!(c.prune.is_empty());
+        let observed: Vec<_> = c.apply.iter().filter(|d| d.observe).collect();
+        assert_eq!(observed.len(), 1);
+        assert_eq!(observed[0].kind(), "Deployment");
+        let dep = &c.apply[2];
+        assert_eq!(
+            (&dep.body["apiVersion"], &dep.body["kind"]),
+            (&json!("apps/v1"), &json!("Deployment"))
+        );
+        assert_eq!(dep.resource.plural, "deployments");
+    }
+
+    #[test]
+    fn optional_children_follow_the_spec_when_their_crds_exist() {
+        let mut pd = pipeline(BASIC);
+        pd.spec.postgres.external = None;
+        pd.spec.postgres.cloudnativepg = Some(serde_json::from_value(json!({})).unwrap());
+        let c = desired_children(&pd, ALL);
+        assert_eq!(
+            applied(&c)[5..],
+            [
+                "ConfigMap/payments-dashboard",
+                "ServiceMonitor/payments",
+                "PrometheusRule/payments",
+                "Cluster/payments-db",
+            ]
+        );
+        assert!(c.prune.is_empty());
+        let cluster = c.apply.last().unwrap();
+        assert!(cluster.observe);
+        assert_eq!(cluster.body["apiVersion"], "postgresql.cnpg.io/v1");
+        assert_eq!(cluster.body["spec"]["instances"], 2);
+        assert_eq!(c.apply[6].body["kind"], "ServiceMonitor");
+
+        let mut off = pipeline(BASIC);
+        off.spec.monitoring.grafana_dashboard = false;
+        off.spec.monitoring.service_monitor = false;
+        off.spec.monitoring.prometheus_rule = false;
+        let c = desired_children(&off, ALL);
+        assert_eq!(applied(&c).len(), 5);
+        assert_eq!(
+            pruned(&c),
+            [
+                "ConfigMap/payments-dashboard",
+                "ServiceMonitor/payments",
+                "PrometheusRule/payments",
+                "Cluster/payments-db",
+            ]
+        );
+        assert_eq!(c.prune[0].resource.plural, "configmaps");
+        // Without the CRDs only the dashboard (a ConfigMap) is pruned.
+        assert_eq!(
+            pruned(&desired_children(&off, Caps::default())),
+            ["ConfigMap/payments-dashboard"]
+        );
+    }
+
+    #[test]
+    fn cloudnativepg_missing_degrades_and_a_starting_cluster_waits() {
+        let mut pd = pipeline(BASIC);
+        pd.spec.postgres.external = None;
+        pd.spec.postgres.cloudnativepg =
+            Some(serde_json::from_value(json!({"readReplicas": 2})).unwrap());
+
+        let mut o = Observed::default();
+        observe_database(&pd, Caps::default(), &Stored::default(), &mut o);
+        assert_eq!(o.database_waiting.unwrap().0, "CloudNativePGMissing");
+        assert_eq!(o.degraded.unwrap().0, "CloudNativePGMissing");
+
+        let c = desired_children(&pd, ALL);
+        let desired = c.apply.last().unwrap();
+        let mut cluster: DynamicObject = serde_json::from_value(desired.body.clone()).unwrap();
+        cluster.data["status"] = json!({ "readyInstances": 2 });
+        let stored = Stored(vec![(desired, cluster.clone())]);
+        let mut o = Observed::default();
+        observe_database(&pd, ALL, &stored, &mut o);
+        assert_eq!(
+            o.database_waiting,
+            Some((
+                "DatabaseNotReady".into(),
+                "CloudNativePG cluster payments-db: 2/3 instances ready".into()
+            ))
+        );
+        assert!(o.degraded.is_none());
+
+        cluster.data["status"] = json!({ "readyInstances": 3 });
+        let stored = Stored(vec![(desired, cluster)]);
+        let mut o = Observed::default();
+        observe_database(&pd, ALL, &stored, &mut o);
+        assert!(o.database_waiting.is_none());
+    }
+
+    #[test]
+    fn stored_children_parse_into_their_types() {
+        let pd = pipeline(BASIC);
+        let c = desired_children(&pd, Caps::default());
+        let dep = &c.apply[2];
+        let stored = Stored(vec![(
+            dep,
+            serde_json::from_value(dep.body.clone()).unwrap(),
+        )]);
+        let parsed = stored
+            .typed::<Deployment>("payments-worker")
+            .unwrap()
+            .unwrap();
+        assert_eq!(parsed.metadata.name.as_deref(), Some("payments-worker"));
+        assert!(stored.typed::<Deployment>("other").is_none());
+    }
+
+    #[test]
+    fn failure_labels_name_the_step_and_the_child() {
+        let source = || kube::Error::SerdeError(serde_json::from_str::<()>("x").unwrap_err());
+        let child = |step, kind: &'static str| Error::Child {
+            kind,
+            name: "n".into(),
+            step,
+            source: source(),
+        };
+        assert_eq!(child(Step::Apply, "Deployment").kind(), "apply_deployment");
+        assert_eq!(child(Step::Read, "Cluster").kind(), "read_cluster");
+        assert_eq!(
+            child(Step::Prune, "ServiceMonitor").kind(),
+            "prune_servicemonitor"
+        );
+        assert_eq!(
+            child(Step::Apply, "PodDisruptionBudget").kind(),
+            "apply_poddisruptionbudget"
+        );
+        assert_eq!(Error::Status(source()).kind(), "status");
+        assert_eq!(Error::NoNamespace.kind(), "invalid_object");
+        assert!(
+            child(Step::Prune, "ConfigMap")
+                .to_string()
+                .starts_with("failed to delete ConfigMap n: ")
+        );
+    }
 }

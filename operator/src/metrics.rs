@@ -1,5 +1,8 @@
 //! Operator metrics and the HTTP endpoint serving them with /healthz. Errors are counted by a
-//! bounded `error` label (the step that failed), never by message.
+//! bounded `error` label (the step that failed), never by message: `<step>_<kind>` for a
+//! child (`apply_deployment`, `read_cluster`, `prune_servicemonitor`, … — steps and kinds are
+//! fixed in the code, see `controller::Error::kind`), `status`, `invalid_object`, and `topic`
+//! (a failed topic step, which degrades the pipeline but does not fail the reconcile).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -40,7 +43,7 @@ impl Default for Metrics {
         let failures = IntCounterVec::new(
             Opts::new(
                 "sluice_operator_reconcile_errors_total",
-                "Reconcile failures by the step that failed.",
+                "Reconcile failures by the step that failed (e.g. apply_deployment, prune_servicemonitor, topic, status).",
             ),
             &["error"],
         )

@@ -1,7 +1,11 @@
 //! Status conditions (`Ready`, `Progressing`, `Degraded`) computed from what one reconcile
 //! observed. Pure functions: the controller gathers observations, this decides what they mean.
 
+use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+
+use crate::children::Names;
+use crate::crd::{PipelineDeployment, PipelineDeploymentStatus};
 
 /// What a reconcile saw, in the terms the conditions need.
 #[derive(Debug, Clone, Default)]
@@ -19,6 +23,40 @@ pub struct Observed {
     pub database_waiting: Option<(String, String)>,
     /// A problem that needs a person (missing CRD, failed step).
     pub degraded: Option<(String, String)>,
+}
+
+/// How far the worker Deployment has rolled out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rollout {
+    /// `spec.replicas` (the API default 1 when unset).
+    pub desired_replicas: i32,
+    pub ready_replicas: i32,
+    /// The Deployment controller has seen the latest generation and every desired replica is
+    /// updated and available, with no old ones left over.
+    pub rolled_out: bool,
+}
+
+/// The rollout of the worker Deployment as stored (spec and status).
+pub fn rollout(d: &Deployment) -> Rollout {
+    let desired = d.spec.replicas.unwrap_or(1);
+    let st = d.status.clone().unwrap_or_default();
+    Rollout {
+        desired_replicas: desired,
+        ready_replicas: st.ready_replicas.unwrap_or(0),
+        rolled_out: st.observed_generation >= d.metadata.generation
+            && st.updated_replicas.unwrap_or(0) >= desired
+            && st.replicas.unwrap_or(0) <= desired
+            && st.available_replicas.unwrap_or(0) >= desired,
+    }
+}
+
+impl Observed {
+    /// Takes the workers' numbers from `r`.
+    pub fn set_rollout(&mut self, r: Rollout) {
+        self.desired_replicas = r.desired_replicas;
+        self.ready_replicas = r.ready_replicas;
+        self.rolled_out = r.rolled_out;
+    }
 }
 
 /// One condition as decided now; `lastTransitionTime` is filled by [`merge`].
@@ -114,9 +152,113 @@ pub fn merge(previous: &[Condition], now: [Cond; 3], generation: i64, at: Time) 
         .collect()
 }
 
+/// The status of `pd` for what a reconcile `observed`, after `previous` (conditions keep
+/// their transition times; `lag` is not the reconciler's to change).
+pub fn next(
+    pd: &PipelineDeployment,
+    previous: &PipelineDeploymentStatus,
+    observed: &Observed,
+    now: Time,
+) -> PipelineDeploymentStatus {
+    PipelineDeploymentStatus {
+        observed_generation: Some(observed.generation),
+        conditions: merge(
+            &previous.conditions,
+            conditions(observed),
+            observed.generation,
+            now,
+        ),
+        desired_replicas: Some(observed.desired_replicas),
+        ready_replicas: Some(observed.ready_replicas),
+        topic_partitions: observed.topic_partitions,
+        lag: previous.lag,
+        database_service: Some(match &pd.spec.postgres.cloudnativepg {
+            Some(_) => format!("{}-rw", Names::of(pd).database),
+            None => "external".into(),
+        }),
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    use k8s_openapi::api::apps::v1::{DeploymentSpec, DeploymentStatus};
+
     use super::*;
+
+    fn deployment(
+        generation: i64,
+        replicas: Option<i32>,
+        st: Option<DeploymentStatus>,
+    ) -> Deployment {
+        let mut d = Deployment {
+            spec: DeploymentSpec {
+                replicas,
+                ..DeploymentSpec::default()
+            },
+            status: st,
+            ..Deployment::default()
+        };
+        d.metadata.generation = Some(generation);
+        d
+    }
+
+    #[test]
+    fn rolled_out_only_when_the_latest_generation_is_fully_available() {
+        let done = DeploymentStatus {
+            observed_generation: Some(2),
+            replicas: Some(3),
+            updated_replicas: Some(3),
+            ready_replicas: Some(3),
+            available_replicas: Some(3),
+            ..DeploymentStatus::default()
+        };
+        let r = rollout(&deployment(2, Some(3), Some(done.clone())));
+        assert_eq!(
+            r,
+            Rollout {
+                desired_replicas: 3,
+                ready_replicas: 3,
+                rolled_out: true
+            }
+        );
+        // The Deployment controller has not seen generation 3 yet.
+        assert!(!rollout(&deployment(3, Some(3), Some(done.clone()))).rolled_out);
+        // Surge: an old pod still around.
+        let surge = DeploymentStatus {
+            replicas: Some(4),
+            ..done.clone()
+        };
+        assert!(!rollout(&deployment(2, Some(3), Some(surge))).rolled_out);
+        // Not all updated, or not all available.
+        for st in [
+            DeploymentStatus {
+                updated_replicas: Some(2),
+                ..done.clone()
+            },
+            DeploymentStatus {
+                available_replicas: Some(2),
+                ready_replicas: Some(2),
+                ..done.clone()
+            },
+        ] {
+            assert!(!rollout(&deployment(2, Some(3), Some(st))).rolled_out);
+        }
+        // No status yet; `spec.replicas` unset counts as the API default of 1.
+        assert_eq!(
+            rollout(&deployment(1, None, None)),
+            Rollout {
+                desired_replicas: 1,
+                ready_replicas: 0,
+                rolled_out: false
+            }
+        );
+        // Scaled to zero and settled.
+        let zero = DeploymentStatus {
+            observed_generation: Some(1),
+            ..DeploymentStatus::default()
+        };
+        assert!(rollout(&deployment(1, Some(0), Some(zero))).rolled_out);
+    }
 
     #[test]
     fn ready_only_when_workers_topic_and_database_are() {

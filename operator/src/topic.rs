@@ -2,6 +2,10 @@
 //! or grown — never shrunk, Kafka cannot), and its `.dlq` / `.alerts` companions exist.
 //! Admin clients are cached per bootstrap list; every call is bounded by a timeout so an
 //! unreachable broker delays one reconcile, not the controller.
+//!
+//! The topic step of a reconcile is [`Topics::reconcile`]: [`TopicPlan::of`] decides whether
+//! the operator manages the topic at all, [`record`] turns the outcome into status
+//! observations and the Event to publish.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -11,6 +15,10 @@ use rdkafka::ClientConfig;
 use rdkafka::admin::{AdminClient, AdminOptions, NewPartitions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::types::RDKafkaErrorCode;
+
+use crate::children::config_map::worker_config;
+use crate::crd::{PipelineDeployment, SecurityProtocol};
+use crate::status::Observed;
 
 /// What ensuring the topic did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,7 +58,7 @@ pub enum TopicError {
 }
 
 /// The topics of one pipeline.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TopicRequest {
     pub bootstrap: String,
     pub security_protocol: String,
@@ -58,6 +66,105 @@ pub struct TopicRequest {
     pub partitions: i32,
     pub replication_factor: i32,
     pub companions: Vec<String>,
+}
+
+/// What the operator does about a pipeline's topic.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TopicPlan {
+    /// `spec.kafka.manageTopic: false`: the topic is managed elsewhere.
+    Unmanaged,
+    /// Create or grow the topic and create its companions.
+    Ensure(TopicRequest),
+    /// `manageTopic` on a SASL listener: the operator holds no Kafka credentials (it never
+    /// reads Secrets), so it cannot; the pipeline is degraded with `TopicNotManaged`.
+    NeedsCredentials,
+}
+
+impl TopicPlan {
+    pub fn of(pd: &PipelineDeployment) -> Self {
+        let k = &pd.spec.kafka;
+        if !k.manage_topic {
+            return Self::Unmanaged;
+        }
+        if !matches!(
+            k.security_protocol,
+            SecurityProtocol::Plaintext | SecurityProtocol::Ssl
+        ) {
+            return Self::NeedsCredentials;
+        }
+        let cfg = worker_config(pd).kafka;
+        Self::Ensure(TopicRequest {
+            bootstrap: k.bootstrap_servers.clone(),
+            security_protocol: k.security_protocol.as_str().into(),
+            topic: k.topic.clone(),
+            partitions: k.partitions,
+            replication_factor: k.replication_factor,
+            companions: vec![cfg.dlq_topic(), cfg.alerts_topic()],
+        })
+    }
+}
+
+/// A `Normal` Event about the topic, for the pipeline.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicEvent {
+    pub reason: &'static str,
+    pub note: String,
+}
+
+/// What the topic step did beyond what it wrote into [`Observed`].
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct TopicStep {
+    pub event: Option<TopicEvent>,
+    /// Ensuring the topic failed: counted as the `topic` failure. The reconcile goes on (the
+    /// pipeline is degraded and retried), so this is not a reconcile error.
+    pub failed: bool,
+}
+
+/// Folds the outcome of ensuring `topic` into `observed`: its partitions, or on failure the
+/// error (keeping `previous`, the partitions last reported in status).
+pub fn record(
+    topic: &str,
+    result: Result<TopicOutcome, TopicError>,
+    previous: Option<i32>,
+    observed: &mut Observed,
+) -> TopicStep {
+    match result {
+        Ok(outcome) => {
+            observed.topic_partitions = Some(outcome.partitions());
+            let event = match outcome {
+                TopicOutcome::Created { partitions } => Some(TopicEvent {
+                    reason: "TopicCreated",
+                    note: format!("created topic {topic} with {partitions} partitions"),
+                }),
+                TopicOutcome::Expanded { from, to } => Some(TopicEvent {
+                    reason: "TopicExpanded",
+                    note: format!("topic {topic}: partitions {from} → {to}"),
+                }),
+                TopicOutcome::Unchanged { .. } => None,
+            };
+            TopicStep {
+                event,
+                failed: false,
+            }
+        }
+        Err(e) => {
+            observed.topic_error = Some(e.to_string());
+            observed.topic_partitions = previous;
+            TopicStep {
+                event: None,
+                failed: true,
+            }
+        }
+    }
+}
+
+/// Records that the topic cannot be managed, unless something else already degrades the
+/// pipeline.
+fn needs_credentials(observed: &mut Observed) {
+    observed.degraded.get_or_insert((
+        "TopicNotManaged".into(),
+        "spec.kafka.manageTopic needs a PLAINTEXT or SSL listener; set it to false for SASL clusters and create the topic elsewhere".into(),
+    ));
 }
 
 /// Admin-client cache and the topic operations.
@@ -120,6 +227,23 @@ impl Topics {
             bootstrap: req.bootstrap.clone(),
             message: e.to_string(),
         })
+    }
+
+    /// The topic step of a reconcile: ensures the topic when the pipeline wants it managed and
+    /// records what happened in `observed`. Failures degrade the pipeline and are retried;
+    /// they do not stop the other steps.
+    pub async fn reconcile(&self, pd: &PipelineDeployment, observed: &mut Observed) -> TopicStep {
+        match TopicPlan::of(pd) {
+            TopicPlan::Unmanaged => TopicStep::default(),
+            TopicPlan::NeedsCredentials => {
+                needs_credentials(observed);
+                TopicStep::default()
+            }
+            TopicPlan::Ensure(req) => {
+                let previous = pd.status.as_ref().and_then(|s| s.topic_partitions);
+                record(&req.topic, self.ensure(&req).await, previous, observed)
+            }
+        }
     }
 
     /// Creates or grows the topic (never shrinks it) and creates missing companions.
@@ -202,4 +326,91 @@ fn check(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::children::testing::{BASIC, pipeline};
+
+    #[test]
+    fn plan_follows_manage_topic_and_the_protocol() {
+        let pd = pipeline(BASIC);
+        let TopicPlan::Ensure(req) = TopicPlan::of(&pd) else {
+            panic!("a PLAINTEXT pipeline manages its topic");
+        };
+        assert_eq!(req.bootstrap, "kafka:9092");
+        assert_eq!(req.security_protocol, "PLAINTEXT");
+        assert_eq!(req.topic, "payments");
+        assert_eq!(req.partitions, pd.spec.kafka.partitions);
+        assert_eq!(req.replication_factor, pd.spec.kafka.replication_factor);
+        assert_eq!(req.companions, ["payments.dlq", "payments.alerts"]);
+
+        let mut ssl = pd.clone();
+        ssl.spec.kafka.security_protocol = SecurityProtocol::Ssl;
+        assert!(
+            matches!(TopicPlan::of(&ssl), TopicPlan::Ensure(r) if r.security_protocol == "SSL")
+        );
+
+        let mut sasl = pd.clone();
+        sasl.spec.kafka.security_protocol = SecurityProtocol::SaslSsl;
+        assert_eq!(TopicPlan::of(&sasl), TopicPlan::NeedsCredentials);
+
+        let mut unmanaged = sasl.clone();
+        unmanaged.spec.kafka.manage_topic = false;
+        assert_eq!(TopicPlan::of(&unmanaged), TopicPlan::Unmanaged);
+    }
+
+    #[test]
+    fn outcomes_become_observations_and_events() {
+        let mut o = Observed::default();
+        let step = record(
+            "t",
+            Ok(TopicOutcome::Created { partitions: 3 }),
+            None,
+            &mut o,
+        );
+        assert_eq!(o.topic_partitions, Some(3));
+        assert_eq!(step.event.unwrap().reason, "TopicCreated");
+
+        let step = record(
+            "t",
+            Ok(TopicOutcome::Expanded { from: 3, to: 6 }),
+            Some(3),
+            &mut o,
+        );
+        assert_eq!(o.topic_partitions, Some(6));
+        let ev = step.event.unwrap();
+        assert_eq!(
+            (ev.reason, ev.note.as_str()),
+            ("TopicExpanded", "topic t: partitions 3 → 6")
+        );
+
+        let step = record(
+            "t",
+            Ok(TopicOutcome::Unchanged { partitions: 8 }),
+            Some(6),
+            &mut o,
+        );
+        assert_eq!((o.topic_partitions, step), (Some(8), TopicStep::default()));
+
+        let mut o = Observed::default();
+        let step = record("t", Err(TopicError::Client("boom".into())), Some(6), &mut o);
+        assert!(step.failed && step.event.is_none());
+        assert_eq!(o.topic_partitions, Some(6), "last known partitions kept");
+        assert_eq!(o.topic_error.as_deref(), Some("kafka admin client: boom"));
+    }
+
+    #[test]
+    fn missing_credentials_do_not_hide_an_earlier_degradation() {
+        let mut o = Observed::default();
+        needs_credentials(&mut o);
+        assert_eq!(o.degraded.as_ref().unwrap().0, "TopicNotManaged");
+        let mut o = Observed {
+            degraded: Some(("CloudNativePGMissing".into(), "m".into())),
+            ..Observed::default()
+        };
+        needs_credentials(&mut o);
+        assert_eq!(o.degraded.unwrap().0, "CloudNativePGMissing");
+    }
 }
