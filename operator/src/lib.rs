@@ -5,6 +5,7 @@
 //! the Kafka topic, `discovery` detects optional APIs, `leader` holds the Lease, `metrics`
 //! serves /metrics and /healthz.
 
+pub mod autoscale;
 pub mod child_cache;
 pub mod children;
 pub mod controller;
