@@ -285,8 +285,10 @@ up() {
   api_port=${SLUICE_K8S_API_PORT:-$api_port}
   # On loopback nothing may be published as the `kubernetes` Service's endpoint; on a node
   # address it is, and pods reach the apiserver as in any cluster.
-  local bind=127.0.0.1 reconciler=none
-  [[ $SLUICE_HOST == 127.0.0.1 ]] || { bind=0.0.0.0; reconciler=lease; }
+  # There is no kube-proxy either: the aggregation layer dials an APIService's endpoint (pod)
+  # addresses itself instead of its Service IP.
+  local bind=127.0.0.1 reconciler=none aggregator_routing=false
+  [[ $SLUICE_HOST == 127.0.0.1 ]] || { bind=0.0.0.0; reconciler=lease; aggregator_routing=true; }
   echo "$api_port" >"$d/apiserver.port"
   gen_pki "$d"
   write_kubeconfig "$d/kubeconfig" admin "$api_port"
@@ -322,6 +324,7 @@ up() {
     --service-account-key-file "$p/sa.pub" --service-account-signing-key-file "$p/sa.key" \
     --service-cluster-ip-range 10.0.0.0/24 \
     --endpoint-reconciler-type "$reconciler" \
+    --enable-aggregator-routing="$aggregator_routing" \
     --enable-priority-and-fairness="${SLUICE_K8S_APF:-true}" \
     --profiling=false --v="${SLUICE_K8S_V:-1}" ${SLUICE_K8S_APISERVER_ARGS:-}
   wait_until 120 "apiserver /readyz" readyz

@@ -151,7 +151,9 @@ while True:
   # broker registered with the controller and got unfenced, so clients can use it.
   local deadline=$((SECONDS + 90))
   until grep -qs "Kafka Server started" "$dir/kafka.log"; do
-    running "$name" || { tail -n 30 "$dir/stdout.log" "$dir/kafka.log" >&2 || true; die "kafka '$name' exited during startup"; }
+    # kill -0, not `running`: right after the launch the child may not have exec'd java yet,
+    # and its command line would not match.
+    kill -0 "$(pid_of "$name")" 2>/dev/null || { tail -n 30 "$dir/stdout.log" "$dir/kafka.log" >&2 || true; die "kafka '$name' exited during startup"; }
     ((SECONDS < deadline)) || die "kafka '$name' not ready after 90s (see $dir/kafka.log)"
     sleep 0.2
   done

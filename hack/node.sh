@@ -14,7 +14,8 @@
 # kube-proxy. Pods get 10.88.0.0/16 addresses on the CNI bridge cni0 and reach Kafka and
 # Postgres on 10.77.0.1. The env file ($SLUICE_RUN/node-NAME.env) holds NETNS, NODE_IP,
 # NODE_NAME, KUBECONFIG, KAFKA_BOOTSTRAP, DATABASE_URL (trust, from the node address only;
-# pods need a password) and CONTAINERD_ADDRESS.
+# pods need a password), CONTAINERD_ADDRESS, and KAFKA_NAME / PG_NAME (the hack/kafka.sh and
+# hack/postgres.sh names of its broker and database, e.g. to kill9 and start them).
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 ROOT=$(cd "$HACK_DIR/.." && pwd)
@@ -257,6 +258,8 @@ up() {
     echo "NODE_NAME=$(node_name)"
     echo "KUBECONFIG=$kc"
     echo "CONTAINERD_ADDRESS=$(sock)"
+    echo "KAFKA_NAME=node-$NAME"
+    echo "PG_NAME=node-$NAME"
     echo "$envs"
   } >"$(env_file)"
   trap - EXIT

@@ -34,4 +34,4 @@ node-down:
 node-shell:
 	@$(NODE_SH) exec $(NODE) -- bash
 node-test:
-	@$(NODE_SH) exec $(NODE) -- cargo test --release --workspace --locked --test real_pods -- --ignored --nocapture
+	@$(NODE_SH) exec $(NODE) -- cargo test --release --workspace --locked --test real_pods --test autoscaling -- --ignored --nocapture

@@ -15,11 +15,12 @@
 use std::collections::HashMap;
 use std::fmt::{self, Debug};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::apps::v1::Deployment;
+use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
 use k8s_openapi::api::core::v1::{ConfigMap, Service, ServiceAccount};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -36,12 +37,13 @@ use serde::de::DeserializeOwned;
 use serde_json::json;
 use tracing::{info, warn};
 
+use crate::autoscale::{Autoscaler, SizingOptions, Verdict};
 use crate::child_cache::{self, ChildCache};
 use crate::children::{self, FIELD_MANAGER, MANAGED_SELECTOR, Names, cnpg, monitoring};
-use crate::crd::{PipelineDeployment, PipelineDeploymentStatus};
+use crate::crd::{AutoscalingStatus, PipelineDeployment, PipelineDeploymentStatus};
 use crate::discovery::{Capabilities, Caps};
 use crate::metrics::Metrics;
-use crate::status::{self, Observed};
+use crate::status::{self, AutoscaleObserved, Observed};
 use crate::topic::Topics;
 
 /// What was being done to a child when it failed.
@@ -120,6 +122,11 @@ pub struct Context {
     pub children: Arc<ChildCache>,
     /// Consecutive failures per object, for the error policy's exponential backoff.
     failures: Mutex<HashMap<ObjectRef<PipelineDeployment>, u32>>,
+    /// Lag readings and rate windows of the autoscaled pipelines.
+    pub autoscaler: Autoscaler,
+    /// The latest autoscaler reading per pipeline and when it was taken: a reconcile within
+    /// [`SAMPLE_INTERVAL`] of it (e.g. the one its own status patch triggers) reuses it.
+    readings: Mutex<HashMap<ObjectRef<PipelineDeployment>, (Instant, AutoscaleObserved)>>,
 }
 
 impl Context {
@@ -136,6 +143,8 @@ impl Context {
             metrics,
             children: Arc::default(),
             failures: Mutex::default(),
+            autoscaler: Autoscaler::default(),
+            readings: Mutex::default(),
         }
     }
 }
@@ -144,6 +153,8 @@ impl Context {
 const RESYNC: Duration = Duration::from_secs(300);
 /// Requeue interval while something is still coming up or Kafka is unreachable.
 const RETRY: Duration = Duration::from_secs(10);
+/// How often an autoscaled pipeline's lag is read (its reconcile is requeued this often).
+pub const SAMPLE_INTERVAL: Duration = Duration::from_secs(10);
 
 /// Runs the controller until `shutdown` resolves. `namespace` limits it to one namespace.
 pub async fn run(
@@ -188,6 +199,10 @@ pub async fn run(
     .owns_stream(tracked(
         cache,
         meta_api::<PodDisruptionBudget>(&client, &namespace),
+    ))
+    .owns_stream(tracked(
+        cache,
+        meta_api::<HorizontalPodAutoscaler>(&client, &namespace),
     ));
     // Optional kinds are watched only if their CRDs exist now; a watch on a missing resource
     // would fail forever. (Created later, they are still applied and repaired on resync.)
@@ -385,6 +400,17 @@ pub fn desired_children(pd: &PipelineDeployment, caps: Caps) -> Children {
     c.want(Desired::typed(children::deployment::build_deployment(pd, &config_hash)).observed());
     c.want(Desired::typed(children::service::build_service(pd)));
     c.want(Desired::typed(children::pdb::build_pdb(pd)));
+    // The HPA's ceiling follows the partitions the topic has (status), not only the spec.
+    let partitions = pd
+        .status
+        .as_ref()
+        .and_then(|s| s.topic_partitions)
+        .unwrap_or(pd.spec.kafka.partitions);
+    c.want_or_prune(
+        pd.autoscaled()
+            .then(|| Desired::typed(children::hpa::build_hpa(pd, partitions))),
+        Unwanted::typed::<HorizontalPodAutoscaler>(&names.worker),
+    );
 
     // Optional children: applied when wanted (and possible), pruned when not.
     let mon = &pd.spec.monitoring;
@@ -537,51 +563,75 @@ async fn prune_child(
     Ok(())
 }
 
-/// Under autoscaling the operator does not own `spec.replicas`, so a new Deployment starts at
-/// the API default of 1. Raise it to the floor with a plain merge patch under its own manager
-/// (an update, not an apply): updates never conflict, so the autoscaler's later writes of the
-/// field simply take it over, and the operator's applies never mention it.
-async fn raise_to_min(
-    client: &Client,
-    ns: &str,
-    d: &Deployment,
-    min: i32,
-) -> Result<Deployment, Error> {
-    let name = d.name_any();
-    let pp = PatchParams {
-        field_manager: Some(format!("{FIELD_MANAGER}-floor")),
-        ..PatchParams::default()
-    };
-    Api::<Deployment>::namespaced(client.clone(), ns)
-        .patch(
-            &name,
-            &pp,
-            &Patch::Merge(json!({ "spec": { "replicas": min } })),
-        )
-        .await
-        .map_err(|source| Error::Child {
-            kind: <Deployment as k8s_openapi::Resource>::KIND,
-            name,
-            step: Step::Apply,
-            source,
-        })
+/// The worker Deployment as stored. (Under autoscaling its HPA keeps it within
+/// minReplicas..maxReplicas; the operator never writes its `spec.replicas`.)
+fn observe_workers(pd: &PipelineDeployment, stored: &Stored<'_>) -> Result<Deployment, Error> {
+    stored
+        .typed::<Deployment>(&Names::of(pd).worker)
+        .expect("the worker Deployment is always desired, as observed")
 }
 
-/// The worker Deployment as stored, raised to the autoscaling floor when it is below it.
-async fn observe_workers(
+/// Reads the lag of an autoscaled pipeline (at most every [`SAMPLE_INTERVAL`]) and sizes it:
+/// what the status shows and the external metric serves.
+async fn observe_autoscaling(
     ctx: &Context,
-    ns: &str,
     pd: &PipelineDeployment,
-    stored: &Stored<'_>,
-) -> Result<Deployment, Error> {
-    let mut deployment = stored
-        .typed::<Deployment>(&Names::of(pd).worker)
-        .expect("the worker Deployment is always desired, as observed")?;
-    let min = pd.spec.workers.min_replicas;
-    if pd.autoscaled() && deployment.spec.replicas.unwrap_or(1) < min {
-        deployment = raise_to_min(&ctx.client, ns, &deployment, min).await?;
+    rollout: status::Rollout,
+) -> AutoscaleObserved {
+    let key = ObjectRef::from(pd);
+    let cached = ctx
+        .readings
+        .lock()
+        .expect("readings poisoned")
+        .get(&key)
+        .cloned();
+    if let Some((at, reading)) = cached
+        && at.elapsed() < SAMPLE_INTERVAL
+    {
+        return reading;
     }
-    Ok(deployment)
+    let obs = ctx.autoscaler.observe(pd, rollout.ready_replicas).await;
+    let current = rollout.desired_replicas;
+    let verdict = Autoscaler::decide(
+        pd,
+        &obs,
+        current,
+        !rollout.rolled_out,
+        &SizingOptions::default(),
+    );
+    let unknown = obs.lag.as_result().err().map(str::to_owned);
+    let (needed, reason) = match (&verdict, &unknown) {
+        (_, Some(why)) => (None, format!("lag unknown: {why}")),
+        (Verdict::Scale(d), None) => (Some(d.desired), d.to_string()),
+        (Verdict::Hold(h), None) => (Some(verdict.replicas(current)), h.to_string()),
+    };
+    let rates = &obs.rates;
+    let reading = AutoscaleObserved {
+        lag: obs.total_lag(),
+        lag_seconds: obs.time_lag_seconds(),
+        unknown,
+        status: AutoscalingStatus {
+            sampled_at: k8s_openapi::jiff::Timestamp::now()
+                .round(k8s_openapi::jiff::Unit::Second)
+                .unwrap_or_else(|_| k8s_openapi::jiff::Timestamp::now())
+                .to_string(),
+            needed_workers: needed,
+            reason,
+            input_rate: rates.input.map(round2),
+            processing_rate: rates.processing.map(round2),
+            per_worker_rate: rates.per_worker.map(|p| round2(p.records_per_sec)),
+        },
+    };
+    ctx.metrics.observe_autoscaling(pd, &reading);
+    ctx.readings
+        .lock()
+        .expect("readings poisoned")
+        .insert(key, (Instant::now(), reading.clone()));
+    reading
+}
+
+fn round2(v: f64) -> f64 {
+    (v * 100.0).round() / 100.0
 }
 
 /// Why the database is not usable yet: CloudNativePG wanted but not installed, or its Cluster
@@ -653,8 +703,18 @@ pub async fn reconcile(pd: Arc<PipelineDeployment>, ctx: Arc<Context>) -> Result
         generation: pd.metadata.generation.unwrap_or_default(),
         ..Observed::default()
     };
-    let deployment = observe_workers(&ctx, &ns, &pd, &stored).await?;
-    observed.set_rollout(status::rollout(&deployment));
+    let deployment = observe_workers(&pd, &stored)?;
+    let rollout = status::rollout(&deployment);
+    observed.set_rollout(rollout);
+    if pd.autoscaled() {
+        observed.autoscale = Some(observe_autoscaling(&ctx, &pd, rollout).await);
+    } else {
+        ctx.autoscaler.forget(&pd);
+        ctx.readings
+            .lock()
+            .expect("readings poisoned")
+            .remove(&ObjectRef::from(pd.as_ref()));
+    }
     observe_database(&pd, caps, &stored, &mut observed);
     // The topic: failures degrade the pipeline and retry; they do not stop the reconcile.
     let topic = ctx.topics.reconcile(&pd, &mut observed).await;
@@ -671,7 +731,9 @@ pub async fn reconcile(pd: Arc<PipelineDeployment>, ctx: Arc<Context>) -> Result
         .lock()
         .expect("failures poisoned")
         .remove(&ObjectRef::from(pd.as_ref()));
-    Ok(if ready_now {
+    Ok(if pd.autoscaled() {
+        Action::requeue(SAMPLE_INTERVAL)
+    } else if ready_now {
         Action::requeue(RESYNC)
     } else {
         Action::requeue(RETRY)
@@ -825,8 +887,8 @@ mod tests {
                 "ConfigMap/payments-dashboard",
             ]
         );
-        // Optional kinds without their CRDs: neither applied nor pruned.
-        assert!(c.prune.is_empty());
+        // Optional kinds without their CRDs: neither applied nor pruned. Not autoscaled: no HPA.
+        assert_eq!(pruned(&c), ["HorizontalPodAutoscaler/payments-worker"]);
         let observed: Vec<_> = c.apply.iter().filter(|d| d.observe).collect();
         assert_eq!(observed.len(), 1);
         assert_eq!(observed[0].kind(), "Deployment");
@@ -853,7 +915,7 @@ mod tests {
                 "Cluster/payments-db",
             ]
         );
-        assert!(c.prune.is_empty());
+        assert_eq!(pruned(&c), ["HorizontalPodAutoscaler/payments-worker"]);
         let cluster = c.apply.last().unwrap();
         assert!(cluster.observe);
         assert_eq!(cluster.body["apiVersion"], "postgresql.cnpg.io/v1");
@@ -869,17 +931,32 @@ mod tests {
         assert_eq!(
             pruned(&c),
             [
+                "HorizontalPodAutoscaler/payments-worker",
                 "ConfigMap/payments-dashboard",
                 "ServiceMonitor/payments",
                 "PrometheusRule/payments",
                 "Cluster/payments-db",
             ]
         );
-        assert_eq!(c.prune[0].resource.plural, "configmaps");
-        // Without the CRDs only the dashboard (a ConfigMap) is pruned.
+        assert_eq!(c.prune[1].resource.plural, "configmaps");
+        // Without the CRDs only the HPA and the dashboard (a ConfigMap) are pruned.
         assert_eq!(
             pruned(&desired_children(&off, Caps::default())),
-            ["ConfigMap/payments-dashboard"]
+            [
+                "HorizontalPodAutoscaler/payments-worker",
+                "ConfigMap/payments-dashboard"
+            ]
+        );
+        // Autoscaled: the HPA comes right after the PodDisruptionBudget.
+        let mut auto = pipeline(BASIC);
+        auto.spec.workers.max_replicas = 4;
+        auto.spec.autoscaling = Some(crate::crd::AutoscalingSpec {
+            enabled: true,
+            ..Default::default()
+        });
+        assert_eq!(
+            applied(&desired_children(&auto, Caps::default()))[5],
+            "HorizontalPodAutoscaler/payments-worker"
         );
     }
 

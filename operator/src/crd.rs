@@ -47,8 +47,7 @@ use serde::{Deserialize, Serialize};
         name = "Desired",
         type_ = "integer",
         json_path = ".status.desiredReplicas",
-        description = "Worker pods wanted",
-        priority = 1
+        description = "Worker pods wanted (by the operator or, when autoscaled, the HPA)"
     ),
     printcolumn(
         name = "Partitions",
@@ -61,6 +60,12 @@ use serde::{Deserialize, Serialize};
         type_ = "integer",
         json_path = ".status.lag",
         description = "Records not yet committed by the consumer group"
+    ),
+    printcolumn(
+        name = "Behind",
+        type_ = "string",
+        json_path = ".status.lagDuration",
+        description = "Age of the oldest record not yet committed (time lag)"
     ),
     printcolumn(
         name = "Age",
@@ -297,6 +302,18 @@ pub struct AutoscalingSpec {
     pub scale_down_stabilization_seconds: i32,
 }
 
+impl Default for AutoscalingSpec {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            lag_per_replica: default_lag_per_replica(),
+            catch_up_seconds: default_catch_up_seconds(),
+            scale_up_stabilization_seconds: 0,
+            scale_down_stabilization_seconds: default_scale_down_stabilization(),
+        }
+    }
+}
+
 /// The database. Set exactly one of `cloudnativepg` and `external`.
 #[derive(KubeSchema, Serialize, Deserialize, Debug, Clone, PartialEq)]
 #[x_kube(validation = Rule::new("has(self.cloudnativepg) != has(self.external)")
@@ -461,12 +478,48 @@ pub struct PipelineDeploymentStatus {
     /// Partitions the topic has (may exceed spec.kafka.partitions, never less once ensured).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub topic_partitions: Option<i32>,
-    /// Consumer lag in records, summed over partitions (set by the autoscaler).
+    /// Consumer lag in records, summed over partitions (set by the autoscaler). Absent while
+    /// the lag is unknown (see the `LagKnown` condition).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lag: Option<i64>,
+    /// Seconds the oldest record not yet committed has waited: how far behind the pipeline
+    /// is in time. Absent while the lag is unknown.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lag_seconds: Option<f64>,
+    /// `lagSeconds` for people, e.g. `3m12s` (the `Behind` column).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lag_duration: Option<String>,
+    /// The autoscaler's latest reading and sizing, served to the HorizontalPodAutoscaler as
+    /// the external metric `sluice_needed_workers`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub autoscaling: Option<AutoscalingStatus>,
     /// Service of the primary the workers write to.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub database_service: Option<String>,
+}
+
+/// What the autoscaler last measured and decided.
+#[derive(JsonSchema, Serialize, Deserialize, Debug, Clone, PartialEq, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct AutoscalingStatus {
+    /// When the offsets behind these figures were read (RFC 3339).
+    pub sampled_at: String,
+    /// Workers needed to drain the backlog within catchUpSeconds while keeping up with the
+    /// input; absent while the lag is unknown (the HPA then holds its size).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub needed_workers: Option<i32>,
+    /// Why that number, in words (the rule, its inputs and the cap that bound it).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub reason: String,
+    /// Records per second arriving on the topic.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input_rate: Option<f64>,
+    /// Records per second the group commits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub processing_rate: Option<f64>,
+    /// Records per second one busy worker commits (measured while there was a backlog).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub per_worker_rate: Option<f64>,
 }
 
 fn default_true() -> bool {

@@ -11,6 +11,7 @@ pub mod children;
 pub mod controller;
 pub mod crd;
 pub mod discovery;
+pub mod external_metrics;
 pub mod leader;
 pub mod metrics;
 pub mod status;

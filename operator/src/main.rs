@@ -7,8 +7,13 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use clap::Parser;
-use kube::Client;
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::ConfigMap;
+use kube::runtime::{WatchStreamExt, reflector, watcher};
+use kube::{Api, Client};
 use sluice_operator::controller::{self, Context};
+use sluice_operator::crd::PipelineDeployment;
+use sluice_operator::external_metrics::{self, PipelineStatusSource, TlsSettings};
 use sluice_operator::leader;
 use sluice_operator::metrics::{self, Metrics};
 use tracing::{info, warn};
@@ -37,6 +42,18 @@ struct Args {
     /// This replica's identity in the Lease (default: pod name, else host name + pid).
     #[arg(long, env = "POD_NAME")]
     identity: Option<String>,
+    /// Serve the external metrics API (external.metrics.k8s.io/v1beta1, TLS) on this address
+    /// for the HPAs of autoscaled pipelines. Every replica serves it, leader or not.
+    #[arg(long, env = "SLUICE_EXTERNAL_METRICS_ADDR")]
+    external_metrics_addr: Option<SocketAddr>,
+    /// Directory with tls.crt and tls.key for that API (default: a self-signed certificate
+    /// made at start).
+    #[arg(long, env = "SLUICE_EXTERNAL_METRICS_CERT_DIR")]
+    external_metrics_cert_dir: Option<std::path::PathBuf>,
+    /// CA file that client certificates must chain to (default: the front-proxy CA in
+    /// kube-system/extension-apiserver-authentication, as every aggregated API server reads it).
+    #[arg(long, env = "SLUICE_EXTERNAL_METRICS_CLIENT_CA")]
+    external_metrics_client_ca: Option<std::path::PathBuf>,
 }
 
 #[tokio::main]
@@ -59,6 +76,25 @@ async fn main() -> anyhow::Result<()> {
             warn!(error = %e, "metrics server stopped");
         }
     });
+    if let Some(addr) = args.external_metrics_addr {
+        let tls = external_metrics_tls(&client, &args).await?;
+        let (store, writer) = reflector::store();
+        let api: Api<PipelineDeployment> = match &args.namespace {
+            Some(ns) => Api::namespaced(client.clone(), ns),
+            None => Api::all(client.clone()),
+        };
+        let watch = reflector(writer, watcher(api, watcher::Config::default()))
+            .default_backoff()
+            .touched_objects()
+            .for_each(|_| std::future::ready(()));
+        tokio::spawn(watch);
+        let source = Arc::new(PipelineStatusSource { store });
+        tokio::spawn(async move {
+            if let Err(e) = external_metrics::serve(addr, tls, source).await {
+                warn!(error = %e, "external metrics server stopped");
+            }
+        });
+    }
     let identity = args.identity.clone().unwrap_or_else(|| {
         let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
         format!("{}-{}", host.trim(), std::process::id())
@@ -120,6 +156,48 @@ async fn main() -> anyhow::Result<()> {
     }
     info!("shut down, lease released");
     Ok(())
+}
+
+/// The external metrics server's TLS: its certificate, and the CA its clients (the apiserver's
+/// front proxy) must present a certificate from.
+async fn external_metrics_tls(
+    client: &Client,
+    args: &Args,
+) -> anyhow::Result<rustls::ServerConfig> {
+    let cert_and_key = match &args.external_metrics_cert_dir {
+        Some(dir) => Some((
+            std::fs::read(dir.join("tls.crt")).context("tls.crt")?,
+            std::fs::read(dir.join("tls.key")).context("tls.key")?,
+        )),
+        None => None,
+    };
+    let client_ca_pem = match &args.external_metrics_client_ca {
+        Some(f) => std::fs::read(f).with_context(|| format!("reading {}", f.display()))?,
+        None => {
+            let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "kube-system");
+            let cm = cms
+                .get("extension-apiserver-authentication")
+                .await
+                .context(
+                    "reading kube-system/extension-apiserver-authentication for the front-proxy CA \
+                 (RoleBinding to extension-apiserver-authentication-reader missing?)",
+                )?;
+            cm.data
+                .and_then(|d| d.get("requestheader-client-ca-file").cloned())
+                .context("no requestheader-client-ca-file: the apiserver runs without --requestheader-client-ca-file")?
+                .into_bytes()
+        }
+    };
+    let ns = std::env::var("POD_NAMESPACE").unwrap_or_else(|_| "sluice-system".into());
+    let service = "sluice-operator-external-metrics";
+    external_metrics::tls_config(&TlsSettings {
+        cert_and_key,
+        dns_names: vec![
+            format!("{service}.{ns}.svc"),
+            format!("{service}.{ns}.svc.cluster.local"),
+        ],
+        client_ca_pem: Some(client_ca_pem),
+    })
 }
 
 async fn shutdown_signal() {

@@ -13,9 +13,14 @@ use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
+use kube::ResourceExt;
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
+    Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry,
+    TextEncoder,
 };
+
+use crate::crd::PipelineDeployment;
+use crate::status::AutoscaleObserved;
 
 pub struct Metrics {
     pub registry: Registry,
@@ -25,6 +30,13 @@ pub struct Metrics {
     /// Child applies sent vs. skipped as unchanged (see `child_cache`).
     pub applies: IntCounterVec,
     pub leader: IntGauge,
+    /// Per autoscaled pipeline: lag (records, seconds), needed workers, and whether the lag
+    /// could be read. Read by the operator itself from Kafka, so they exist (and alert) when
+    /// no worker runs; the lag gauges are removed, not zeroed, while the lag is unknown.
+    pub pipeline_lag: GaugeVec,
+    pub pipeline_lag_seconds: GaugeVec,
+    pub pipeline_needed_workers: GaugeVec,
+    pub pipeline_lag_known: GaugeVec,
     /// Set once the controller runs (or waits as a healthy standby).
     pub healthy: AtomicBool,
 }
@@ -72,6 +84,28 @@ impl Default for Metrics {
             "1 while this replica holds the leader Lease.",
         )
         .expect("metric");
+        let gauge = |name: &str, help: &str| {
+            let g =
+                GaugeVec::new(Opts::new(name, help), &["namespace", "pipeline"]).expect("metric");
+            registry.register(Box::new(g.clone())).expect("register");
+            g
+        };
+        let pipeline_lag = gauge(
+            "sluice_operator_pipeline_lag_records",
+            "Records not yet committed by the pipeline's consumer group (absent while unknown).",
+        );
+        let pipeline_lag_seconds = gauge(
+            "sluice_operator_pipeline_lag_seconds",
+            "Age of the oldest record not yet committed (absent while unknown).",
+        );
+        let pipeline_needed_workers = gauge(
+            "sluice_operator_pipeline_needed_workers",
+            "Workers the autoscaler sizes the pipeline to (absent while unknown).",
+        );
+        let pipeline_lag_known = gauge(
+            "sluice_operator_pipeline_lag_known",
+            "1 when the pipeline's offsets could be read from Kafka, 0 when the lag is unknown.",
+        );
         registry
             .register(Box::new(reconciliations.clone()))
             .expect("register");
@@ -94,6 +128,10 @@ impl Default for Metrics {
             duration,
             applies,
             leader,
+            pipeline_lag,
+            pipeline_lag_seconds,
+            pipeline_needed_workers,
+            pipeline_lag_known,
             healthy: AtomicBool::new(false),
         }
     }
@@ -111,6 +149,27 @@ impl Metrics {
             }
         }
         Guard(&self.duration, Instant::now())
+    }
+
+    /// Records an autoscaler reading of `pd`.
+    pub fn observe_autoscaling(&self, pd: &PipelineDeployment, r: &AutoscaleObserved) {
+        let ns = pd.namespace().unwrap_or_default();
+        let labels = [ns.as_str(), &pd.name_any()];
+        let set = |g: &GaugeVec, v: Option<f64>| match v {
+            Some(v) => g.with_label_values(&labels).set(v),
+            None => {
+                let _ = g.remove_label_values(&labels);
+            }
+        };
+        set(&self.pipeline_lag, r.lag.map(|l| l as f64));
+        set(&self.pipeline_lag_seconds, r.lag_seconds);
+        set(
+            &self.pipeline_needed_workers,
+            r.status.needed_workers.map(f64::from),
+        );
+        self.pipeline_lag_known
+            .with_label_values(&labels)
+            .set(if r.unknown.is_none() { 1.0 } else { 0.0 });
     }
 
     pub fn render(&self) -> String {

@@ -5,7 +5,7 @@ use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
 use crate::children::Names;
-use crate::crd::{PipelineDeployment, PipelineDeploymentStatus};
+use crate::crd::{AutoscalingStatus, PipelineDeployment, PipelineDeploymentStatus};
 
 /// What a reconcile saw, in the terms the conditions need.
 #[derive(Debug, Clone, Default)]
@@ -23,6 +23,18 @@ pub struct Observed {
     pub database_waiting: Option<(String, String)>,
     /// A problem that needs a person (missing CRD, failed step).
     pub degraded: Option<(String, String)>,
+    /// The autoscaler's reading, for an autoscaled pipeline.
+    pub autoscale: Option<AutoscaleObserved>,
+}
+
+/// What the autoscaler read and decided for one pipeline.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct AutoscaleObserved {
+    pub lag: Option<i64>,
+    pub lag_seconds: Option<f64>,
+    /// Why the lag is unknown (the `LagKnown` condition's message).
+    pub unknown: Option<String>,
+    pub status: AutoscalingStatus,
 }
 
 /// How far the worker Deployment has rolled out.
@@ -67,8 +79,9 @@ pub struct Cond {
     pub message: String,
 }
 
-/// The three conditions for an observation.
-pub fn conditions(o: &Observed) -> [Cond; 3] {
+/// The conditions for an observation: Ready, Progressing, Degraded, and LagKnown for an
+/// autoscaled pipeline.
+pub fn conditions(o: &Observed) -> Vec<Cond> {
     let c = |type_, status, reason: &str, message: String| Cond {
         type_,
         status,
@@ -128,11 +141,28 @@ pub fn conditions(o: &Observed) -> [Cond; 3] {
             "all steps succeeded".into(),
         ),
     };
-    [ready, progressing, degraded]
+    let mut all = vec![ready, progressing, degraded];
+    if let Some(a) = &o.autoscale {
+        all.push(match &a.unknown {
+            None => c(
+                "LagKnown",
+                true,
+                "OffsetsRead",
+                "lag read from Kafka".into(),
+            ),
+            Some(why) => c(
+                "LagKnown",
+                false,
+                "OffsetsUnavailable",
+                format!("{why}; the autoscaler holds the current size"),
+            ),
+        });
+    }
+    all
 }
 
 /// Full conditions for the status: `lastTransitionTime` moves only when a status flips.
-pub fn merge(previous: &[Condition], now: [Cond; 3], generation: i64, at: Time) -> Vec<Condition> {
+pub fn merge(previous: &[Condition], now: Vec<Cond>, generation: i64, at: Time) -> Vec<Condition> {
     now.into_iter()
         .map(|c| {
             let status = if c.status { "True" } else { "False" }.to_string();
@@ -152,8 +182,18 @@ pub fn merge(previous: &[Condition], now: [Cond; 3], generation: i64, at: Time) 
         .collect()
 }
 
+/// `192.4` → `3m12s`.
+fn human_duration(seconds: f64) -> String {
+    let s = seconds.max(0.0).round() as i64;
+    match (s / 3600, s / 60 % 60, s % 60) {
+        (0, 0, sec) => format!("{sec}s"),
+        (0, m, sec) => format!("{m}m{sec}s"),
+        (h, m, _) => format!("{h}h{m}m"),
+    }
+}
+
 /// The status of `pd` for what a reconcile `observed`, after `previous` (conditions keep
-/// their transition times; `lag` is not the reconciler's to change).
+/// their transition times).
 pub fn next(
     pd: &PipelineDeployment,
     previous: &PipelineDeploymentStatus,
@@ -171,7 +211,14 @@ pub fn next(
         desired_replicas: Some(observed.desired_replicas),
         ready_replicas: Some(observed.ready_replicas),
         topic_partitions: observed.topic_partitions,
-        lag: previous.lag,
+        lag: observed.autoscale.as_ref().and_then(|a| a.lag),
+        lag_seconds: observed.autoscale.as_ref().and_then(|a| a.lag_seconds),
+        lag_duration: observed
+            .autoscale
+            .as_ref()
+            .and_then(|a| a.lag_seconds)
+            .map(human_duration),
+        autoscaling: observed.autoscale.as_ref().map(|a| a.status.clone()),
         database_service: Some(match &pd.spec.postgres.cloudnativepg {
             Some(_) => format!("{}-rw", Names::of(pd).database),
             None => "external".into(),
@@ -273,11 +320,26 @@ mod tests {
         assert_eq!(conditions(&o)[0].reason, "WorkersNotReady");
         o.ready_replicas = 2;
         o.topic_error = Some("down".into());
-        let [ready, _, degraded] = conditions(&o);
-        assert!(!ready.status && degraded.status);
+        let all = conditions(&o);
+        assert!(!all[0].status && all[2].status);
+        assert_eq!(all.len(), 3, "LagKnown only for autoscaled pipelines");
         o.topic_error = None;
         o.database_waiting = Some(("DatabaseNotReady".into(), "0/2".into()));
         assert_eq!(conditions(&o)[0].reason, "DatabaseNotReady");
+        o.autoscale = Some(AutoscaleObserved {
+            unknown: Some("broker down".into()),
+            ..AutoscaleObserved::default()
+        });
+        let lag = &conditions(&o)[3];
+        assert_eq!((lag.type_, lag.status), ("LagKnown", false));
+        assert!(lag.message.starts_with("broker down"));
+    }
+
+    #[test]
+    fn durations_for_people() {
+        assert_eq!(human_duration(4.4), "4s");
+        assert_eq!(human_duration(192.4), "3m12s");
+        assert_eq!(human_duration(7300.0), "2h1m");
     }
 
     #[test]

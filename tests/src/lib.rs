@@ -9,6 +9,8 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+pub mod cluster;
+
 pub use sluice_loadgen::{EventClock, GeneratorConfig, LoadSpec, Summary};
 
 /// The services under test, from the env files `hack/*.sh start` write (the Makefile

@@ -6,6 +6,7 @@ pub mod cnpg;
 pub mod config_map;
 pub mod dashboard;
 pub mod deployment;
+pub mod hpa;
 pub mod monitoring;
 pub mod pdb;
 pub mod service;

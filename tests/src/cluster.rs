@@ -1,0 +1,192 @@
+//! Helpers for the tests that run on the real node (`hack/node.sh`): kubectl against its
+//! cluster (`KUBECONFIG` from the node's env), the install bundle, and an application role in
+//! Postgres for the pods.
+
+use anyhow::{Context, Result, bail, ensure};
+use serde_json::Value;
+use std::io::Write;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::{Pipeline, Summary, repo_root};
+
+/// A login role owning the pipeline's database, as an application would have: pods log in
+/// with its password (scram-sha-256), never as the trusted superuser. Returns the URL.
+pub async fn app_role(p: &Pipeline, node_ip: &str) -> Result<String> {
+    let role = format!("app_{}", &p.name[p.name.len() - 8..]);
+    let password: u64 = rand::random();
+    let password = format!("{password:016x}");
+    for sql in [
+        format!("CREATE ROLE {role} LOGIN PASSWORD '{password}'"),
+        format!("ALTER DATABASE {} OWNER TO {role}", p.name),
+        format!("GRANT ALL ON SCHEMA public TO {role}"),
+    ] {
+        sqlx::raw_sql(sqlx::AssertSqlSafe(sql))
+            .execute(&p.pool)
+            .await?;
+    }
+    let port = url_port(&p.database_url).context("port of DATABASE_URL")?;
+    Ok(format!(
+        "postgres://{role}:{password}@{node_ip}:{port}/{}",
+        p.name
+    ))
+}
+
+pub fn url_port(url: &str) -> Option<&str> {
+    let host_port = url.split('@').nth(1)?.split('/').next()?;
+    host_port.rsplit(':').next()
+}
+
+/// The plain install bundle, with the operator image built by `make images`.
+pub fn install_operator() -> Result<()> {
+    let root = repo_root();
+    for f in [
+        "manifests/namespace.yaml",
+        "crds/sluice.dev_pipelinedeployments.yaml",
+        "manifests/rbac.yaml",
+        "manifests/operator.yaml",
+        "manifests/external-metrics.yaml",
+    ] {
+        kubectl(&[
+            "apply",
+            "--server-side",
+            "-f",
+            &root.join(f).to_string_lossy(),
+        ])?;
+    }
+    wait_rollout("sluice-system", "deployment/sluice-operator")
+}
+
+pub fn wait_rollout(ns: &str, what: &str) -> Result<()> {
+    kubectl(&["-n", ns, "rollout", "status", what, "--timeout=180s"])
+        .map(|_| ())
+        .with_context(|| format!("{what} in {ns}: {}", describe_pods(ns)))
+}
+
+pub fn describe_pods(ns: &str) -> String {
+    kubectl(&["-n", ns, "get", "pods", "-o", "wide"])
+        .and_then(|pods| {
+            Ok(pods + &kubectl(&["-n", ns, "get", "events", "--sort-by=.lastTimestamp"])?)
+        })
+        .unwrap_or_else(|e| e.to_string())
+}
+
+pub fn kubectl(args: &[&str]) -> Result<String> {
+    let out = Command::new("kubectl")
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .context("running kubectl")?;
+    ensure!(
+        out.status.success(),
+        "kubectl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+pub fn apply(yaml: &str) -> Result<()> {
+    let mut child = Command::new("kubectl")
+        .args(["apply", "--server-side", "-f", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()?;
+    child
+        .stdin
+        .take()
+        .context("stdin")?
+        .write_all(yaml.as_bytes())?;
+    let out = child.wait_with_output()?;
+    ensure!(
+        out.status.success(),
+        "kubectl apply: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(())
+}
+
+/// What was produced so far, and the check that all of it landed exactly once.
+#[derive(Default)]
+pub struct Landed {
+    pub produced: u64,
+    pub rejected: u64,
+    pub valid: Vec<String>,
+}
+
+impl Landed {
+    pub fn add(&mut self, s: &Summary) {
+        self.produced += s.produced;
+        self.rejected += s.invalid + s.duplicates;
+        self.valid.extend(s.valid_ids.iter().cloned());
+    }
+
+    pub async fn assert(&self, p: &Pipeline) -> Result<()> {
+        p.wait_handled(self.produced as i64, Duration::from_secs(180))
+            .await?;
+        tokio::time::sleep(Duration::from_millis(500)).await; // a straggler would show now
+        p.assert_exactly_once(&self.valid).await?;
+        let rejected = p
+            .scalar("SELECT count(*) FROM sluice.rejected_transactions")
+            .await?;
+        ensure!(
+            rejected as u64 == self.rejected,
+            "{rejected} rejections recorded, expected {}",
+            self.rejected
+        );
+        Ok(())
+    }
+}
+
+pub fn worker_pods(ns: &str) -> Result<Vec<String>> {
+    let out = kubectl(&[
+        "-n",
+        ns,
+        "get",
+        "pods",
+        "-l",
+        "app.kubernetes.io/component=worker",
+        "--field-selector=status.phase=Running",
+        "-o",
+        "json",
+    ])?;
+    let v: Value = serde_json::from_str(&out)?;
+    Ok(v["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|p| p["metadata"]["deletionTimestamp"].is_null())
+        .filter_map(|p| p["metadata"]["name"].as_str().map(str::to_owned))
+        .collect())
+}
+
+pub fn wait_condition(ns: &str, pipeline: &str, type_: &str, timeout: Duration) -> Result<()> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let out = kubectl(&[
+            "-n",
+            ns,
+            "get",
+            "pipelinedeployment",
+            pipeline,
+            "-o",
+            "json",
+        ])?;
+        let v: Value = serde_json::from_str(&out)?;
+        let found = v["status"]["conditions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|c| c["type"] == type_ && c["status"] == "True");
+        if found {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "condition {type_} not True within {timeout:?}: {}",
+                v["status"]
+            );
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}

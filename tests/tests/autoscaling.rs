@@ -1,0 +1,306 @@
+//! Autoscaling on the real node (`hack/node.sh`): the kube-controller-manager's own HPA
+//! controller reads `sluice_needed_workers` through the aggregation layer from the operator
+//! pods (APIService → Service endpoints, routed by the apiserver itself since the node has no
+//! kube-proxy), and sizes worker pods that drain a real Kafka backlog into Postgres.
+//!
+//! Scenario: a backlog appears → the HPA asks for the needed size in one step; the broker is
+//! killed while scaled up → lag Unknown, the metric is an error, nothing scales; the broker is
+//! back → the backlog drains → the workers return to minReplicas after the scale-down window;
+//! the topic grows → the HPA's ceiling follows; every record lands exactly once throughout.
+//! The figures (seconds to the needed size, the sizes the HPA passed through) are printed.
+
+use anyhow::{Context, Result, bail, ensure};
+use serde_json::Value;
+use sluice_e2e::cluster::{
+    Landed, app_role, apply, install_operator, kubectl, wait_condition, wait_rollout,
+};
+use sluice_e2e::{Pipeline, hack};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+const WORKER_IMAGE: &str = "ghcr.io/sluice-dev/sluice-worker:0.1.0";
+/// Scale-down window of the test pipeline (the default is 300 s).
+const DOWN_WINDOW_S: u64 = 30;
+
+/// One look at the scaling state.
+#[derive(Debug, Clone, Default)]
+struct Look {
+    at: f64,
+    hpa_desired: Option<i64>,
+    replicas: Option<i64>,
+    needed: Option<i64>,
+    lag: Option<i64>,
+    lag_known: Option<bool>,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the real node: hack/test.sh runs it inside `hack/node.sh exec`"]
+async fn workers_follow_lag_through_a_real_hpa() -> Result<()> {
+    let node_ip = std::env::var("NODE_IP").context("NODE_IP: run inside `hack/node.sh exec`")?;
+    let kafka_name = std::env::var("KAFKA_NAME").context("KAFKA_NAME from the node's env")?;
+    install_operator()?;
+    kubectl(&[
+        "wait",
+        "--for=condition=Available",
+        "apiservice/v1beta1.external.metrics.k8s.io",
+        "--timeout=120s",
+    ])
+    .context("the aggregation layer does not reach the operator's external metrics API")?;
+
+    let p = Pipeline::new("autoscale", 4).await?;
+    let ns = format!("as-{}", &p.name[p.name.len() - 8..]);
+    let url = app_role(&p, &node_ip).await?;
+    kubectl(&["create", "namespace", &ns])?;
+    kubectl(&[
+        "-n",
+        &ns,
+        "create",
+        "secret",
+        "generic",
+        "payments-db",
+        &format!("--from-literal=primary={url}"),
+    ])?;
+    apply(&pipeline_yaml(&ns, &p, 4))?;
+    wait_rollout(&ns, "deployment/payments-worker")?;
+    wait_condition(&ns, "payments", "LagKnown", Duration::from_secs(120))?;
+    let metric = external_metric(&ns)?;
+    ensure!(
+        metric["items"][0]["value"] == "1",
+        "an idle pipeline needs its minimum: {metric}"
+    );
+
+    let t0 = Instant::now();
+    let looks = Arc::new(Mutex::new(Vec::<Look>::new()));
+    let sampler = {
+        let (looks, ns) = (looks.clone(), ns.clone());
+        std::thread::spawn(move || {
+            while Arc::strong_count(&looks) > 1 {
+                let mut l = look(&ns);
+                l.at = t0.elapsed().as_secs_f64();
+                looks.lock().unwrap().push(l);
+                std::thread::sleep(Duration::from_millis(1000));
+            }
+        })
+    };
+    let last =
+        |looks: &Arc<Mutex<Vec<Look>>>| looks.lock().unwrap().last().cloned().unwrap_or_default();
+
+    // 1. A backlog appears: the HPA goes to the needed size in one step.
+    let mut all = Landed::default();
+    let s = p.produce(p.load(150_000, 0, 11)).await?;
+    all.add(&s);
+    let produced_at = t0.elapsed().as_secs_f64();
+    let scaled = wait_until(Duration::from_secs(120), || {
+        let l = last(&looks);
+        l.hpa_desired.is_some_and(|d| d > 1).then_some(l)
+    })
+    .context("the HPA never scaled up")?;
+    let up_after = scaled.at - produced_at;
+    let path = desired_path(&looks.lock().unwrap());
+    println!(
+        "backlog of {} records: HPA desired {} after {up_after:.1} s (sizes on the way: {path:?}, needed {:?})",
+        s.produced,
+        scaled.hpa_desired.unwrap_or(0),
+        scaled.needed
+    );
+    ensure!(
+        path.len() == 2,
+        "scaled up through intermediate sizes: {path:?}"
+    );
+    wait_until(Duration::from_secs(90), || {
+        (last(&looks).replicas == scaled.hpa_desired).then_some(())
+    })
+    .context("the Deployment did not follow the HPA")?;
+
+    // 2. The broker dies while scaled up and behind: lag Unknown, the metric an error, no scaling.
+    hack("kafka.sh", &["kill9", &kafka_name])?;
+    let killed = t0.elapsed().as_secs_f64();
+    wait_until(Duration::from_secs(60), || {
+        (last(&looks).lag_known == Some(false)).then_some(())
+    })
+    .context("LagKnown never became False with the broker down")?;
+    let err = external_metric(&ns)
+        .err()
+        .context("a metric was served with the broker down")?;
+    println!(
+        "broker down: LagKnown False after {:.1} s; the metric API answers: {err:#}",
+        t0.elapsed().as_secs_f64() - killed
+    );
+    std::thread::sleep(Duration::from_secs(40));
+    let during: Vec<Look> = looks
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|l| l.at > killed)
+        .cloned()
+        .collect();
+    let sizes: Vec<Option<i64>> = dedup(during.iter().map(|l| l.replicas));
+    ensure!(
+        sizes == [scaled.hpa_desired],
+        "workers rescaled while the lag was unknown: {sizes:?}"
+    );
+    hack("kafka.sh", &["start", &kafka_name])?;
+    let restarted = t0.elapsed().as_secs_f64();
+    println!(
+        "broker back after {:.0} s down; workers stayed at {sizes:?}",
+        restarted - killed
+    );
+
+    // 3. The backlog drains; the workers return to minReplicas after the scale-down window.
+    if let Err(e) = all.assert(&p).await {
+        for pod in sluice_e2e::cluster::worker_pods(&ns).unwrap_or_default() {
+            let log = kubectl(&["-n", &ns, "logs", &pod, "--tail=25"]).unwrap_or_default();
+            println!("--- {pod}\n{log}");
+        }
+        return Err(e);
+    }
+    let drained = t0.elapsed().as_secs_f64();
+    let down = wait_until(Duration::from_secs(DOWN_WINDOW_S + 120), || {
+        let l = last(&looks);
+        (l.replicas == Some(1)).then_some(l)
+    })
+    .context("the workers did not return to minReplicas")?;
+    println!(
+        "drained {:.0} s after the broker came back; back to 1 worker {:.0} s after the drain (window {DOWN_WINDOW_S} s)",
+        drained - restarted,
+        down.at - drained
+    );
+
+    // 4. The topic grows: the HPA's ceiling follows.
+    apply(&pipeline_yaml(&ns, &p, 6))?;
+    wait_until(Duration::from_secs(60), || {
+        let hpa = kubectl(&["-n", &ns, "get", "hpa", "payments-worker", "-o", "json"]).ok()?;
+        let v: Value = serde_json::from_str(&hpa).ok()?;
+        (v["spec"]["maxReplicas"] == 6).then_some(())
+    })
+    .context("the HPA's maxReplicas did not follow the partitions")?;
+    println!("partitions 4 → 6: HPA maxReplicas 6");
+
+    // 5. Nothing lost or repeated across all of it.
+    let s = p.produce(p.load(20_000, 5_000, 12)).await?;
+    all.add(&s);
+    all.assert(&p).await?;
+    drop(looks);
+    let _ = sampler.join();
+    kubectl(&["delete", "namespace", &ns, "--wait=false"])?;
+    Ok(())
+}
+
+fn pipeline_yaml(ns: &str, p: &Pipeline, partitions: i32) -> String {
+    format!(
+        r#"apiVersion: sluice.dev/v1alpha1
+kind: PipelineDeployment
+metadata:
+  name: payments
+  namespace: {ns}
+spec:
+  kafka:
+    bootstrapServers: {brokers}
+    topic: {topic}
+    partitions: {partitions}
+  workers:
+    image: {WORKER_IMAGE}
+    imagePullPolicy: IfNotPresent
+    minReplicas: 1
+    maxReplicas: {partitions}
+    # Small batches: each worker is slow enough that a backlog needs several.
+    batch: {{maxRecords: 10, maxWaitMs: 5}}
+    resources:
+      requests: {{cpu: 50m, memory: 64Mi}}
+      limits: {{memory: 512Mi}}
+  autoscaling:
+    enabled: true
+    catchUpSeconds: 30
+    scaleDownStabilizationSeconds: {DOWN_WINDOW_S}
+  postgres:
+    external:
+      primaryUrl: {{name: payments-db, key: primary}}
+"#,
+        brokers = p.brokers,
+        topic = p.topic,
+    )
+}
+
+/// `sluice_needed_workers` of the pipeline, through the apiserver's aggregation layer.
+fn external_metric(ns: &str) -> Result<Value> {
+    let raw = kubectl(&[
+        "get",
+        "--raw",
+        &format!(
+            "/apis/external.metrics.k8s.io/v1beta1/namespaces/{ns}/sluice_needed_workers?labelSelector=sluice.dev%2Fpipeline%3Dpayments"
+        ),
+    ])?;
+    Ok(serde_json::from_str(&raw)?)
+}
+
+fn look(ns: &str) -> Look {
+    let get = |args: &[&str]| -> Option<Value> { serde_json::from_str(&kubectl(args).ok()?).ok() };
+    let mut l = Look::default();
+    if let Some(h) = get(&["-n", ns, "get", "hpa", "payments-worker", "-o", "json"]) {
+        l.hpa_desired = h["status"]["desiredReplicas"].as_i64();
+    }
+    if let Some(d) = get(&[
+        "-n",
+        ns,
+        "get",
+        "deployment",
+        "payments-worker",
+        "-o",
+        "json",
+    ]) {
+        l.replicas = d["spec"]["replicas"].as_i64();
+    }
+    if let Some(pd) = get(&[
+        "-n",
+        ns,
+        "get",
+        "pipelinedeployment",
+        "payments",
+        "-o",
+        "json",
+    ]) {
+        let st = &pd["status"];
+        l.needed = st["autoscaling"]["neededWorkers"].as_i64();
+        l.lag = st["lag"].as_i64();
+        l.lag_known = st["conditions"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|c| c["type"] == "LagKnown")
+            .map(|c| c["status"] == "True");
+    }
+    l
+}
+
+/// The HPA's desired sizes in order, repeats removed (0: the HPA has not computed one yet).
+fn desired_path(looks: &[Look]) -> Vec<i64> {
+    dedup(
+        looks
+            .iter()
+            .filter_map(|l| l.hpa_desired)
+            .filter(|d| *d > 0),
+    )
+}
+
+fn dedup<T: PartialEq>(items: impl Iterator<Item = T>) -> Vec<T> {
+    let mut out: Vec<T> = Vec::new();
+    for i in items {
+        if out.last() != Some(&i) {
+            out.push(i);
+        }
+    }
+    out
+}
+
+fn wait_until<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Result<T> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return Ok(v);
+        }
+        if Instant::now() > deadline {
+            bail!("not reached within {timeout:?}");
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
