@@ -2,9 +2,11 @@
 //!
 //! 1. [`desired_children`] builds every child the pipeline should have ([`Desired`], in apply
 //!    order) and names the ones it should not have ([`Unwanted`]);
-//! 2. [`apply_child`] server-side applies each desired child — one path for every kind,
+//! 2. [`prune_child`] deletes each unwanted child this pipeline controls — first, so that a
+//!    replaced autoscaler (HPA ↔ KEDA ScaledObject) is gone before its successor is applied:
+//!    KEDA's admission webhook rejects a ScaledObject whose target another HPA scales;
+//! 3. [`apply_child`] server-side applies each desired child — one path for every kind,
 //!    typed or dynamic;
-//! 3. [`prune_child`] deletes each unwanted child this pipeline controls;
 //! 4. the workers' rollout, the database and the Kafka topic (`topic::Topics::reconcile`) are
 //!    observed, and the status is patched (with Events on transitions).
 //!
@@ -39,8 +41,10 @@ use tracing::{info, warn};
 
 use crate::autoscale::{Autoscaler, SizingOptions, Verdict};
 use crate::child_cache::{self, ChildCache};
-use crate::children::{self, FIELD_MANAGER, MANAGED_SELECTOR, Names, cnpg, monitoring};
-use crate::crd::{AutoscalingStatus, PipelineDeployment, PipelineDeploymentStatus};
+use crate::children::{self, FIELD_MANAGER, MANAGED_SELECTOR, Names, cnpg, keda, monitoring};
+use crate::crd::{
+    AutoscalingProvider, AutoscalingStatus, PipelineDeployment, PipelineDeploymentStatus,
+};
 use crate::discovery::{Capabilities, Caps};
 use crate::metrics::Metrics;
 use crate::status::{self, AutoscaleObserved, Observed};
@@ -209,6 +213,7 @@ pub async fn run(
     let caps = ctx.capabilities.get().await;
     for (present, ar) in [
         (caps.cnpg, children::cnpg::api_resource()),
+        (caps.keda, children::keda::api_resource()),
         (
             caps.service_monitor,
             children::monitoring::service_monitor_resource(),
@@ -386,7 +391,8 @@ impl Children {
 }
 
 /// All children of `pd`. Kinds whose CRDs the cluster does not serve (`caps`) are neither
-/// applied nor pruned; `observe_database` reports a wanted-but-missing CloudNativePG.
+/// applied nor pruned; `observe_database` reports a wanted-but-missing CloudNativePG and
+/// `observe_keda` a wanted-but-missing KEDA.
 pub fn desired_children(pd: &PipelineDeployment, caps: Caps) -> Children {
     let names = Names::of(pd);
     let mut c = Children::default();
@@ -406,8 +412,15 @@ pub fn desired_children(pd: &PipelineDeployment, caps: Caps) -> Children {
         .as_ref()
         .and_then(|s| s.topic_partitions)
         .unwrap_or(pd.spec.kafka.partitions);
+    // The autoscaler: an HPA on the external metric, or (provider KEDA) a ScaledObject below.
+    let provider = pd
+        .spec
+        .autoscaling
+        .as_ref()
+        .map(|a| a.provider)
+        .unwrap_or_default();
     c.want_or_prune(
-        pd.autoscaled()
+        (pd.autoscaled() && provider == AutoscalingProvider::Hpa)
             .then(|| Desired::typed(children::hpa::build_hpa(pd, partitions))),
         Unwanted::typed::<HorizontalPodAutoscaler>(&names.worker),
     );
@@ -443,6 +456,19 @@ pub fn desired_children(pd: &PipelineDeployment, caps: Caps) -> Children {
                 )
             }),
             Unwanted::dynamic(ar, pd.name_any(), "PrometheusRule"),
+        );
+    }
+    if caps.keda {
+        let ar = keda::api_resource();
+        c.want_or_prune(
+            (pd.autoscaled() && provider == AutoscalingProvider::Keda).then(|| {
+                Desired::dynamic(
+                    ar.clone(),
+                    keda::build_scaled_object(pd, partitions, &keda::operator_namespace()),
+                    "ScaledObject",
+                )
+            }),
+            Unwanted::dynamic(ar, &names.worker, "ScaledObject"),
         );
     }
     if caps.cnpg {
@@ -667,6 +693,22 @@ fn observe_database(
     }
 }
 
+/// An autoscaled pipeline with `provider: KEDA` in a cluster without KEDA's CRDs: nothing
+/// scales its workers.
+fn observe_keda(pd: &PipelineDeployment, caps: Caps, observed: &mut Observed) {
+    let keda = pd
+        .spec
+        .autoscaling
+        .as_ref()
+        .is_some_and(|a| a.enabled && a.provider == AutoscalingProvider::Keda);
+    if keda && !caps.keda {
+        observed.degraded.get_or_insert((
+            "KEDAMissing".into(),
+            "spec.autoscaling.provider is KEDA but the KEDA CRDs (keda.sh/v1alpha1 ScaledObject) are not installed: nothing scales the workers".into(),
+        ));
+    }
+}
+
 async fn publish(
     ctx: &Context,
     pd: &PipelineDeployment,
@@ -694,10 +736,10 @@ pub async fn reconcile(pd: Arc<PipelineDeployment>, ctx: Arc<Context>) -> Result
     let caps = ctx.capabilities.get().await;
 
     let children = desired_children(&pd, caps);
-    let stored = apply_all(&ctx, &ns, &children.apply).await?;
     for unwanted in &children.prune {
         prune_child(&ctx, &ns, &pd, unwanted).await?;
     }
+    let stored = apply_all(&ctx, &ns, &children.apply).await?;
 
     let mut observed = Observed {
         generation: pd.metadata.generation.unwrap_or_default(),
@@ -716,6 +758,7 @@ pub async fn reconcile(pd: Arc<PipelineDeployment>, ctx: Arc<Context>) -> Result
             .remove(&ObjectRef::from(pd.as_ref()));
     }
     observe_database(&pd, caps, &stored, &mut observed);
+    observe_keda(&pd, caps, &mut observed);
     // The topic: failures degrade the pipeline and retry; they do not stop the reconcile.
     let topic = ctx.topics.reconcile(&pd, &mut observed).await;
     if topic.failed {
@@ -870,6 +913,7 @@ mod tests {
         cnpg: true,
         service_monitor: true,
         prometheus_rule: true,
+        keda: true,
     };
 
     #[test]
@@ -915,7 +959,13 @@ mod tests {
                 "Cluster/payments-db",
             ]
         );
-        assert_eq!(pruned(&c), ["HorizontalPodAutoscaler/payments-worker"]);
+        assert_eq!(
+            pruned(&c),
+            [
+                "HorizontalPodAutoscaler/payments-worker",
+                "ScaledObject/payments-worker"
+            ]
+        );
         let cluster = c.apply.last().unwrap();
         assert!(cluster.observe);
         assert_eq!(cluster.body["apiVersion"], "postgresql.cnpg.io/v1");
@@ -935,6 +985,7 @@ mod tests {
                 "ConfigMap/payments-dashboard",
                 "ServiceMonitor/payments",
                 "PrometheusRule/payments",
+                "ScaledObject/payments-worker",
                 "Cluster/payments-db",
             ]
         );
@@ -958,6 +1009,57 @@ mod tests {
             applied(&desired_children(&auto, Caps::default()))[5],
             "HorizontalPodAutoscaler/payments-worker"
         );
+    }
+
+    #[test]
+    fn provider_keda_swaps_the_hpa_for_a_scaled_object_or_degrades_without_keda() {
+        let mut pd = pipeline(BASIC);
+        pd.spec.monitoring.grafana_dashboard = false;
+        pd.spec.autoscaling = Some(crate::crd::AutoscalingSpec {
+            enabled: true,
+            provider: AutoscalingProvider::Keda,
+            ..Default::default()
+        });
+        let only_keda = Caps {
+            keda: true,
+            ..Caps::default()
+        };
+        let c = desired_children(&pd, only_keda);
+        assert_eq!(applied(&c)[5..], ["ScaledObject/payments-worker"]);
+        assert_eq!(
+            pruned(&c),
+            [
+                "HorizontalPodAutoscaler/payments-worker",
+                "ConfigMap/payments-dashboard"
+            ]
+        );
+        let so = c.apply.last().unwrap();
+        assert_eq!(so.body["apiVersion"], "keda.sh/v1alpha1");
+        assert_eq!(so.resource.plural, "scaledobjects");
+        assert_eq!(so.body["spec"]["scaleTargetRef"]["name"], "payments-worker");
+        let mut o = Observed::default();
+        observe_keda(&pd, only_keda, &mut o);
+        assert_eq!(o.degraded, None);
+
+        // KEDA not installed: no autoscaler at all, and the pipeline says why.
+        let c = desired_children(&pd, Caps::default());
+        assert_eq!(applied(&c).len(), 5);
+        assert_eq!(pruned(&c)[0], "HorizontalPodAutoscaler/payments-worker");
+        let mut o = Observed::default();
+        observe_keda(&pd, Caps::default(), &mut o);
+        assert_eq!(o.degraded.unwrap().0, "KEDAMissing");
+
+        // Back to the HPA (the default provider): the ScaledObject is pruned.
+        pd.spec.autoscaling.as_mut().unwrap().provider = AutoscalingProvider::Hpa;
+        let c = desired_children(&pd, only_keda);
+        assert_eq!(
+            applied(&c)[5..],
+            ["HorizontalPodAutoscaler/payments-worker"]
+        );
+        assert!(pruned(&c).contains(&"ScaledObject/payments-worker".to_string()));
+        let mut o = Observed::default();
+        observe_keda(&pd, Caps::default(), &mut o);
+        assert_eq!(o.degraded, None);
     }
 
     #[test]

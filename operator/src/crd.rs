@@ -300,6 +300,24 @@ pub struct AutoscalingSpec {
     #[serde(default = "default_scale_down_stabilization")]
     #[schemars(range(min = 0, max = 3600))]
     pub scale_down_stabilization_seconds: i32,
+    /// What scales the workers on the operator's sizing. `HPA`: a HorizontalPodAutoscaler
+    /// reading the external metric `sluice_needed_workers`, which needs the operator's
+    /// external metrics API registered (manifests/external-metrics.yaml). `KEDA`: a KEDA
+    /// `ScaledObject` whose `metrics-api` trigger reads the same number over plain HTTP from
+    /// the operator's metrics Service, for clusters where KEDA owns the external metrics API
+    /// (needs the keda.sh/v1alpha1 CRDs; without them the pipeline is Degraded, `KEDAMissing`).
+    #[serde(default)]
+    pub provider: AutoscalingProvider,
+}
+
+/// What scales an autoscaled pipeline's workers.
+#[derive(JsonSchema, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AutoscalingProvider {
+    #[default]
+    #[serde(rename = "HPA")]
+    Hpa,
+    #[serde(rename = "KEDA")]
+    Keda,
 }
 
 impl Default for AutoscalingSpec {
@@ -310,6 +328,7 @@ impl Default for AutoscalingSpec {
             catch_up_seconds: default_catch_up_seconds(),
             scale_up_stabilization_seconds: 0,
             scale_down_stabilization_seconds: default_scale_down_stabilization(),
+            provider: AutoscalingProvider::Hpa,
         }
     }
 }

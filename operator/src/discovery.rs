@@ -1,4 +1,4 @@
-//! Which optional APIs the cluster serves (CloudNativePG, Prometheus Operator). Detected, not
+//! Which optional APIs the cluster serves (CloudNativePG, Prometheus Operator, KEDA). Detected, not
 //! assumed, and cached briefly so 200 reconciles do not make 200 discovery calls.
 
 use std::sync::Mutex;
@@ -11,6 +11,8 @@ pub struct Caps {
     pub cnpg: bool,
     pub service_monitor: bool,
     pub prometheus_rule: bool,
+    /// KEDA's `ScaledObject` (keda.sh/v1alpha1).
+    pub keda: bool,
 }
 
 pub struct Capabilities {
@@ -55,10 +57,12 @@ impl Capabilities {
             };
             (has("servicemonitors"), has("prometheusrules"))
         });
+        let keda = serves("keda.sh/v1alpha1", "scaledobjects").await;
         let caps = Caps {
             cnpg,
             service_monitor: sm,
             prometheus_rule: pr,
+            keda,
         };
         *self.cached.lock().expect("caps poisoned") = Some((Instant::now(), caps));
         caps

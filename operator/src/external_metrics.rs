@@ -23,13 +23,13 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use kube::ResourceExt;
-use kube::runtime::reflector::Store;
+use kube::runtime::reflector::{ObjectRef, Store};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use serde_json::{Value, json};
 use tracing::{debug, info};
 
 use crate::children::PIPELINE_LABEL;
-use crate::crd::PipelineDeployment;
+use crate::crd::{AutoscalingStatus, PipelineDeployment};
 
 pub const GROUP: &str = "external.metrics.k8s.io";
 pub const VERSION: &str = "v1beta1";
@@ -202,6 +202,57 @@ pub struct PipelineStatusSource {
     pub store: Store<PipelineDeployment>,
 }
 
+/// The autoscaler's last reading of `pd` if there is one and it is at most [`STALE_AFTER`]
+/// old at `now`; otherwise why it cannot be used.
+pub fn fresh_reading(
+    pd: &PipelineDeployment,
+    now: k8s_openapi::jiff::Timestamp,
+) -> Result<AutoscalingStatus, MetricError> {
+    let (namespace, name) = (pd.namespace().unwrap_or_default(), pd.name_any());
+    let Some(reading) = pd.status.as_ref().and_then(|s| s.autoscaling.clone()) else {
+        return Err(MetricError::Unavailable(format!(
+            "pipeline {namespace}/{name}: no autoscaler reading yet"
+        )));
+    };
+    let sampled: k8s_openapi::jiff::Timestamp = reading.sampled_at.parse().map_err(|_| {
+        MetricError::Unavailable(format!("pipeline {namespace}/{name}: bad sampledAt"))
+    })?;
+    let age = now.duration_since(sampled).as_secs();
+    if age > STALE_AFTER.as_secs() as i64 {
+        return Err(MetricError::Unavailable(format!(
+            "pipeline {namespace}/{name}: last reading is {age}s old"
+        )));
+    }
+    Ok(reading)
+}
+
+impl PipelineStatusSource {
+    /// The workers pipeline `namespace/name` needs, with when and why, under the same rule as
+    /// [`NEEDED_WORKERS`]: a pipeline without a fresh, known reading is an error, never 0.
+    pub fn sizing(&self, namespace: &str, name: &str) -> Result<Value, MetricError> {
+        let pd = self
+            .store
+            .get(&ObjectRef::new(name).within(namespace))
+            .ok_or_else(|| MetricError::NotFound(format!("no pipeline {namespace}/{name}")))?;
+        let reading = fresh_reading(&pd, k8s_openapi::jiff::Timestamp::now())?;
+        let Some(needed) = reading.needed_workers else {
+            let why = if reading.reason.is_empty() {
+                "lag unknown"
+            } else {
+                reading.reason.as_str()
+            };
+            return Err(MetricError::Unavailable(format!(
+                "pipeline {namespace}/{name}: {why}"
+            )));
+        };
+        Ok(json!({
+            "neededWorkers": needed,
+            "sampledAt": reading.sampled_at,
+            "reason": reading.reason,
+        }))
+    }
+}
+
 impl MetricSource for PipelineStatusSource {
     fn values(
         &self,
@@ -222,21 +273,7 @@ impl MetricSource for PipelineStatusSource {
             }
             let name = pd.name_any();
             let status = pd.status.clone().unwrap_or_default();
-            let Some(reading) = status.autoscaling.as_ref() else {
-                return Err(MetricError::Unavailable(format!(
-                    "pipeline {namespace}/{name}: no autoscaler reading yet"
-                )));
-            };
-            let sampled: k8s_openapi::jiff::Timestamp =
-                reading.sampled_at.parse().map_err(|_| {
-                    MetricError::Unavailable(format!("pipeline {namespace}/{name}: bad sampledAt"))
-                })?;
-            let age = now.duration_since(sampled).as_secs();
-            if age > STALE_AFTER.as_secs() as i64 {
-                return Err(MetricError::Unavailable(format!(
-                    "pipeline {namespace}/{name}: last reading is {age}s old"
-                )));
-            }
+            let reading = fresh_reading(&pd, now)?;
             let unknown = || {
                 let why = if reading.reason.is_empty() {
                     "lag unknown".to_string()

@@ -1,4 +1,4 @@
-//! `sluice-operator`: serves /metrics and /healthz, wins the leader Lease, then runs the
+//! `sluice-operator`: serves /metrics, /healthz and the pipelines' sizing, wins the leader Lease, then runs the
 //! PipelineDeployment controller until SIGTERM/SIGINT or until leadership is lost (then it
 //! exits non-zero so the pod restarts and campaigns again: never two leaders at once).
 
@@ -24,7 +24,7 @@ struct Args {
     /// Watch only this namespace (default: all namespaces).
     #[arg(long, env = "SLUICE_WATCH_NAMESPACE")]
     namespace: Option<String>,
-    /// Address of /metrics and /healthz.
+    /// Address of /metrics, /healthz and the sizing endpoint (/api/v1/sizing/{namespace}/{name}).
     #[arg(long, env = "SLUICE_METRICS_ADDR", default_value = "0.0.0.0:8080")]
     metrics_addr: SocketAddr,
     /// Turn leader election off (only for a single replica, e.g. local development).
@@ -69,25 +69,28 @@ async fn main() -> anyhow::Result<()> {
         .await
         .context("kubernetes client (KUBECONFIG or in-cluster config)")?;
     let metrics = Arc::new(Metrics::default());
+    // The pipelines as a watch sees them: their status is what both the sizing endpoint (on
+    // the metrics address, for KEDA) and the external metrics API (for the HPA) serve. Every
+    // replica watches, leader or not.
+    let (store, writer) = reflector::store();
+    let api: Api<PipelineDeployment> = match &args.namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    };
+    let watch = reflector(writer, watcher(api, watcher::Config::default()))
+        .default_backoff()
+        .touched_objects()
+        .for_each(|_| std::future::ready(()));
+    tokio::spawn(watch);
     let addr = args.metrics_addr;
-    let m = metrics.clone();
+    let (m, s) = (metrics.clone(), store.clone());
     tokio::spawn(async move {
-        if let Err(e) = metrics::serve(addr, m).await {
+        if let Err(e) = metrics::serve(addr, m, s).await {
             warn!(error = %e, "metrics server stopped");
         }
     });
     if let Some(addr) = args.external_metrics_addr {
         let tls = external_metrics_tls(&client, &args).await?;
-        let (store, writer) = reflector::store();
-        let api: Api<PipelineDeployment> = match &args.namespace {
-            Some(ns) => Api::namespaced(client.clone(), ns),
-            None => Api::all(client.clone()),
-        };
-        let watch = reflector(writer, watcher(api, watcher::Config::default()))
-            .default_backoff()
-            .touched_objects()
-            .for_each(|_| std::future::ready(()));
-        tokio::spawn(watch);
         let source = Arc::new(PipelineStatusSource { store });
         tokio::spawn(async move {
             if let Err(e) = external_metrics::serve(addr, tls, source).await {

@@ -1,4 +1,5 @@
-//! Operator metrics and the HTTP endpoint serving them with /healthz. Errors are counted by a
+//! Operator metrics and the HTTP endpoint serving them with /healthz and the pipelines'
+//! sizing (for KEDA's `metrics-api` trigger). Errors are counted by a
 //! bounded `error` label (the step that failed), never by message: `<step>_<kind>` for a
 //! child (`apply_deployment`, `read_cluster`, `prune_servicemonitor`, … — steps and kinds are
 //! fixed in the code, see `controller::Error::kind`), `status`, `invalid_object`, and `topic`
@@ -10,16 +11,18 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use axum::Router;
-use axum::extract::State;
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::routing::get;
 use kube::ResourceExt;
+use kube::runtime::reflector::Store;
 use prometheus::{
     Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry,
     TextEncoder,
 };
 
 use crate::crd::PipelineDeployment;
+use crate::external_metrics::PipelineStatusSource;
 use crate::status::AutoscaleObserved;
 
 pub struct Metrics {
@@ -181,9 +184,26 @@ impl Metrics {
     }
 }
 
-/// Serves /metrics and /healthz until the process ends.
-pub async fn serve(addr: SocketAddr, metrics: Arc<Metrics>) -> anyhow::Result<()> {
-    let app = Router::new()
+/// Path of the sizing endpoint: `GET /api/v1/sizing/{namespace}/{name}`.
+pub const SIZING_PATH: &str = "/api/v1/sizing";
+
+/// The router of /metrics, /healthz and the sizing endpoint. `GET {SIZING_PATH}/{namespace}/{name}`
+/// answers `{"neededWorkers": N, "sampledAt": "...", "reason": "..."}` from the pipeline's
+/// status as `store` last saw it (what a KEDA `metrics-api` trigger reads); an unknown or stale
+/// reading is a 503 and an unknown pipeline a 404, each with a JSON `Status` body, never a 0.
+pub fn router(metrics: Arc<Metrics>, store: Store<PipelineDeployment>) -> Router {
+    let sizing = Router::new()
+        .route(
+            &format!("{SIZING_PATH}/{{namespace}}/{{name}}"),
+            get(
+                |State(source): State<Arc<PipelineStatusSource>>,
+                 Path((namespace, name)): Path<(String, String)>| async move {
+                    source.sizing(&namespace, &name).map(axum::Json)
+                },
+            ),
+        )
+        .with_state(Arc::new(PipelineStatusSource { store }));
+    Router::new()
         .route(
             "/metrics",
             get(|State(m): State<Arc<Metrics>>| async move { m.render() }),
@@ -198,8 +218,97 @@ pub async fn serve(addr: SocketAddr, metrics: Arc<Metrics>) -> anyhow::Result<()
                 }
             }),
         )
-        .with_state(metrics);
+        .with_state(metrics)
+        .merge(sizing)
+}
+
+/// Serves [`router`] until the process ends.
+pub async fn serve(
+    addr: SocketAddr,
+    metrics: Arc<Metrics>,
+    store: Store<PipelineDeployment>,
+) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
-    axum::serve(listener, app).await?;
+    axum::serve(listener, router(metrics, store)).await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kube::runtime::{reflector, watcher};
+    use serde_json::{Value, json};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    fn pipeline(name: &str, autoscaling: Value) -> PipelineDeployment {
+        serde_json::from_value(json!({
+            "apiVersion": "sluice.dev/v1alpha1", "kind": "PipelineDeployment",
+            "metadata": {"name": name, "namespace": "shop"},
+            "spec": {
+                "kafka": {"bootstrapServers": "k:9092", "topic": name},
+                "workers": {"image": "w:1"},
+                "autoscaling": {"enabled": true, "provider": "KEDA"},
+                "postgres": {"external": {"primaryUrl": {"name": "db", "key": "url"}}},
+            },
+            "status": {"autoscaling": autoscaling},
+        }))
+        .unwrap()
+    }
+
+    async fn get(addr: SocketAddr, path: &str) -> (u16, Value) {
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let req = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+        s.write_all(req.as_bytes()).await.unwrap();
+        let mut buf = String::new();
+        s.read_to_string(&mut buf).await.unwrap();
+        let code = buf[9..12].parse().unwrap();
+        let body = buf.split_once("\r\n\r\n").unwrap().1;
+        (code, serde_json::from_str(body).unwrap())
+    }
+
+    #[tokio::test]
+    async fn sizing_is_the_fresh_reading_or_an_error_never_zero() {
+        let now = k8s_openapi::jiff::Timestamp::now();
+        let old = now - k8s_openapi::jiff::SignedDuration::from_secs(600);
+        let (store, mut writer) = reflector::store();
+        for pd in [
+            pipeline(
+                "fresh",
+                json!({"sampledAt": now.to_string(), "neededWorkers": 3, "reason": "lag 9000"}),
+            ),
+            pipeline(
+                "stale",
+                json!({"sampledAt": old.to_string(), "neededWorkers": 3}),
+            ),
+            pipeline(
+                "unknown",
+                json!({"sampledAt": now.to_string(), "reason": "offsets unreadable"}),
+            ),
+        ] {
+            writer.apply_watcher_event(&watcher::Event::Apply(pd));
+        }
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let app = router(Arc::new(Metrics::default()), store);
+        tokio::spawn(async move { axum::serve(listener, app).await });
+
+        let (code, body) = get(addr, "/api/v1/sizing/shop/fresh").await;
+        assert_eq!(code, 200);
+        assert_eq!(body["neededWorkers"], 3);
+        assert_eq!(body["sampledAt"], now.to_string());
+        assert_eq!(body["reason"], "lag 9000");
+        let (code, body) = get(addr, "/api/v1/sizing/shop/stale").await;
+        assert_eq!(code, 503);
+        assert!(body["message"].as_str().unwrap().contains("s old"));
+        let (code, body) = get(addr, "/api/v1/sizing/shop/unknown").await;
+        assert_eq!((code, &body["code"]), (503, &json!(503)));
+        assert!(
+            body["message"]
+                .as_str()
+                .unwrap()
+                .contains("offsets unreadable")
+        );
+        let (code, _) = get(addr, "/api/v1/sizing/shop/absent").await;
+        assert_eq!(code, 404);
+    }
 }

@@ -1,13 +1,13 @@
-//! The optional children (CloudNativePG `Cluster`, `ServiceMonitor`, `PrometheusRule`) as the
-//! builders make them pass strict server-side validation against those projects' real CRDs,
-//! taken from their published Go modules.
+//! The optional children (CloudNativePG `Cluster`, `ServiceMonitor`, `PrometheusRule`, KEDA
+//! `ScaledObject`) as the builders make them pass strict server-side validation against those
+//! projects' real CRDs, taken from their published Go modules.
 
 mod common;
 
 use common::*;
 use kube::ResourceExt;
 use kube::api::{Api, ApiResource, DynamicObject, Patch, PatchParams};
-use sluice_operator::children::{cnpg, monitoring};
+use sluice_operator::children::{cnpg, keda, monitoring};
 
 #[tokio::test]
 async fn optional_children_validate_against_upstream_crds() {
@@ -15,6 +15,12 @@ async fn optional_children_validate_against_upstream_crds() {
     let mut pd = example("cloudnativepg.yaml");
     pd.metadata.namespace = Some(ns.name.clone());
     pd.metadata.uid = Some("00000000-0000-0000-0000-00000000beef".into());
+    pd.spec.autoscaling = Some(
+        serde_json::from_value(serde_json::json!({
+            "enabled": true, "provider": "KEDA", "scaleUpStabilizationSeconds": 30,
+        }))
+        .unwrap(),
+    );
     let objects: Vec<(ApiResource, DynamicObject)> = vec![
         (cnpg::api_resource(), cnpg::build_cnpg_cluster(&pd).unwrap()),
         (
@@ -24,6 +30,10 @@ async fn optional_children_validate_against_upstream_crds() {
         (
             monitoring::prometheus_rule_resource(),
             monitoring::build_prometheus_rule(&pd),
+        ),
+        (
+            keda::api_resource(),
+            keda::build_scaled_object(&pd, 3, "sluice-system"),
         ),
     ];
     // Dry run, strict: unknown or mistyped fields are errors, not silently pruned.

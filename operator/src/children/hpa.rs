@@ -19,13 +19,20 @@ use super::{Names, PIPELINE_LABEL, meta};
 use crate::crd::PipelineDeployment;
 use crate::external_metrics::NEEDED_WORKERS;
 
-/// `partitions`: what the topic has now (the status' reading), so the HPA's ceiling follows a
-/// topic that grew; a worker beyond the partition count would idle.
-pub fn build_hpa(pd: &PipelineDeployment, partitions: i32) -> HorizontalPodAutoscaler {
-    let names = Names::of(pd);
+/// The autoscaler's ceiling: the spec's `maxReplicas`, but never above `partitions` (what the
+/// topic has now, the status' reading, so the ceiling follows a topic that grew; a worker
+/// beyond the partition count would idle) and never below `minReplicas`. Shared with the KEDA
+/// ScaledObject.
+pub fn max_replicas(pd: &PipelineDeployment, partitions: i32) -> i32 {
     let w = &pd.spec.workers;
+    w.max_replicas.min(partitions.max(1)).max(w.min_replicas)
+}
+
+/// How fast the HPA may move: up to `max` in one step after the spec's scale-up window, down
+/// to any size after its scale-down window, with no tolerance band (the metric is already the
+/// answer). Shared with the KEDA ScaledObject, whose HPA gets the same behavior.
+pub fn behavior(pd: &PipelineDeployment, max: i32) -> HorizontalPodAutoscalerBehavior {
     let a = pd.spec.autoscaling.clone().unwrap_or_default();
-    let max = w.max_replicas.min(partitions.max(1)).max(w.min_replicas);
     let rules = |window: i32, policy: HPAScalingPolicy| HPAScalingRules {
         stabilization_window_seconds: Some(window),
         select_policy: Some("Max".into()),
@@ -33,6 +40,32 @@ pub fn build_hpa(pd: &PipelineDeployment, partitions: i32) -> HorizontalPodAutos
         // The metric is already the answer: no 10% dead band around it.
         tolerance: Some(Quantity("0".into())),
     };
+    HorizontalPodAutoscalerBehavior {
+        // Up to the full size in one step.
+        scale_up: Some(rules(
+            a.scale_up_stabilization_seconds,
+            HPAScalingPolicy {
+                type_: "Pods".into(),
+                value: max,
+                period_seconds: 15,
+            },
+        )),
+        scale_down: Some(rules(
+            a.scale_down_stabilization_seconds,
+            HPAScalingPolicy {
+                type_: "Percent".into(),
+                value: 100,
+                period_seconds: 15,
+            },
+        )),
+    }
+}
+
+/// `partitions`: what the topic has now (see [`max_replicas`]).
+pub fn build_hpa(pd: &PipelineDeployment, partitions: i32) -> HorizontalPodAutoscaler {
+    let names = Names::of(pd);
+    let w = &pd.spec.workers;
+    let max = max_replicas(pd, partitions);
     HorizontalPodAutoscaler {
         metadata: meta(pd, &names.worker, "autoscaler"),
         spec: HorizontalPodAutoscalerSpec {
@@ -64,25 +97,7 @@ pub fn build_hpa(pd: &PipelineDeployment, partitions: i32) -> HorizontalPodAutos
                 }),
                 ..MetricSpec::default()
             }]),
-            behavior: Some(HorizontalPodAutoscalerBehavior {
-                // Up to the full size in one step.
-                scale_up: Some(rules(
-                    a.scale_up_stabilization_seconds,
-                    HPAScalingPolicy {
-                        type_: "Pods".into(),
-                        value: max,
-                        period_seconds: 15,
-                    },
-                )),
-                scale_down: Some(rules(
-                    a.scale_down_stabilization_seconds,
-                    HPAScalingPolicy {
-                        type_: "Percent".into(),
-                        value: 100,
-                        period_seconds: 15,
-                    },
-                )),
-            }),
+            behavior: Some(behavior(pd, max)),
         },
         status: None,
     }

@@ -7,6 +7,7 @@ pub mod config_map;
 pub mod dashboard;
 pub mod deployment;
 pub mod hpa;
+pub mod keda;
 pub mod monitoring;
 pub mod pdb;
 pub mod service;

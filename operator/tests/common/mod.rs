@@ -1,7 +1,7 @@
 //! Shared harness of the operator's end-to-end tests: the real control plane from
 //! `hack/cluster.sh` (or `$KUBECONFIG`), real Kafka from `hack/kafka.sh` (or
-//! `$KAFKA_BOOTSTRAP`), the real CloudNativePG and Prometheus Operator CRDs from their Go
-//! modules, one temporary namespace per test and the operator binary as a child process.
+//! `$KAFKA_BOOTSTRAP`), the real CloudNativePG, Prometheus Operator and KEDA CRDs from their
+//! Go modules, one temporary namespace per test and the operator binary as a child process.
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
@@ -17,6 +17,7 @@ use sluice_operator::crd::PipelineDeployment;
 
 pub const CNPG_VERSION: &str = "v1.27.0";
 pub const PROMETHEUS_OPERATOR_VERSION: &str = "v0.85.0";
+pub const KEDA_VERSION: &str = "v2.20.2";
 
 pub struct Setup {
     pub repo: PathBuf,
@@ -112,7 +113,8 @@ pub fn setup() -> &'static Setup {
     })
 }
 
-/// CRD files of CloudNativePG and the Prometheus Operator, from their published Go modules.
+/// CRD files of CloudNativePG, the Prometheus Operator and KEDA, from their published Go
+/// modules.
 pub fn upstream_crds() -> Vec<PathBuf> {
     let gomodcache = cache_dir().join("gomod");
     let dir = |module: &str, version: &str| -> PathBuf {
@@ -141,8 +143,10 @@ pub fn upstream_crds() -> Vec<PathBuf> {
         "github.com/prometheus-operator/prometheus-operator",
         PROMETHEUS_OPERATOR_VERSION,
     );
+    let keda = dir("github.com/kedacore/keda/v2", KEDA_VERSION);
     vec![
         cnpg.join("config/crd/bases/postgresql.cnpg.io_clusters.yaml"),
+        keda.join("config/crd/bases/keda.sh_scaledobjects.yaml"),
         prom.join("example/prometheus-operator-crd/monitoring.coreos.com_servicemonitors.yaml"),
         prom.join("example/prometheus-operator-crd/monitoring.coreos.com_prometheusrules.yaml"),
     ]
