@@ -93,6 +93,7 @@ fn plain_bundle_applies_and_passes_restricted() {
         ns,
         read("manifests/rbac.yaml"),
         read("manifests/operator.yaml"),
+        read("manifests/external-metrics.yaml"),
     ]
     .join("\n---\n");
     let warnings = dry_run(&bundle);
