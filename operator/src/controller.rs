@@ -131,6 +131,8 @@ pub struct Context {
     /// The latest autoscaler reading per pipeline and when it was taken: a reconcile within
     /// [`SAMPLE_INTERVAL`] of it (e.g. the one its own status patch triggers) reuses it.
     readings: Mutex<HashMap<ObjectRef<PipelineDeployment>, (Instant, AutoscaleObserved)>>,
+    /// When each pipeline's lag was last Unknown (see [`observe_autoscaling`]).
+    last_unknown: Mutex<HashMap<ObjectRef<PipelineDeployment>, Instant>>,
 }
 
 impl Context {
@@ -149,6 +151,7 @@ impl Context {
             failures: Mutex::default(),
             autoscaler: Autoscaler::default(),
             readings: Mutex::default(),
+            last_unknown: Mutex::default(),
         }
     }
 }
@@ -623,14 +626,51 @@ async fn observe_autoscaling(
         &obs,
         current,
         !rollout.rolled_out,
-        &SizingOptions::default(),
+        &SizingOptions {
+            target_utilisation: pd
+                .spec
+                .autoscaling
+                .as_ref()
+                .map_or(SizingOptions::default().target_utilisation, |a| {
+                    a.target_utilization
+                }),
+            connection_budget: pd.spec.postgres.connection_budget,
+        },
     );
     let unknown = obs.lag.as_result().err().map(str::to_owned);
-    let (needed, reason) = match (&verdict, &unknown) {
+    let (mut needed, mut reason) = match (&verdict, &unknown) {
         (_, Some(why)) => (None, format!("lag unknown: {why}")),
         (Verdict::Scale(d), None) => (Some(d.desired), d.to_string()),
         (Verdict::Hold(h), None) => (Some(verdict.replicas(current)), h.to_string()),
     };
+    // An outage longer than the HPA's scale-down window empties the window of the sizes
+    // recommended before it, so the first reading after it would scale down at once, on rates
+    // measured across a restart and a rebalance. Hold the size for one window instead.
+    let window = Duration::from_secs(
+        pd.spec
+            .autoscaling
+            .as_ref()
+            .map_or(0, |a| a.scale_down_stabilization_seconds.max(0) as u64),
+    );
+    let since_unknown = {
+        let mut last = ctx.last_unknown.lock().expect("last_unknown poisoned");
+        if unknown.is_some() {
+            last.insert(key.clone(), Instant::now());
+        }
+        last.get(&key).map(Instant::elapsed)
+    };
+    if let (Some(n), Some(since)) = (needed, since_unknown)
+        && unknown.is_none()
+        && since < window
+        && n < current
+    {
+        needed = Some(current);
+        reason = format!(
+            "{current} workers held: the lag was unknown {}s ago, within the {}s scale-down window ({reason})",
+            since.as_secs(),
+            window.as_secs()
+        );
+    }
     let rates = &obs.rates;
     let reading = AutoscaleObserved {
         lag: obs.total_lag(),
@@ -755,6 +795,10 @@ pub async fn reconcile(pd: Arc<PipelineDeployment>, ctx: Arc<Context>) -> Result
         ctx.readings
             .lock()
             .expect("readings poisoned")
+            .remove(&ObjectRef::from(pd.as_ref()));
+        ctx.last_unknown
+            .lock()
+            .expect("last_unknown poisoned")
             .remove(&ObjectRef::from(pd.as_ref()));
     }
     observe_database(&pd, caps, &stored, &mut observed);

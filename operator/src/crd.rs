@@ -300,6 +300,11 @@ pub struct AutoscalingSpec {
     #[serde(default = "default_scale_down_stabilization")]
     #[schemars(range(min = 0, max = 3600))]
     pub scale_down_stabilization_seconds: i32,
+    /// Share of a worker's measured capacity the steady input may use; the rest drains
+    /// backlogs and absorbs bursts (the Flink autoscaler's target utilisation).
+    #[serde(default = "default_target_utilization")]
+    #[schemars(range(min = 0.1, max = 1.0))]
+    pub target_utilization: f64,
     /// What scales the workers on the operator's sizing. `HPA`: a HorizontalPodAutoscaler
     /// reading the external metric `sluice_needed_workers`, which needs the operator's
     /// external metrics API registered (manifests/external-metrics.yaml). `KEDA`: a KEDA
@@ -329,6 +334,7 @@ impl Default for AutoscalingSpec {
             scale_up_stabilization_seconds: 0,
             scale_down_stabilization_seconds: default_scale_down_stabilization(),
             provider: AutoscalingProvider::Hpa,
+            target_utilization: default_target_utilization(),
         }
     }
 }
@@ -354,6 +360,11 @@ pub struct PostgresSpec {
     #[serde(default = "default_max_connections")]
     #[schemars(range(min = 1, max = 100))]
     pub max_connections: i32,
+    /// Connections of the primary this pipeline's workers may hold in all. The autoscaler
+    /// never runs more than `connectionBudget ÷ maxConnections` workers. Unset: no database cap.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub connection_budget: Option<i32>,
 }
 
 /// A CloudNativePG cluster owned by the pipeline.
@@ -541,6 +552,9 @@ pub struct AutoscalingStatus {
     pub per_worker_rate: Option<f64>,
 }
 
+fn default_target_utilization() -> f64 {
+    0.7
+}
 fn default_true() -> bool {
     true
 }

@@ -46,10 +46,9 @@
 //! thread for at most the [`LagReader`]'s timeout (5 s by default); it is safe to call for
 //! several pipelines concurrently.
 //!
-//! Not in the CRD yet (parameters of [`SizingOptions`] until they are):
-//! `spec.autoscaling.targetUtilization` (default [`sizing::DEFAULT_TARGET_UTILISATION`], 0.7)
-//! and `spec.postgres.connectionBudget` (total connections of the primary the workers may use;
-//! no database cap when unset).
+//! [`SizingOptions`] carries `spec.autoscaling.targetUtilization` (default
+//! [`sizing::DEFAULT_TARGET_UTILISATION`], 0.7) and `spec.postgres.connectionBudget` (total
+//! connections of the primary the workers may use; no database cap when unset).
 
 pub mod lag;
 pub mod rates;

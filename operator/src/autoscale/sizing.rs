@@ -56,7 +56,8 @@ pub struct Policy {
 
 impl Policy {
     /// The pipeline's policy. `partitions`: what the topic has, if read (else the spec's);
-    /// `target_utilisation` and `connection_budget`: not in the CRD (see the module docs).
+    /// `target_utilisation` and `connection_budget`: `spec.autoscaling.targetUtilization` and
+    /// `spec.postgres.connectionBudget` (the controller passes them).
     pub fn from_spec(
         pd: &PipelineDeployment,
         partitions: Option<i32>,
