@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 const WORKER_IMAGE: &str = "ghcr.io/sluice-dev/sluice-worker:0.1.0";
 /// Scale-down window of the test pipeline (the default is 300 s).
-const DOWN_WINDOW_S: u64 = 60;
+const DOWN_WINDOW_S: u64 = 90;
 
 /// One look at the scaling state.
 #[derive(Debug, Clone, Default)]
@@ -138,8 +138,9 @@ async fn workers_follow_lag_through_a_real_hpa() -> Result<()> {
     // sluice's holds: lag Unknown, the metric an error, no scaling.
     hack("kafka.sh", &["kill9", &kafka_name])?;
     let killed = t0.elapsed().as_secs_f64();
-    wait_until(Duration::from_secs(60), || {
-        (last(&looks).lag_known == Some(false)).then_some(())
+    let unknown_at = wait_until(Duration::from_secs(60), || {
+        let l = last(&looks);
+        (l.lag_known == Some(false)).then_some(l.at)
     })
     .context("LagKnown never became False with the broker down")?;
     let err = external_metric(&ns)
@@ -150,17 +151,19 @@ async fn workers_follow_lag_through_a_real_hpa() -> Result<()> {
         t0.elapsed().as_secs_f64() - killed
     );
     std::thread::sleep(Duration::from_secs(50));
+    // From the moment the operator knows the lag is unknown (until then the HPA may still act
+    // on what it was served before the crash, e.g. its scale-down window expiring).
     let during: Vec<Look> = looks
         .lock()
         .unwrap()
         .iter()
-        .filter(|l| l.at > killed)
+        .filter(|l| l.at >= unknown_at)
         .cloned()
         .collect();
     let sizes: Vec<Option<i64>> = dedup(during.iter().map(|l| l.replicas));
     ensure!(
-        sizes == [at_drain],
-        "workers rescaled while the lag was unknown: {sizes:?}"
+        sizes.len() == 1 && sizes[0].is_some_and(|r| r > 1),
+        "workers rescaled while the lag was unknown, or were at the minimum already: {sizes:?}"
     );
     hack("kafka.sh", &["start", &kafka_name])?;
     let restarted = t0.elapsed().as_secs_f64();
