@@ -267,14 +267,18 @@ up() {
   echo "$(env_file)"
 }
 
+# Names of the pod network namespaces whose veth peers hang on the node's bridge cni0.
+attached_pod_netns() {
+  ip -n "$(netns_name)" -o link show master cni0 2>/dev/null | grep -o 'link-netns cni-[0-9a-f-]*' | cut -d' ' -f2 || true
+}
+
 # Pods first (the kubelet tears down their sandboxes and CNI netns), then the daemons.
 stop_all() {
   local d kc; d=$(dir_of)
   # Pod network namespaces still attached to the node's bridge (sandboxes not yet removed
   # when the kubelet stops): named by their veth peers, deleted once the pods are gone.
-  local pod_netns=""
-  [[ -e $(netns_path) ]] &&
-    pod_netns=$(ip -n "$(netns_name)" -o link show master cni0 2>/dev/null | grep -o 'link-netns cni-[0-9a-f-]*' | cut -d' ' -f2 || true)
+  local pod_netns
+  pod_netns=$(attached_pod_netns)
   kc=$SLUICE_RUN/k8s-node-$NAME/kubeconfig
   if alive kubelet && [[ -f $kc ]] && [[ -e $(netns_path) ]]; then
     inside kubectl --kubeconfig "$kc" delete pods --all -A --grace-period=1 --wait=false >/dev/null 2>&1 || true
@@ -308,7 +312,7 @@ stop_all() {
   # Volumes (secret tmpfs), rootfs and sandbox mounts under the state dir, deepest first.
   [[ -d $d ]] && findmnt -rn -o TARGET | grep -F "$d/" | sort -r | xargs -r umount -l 2>/dev/null || true
   local n
-  for n in $pod_netns $(ip -n "$(netns_name)" -o link show master cni0 2>/dev/null | grep -o 'link-netns cni-[0-9a-f-]*' | cut -d' ' -f2); do
+  for n in $pod_netns $(attached_pod_netns); do
     ip netns del "$n" 2>/dev/null || true
   done
   ip netns del "$(netns_name)" 2>/dev/null || true

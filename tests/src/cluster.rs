@@ -10,6 +10,29 @@ use std::time::{Duration, Instant};
 
 use crate::{Pipeline, Summary, repo_root};
 
+/// The worker image `make images` builds (and `hack/node.sh` imports into the node).
+pub const WORKER_IMAGE: &str = "ghcr.io/sluice-dev/sluice-worker:0.1.0";
+
+/// A namespace `<prefix>-<suffix of the pipeline>` for the pipeline's custom resource, holding
+/// the Secret `payments-db` (key `primary`) with the URL of an application role that owns the
+/// pipeline's database, reached at the node's address as pods reach it.
+pub async fn namespace_with_database(prefix: &str, p: &Pipeline) -> Result<String> {
+    let node_ip = std::env::var("NODE_IP").context("NODE_IP: run inside `hack/node.sh exec`")?;
+    let ns = format!("{prefix}-{}", &p.name[p.name.len() - 8..]);
+    let url = app_role(p, &node_ip).await?;
+    kubectl(&["create", "namespace", &ns])?;
+    kubectl(&[
+        "-n",
+        &ns,
+        "create",
+        "secret",
+        "generic",
+        "payments-db",
+        &format!("--from-literal=primary={url}"),
+    ])?;
+    Ok(ns)
+}
+
 /// A login role owning the pipeline's database, as an application would have: pods log in
 /// with its password (scram-sha-256), never as the trusted superuser. Returns the URL.
 pub async fn app_role(p: &Pipeline, node_ip: &str) -> Result<String> {

@@ -13,13 +13,13 @@
 use anyhow::{Context, Result, bail, ensure};
 use serde_json::Value;
 use sluice_e2e::cluster::{
-    Landed, app_role, apply, install_operator, kubectl, wait_condition, wait_rollout,
+    Landed, WORKER_IMAGE, apply, install_operator, kubectl, namespace_with_database,
+    wait_condition, wait_rollout,
 };
 use sluice_e2e::{Pipeline, hack};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-const WORKER_IMAGE: &str = "ghcr.io/sluice-dev/sluice-worker:0.1.0";
 /// Scale-down window of the test pipeline (the default is 300 s).
 const DOWN_WINDOW_S: u64 = 90;
 
@@ -37,7 +37,6 @@ struct Look {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs the real node: hack/test.sh runs it inside `hack/node.sh exec`"]
 async fn workers_follow_lag_through_a_real_hpa() -> Result<()> {
-    let node_ip = std::env::var("NODE_IP").context("NODE_IP: run inside `hack/node.sh exec`")?;
     let kafka_name = std::env::var("KAFKA_NAME").context("KAFKA_NAME from the node's env")?;
     install_operator()?;
     kubectl(&[
@@ -49,18 +48,7 @@ async fn workers_follow_lag_through_a_real_hpa() -> Result<()> {
     .context("the aggregation layer does not reach the operator's external metrics API")?;
 
     let p = Pipeline::new("autoscale", 4).await?;
-    let ns = format!("as-{}", &p.name[p.name.len() - 8..]);
-    let url = app_role(&p, &node_ip).await?;
-    kubectl(&["create", "namespace", &ns])?;
-    kubectl(&[
-        "-n",
-        &ns,
-        "create",
-        "secret",
-        "generic",
-        "payments-db",
-        &format!("--from-literal=primary={url}"),
-    ])?;
+    let ns = namespace_with_database("as", &p).await?;
     apply(&pipeline_yaml(&ns, &p, 4))?;
     wait_rollout(&ns, "deployment/payments-worker")?;
     wait_condition(&ns, "payments", "LagKnown", Duration::from_secs(120))?;

@@ -7,14 +7,14 @@
 //! `hack/test.sh` runs this inside the node's network namespace (`hack/node.sh exec NAME --
 //! cargo test ... -- --ignored`); elsewhere there is no node, hence `#[ignore]`.
 
-use anyhow::{Context, Result, ensure};
+use anyhow::{Result, ensure};
 use sluice_e2e::Pipeline;
 use sluice_e2e::cluster::{
-    Landed, app_role, apply, install_operator, kubectl, wait_condition, wait_rollout, worker_pods,
+    Landed, WORKER_IMAGE, apply, install_operator, kubectl, namespace_with_database,
+    wait_condition, wait_rollout, worker_pods,
 };
 use std::time::{Duration, Instant};
 
-const WORKER_IMAGE: &str = "ghcr.io/sluice-dev/sluice-worker:0.1.0";
 /// Pod grace period the operator renders for workers.
 const GRACE: Duration = Duration::from_secs(30);
 /// The distroless "nonroot" user the pods run as.
@@ -23,22 +23,10 @@ const NONROOT: u32 = 65532;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs the real node: hack/test.sh runs it inside `hack/node.sh exec`"]
 async fn workers_run_as_real_pods_and_lose_nothing() -> Result<()> {
-    let node_ip = std::env::var("NODE_IP").context("NODE_IP: run inside `hack/node.sh exec`")?;
     install_operator()?;
 
     let p = Pipeline::new("real_pods", 4).await?;
-    let ns = format!("rp-{}", &p.name[p.name.len() - 8..]);
-    let secret = app_role(&p, &node_ip).await?;
-    kubectl(&["create", "namespace", &ns])?;
-    kubectl(&[
-        "-n",
-        &ns,
-        "create",
-        "secret",
-        "generic",
-        "payments-db",
-        &format!("--from-literal=primary={secret}"),
-    ])?;
+    let ns = namespace_with_database("rp", &p).await?;
     apply(&pipeline_yaml(&ns, &p, 2000))?;
 
     let deployment = "deployment/payments-worker";
