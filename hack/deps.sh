@@ -20,6 +20,8 @@ command -v runc >/dev/null || need_apt+=(runc)
 [ -x /usr/lib/cni/bridge ] || need_apt+=(containernetworking-plugins)
 command -v ip >/dev/null || need_apt+=(iproute2)
 command -v objcopy >/dev/null || need_apt+=(binutils)
+# Monitoring checks: promtool (rule unit tests) and a real Prometheus (the scrape test).
+command -v promtool >/dev/null || need_apt+=(prometheus)
 if ((${#need_apt[@]})); then
   log "installing ${need_apt[*]}"
   if [ "$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi
