@@ -10,6 +10,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 pub mod cluster;
+pub mod prometheus;
 
 pub use sluice_loadgen::{EventClock, GeneratorConfig, LoadSpec, Summary};
 

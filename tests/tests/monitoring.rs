@@ -1,0 +1,494 @@
+//! Monitoring checked by the real tools.
+//!
+//! - The chart's Grafana dashboards match Grafana's published dashboard schema
+//!   (`hack/dashcheck`: the Grafana Foundation SDK's strict decoder and its Validate()).
+//! - On the real node (`hack/node.sh`): a real Prometheus (Debian's) scrapes worker pods under
+//!   load and the operator pods through Kubernetes service discovery against the local API
+//!   server, with the relabelling of the ServiceMonitors the operator renders, and loads the
+//!   rules of the rendered PrometheusRule and of `charts/sluice/files/rules/`. Every rule group
+//!   loads and evaluates with health ok, every recording rule and every dashboard query returns
+//!   data, and every metric an alert reads has series here, but for the exporters this node
+//!   does not run (`ABSENT_HERE`). The dashboards' SQL panels run against the pipeline's
+//!   database, read-only as on a replica, and return rows.
+//!
+//! `hack/test.sh` runs the real-node test inside the node's network namespace (`hack/node.sh
+//! exec NAME -- cargo test ... --test monitoring -- --ignored`); elsewhere there is no node,
+//! hence `#[ignore]`.
+
+use anyhow::{Context, Result, bail, ensure};
+use serde_json::{Value, json};
+use sluice_e2e::cluster::{
+    Landed, WORKER_IMAGE, apply, install_operator, kubectl, namespace_with_database,
+    wait_condition, wait_rollout, worker_pods,
+};
+use sluice_e2e::prometheus::{
+    Prometheus, dashboard_queries, go, grafana_promql, grafana_sql, overview_dashboard,
+    prometheus_operator_crds, promql_metric_names, rule_file, rules_of, service_monitor_jobs,
+};
+use sluice_e2e::{Pipeline, repo_root};
+use std::collections::BTreeSet;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+/// Metric names alert rules read that no component on the real node exports: CloudNativePG's
+/// (`cnpg_*`, from its instance manager) and kube-state-metrics' (`kube_*`). Exactly these, so a
+/// misspelled or removed metric fails the test.
+const ABSENT_HERE: &[&str] = &[];
+
+/// Scrape and rule evaluation interval of the test's Prometheus.
+const INTERVAL: &str = "5s";
+
+/// How long the queries may take to return data once the load runs.
+const DATA_TIMEOUT: Duration = Duration::from_secs(150);
+
+#[test]
+fn dashboards_match_grafana_schema() -> Result<()> {
+    let root = repo_root();
+    let dir = root.join("charts/sluice/files/dashboards");
+    let mut files: Vec<String> = std::fs::read_dir(&dir)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "json"))
+        .map(|p| p.to_string_lossy().into_owned())
+        .collect();
+    files.sort();
+    ensure!(!files.is_empty(), "no dashboards in {}", dir.display());
+    let cache = sluice_e2e::prometheus::cache_dir().join("go");
+    let out = Command::new(go())
+        .arg("run")
+        .arg(".")
+        .args(&files)
+        .current_dir(root.join("hack/dashcheck"))
+        .env("GOMODCACHE", cache.join("mod"))
+        .env("GOCACHE", cache.join("build"))
+        .env("GOFLAGS", "-mod=readonly")
+        .env("GOTOOLCHAIN", "local")
+        .output()
+        .context("go run ./hack/dashcheck")?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    ensure!(out.status.success(), "dashcheck: {stdout}{stderr}");
+    // The checker judged every file.
+    ensure!(
+        stdout.lines().filter(|l| l.ends_with(": ok")).count() == files.len(),
+        "dashcheck: {stdout}"
+    );
+    println!("{stdout}");
+
+    // It refuses what Grafana would not load: an unknown panel field, a target of the wrong type.
+    let tmp = std::env::temp_dir().join(format!("dashcheck-{}", std::process::id()));
+    std::fs::create_dir_all(&tmp)?;
+    let mut bad = overview_dashboard()?;
+    bad["panels"][0]["colour"] = json!("red");
+    bad["panels"][1]["targets"][0]["expr"] = json!(42);
+    let bad_path = tmp.join("bad.json");
+    std::fs::write(&bad_path, serde_json::to_string(&bad)?)?;
+    let out = Command::new(go())
+        .arg("run")
+        .arg(".")
+        .arg(&bad_path)
+        .current_dir(root.join("hack/dashcheck"))
+        .env("GOMODCACHE", cache.join("mod"))
+        .env("GOCACHE", cache.join("build"))
+        .env("GOFLAGS", "-mod=readonly")
+        .env("GOTOOLCHAIN", "local")
+        .output()?;
+    let _ = std::fs::remove_dir_all(&tmp);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    ensure!(
+        !out.status.success(),
+        "dashcheck accepted a broken dashboard"
+    );
+    ensure!(
+        stderr.contains("unexpected field 'colour'") && stderr.contains("targets[0].expr"),
+        "dashcheck: {stderr}"
+    );
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs the real node: hack/test.sh runs it inside `hack/node.sh exec`"]
+async fn prometheus_evaluates_every_rule_and_dashboard_query() -> Result<()> {
+    let kubeconfig = std::env::var("KUBECONFIG").context("KUBECONFIG of the node")?;
+    // The Prometheus Operator's CRDs, so the operator renders its ServiceMonitor and
+    // PrometheusRule.
+    for crd in prometheus_operator_crds()? {
+        kubectl(&["apply", "--server-side", "-f", &crd.to_string_lossy()])?;
+    }
+    kubectl(&[
+        "wait",
+        "--for=condition=Established",
+        "--timeout=60s",
+        "crd/servicemonitors.monitoring.coreos.com",
+        "crd/prometheusrules.monitoring.coreos.com",
+    ])?;
+    install_operator()?;
+
+    let p = Pipeline::new("monitoring", 4).await?;
+    let ns = namespace_with_database("mon", &p).await?;
+    apply(&pipeline_yaml(&ns, &p))?;
+    wait_rollout(&ns, "deployment/payments-worker")?;
+    ensure!(worker_pods(&ns)?.len() == 2, "expected 2 worker pods");
+    wait_condition(&ns, "payments", "Ready", Duration::from_secs(120))?;
+
+    // What the operator rendered for the pipeline.
+    let sm = wait_object(&ns, "servicemonitor", "payments")?;
+    let rule = wait_object(&ns, "prometheusrule", "payments")?;
+
+    // Scrape jobs: the pipeline's ServiceMonitor, and the operator's (the chart's, when the
+    // install made one; otherwise the operator's metrics Service with the chart's settings).
+    let mut jobs = service_monitor_jobs(&sm, &kubeconfig)?;
+    jobs.extend(service_monitor_jobs(
+        &operator_service_monitor()?,
+        &kubeconfig,
+    )?);
+    let config = json!({
+        "global": {"scrape_interval": INTERVAL, "evaluation_interval": INTERVAL},
+        "scrape_configs": jobs,
+    });
+    let mut rule_files = vec![("pipeline.yaml".to_owned(), rule_file(&rule)?)];
+    let rules_dir = repo_root().join("charts/sluice/files/rules");
+    if let Ok(entries) = std::fs::read_dir(&rules_dir) {
+        let mut paths: Vec<_> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
+        paths.sort();
+        for path in paths {
+            if path.extension().is_some_and(|e| e == "yaml" || e == "yml") {
+                let doc: Value = serde_yaml::from_str(&std::fs::read_to_string(&path)?)
+                    .with_context(|| path.display().to_string())?;
+                let name = path.file_name().unwrap().to_string_lossy().into_owned();
+                rule_files.push((format!("chart-{name}"), rule_file(&doc)?));
+            }
+        }
+    }
+    let rules = rules_of(&rule_files)?;
+    ensure!(
+        rules.iter().any(|r| r.3),
+        "no alert rules found in {rule_files:?}"
+    );
+    let prom = Prometheus::start(config, &rule_files)?;
+    println!(
+        "prometheus on 127.0.0.1:{} with {} rules in {} files",
+        prom.port,
+        rules.len(),
+        rule_files.len()
+    );
+
+    // Load: a steady stream for the whole check (1% invalid and 1% repeated records, so
+    // rejections, duplicates and the DLQ have data too).
+    let producer = {
+        let (p2, spec) = (p.clone(), p.load(120_000, 1_000, 7));
+        tokio::spawn(async move { p2.produce(spec).await })
+    };
+
+    // Every target is scraped: both worker pods and the operator pods.
+    let deadline = Instant::now() + DATA_TIMEOUT;
+    loop {
+        let up = prom.query(&format!(
+            r#"up{{namespace="{ns}", job="payments-metrics"}} == 1"#
+        ))?;
+        let op = prom.query(r#"up{namespace="sluice-system"} == 1"#)?;
+        if up.as_array().map_or(0, Vec::len) == 2 && op.as_array().is_some_and(|a| !a.is_empty()) {
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "targets not all up: {}",
+                prom.api("/api/v1/targets")?["activeTargets"]
+            );
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+
+    // A database outage while records flow: the application role may not log in and its
+    // sessions are ended, so batch writes fail and are retried (sluice_db_errors_total), and
+    // the DB error panel and alert have data. Then it logs in again.
+    let role = format!("app_{}", &p.name[p.name.len() - 8..]);
+    sql(&p, &format!("ALTER ROLE {role} NOLOGIN")).await?;
+    let outage = async {
+        let deadline = Instant::now() + DATA_TIMEOUT;
+        loop {
+            sql(
+                &p,
+                &format!("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = '{role}'"),
+            )
+            .await?;
+            if prom.samples(&format!(r#"sluice_db_errors_total{{namespace="{ns}"}}"#))? > 0 {
+                return Ok::<_, anyhow::Error>(());
+            }
+            if Instant::now() > deadline {
+                bail!("no failed batch write seen by Prometheus during the database outage");
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    }
+    .await;
+    sql(&p, &format!("ALTER ROLE {role} LOGIN")).await?;
+    outage?;
+    println!("database outage: failed batch writes counted and scraped");
+
+    // Every rule group loads and evaluates with health ok.
+    let want_groups: BTreeSet<String> = rules.iter().map(|r| r.0.clone()).collect();
+    let deadline = Instant::now() + DATA_TIMEOUT;
+    loop {
+        let groups = prom.api("/api/v1/rules")?["groups"].clone();
+        let loaded: BTreeSet<String> = groups
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|g| g["name"].as_str().map(str::to_owned))
+            .collect();
+        let unhealthy: Vec<String> = groups
+            .as_array()
+            .into_iter()
+            .flatten()
+            .flat_map(|g| g["rules"].as_array().cloned().unwrap_or_default())
+            .filter(|r| r["health"] != "ok")
+            .map(|r| format!("{} ({}: {})", r["name"], r["health"], r["lastError"]))
+            .collect();
+        let rule_count = groups
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|g| g["rules"].as_array().map_or(0, Vec::len))
+            .sum::<usize>();
+        if loaded == want_groups && unhealthy.is_empty() && rule_count == rules.len() {
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "rule groups loaded {loaded:?} (want {want_groups:?}), {rule_count} of {} rules, not ok: {unhealthy:?}",
+                rules.len()
+            );
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    println!(
+        "{} rule groups, {} rules: health ok",
+        want_groups.len(),
+        rules.len()
+    );
+
+    // Every recording rule's expression and recorded series, every dashboard query, and every
+    // variable query of the dashboard return data.
+    let dashboard = overview_dashboard()?;
+    let mut queries: Vec<(String, String)> = Vec::new();
+    for (_, name, expr, alert) in &rules {
+        if !alert {
+            queries.push((format!("recording rule {name}"), expr.clone()));
+            queries.push((format!("recorded series {name}"), name.clone()));
+        }
+    }
+    for (title, expr) in dashboard_queries(&dashboard, "prometheus") {
+        queries.push((
+            format!("panel '{title}'"),
+            grafana_promql(&expr, &ns, "payments"),
+        ));
+    }
+    for v in dashboard["templating"]["list"]
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
+        if v["type"] == "query" {
+            let def = grafana_promql(
+                v["definition"].as_str().unwrap_or_default(),
+                &ns,
+                "payments",
+            );
+            // label_values(SELECTOR, LABEL) is Grafana's call of the series API.
+            let inner = def
+                .strip_prefix("label_values(")
+                .and_then(|d| d.strip_suffix(')'))
+                .with_context(|| format!("variable query {def}"))?;
+            let (selector, label) = inner
+                .rsplit_once(',')
+                .context("label_values(selector, label)")?;
+            queries.push((
+                format!("variable '{}'", v["name"].as_str().unwrap_or_default()),
+                format!("count by ({}) ({})", label.trim(), selector.trim()),
+            ));
+        }
+    }
+    let deadline = Instant::now() + DATA_TIMEOUT;
+    let mut pending: Vec<(String, String)> = queries.clone();
+    while !pending.is_empty() {
+        let mut still = Vec::new();
+        for (what, expr) in pending {
+            // A parse or evaluation error fails at once; no data yet is retried.
+            let n = prom
+                .samples(&expr)
+                .with_context(|| format!("{what}: {expr}"))?;
+            if n == 0 {
+                still.push((what, expr));
+            }
+        }
+        pending = still;
+        if !pending.is_empty() && Instant::now() > deadline {
+            bail!("no data within {DATA_TIMEOUT:?} for: {pending:#?}");
+        }
+        if !pending.is_empty() {
+            tokio::time::sleep(Duration::from_secs(2)).await;
+        }
+    }
+    println!("{} rule and dashboard queries returned data", queries.len());
+    // The variables offer this pipeline.
+    let pipelines = prom.query(&format!(
+        r#"count by (pipeline) (sluice_transactions_total{{namespace="{ns}"}})"#
+    ))?;
+    ensure!(
+        pipelines
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|s| s["metric"]["pipeline"] == "payments"),
+        "pipeline variable does not offer payments: {pipelines}"
+    );
+
+    // Every metric an alert reads has series here, but for the exporters this node lacks.
+    let present = prom.metric_names()?;
+    let mut missing = BTreeSet::new();
+    let mut read = BTreeSet::new();
+    for (_, name, expr, alert) in &rules {
+        if *alert {
+            for m in promql_metric_names(expr) {
+                read.insert(m.clone());
+                if !present.contains(&m) {
+                    missing.insert((m, name.clone()));
+                }
+            }
+        }
+    }
+    let missing_names: BTreeSet<&str> = missing.iter().map(|(m, _)| m.as_str()).collect();
+    let expected: BTreeSet<&str> = ABSENT_HERE.iter().copied().collect();
+    ensure!(
+        missing_names == expected,
+        "alert metrics without series (metric, alert): {missing:?}; expected exactly {expected:?} to be absent"
+    );
+    println!(
+        "alerts read {} metrics, {} with series here, absent as expected: {expected:?}",
+        read.len(),
+        read.len() - missing_names.len()
+    );
+
+    // The SQL panels on the pipeline's database, read-only as on a replica, over the last hour.
+    let now = chrono::Utc::now();
+    let (from, to) = (
+        (now - chrono::Duration::hours(1)).to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        (now + chrono::Duration::minutes(1)).to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+    );
+    let panels = dashboard_queries(&dashboard, "grafana-postgresql-datasource");
+    ensure!(!panels.is_empty(), "no SQL panels");
+    for (title, raw) in &panels {
+        let q = grafana_sql(raw, "sluice", &from, &to);
+        ensure!(!q.contains('$'), "panel '{title}': macro left in {q}");
+        let mut tx = p.pool.begin().await?;
+        sqlx::raw_sql("SET TRANSACTION READ ONLY")
+            .execute(&mut *tx)
+            .await?;
+        let rows = sqlx::raw_sql(sqlx::AssertSqlSafe(q.clone()))
+            .fetch_all(&mut *tx)
+            .await
+            .with_context(|| format!("panel '{title}': {q}"))?;
+        tx.rollback().await?;
+        ensure!(!rows.is_empty(), "panel '{title}' returned no rows: {q}");
+        println!("panel '{title}': {} rows", rows.len());
+    }
+
+    // And the records landed exactly once through the outage.
+    let mut landed = Landed::default();
+    landed.add(&producer.await??);
+    landed.assert(&p).await?;
+
+    drop(prom);
+    kubectl(&["delete", "namespace", &ns, "--wait=false"])?;
+    Ok(())
+}
+
+async fn sql(p: &Pipeline, q: &str) -> Result<()> {
+    sqlx::raw_sql(sqlx::AssertSqlSafe(q.to_owned()))
+        .execute(&p.pool)
+        .await?;
+    Ok(())
+}
+
+/// Wait for an object the operator renders and return it.
+fn wait_object(ns: &str, kind: &str, name: &str) -> Result<Value> {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        match kubectl(&["-n", ns, "get", kind, name, "-o", "json"]) {
+            Ok(out) => return Ok(serde_json::from_str(&out)?),
+            Err(e) if Instant::now() > deadline => {
+                return Err(e.context(format!("the operator did not render {kind} {ns}/{name}")));
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(500)),
+        }
+    }
+}
+
+/// The operator's ServiceMonitor in `sluice-system` when the install has one; otherwise the
+/// same selection over the operator's metrics Service, with `honorLabels` so the `namespace`
+/// and `pipeline` labels of its per-pipeline gauges stay as they are.
+fn operator_service_monitor() -> Result<Value> {
+    let out = kubectl(&[
+        "-n",
+        "sluice-system",
+        "get",
+        "servicemonitors",
+        "-o",
+        "json",
+    ])?;
+    let list: Value = serde_json::from_str(&out)?;
+    if let Some(sm) = list["items"].as_array().and_then(|a| a.first()) {
+        return Ok(sm.clone());
+    }
+    let svc: Value = serde_json::from_str(&kubectl(&[
+        "-n",
+        "sluice-system",
+        "get",
+        "service",
+        "sluice-operator-metrics",
+        "-o",
+        "json",
+    ])?)?;
+    Ok(json!({
+        "metadata": {"namespace": "sluice-system", "name": "sluice-operator"},
+        "spec": {
+            "selector": {"matchLabels": svc["metadata"]["labels"]},
+            "endpoints": [{"port": "metrics", "honorLabels": true}],
+        }
+    }))
+}
+
+fn pipeline_yaml(ns: &str, p: &Pipeline) -> String {
+    format!(
+        r#"apiVersion: sluice.dev/v1alpha1
+kind: PipelineDeployment
+metadata:
+  name: payments
+  namespace: {ns}
+spec:
+  kafka:
+    bootstrapServers: {brokers}
+    topic: {topic}
+    partitions: 4
+  workers:
+    image: {WORKER_IMAGE}
+    imagePullPolicy: IfNotPresent
+    minReplicas: 2
+    maxReplicas: 2
+    batch: {{maxRecords: 500, maxWaitMs: 20}}
+    resources:
+      requests: {{cpu: 100m, memory: 128Mi}}
+      limits: {{memory: 512Mi}}
+  # Autoscaled (2..2), so the operator reads the lag and exports its per-pipeline gauges.
+  autoscaling:
+    enabled: true
+  monitoring:
+    scrapeInterval: {INTERVAL}
+  postgres:
+    external:
+      primaryUrl: {{name: payments-db, key: primary}}
+"#,
+        brokers = p.brokers,
+        topic = p.topic,
+    )
+}
