@@ -17,7 +17,7 @@ use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use sluice_api::WorkerConfig;
 use sqlx::PgPool;
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -64,12 +64,47 @@ impl Progress {
     }
 }
 
+/// Records of one partition taken but not yet committed, for its time lag: the offset and
+/// Kafka timestamp of the first record of each batch not yet committed (batches are
+/// contiguous per partition, so the front is the oldest uncommitted record).
+#[derive(Debug, Default)]
+struct Pending {
+    firsts: VecDeque<(i64, DateTime<Utc>)>,
+    /// The current (not yet handed on) batch already has an entry for this partition.
+    open: bool,
+}
+
+impl Pending {
+    fn take(&mut self, offset: i64, kafka_time: DateTime<Utc>) {
+        if !self.open {
+            self.firsts.push_back((offset, kafka_time));
+            self.open = true;
+        }
+    }
+
+    /// Everything below `next` is committed.
+    fn committed(&mut self, next: i64) {
+        while self.firsts.front().is_some_and(|(o, _)| *o < next) {
+            self.firsts.pop_front();
+        }
+    }
+
+    /// Seconds since the oldest uncommitted record's Kafka timestamp; 0 when none is held.
+    fn time_lag(&self, now: DateTime<Utc>) -> f64 {
+        self.firsts.front().map_or(0.0, |(_, t)| {
+            ((now - *t).num_milliseconds().max(0) as f64) / 1000.0
+        })
+    }
+}
+
 /// State shared between the poll loop and the rebalance callback (both on the poll thread;
 /// the mutex is never contended, it only makes the context `Sync`).
 struct Builder {
     batch: Batch,
     generation: u64,
     progress: HashMap<i32, Progress>,
+    /// Uncommitted records per owned partition (`sluice_consumer_lag_seconds`).
+    pending: HashMap<i32, Pending>,
     scorer: Box<dyn Scorer>,
 }
 
@@ -169,6 +204,7 @@ impl Context {
             }
             b.progress
                 .insert(s.partition, Progress::stored(s.next, s.watermark));
+            b.pending.insert(s.partition, Pending::default());
         }
         let owned = b.progress.len();
         drop(b);
@@ -187,6 +223,7 @@ impl Context {
             b.batch.retain_partitions(|p| !partitions.contains(&p));
             for p in &partitions {
                 b.progress.remove(p);
+                b.pending.remove(p);
             }
             b.scorer.forget_partitions(&partitions);
             self.metrics
@@ -204,6 +241,10 @@ impl Context {
                 .metrics
                 .consumer_lag
                 .remove_label_values(&[&p.to_string()]);
+            let _ = self
+                .metrics
+                .consumer_lag_seconds
+                .remove_label_values(&[&p.to_string()]);
         }
         tracing::info!(?partitions, "partitions revoked");
         if let Err(e) = consumer.incremental_unassign(tpl) {
@@ -217,7 +258,23 @@ impl ClientContext for Context {
         let Some(topic) = stats.topics.get(&self.topic) else {
             return;
         };
-        let owned: Vec<i32> = self.builder().progress.keys().copied().collect();
+        let now = Utc::now();
+        let (owned, time_lags): (Vec<i32>, Vec<(i32, f64)>) = {
+            let b = self.builder();
+            (
+                b.progress.keys().copied().collect(),
+                b.pending
+                    .iter()
+                    .map(|(p, pending)| (*p, pending.time_lag(now)))
+                    .collect(),
+            )
+        };
+        for (p, seconds) in time_lags {
+            self.metrics
+                .consumer_lag_seconds
+                .with_label_values(&[&p.to_string()])
+                .set(seconds);
+        }
         for (id, p) in &topic.partitions {
             if owned.contains(id) && p.consumer_lag >= 0 {
                 self.metrics
@@ -331,6 +388,7 @@ impl ConsumerLoop {
                 batch: Batch::new(0),
                 generation: 0,
                 progress: HashMap::new(),
+                pending: HashMap::new(),
                 scorer: parts.scorer,
             }),
             inflight: parts.inflight,
@@ -478,6 +536,10 @@ impl ConsumerLoop {
             }),
         }
         progress.seen = offset + 1;
+        b.pending
+            .entry(partition)
+            .or_default()
+            .take(offset, kafka_timestamp);
         b.batch
             .advance(partition, offset, progress.basis, progress.watermark);
         b.progress.insert(partition, progress);
@@ -506,6 +568,9 @@ impl ConsumerLoop {
                 for (p, next) in moves {
                     if let Some(progress) = b.progress.get_mut(&p) {
                         progress.basis = next;
+                    }
+                    if let Some(pending) = b.pending.get_mut(&p) {
+                        pending.open = false;
                     }
                 }
                 true
@@ -570,7 +635,17 @@ impl ConsumerLoop {
 
     fn handle_ack(&self, ack: Ack) {
         match ack {
-            Ack::Committed { offsets } => self.mirror_to_kafka(&offsets, CommitMode::Async),
+            Ack::Committed { offsets } => {
+                {
+                    let mut b = self.builder();
+                    for (p, next) in &offsets {
+                        if let Some(pending) = b.pending.get_mut(p) {
+                            pending.committed(*next);
+                        }
+                    }
+                }
+                self.mirror_to_kafka(&offsets, CommitMode::Async)
+            }
             Ack::Fenced { generation } => self.resync(generation),
         }
     }
@@ -601,6 +676,9 @@ impl ConsumerLoop {
             let partitions: Vec<i32> = b.progress.keys().copied().collect();
             // In-memory scoring state may be ahead of what committed: start from the store.
             b.scorer.forget_partitions(&partitions);
+            for pending in b.pending.values_mut() {
+                *pending = Pending::default();
+            }
             partitions
         };
         self.consumer.context().warm_scorer(&partitions);
@@ -644,5 +722,33 @@ impl ConsumerLoop {
         // Dropping the consumer closes it: revoke (nothing in flight now), leave the group.
         drop(self.consumer);
         tracing::info!("left the consumer group");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn time_lag_is_the_age_of_the_oldest_uncommitted_record() {
+        let t = |s: i64| DateTime::<Utc>::from_timestamp(1_700_000_000 + s, 0).unwrap();
+        let mut p = Pending::default();
+        assert_eq!(p.time_lag(t(100)), 0.0, "nothing held: caught up");
+        // Batch 1 takes offsets 10..=12 (first at t=0), batch 2 takes 13.. (first at t=5).
+        p.take(10, t(0));
+        p.take(11, t(1));
+        p.take(12, t(2));
+        p.open = false; // handed on
+        p.take(13, t(5));
+        p.take(14, t(6));
+        assert_eq!(p.time_lag(t(30)), 30.0);
+        p.committed(13); // batch 1 committed
+        assert_eq!(p.time_lag(t(30)), 25.0);
+        p.open = false;
+        p.committed(15); // batch 2 committed
+        assert_eq!(p.time_lag(t(30)), 0.0);
+        // A clock behind the record's timestamp never reads negative.
+        p.take(15, t(40));
+        assert_eq!(p.time_lag(t(30)), 0.0);
     }
 }

@@ -17,6 +17,8 @@ pub struct Metrics {
     pub end_to_end_latency: Histogram,
     pub db_connections_active: IntGauge,
     pub consumer_lag: IntGaugeVec,
+    /// Time lag per assigned partition (see its help text).
+    pub consumer_lag_seconds: prometheus::GaugeVec,
     pub partitions_assigned: IntGauge,
     pub quality_score: prometheus::Gauge,
     pub batch_size: Histogram,
@@ -25,6 +27,11 @@ pub struct Metrics {
     pub fenced_batches: IntCounter,
     pub late_events: IntCounter,
     pub profiles_reloaded: IntCounter,
+    /// Records produced to the DLQ topic (delivered; a batch retried after a failed commit
+    /// produces its rejected records again, and counts them again).
+    pub dlq_records: IntCounter,
+    /// Unix time the process started (the restart alert watches it change).
+    pub process_start_time: prometheus::Gauge,
     quality_window: Mutex<QualityWindow>,
 }
 
@@ -80,6 +87,17 @@ impl Metrics {
                 &["partition"],
             )
             .expect("metric"),
+            consumer_lag_seconds: prometheus::GaugeVec::new(
+                Opts::new(
+                    "sluice_consumer_lag_seconds",
+                    "Time lag per assigned partition: now minus the Kafka timestamp of the oldest record \
+                     of the partition this worker has fetched but not yet committed to Postgres, i.e. \
+                     of the next unprocessed record; 0 when the worker holds no uncommitted record of \
+                     the partition (caught up). Updated with the consumer statistics (every 5 s).",
+                ),
+                &["partition"],
+            )
+            .expect("metric"),
             partitions_assigned: IntGauge::new(
                 "sluice_partitions_assigned",
                 "Input topic partitions this worker owns (set once each assignment is in place).",
@@ -120,6 +138,16 @@ impl Metrics {
                 "Customer profiles read back from Postgres after eviction from memory (raise fraud.profile_capacity if high).",
             )
             .expect("metric"),
+            dlq_records: IntCounter::new(
+                "sluice_dlq_records_total",
+                "Records produced to the DLQ topic (counted once delivered; a retried batch counts again).",
+            )
+            .expect("metric"),
+            process_start_time: prometheus::Gauge::new(
+                "process_start_time_seconds",
+                "Start time of the process since unix epoch in seconds.",
+            )
+            .expect("metric"),
             registry,
             quality_window: Mutex::new(QualityWindow::default()),
         };
@@ -139,8 +167,20 @@ impl Metrics {
             Box::new(m.batch_write_seconds.clone()),
             Box::new(m.db_errors.clone()),
             Box::new(m.fenced_batches.clone()),
+            Box::new(m.consumer_lag_seconds.clone()),
+            Box::new(m.dlq_records.clone()),
+            Box::new(m.process_start_time.clone()),
         ] {
             m.registry.register(c).expect("unique metric");
+        }
+        m.process_start_time.set(process_start_unix_seconds());
+        // Every outcome and error kind exists from the start (at 0), so rates and alerts on
+        // them have a series to read before the first event.
+        for outcome in ["accepted", "rejected", "duplicate"] {
+            m.transactions.with_label_values(&[outcome]);
+        }
+        for kind in crate::sink::WRITE_ERROR_KINDS {
+            m.db_errors.with_label_values(&[kind]);
         }
         m
     }
@@ -167,6 +207,31 @@ impl Metrics {
             .encode_to_string(&self.registry.gather())
             .unwrap_or_default()
     }
+}
+
+/// When this process started, in Unix seconds: from `/proc/self/stat` (start time in clock
+/// ticks after boot) and the boot time in `/proc/stat`; now, where /proc cannot say.
+fn process_start_unix_seconds() -> f64 {
+    let from_proc = || -> Option<f64> {
+        let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+        // Fields after the command (which may hold spaces) start at state, field 3; starttime is 22.
+        let after = stat.rsplit_once(')')?.1;
+        let ticks: f64 = after.split_whitespace().nth(19)?.parse().ok()?;
+        let btime: f64 = std::fs::read_to_string("/proc/stat")
+            .ok()?
+            .lines()
+            .find_map(|l| l.strip_prefix("btime "))?
+            .trim()
+            .parse()
+            .ok()?;
+        // USER_HZ is 100 on every Linux ABI this runs on.
+        Some(btime + ticks / 100.0)
+    };
+    from_proc().unwrap_or_else(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64())
+    })
 }
 
 /// Accepted / total over the last minute, from per-batch counts.
@@ -216,8 +281,20 @@ mod tests {
             "sluice_consumer_lag{partition=\"0\",pipeline=\"p\"} 3",
             "sluice_partitions_assigned{pipeline=\"p\"} 0",
             "sluice_quality_score{pipeline=\"p\"} 0.9",
+            "sluice_transactions_total{outcome=\"duplicate\",pipeline=\"p\"} 0",
+            "sluice_db_errors_total{kind=\"connection\",pipeline=\"p\"} 0",
+            "sluice_dlq_records_total{pipeline=\"p\"} 0",
         ] {
             assert!(text.contains(name), "missing {name} in\n{text}");
         }
+        let start = m.process_start_time.get();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs_f64();
+        assert!(
+            start > now - 86_400.0 && start <= now + 1.0,
+            "start {start}, now {now}"
+        );
     }
 }

@@ -35,6 +35,9 @@ pub enum WriteError {
     Dlq(#[from] rdkafka::error::KafkaError),
 }
 
+/// Every `kind` label of `sluice_db_errors_total` ([`WriteError`] other than a fence).
+pub const WRITE_ERROR_KINDS: [&str; 3] = ["database", "connection", "dlq"];
+
 impl WriteError {
     fn kind(&self) -> &'static str {
         match self {
@@ -390,7 +393,9 @@ impl Sink {
                 Err((e, _)) => return Err(e.into()),
             }
         }
-        await_deliveries(deliveries).await
+        await_deliveries(deliveries).await?;
+        self.metrics.dlq_records.inc_by(rejected.len() as u64);
+        Ok(())
     }
 }
 
