@@ -4,7 +4,7 @@ SLUICE_CACHE ?= $(HOME)/.cache/sluice
 export SLUICE_CACHE
 export CARGO_TARGET_DIR ?= $(SLUICE_CACHE)/target
 
-.PHONY: all build test demo bench lint services-up services-down clean-cache
+.PHONY: all build test demo bench lint services-up services-down clean-cache manifests
 all: build
 
 build:
@@ -25,6 +25,12 @@ bench:
 lint:
 	cargo clippy --release --workspace --all-targets --locked -- -D warnings
 	cargo fmt --all --check
+
+## make manifests: manifests/install.yaml rendered from charts/sluice (helm from hack/helm.sh;
+## operator/tests/install.rs fails when the committed file differs).
+manifests:
+	@bash hack/helm.sh install-yaml > manifests/install.yaml.tmp && mv manifests/install.yaml.tmp manifests/install.yaml
+	@echo "wrote manifests/install.yaml"
 
 services-up:
 	@hack/kafka.sh start dev && hack/postgres.sh start dev

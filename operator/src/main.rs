@@ -1,12 +1,17 @@
 //! `sluice-operator`: serves /metrics, /healthz and the pipelines' sizing, wins the leader Lease, then runs the
 //! PipelineDeployment controller until SIGTERM/SIGINT or until leadership is lost (then it
 //! exits non-zero so the pod restarts and campaigns again: never two leaders at once).
+//!
+//! `sluice-operator self-test` instead checks an installation through the API server and exits
+//! (the Helm chart's `helm test` hook; see `self_test`).
+
+mod self_test;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use clap::Parser;
+use clap::{Parser, Subcommand};
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::runtime::{WatchStreamExt, reflector, watcher};
@@ -21,6 +26,8 @@ use tracing::{info, warn};
 #[derive(Parser, Debug)]
 #[command(version, about)]
 struct Args {
+    #[command(subcommand)]
+    command: Option<Cmd>,
     /// Watch only this namespace (default: all namespaces).
     #[arg(long, env = "SLUICE_WATCH_NAMESPACE")]
     namespace: Option<String>,
@@ -56,6 +63,13 @@ struct Args {
     external_metrics_client_ca: Option<std::path::PathBuf>,
 }
 
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Check an installation (CRD Established, leader Lease held and fresh, external metrics
+    /// APIService Available) through the API server, then exit: 0 when all pass.
+    SelfTest(self_test::SelfTestArgs),
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
@@ -68,6 +82,9 @@ async fn main() -> anyhow::Result<()> {
     let client = Client::try_default()
         .await
         .context("kubernetes client (KUBECONFIG or in-cluster config)")?;
+    if let Some(Cmd::SelfTest(test)) = &args.command {
+        return self_test::run(client, test).await;
+    }
     let metrics = Arc::new(Metrics::default());
     // The pipelines as a watch sees them: their status is what both the sizing endpoint (on
     // the metrics address, for KEDA) and the external metrics API (for the HPA) serve. Every

@@ -1,6 +1,6 @@
 //! Security: worker pods are admitted in a namespace enforcing the `restricted` Pod Security
-//! Standard, and the operator does its job with exactly the RBAC of `manifests/rbac.yaml`
-//! (and cannot do what it does not need, e.g. read Secrets).
+//! Standard, and the operator does its job with exactly the RBAC of `manifests/install.yaml`
+//! (rendered from the chart; and cannot do what it does not need, e.g. read Secrets).
 
 mod common;
 
@@ -44,18 +44,19 @@ async fn worker_pods_are_admitted_under_restricted_pod_security() {
     wait_ready(&pds, "payments", "True", None).await;
 }
 
-/// The documents of manifests/rbac.yaml.
+/// The documents of manifests/install.yaml.
 fn rbac_docs() -> Vec<Value> {
-    let text = std::fs::read_to_string(repo().join("manifests/rbac.yaml")).unwrap();
+    let text = std::fs::read_to_string(repo().join("manifests/install.yaml")).unwrap();
     serde_yaml::Deserializer::from_str(&text)
         .map(|d| serde::Deserialize::deserialize(d).unwrap())
+        .filter(|d: &Value| d.is_object())
         .collect()
 }
 
-fn doc(docs: &[Value], kind: &str) -> Value {
+fn doc(docs: &[Value], kind: &str, name: &str) -> Value {
     docs.iter()
-        .find(|d| d["kind"] == kind)
-        .unwrap_or_else(|| panic!("rbac.yaml has no {kind}"))
+        .find(|d| d["kind"] == kind && d["metadata"]["name"] == name)
+        .unwrap_or_else(|| panic!("install.yaml has no {kind} {name}"))
         .clone()
 }
 
@@ -104,12 +105,14 @@ async fn operator_works_with_least_privilege_rbac() {
     let admin = &ns.client;
     let apply = PatchParams::apply("sluice-e2e").force();
     // The ClusterRole as shipped; bound here to a ServiceAccount of the test namespace.
-    let cr: ClusterRole = serde_json::from_value(doc(&docs, "ClusterRole")).unwrap();
+    let cr: ClusterRole =
+        serde_json::from_value(doc(&docs, "ClusterRole", "sluice-operator")).unwrap();
     Api::<ClusterRole>::all(admin.clone())
         .patch("sluice-operator", &apply, &Patch::Apply(&cr))
         .await
         .unwrap();
-    let mut leader: Role = serde_json::from_value(doc(&docs, "Role")).unwrap();
+    let mut leader: Role =
+        serde_json::from_value(doc(&docs, "Role", "sluice-operator-leader-election")).unwrap();
     leader.metadata.namespace = Some(ns.name.clone());
     ns.api::<Role>()
         .create(&PostParams::default(), &leader)

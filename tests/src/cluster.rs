@@ -60,23 +60,17 @@ pub fn url_port(url: &str) -> Option<&str> {
     host_port.rsplit(':').next()
 }
 
-/// The plain install bundle, with the operator image built by `make images`.
+/// The plain install bundle `manifests/install.yaml` (rendered from the chart: namespace,
+/// CRD, RBAC, operator, external metrics API), with the operator image built by `make images`.
 pub fn install_operator() -> Result<()> {
-    let root = repo_root();
-    for f in [
-        "manifests/namespace.yaml",
-        "crds/sluice.dev_pipelinedeployments.yaml",
-        "manifests/rbac.yaml",
-        "manifests/operator.yaml",
-        "manifests/external-metrics.yaml",
-    ] {
-        kubectl(&[
-            "apply",
-            "--server-side",
-            "-f",
-            &root.join(f).to_string_lossy(),
-        ])?;
-    }
+    let bundle = repo_root().join("manifests/install.yaml");
+    kubectl(&[
+        "apply",
+        "--server-side",
+        "--force-conflicts",
+        "-f",
+        &bundle.to_string_lossy(),
+    ])?;
     wait_rollout("sluice-system", "deployment/sluice-operator")
 }
 
