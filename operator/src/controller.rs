@@ -143,7 +143,7 @@ impl Context {
         };
         Self {
             recorder: Recorder::new(client.clone(), reporter),
-            capabilities: Capabilities::new(client.clone(), Duration::from_secs(30)),
+            capabilities: Capabilities::new(client.clone(), CAPABILITIES_TTL),
             topics: Topics::new(Duration::from_secs(5)),
             client,
             metrics,
@@ -160,6 +160,8 @@ impl Context {
 const RESYNC: Duration = Duration::from_secs(300);
 /// Requeue interval while something is still coming up or Kafka is unreachable.
 const RETRY: Duration = Duration::from_secs(10);
+/// How long the optional APIs the cluster serves are cached (see [`Capabilities`]).
+pub const CAPABILITIES_TTL: Duration = Duration::from_secs(30);
 /// How often an autoscaled pipeline's lag is read (its reconcile is requeued this often).
 pub const SAMPLE_INTERVAL: Duration = Duration::from_secs(10);
 
@@ -244,17 +246,52 @@ pub async fn run(
     ctx.metrics
         .healthy
         .store(true, std::sync::atomic::Ordering::Relaxed);
+    // The per-pipeline gauges of deleted pipelines go away: at once when a requeue finds the
+    // pipeline gone, and within a sweep interval otherwise.
+    let sweeper = tokio::spawn(sweep_deleted_pipelines(
+        ctx.metrics.clone(),
+        controller.store(),
+    ));
+    let metrics = ctx.metrics.clone();
     controller
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx)
-        .for_each(|res| async move {
-            match res {
-                // A requeued pipeline that was deleted meanwhile: nothing to do.
-                Ok(_) | Err(kube::runtime::controller::Error::ObjectNotFound(_)) => {}
-                Err(e) => warn!(error = %e, "controller stream error"),
+        .for_each(|res| {
+            let metrics = metrics.clone();
+            async move {
+                match res {
+                    Ok(_) => {}
+                    // A requeued pipeline that was deleted meanwhile.
+                    Err(kube::runtime::controller::Error::ObjectNotFound(obj)) => {
+                        metrics.forget_pipeline(obj.namespace.as_deref().unwrap_or(""), &obj.name);
+                    }
+                    Err(e) => warn!(error = %e, "controller stream error"),
+                }
             }
         })
         .await;
+    sweeper.abort();
+}
+
+/// How often the gauges of deleted pipelines are looked for.
+const SWEEP_INTERVAL: Duration = Duration::from_secs(30);
+
+/// Removes the per-pipeline gauges of pipelines no longer in `store` (once it has synced).
+async fn sweep_deleted_pipelines(
+    metrics: Arc<Metrics>,
+    store: kube::runtime::reflector::Store<PipelineDeployment>,
+) {
+    if store.wait_until_ready().await.is_err() {
+        return;
+    }
+    loop {
+        tokio::time::sleep(SWEEP_INTERVAL).await;
+        for (ns, name) in metrics.pipelines() {
+            if store.get(&ObjectRef::new(&name).within(&ns)).is_none() {
+                metrics.forget_pipeline(&ns, &name);
+            }
+        }
+    }
 }
 
 /// The metadata watch of one owned kind, recorded in the child cache on its way to the trigger.
@@ -395,7 +432,8 @@ impl Children {
 
 /// All children of `pd`. Kinds whose CRDs the cluster does not serve (`caps`) are neither
 /// applied nor pruned; `observe_database` reports a wanted-but-missing CloudNativePG and
-/// `observe_keda` a wanted-but-missing KEDA.
+/// `observe_keda` a wanted-but-missing KEDA, `observe_monitoring` missing Prometheus Operator
+/// CRDs.
 pub fn desired_children(pd: &PipelineDeployment, caps: Caps) -> Children {
     let names = Names::of(pd);
     let mut c = Children::default();
@@ -788,9 +826,16 @@ pub async fn reconcile(pd: Arc<PipelineDeployment>, ctx: Arc<Context>) -> Result
     let deployment = observe_workers(&pd, &stored)?;
     let rollout = status::rollout(&deployment);
     observed.set_rollout(rollout);
+    ctx.metrics.observe_workers(
+        &pd,
+        rollout.desired_replicas,
+        rollout.ready_replicas,
+        max_workers(&pd),
+    );
     if pd.autoscaled() {
         observed.autoscale = Some(observe_autoscaling(&ctx, &pd, rollout).await);
     } else {
+        ctx.metrics.forget_autoscaling(&ns, &pd.name_any());
         ctx.autoscaler.forget(&pd);
         ctx.readings
             .lock()
@@ -803,6 +848,7 @@ pub async fn reconcile(pd: Arc<PipelineDeployment>, ctx: Arc<Context>) -> Result
     }
     observe_database(&pd, caps, &stored, &mut observed);
     observe_keda(&pd, caps, &mut observed);
+    observe_monitoring(&pd, caps, &mut observed);
     // The topic: failures degrade the pipeline and retry; they do not stop the reconcile.
     let topic = ctx.topics.reconcile(&pd, &mut observed).await;
     if topic.failed {
@@ -820,11 +866,58 @@ pub async fn reconcile(pd: Arc<PipelineDeployment>, ctx: Arc<Context>) -> Result
         .remove(&ObjectRef::from(pd.as_ref()));
     Ok(if pd.autoscaled() {
         Action::requeue(SAMPLE_INTERVAL)
-    } else if ready_now {
-        Action::requeue(RESYNC)
-    } else {
+    } else if !ready_now {
         Action::requeue(RETRY)
+    } else if matches!(observed.monitoring, Some(Err(_))) {
+        // Look again once the capabilities cache has expired: CRDs installed meanwhile are
+        // picked up within two TTLs, without a restart.
+        Action::requeue(CAPABILITIES_TTL)
+    } else {
+        Action::requeue(RESYNC)
     })
+}
+
+/// The most workers `pd` may run: the autoscaler's maximum as its HPA / ScaledObject gets it,
+/// or the fixed replica count.
+fn max_workers(pd: &PipelineDeployment) -> i32 {
+    if pd.autoscaled() {
+        let partitions = pd
+            .status
+            .as_ref()
+            .and_then(|s| s.topic_partitions)
+            .unwrap_or(pd.spec.kafka.partitions);
+        children::hpa::max_replicas(pd, partitions)
+    } else {
+        pd.spec.workers.min_replicas
+    }
+}
+
+/// Whether the ServiceMonitor and PrometheusRule the spec asks for can exist: the
+/// `MonitoringReady` condition. `None` when the spec asks for neither.
+fn observe_monitoring(pd: &PipelineDeployment, caps: Caps, observed: &mut Observed) {
+    let mon = &pd.spec.monitoring;
+    if !mon.service_monitor && !mon.prometheus_rule {
+        return;
+    }
+    let missing: Vec<String> = [
+        (
+            mon.service_monitor && !caps.service_monitor,
+            monitoring::service_monitor_resource(),
+        ),
+        (
+            mon.prometheus_rule && !caps.prometheus_rule,
+            monitoring::prometheus_rule_resource(),
+        ),
+    ]
+    .into_iter()
+    .filter(|(missing, _)| *missing)
+    .map(|(_, ar)| monitoring::crd_name(&ar))
+    .collect();
+    observed.monitoring = Some(if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(missing.join(", "))
+    });
 }
 
 /// Writes the status `observed` calls for, if it changed, and publishes the Events of its
@@ -879,6 +972,29 @@ async fn publish_transitions(
             .expect("all conditions are set")
     };
     let (ready, degraded) = (find("Ready"), find("Degraded"));
+    // Monitoring: a Warning when the Prometheus Operator CRDs turn out missing (once, not on
+    // every reconcile), a Normal Event when they appear.
+    let monitoring = |st: &PipelineDeploymentStatus| {
+        st.conditions
+            .iter()
+            .find(|c| c.type_ == "MonitoringReady")
+            .map(|c| (c.status.clone(), c.message.clone()))
+    };
+    if let Some(now) = new.conditions.iter().find(|c| c.type_ == "MonitoringReady") {
+        let before = monitoring(old);
+        if now.status == "False" && before != Some((now.status.clone(), now.message.clone())) {
+            publish(
+                ctx,
+                pd,
+                EventType::Warning,
+                &now.reason,
+                now.message.clone(),
+            )
+            .await;
+        } else if now.status == "True" && before.is_some_and(|(s, _)| s == "False") {
+            publish(ctx, pd, EventType::Normal, &now.reason, now.message.clone()).await;
+        }
+    }
     if is_true(new, "Ready") && !is_true(old, "Ready") {
         publish(
             ctx,
@@ -1139,6 +1255,63 @@ mod tests {
         let mut o = Observed::default();
         observe_database(&pd, ALL, &stored, &mut o);
         assert!(o.database_waiting.is_none());
+    }
+
+    #[test]
+    fn missing_prometheus_operator_crds_are_named_not_skipped() {
+        let pd = pipeline(BASIC);
+        let mut o = Observed::default();
+        observe_monitoring(&pd, Caps::default(), &mut o);
+        assert_eq!(
+            o.monitoring,
+            Some(Err(
+                "servicemonitors.monitoring.coreos.com, prometheusrules.monitoring.coreos.com"
+                    .into()
+            ))
+        );
+        let only_sm = Caps {
+            service_monitor: true,
+            ..Caps::default()
+        };
+        let mut o = Observed::default();
+        observe_monitoring(&pd, only_sm, &mut o);
+        assert_eq!(
+            o.monitoring,
+            Some(Err("prometheusrules.monitoring.coreos.com".into()))
+        );
+        let mut o = Observed::default();
+        observe_monitoring(&pd, ALL, &mut o);
+        assert_eq!(o.monitoring, Some(Ok(())));
+        // Nothing wanted: no condition at all, whatever the cluster serves.
+        let mut off = pipeline(BASIC);
+        off.spec.monitoring.service_monitor = false;
+        off.spec.monitoring.prometheus_rule = false;
+        let mut o = Observed::default();
+        observe_monitoring(&off, Caps::default(), &mut o);
+        assert_eq!(o.monitoring, None);
+        // Only the PrometheusRule wanted: the ServiceMonitor CRD does not matter.
+        off.spec.monitoring.prometheus_rule = true;
+        observe_monitoring(&off, only_sm, &mut o);
+        assert_eq!(
+            o.monitoring,
+            Some(Err("prometheusrules.monitoring.coreos.com".into()))
+        );
+    }
+
+    #[test]
+    fn max_workers_is_the_autoscalers_ceiling_or_the_fixed_count() {
+        let mut pd = pipeline(BASIC);
+        assert_eq!(max_workers(&pd), 2);
+        pd.spec.autoscaling = Some(crate::crd::AutoscalingSpec {
+            enabled: true,
+            ..Default::default()
+        });
+        assert_eq!(max_workers(&pd), 4);
+        pd.status = Some(PipelineDeploymentStatus {
+            topic_partitions: Some(3),
+            ..Default::default()
+        });
+        assert_eq!(max_workers(&pd), 3, "capped by the topic's partitions");
     }
 
     #[test]

@@ -40,6 +40,12 @@ pub struct Metrics {
     pub pipeline_lag_seconds: GaugeVec,
     pub pipeline_needed_workers: GaugeVec,
     pub pipeline_lag_known: GaugeVec,
+    /// Per pipeline: worker replicas wanted (the Deployment's `spec.replicas`, the HPA's
+    /// choice when autoscaled), ready, and the most it may run. From the API server, so
+    /// they exist while every worker is down.
+    pub pipeline_workers_desired: GaugeVec,
+    pub pipeline_workers_ready: GaugeVec,
+    pub pipeline_workers_max: GaugeVec,
     /// Set once the controller runs (or waits as a healthy standby).
     pub healthy: AtomicBool,
 }
@@ -109,6 +115,18 @@ impl Default for Metrics {
             "sluice_operator_pipeline_lag_known",
             "1 when the pipeline's offsets could be read from Kafka, 0 when the lag is unknown.",
         );
+        let pipeline_workers_desired = gauge(
+            "sluice_operator_pipeline_workers_desired",
+            "Worker replicas the pipeline's Deployment wants (spec.replicas; set by the HPA when autoscaled).",
+        );
+        let pipeline_workers_ready = gauge(
+            "sluice_operator_pipeline_workers_ready",
+            "Worker replicas of the pipeline that are ready.",
+        );
+        let pipeline_workers_max = gauge(
+            "sluice_operator_pipeline_workers_max",
+            "Most workers the pipeline may run: the autoscaler's maximum as applied, or the fixed replica count when not autoscaled.",
+        );
         registry
             .register(Box::new(reconciliations.clone()))
             .expect("register");
@@ -135,6 +153,9 @@ impl Default for Metrics {
             pipeline_lag_seconds,
             pipeline_needed_workers,
             pipeline_lag_known,
+            pipeline_workers_desired,
+            pipeline_workers_ready,
+            pipeline_workers_max,
             healthy: AtomicBool::new(false),
         }
     }
@@ -173,6 +194,79 @@ impl Metrics {
         self.pipeline_lag_known
             .with_label_values(&labels)
             .set(if r.unknown.is_none() { 1.0 } else { 0.0 });
+    }
+
+    /// Records the worker counts of `pd`: `desired` and `ready` as the Deployment reports them,
+    /// `max` the most it may run.
+    pub fn observe_workers(&self, pd: &PipelineDeployment, desired: i32, ready: i32, max: i32) {
+        let ns = pd.namespace().unwrap_or_default();
+        let labels = [ns.as_str(), &pd.name_any()];
+        self.pipeline_workers_desired
+            .with_label_values(&labels)
+            .set(f64::from(desired));
+        self.pipeline_workers_ready
+            .with_label_values(&labels)
+            .set(f64::from(ready));
+        self.pipeline_workers_max
+            .with_label_values(&labels)
+            .set(f64::from(max));
+    }
+
+    /// Removes the lag gauges of a pipeline that is no longer autoscaled.
+    pub fn forget_autoscaling(&self, namespace: &str, name: &str) {
+        for g in [
+            &self.pipeline_lag,
+            &self.pipeline_lag_seconds,
+            &self.pipeline_needed_workers,
+            &self.pipeline_lag_known,
+        ] {
+            let _ = g.remove_label_values(&[namespace, name]);
+        }
+    }
+
+    /// Removes every per-pipeline gauge of a pipeline that is gone.
+    pub fn forget_pipeline(&self, namespace: &str, name: &str) {
+        self.forget_autoscaling(namespace, name);
+        for g in self.worker_gauges() {
+            let _ = g.remove_label_values(&[namespace, name]);
+        }
+    }
+
+    fn worker_gauges(&self) -> [&GaugeVec; 3] {
+        [
+            &self.pipeline_workers_desired,
+            &self.pipeline_workers_ready,
+            &self.pipeline_workers_max,
+        ]
+    }
+
+    /// The (namespace, pipeline) pairs any per-pipeline gauge has a series for.
+    pub fn pipelines(&self) -> std::collections::BTreeSet<(String, String)> {
+        use prometheus::core::Collector;
+        let mut out = std::collections::BTreeSet::new();
+        for g in [
+            &self.pipeline_lag,
+            &self.pipeline_lag_seconds,
+            &self.pipeline_needed_workers,
+            &self.pipeline_lag_known,
+        ]
+        .into_iter()
+        .chain(self.worker_gauges())
+        {
+            for family in g.collect() {
+                for m in family.get_metric() {
+                    let label = |n: &str| {
+                        m.get_label()
+                            .iter()
+                            .find(|l| l.name() == n)
+                            .map(|l| l.value().to_string())
+                            .unwrap_or_default()
+                    };
+                    out.insert((label("namespace"), label("pipeline")));
+                }
+            }
+        }
+        out
     }
 
     pub fn render(&self) -> String {

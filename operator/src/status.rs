@@ -25,7 +25,13 @@ pub struct Observed {
     pub degraded: Option<(String, String)>,
     /// The autoscaler's reading, for an autoscaled pipeline.
     pub autoscale: Option<AutoscaleObserved>,
+    /// Whether the monitoring objects the spec asks for (ServiceMonitor, PrometheusRule) could
+    /// be created: `Err` names the missing Prometheus Operator CRDs. `None` when none is wanted.
+    pub monitoring: Option<Result<(), String>>,
 }
+
+/// Reason of `MonitoringReady=False` when the Prometheus Operator CRDs are missing.
+pub const PROMETHEUS_OPERATOR_MISSING: &str = "PrometheusOperatorMissing";
 
 /// What the autoscaler read and decided for one pipeline.
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -79,8 +85,9 @@ pub struct Cond {
     pub message: String,
 }
 
-/// The conditions for an observation: Ready, Progressing, Degraded, and LagKnown for an
-/// autoscaled pipeline.
+/// The conditions for an observation: Ready, Progressing, Degraded, LagKnown for an
+/// autoscaled pipeline, and MonitoringReady when monitoring objects are wanted. (Missing
+/// monitoring does not make the pipeline un-Ready or Degraded: data still flows.)
 pub fn conditions(o: &Observed) -> Vec<Cond> {
     let c = |type_, status, reason: &str, message: String| Cond {
         type_,
@@ -155,6 +162,24 @@ pub fn conditions(o: &Observed) -> Vec<Cond> {
                 false,
                 "OffsetsUnavailable",
                 format!("{why}; the autoscaler holds the current size"),
+            ),
+        });
+    }
+    if let Some(m) = &o.monitoring {
+        all.push(match m {
+            Ok(()) => c(
+                "MonitoringReady",
+                true,
+                "MonitoringApplied",
+                "ServiceMonitor and PrometheusRule as the spec asks are applied".into(),
+            ),
+            Err(missing) => c(
+                "MonitoringReady",
+                false,
+                PROMETHEUS_OPERATOR_MISSING,
+                format!(
+                    "spec.monitoring asks for Prometheus Operator objects but the cluster does not serve the CRD {missing}: install the Prometheus Operator (or kube-prometheus-stack); the operator picks it up without a restart"
+                ),
             ),
         });
     }
@@ -333,6 +358,23 @@ mod tests {
         let lag = &conditions(&o)[3];
         assert_eq!((lag.type_, lag.status), ("LagKnown", false));
         assert!(lag.message.starts_with("broker down"));
+        o.monitoring = Some(Err("prometheusrules.monitoring.coreos.com".into()));
+        let all = conditions(&o);
+        let mon = &all[4];
+        assert_eq!(
+            (mon.type_, mon.status, mon.reason.as_str()),
+            ("MonitoringReady", false, PROMETHEUS_OPERATOR_MISSING)
+        );
+        assert!(
+            mon.message
+                .contains("prometheusrules.monitoring.coreos.com")
+        );
+        assert_eq!(
+            all[0].reason, "DatabaseNotReady",
+            "monitoring does not decide Ready"
+        );
+        o.monitoring = Some(Ok(()));
+        assert!(conditions(&o)[4].status);
     }
 
     #[test]

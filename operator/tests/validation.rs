@@ -109,6 +109,45 @@ async fn invalid_pipelines_are_rejected_naming_the_field() {
             "spec.postgres.cloudnativepg.storageSize",
         ),
         (
+            "monitoring label key not a label key",
+            with("spec.monitoring", json!({"labels": {"no spaces": "x"}})),
+            "spec.monitoring.labels",
+        ),
+        (
+            "monitoring label taking the operator's own",
+            with(
+                "spec.monitoring",
+                json!({"labels": {"app.kubernetes.io/managed-by": "me"}}),
+            ),
+            "spec.monitoring.labels",
+        ),
+        (
+            "monitoring label value too long",
+            with(
+                "spec.monitoring",
+                json!({"labels": {"release": "x".repeat(64)}}),
+            ),
+            "spec.monitoring.labels.release",
+        ),
+        (
+            "fraud spike factor that flags every fluctuation",
+            with(
+                "spec.monitoring",
+                json!({"alerts": {"fraudSpikeFactor": 1.0}}),
+            ),
+            "spec.monitoring.alerts.fraudSpikeFactor",
+        ),
+        (
+            "quality score above 1",
+            with("spec.monitoring", json!({"alerts": {"minQualityScore": 2}})),
+            "spec.monitoring.alerts.minQualityScore",
+        ),
+        (
+            "zero time lag threshold",
+            with("spec.monitoring", json!({"alerts": {"timeLagSeconds": 0}})),
+            "spec.monitoring.alerts.timeLagSeconds",
+        ),
+        (
             "autoscaling with nothing to scale",
             with("spec.autoscaling", json!({"enabled": true})).pipe(|mut v| {
                 v["spec"]["workers"]["maxReplicas"] = json!(1);
