@@ -1,6 +1,7 @@
 //! A real Prometheus (Debian's `/usr/bin/prometheus`) for the monitoring tests: scrape jobs
-//! equivalent to what a rendered ServiceMonitor selects, through Kubernetes service discovery
-//! against the local API server; the queries of the chart's Grafana dashboards with Grafana's
+//! equivalent to what a rendered ServiceMonitor selects, fed with the ServiceMonitor's targets
+//! as the local API server lists them (Debian builds Prometheus without its Kubernetes service
+//! discovery, so [`Discovery`] plays that part through file discovery); the queries of the chart's Grafana dashboards with Grafana's
 //! variables and macros substituted; and the metric names a PromQL expression reads.
 
 use anyhow::{Context, Result, bail, ensure};
@@ -222,11 +223,11 @@ fn sanitize(label: &str) -> String {
 }
 
 /// Scrape jobs equivalent to a rendered ServiceMonitor, as the Prometheus Operator generates
-/// them: endpoint-slice discovery in the ServiceMonitor's namespace (or its
-/// `namespaceSelector`), keep the Services matching `selector.matchLabels` and the endpoint's
-/// named port, and label targets with `namespace`, `service`, `pod`, `container`, `endpoint`
-/// and `job` (the Service's name).
-pub fn service_monitor_jobs(sm: &Value, kubeconfig: &str) -> Result<Vec<Value>> {
+/// them for Kubernetes endpoint-slice discovery: keep the Services matching
+/// `selector.matchLabels` and the endpoint's named port, and label targets with `namespace`,
+/// `service`, `pod`, `container`, `endpoint` and `job` (the Service's name). The targets come
+/// from `sd_file`, which [`Discovery`] keeps filled with what that discovery would find.
+pub fn service_monitor_jobs(sm: &Value, sd_file: &Path) -> Result<Vec<Value>> {
     let ns = sm["metadata"]["namespace"]
         .as_str()
         .context("ServiceMonitor namespace")?;
@@ -234,13 +235,6 @@ pub fn service_monitor_jobs(sm: &Value, kubeconfig: &str) -> Result<Vec<Value>> 
         .as_str()
         .context("ServiceMonitor name")?;
     let spec = &sm["spec"];
-    let namespaces: Vec<String> = match spec["namespaceSelector"]["matchNames"].as_array() {
-        Some(names) => names
-            .iter()
-            .filter_map(|n| n.as_str().map(str::to_owned))
-            .collect(),
-        None => vec![ns.to_owned()],
-    };
     ensure!(
         spec["selector"]["matchExpressions"].is_null(),
         "ServiceMonitor {ns}/{name}: matchExpressions are not translated here"
@@ -289,11 +283,7 @@ pub fn service_monitor_jobs(sm: &Value, kubeconfig: &str) -> Result<Vec<Value>> 
             "honor_labels": ep["honorLabels"].as_bool().unwrap_or(false),
             "metrics_path": ep["path"].as_str().unwrap_or("/metrics"),
             "scheme": ep["scheme"].as_str().unwrap_or("http"),
-            "kubernetes_sd_configs": [{
-                "role": "endpointslice",
-                "kubeconfig_file": kubeconfig,
-                "namespaces": {"names": namespaces},
-            }],
+            "file_sd_configs": [{"files": [sd_file], "refresh_interval": "5s"}],
             "relabel_configs": relabel,
         });
         if let Some(interval) = ep["interval"].as_str() {
@@ -302,6 +292,174 @@ pub fn service_monitor_jobs(sm: &Value, kubeconfig: &str) -> Result<Vec<Value>> 
         jobs.push(job);
     }
     Ok(jobs)
+}
+
+/// The namespaces a ServiceMonitor looks in: its `namespaceSelector.matchNames`, or its own.
+fn service_monitor_namespaces(sm: &Value) -> Vec<String> {
+    match sm["spec"]["namespaceSelector"]["matchNames"].as_array() {
+        Some(names) => names
+            .iter()
+            .filter_map(|n| n.as_str().map(str::to_owned))
+            .collect(),
+        None => sm["metadata"]["namespace"]
+            .as_str()
+            .map(str::to_owned)
+            .into_iter()
+            .collect(),
+    }
+}
+
+/// What Prometheus' endpoint-slice discovery finds in a ServiceMonitor's namespaces, as file
+/// discovery target groups: one target per endpoint address and port of every Service, with
+/// the `__meta_kubernetes_*` labels the relabelling above reads. Read through kubectl from the
+/// local API server.
+pub fn discover(sm: &Value) -> Result<Value> {
+    let mut groups = Vec::new();
+    for ns in service_monitor_namespaces(sm) {
+        let list = |kind: &str| -> Result<Vec<Value>> {
+            let out = crate::cluster::kubectl(&["-n", &ns, "get", kind, "-o", "json"])?;
+            let v: Value = serde_json::from_str(&out)?;
+            Ok(v["items"].as_array().cloned().unwrap_or_default())
+        };
+        let services = list("services")?;
+        let pods = list("pods")?;
+        for slice in list("endpointslices.discovery.k8s.io")? {
+            let Some(svc_name) = slice["metadata"]["labels"]["kubernetes.io/service-name"].as_str()
+            else {
+                continue;
+            };
+            let Some(svc) = services.iter().find(|s| s["metadata"]["name"] == svc_name) else {
+                continue;
+            };
+            let mut common = serde_json::Map::new();
+            common.insert("__meta_kubernetes_namespace".into(), json!(ns));
+            common.insert("__meta_kubernetes_service_name".into(), json!(svc_name));
+            common.insert(
+                "__meta_kubernetes_endpointslice_name".into(),
+                slice["metadata"]["name"].clone(),
+            );
+            for (k, v) in svc["metadata"]["labels"].as_object().into_iter().flatten() {
+                let k = sanitize(k);
+                common.insert(format!("__meta_kubernetes_service_label_{k}"), v.clone());
+                common.insert(
+                    format!("__meta_kubernetes_service_labelpresent_{k}"),
+                    json!("true"),
+                );
+            }
+            for ep in slice["endpoints"].as_array().into_iter().flatten() {
+                let pod_name = (ep["targetRef"]["kind"] == "Pod")
+                    .then(|| ep["targetRef"]["name"].as_str())
+                    .flatten();
+                let pod = pod_name.and_then(|n| pods.iter().find(|p| p["metadata"]["name"] == n));
+                for port in slice["ports"].as_array().into_iter().flatten() {
+                    let (Some(port_name), Some(number)) =
+                        (port["name"].as_str(), port["port"].as_u64())
+                    else {
+                        continue;
+                    };
+                    let mut labels = common.clone();
+                    labels.insert(
+                        "__meta_kubernetes_endpointslice_port_name".into(),
+                        json!(port_name),
+                    );
+                    labels.insert(
+                        "__meta_kubernetes_endpointslice_endpoint_conditions_ready".into(),
+                        json!(
+                            ep["conditions"]["ready"]
+                                .as_bool()
+                                .unwrap_or(false)
+                                .to_string()
+                        ),
+                    );
+                    if let Some(name) = pod_name {
+                        labels.insert("__meta_kubernetes_pod_name".into(), json!(name));
+                    }
+                    // The container declaring the port.
+                    if let Some(c) = pod.and_then(|p| {
+                        p["spec"]["containers"].as_array()?.iter().find(|c| {
+                            c["ports"]
+                                .as_array()
+                                .into_iter()
+                                .flatten()
+                                .any(|cp| cp["containerPort"].as_u64() == Some(number))
+                        })
+                    }) {
+                        labels.insert(
+                            "__meta_kubernetes_pod_container_name".into(),
+                            c["name"].clone(),
+                        );
+                    }
+                    for addr in ep["addresses"].as_array().into_iter().flatten() {
+                        if let Some(ip) = addr.as_str() {
+                            groups.push(json!({
+                                "targets": [format!("{ip}:{number}")],
+                                "labels": labels,
+                            }));
+                        }
+                    }
+                }
+            }
+        }
+    }
+    Ok(Value::Array(groups))
+}
+
+/// Keeps one file-discovery file per ServiceMonitor up to date from the API server (every
+/// 2 s, as pods come and go), until dropped.
+pub struct Discovery {
+    files: Vec<PathBuf>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Discovery {
+    /// Write each `(ServiceMonitor, file)` once (so Prometheus starts with targets), then keep
+    /// rewriting them on a thread.
+    pub fn start(monitors: Vec<(Value, PathBuf)>) -> Result<Self> {
+        let write = |sm: &Value, path: &Path| -> Result<()> {
+            let groups = discover(sm)?;
+            let tmp = path.with_extension("tmp");
+            std::fs::write(&tmp, serde_json::to_string_pretty(&groups)?)?;
+            std::fs::rename(&tmp, path)?; // atomic: Prometheus never reads half a file
+            Ok(())
+        };
+        for (sm, path) in &monitors {
+            if let Some(dir) = path.parent() {
+                std::fs::create_dir_all(dir)?;
+            }
+            write(sm, path)?;
+        }
+        let files = monitors.iter().map(|(_, p)| p.clone()).collect();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+                std::thread::sleep(Duration::from_secs(2));
+                for (sm, path) in &monitors {
+                    if let Err(e) = write(sm, path) {
+                        eprintln!("discovery for {}: {e:#}", path.display());
+                    }
+                }
+            }
+        });
+        Ok(Self {
+            files,
+            stop,
+            thread: Some(thread),
+        })
+    }
+}
+
+impl Drop for Discovery {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        for f in &self.files {
+            let _ = std::fs::remove_file(f);
+        }
+    }
 }
 
 /// The rule groups of a PrometheusRule object, or of a rule file (`groups:` at the top, or a
@@ -611,14 +769,15 @@ mod tests {
                 "endpoints": [{"port": "metrics", "path": "/metrics", "interval": "5s"}],
             }
         });
-        let jobs = service_monitor_jobs(&sm, "/k").unwrap();
+        let jobs = service_monitor_jobs(&sm, Path::new("/sd/payments.json")).unwrap();
         assert_eq!(jobs.len(), 1);
         let j = &jobs[0];
         assert_eq!(j["scrape_interval"], "5s");
         assert_eq!(
-            j["kubernetes_sd_configs"][0]["namespaces"]["names"],
-            json!(["shop"])
+            j["file_sd_configs"][0]["files"],
+            json!(["/sd/payments.json"])
         );
+        assert_eq!(service_monitor_namespaces(&sm), ["shop"]);
         let r = j["relabel_configs"].as_array().unwrap();
         assert!(r.contains(&json!({
             "action": "keep",
