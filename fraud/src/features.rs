@@ -110,9 +110,16 @@ pub const FEATURES: [(&str, &str); NUM_FEATURES] = [
     ("short_novelty", "velocity_burst"),
     ("short_novel_share", "velocity_burst"),
     ("amount_tail", "amount_spike"),
+    ("fresh_device", "new_device"),
+    ("fresh_device_new_merchant", "velocity_burst"),
+    ("settled_short_novelty", "velocity_burst"),
+    ("settled_recent_novelty", "velocity_burst"),
+    ("settled_velocity_hour", "velocity_burst"),
+    ("novel_chain", "velocity_burst"),
+    ("burst_spend", "velocity_burst"),
 ];
 
-pub const NUM_FEATURES: usize = 31;
+pub const NUM_FEATURES: usize = 38;
 
 /// Plain measurements behind the features, for reports and the rules-only baseline.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
@@ -296,16 +303,50 @@ impl Features {
         };
         // The same over five minutes, where a burst inside a busy customer's ordinary hour
         // still stands out.
-        let (short_novelty, short_novel_share) = if seen {
+        let (short_novelty, short_novel_share, short_novel) = if seen {
             let d = p.decay(t, SHORT_TAU_S);
             let events = f64::from(p.short_events) * d;
             let novel = f64::from(p.short_novelty) * d;
             (
                 excess_over(novel, usual_rate * SHORT_TAU_S * usual_novelty),
                 (novel / (events + 1.0) - usual_novelty).max(0.0) * (events.min(3.0) / 3.0),
+                novel,
             )
         } else {
-            (0.0, 0.0)
+            (0.0, 0.0, 0.0)
+        };
+        // A chain at home: a new merchant for this customer, moments after other novel
+        // purchases, sooner than its pace makes likely. Its second link is the first sign of
+        // a burst; abroad, a traveller's every shop is new, so only home counts.
+        let at_home = flag(p.countries.is_main(o.country));
+        let novel_chain = at_home * unusual[0] * (rapid / 4.0).min(1.0) * short_novel.min(1.0);
+
+        // A device this customer first used within the last hour, from a customer who
+        // rarely changes devices: the new device of a burst keeps counting after its first
+        // purchase, which alone looks like one new-phone purchase.
+        let fresh_device = match o.device {
+            Some(d) if seen && !device_new && d == p.fresh_device && p.fresh_device_s > 0 => {
+                let age_s = (t / 1000 - i64::from(p.fresh_device_s)).max(0) as f64;
+                (-age_s / NOVELTY_TAU_S).exp() * (1.0 - rates[1]) * m
+            }
+            _ => 0.0,
+        };
+
+        // How established the customer was before the last hour: a burst's own purchases
+        // must not make a new customer look established, and an established customer's
+        // burst is judged with its whole history behind it.
+        let settled = (f64::from(p.count) - vel[1]).max(0.0);
+        let settled_m = (settled / 10.0).min(1.0);
+
+        // Money spent over the last five minutes, this purchase included, in units of the
+        // customer's usual purchase, as surprise at its usual pace: a burst spends several
+        // purchases' worth in minutes.
+        let burst_spend = if seen {
+            let spend =
+                f64::from(p.short_spend) * p.decay(t, SHORT_TAU_S) + p.relative_spend(o.log_amount);
+            excess_over(spend, usual_rate * SHORT_TAU_S + 1.0)
+        } else {
+            0.0
         };
 
         let new_account = o
@@ -352,6 +393,13 @@ impl Features {
             short_novel_share,
             // Log-normal tails fall off as z²: far out, each step counts for more.
             spike * spike / 4.0,
+            fresh_device,
+            fresh_device * unusual[0],
+            short_novelty * settled_m,
+            novelty * settled_m,
+            excess[1] * settled_m,
+            novel_chain,
+            burst_spend,
         ];
         let raw = Raw {
             velocity_minute: vel[0],
@@ -554,6 +602,44 @@ mod tests {
         assert!(f.get("rapid_repeat").unwrap() > 5.0, "{f:?}");
         assert!(f.get("recent_novelty").unwrap() > 5.0, "{f:?}");
         assert!(f.get("new_merchant").unwrap() > 0.3, "{f:?}");
+    }
+
+    #[test]
+    fn a_burst_on_a_new_device_keeps_counting_after_its_first_purchase() {
+        let mut p = habitual();
+        let t0 = 20 * DAY + 12 * 3_600_000;
+        let first = Observation::new(&tx("x0", "d9", "FR", PARIS), t0, 6_000);
+        let f = Features::extract(&p, &first);
+        assert!(f.get("new_device").unwrap() > 2.0, "{f:?}");
+        assert_eq!(f.get("fresh_device"), Some(0.0), "new, not yet fresh");
+        p.observe(&first);
+        // A minute later on the same new phone, at another new shop.
+        let second = Observation::new(&tx("x1", "d9", "FR", PARIS), t0 + MIN, 6_000);
+        let f = Features::extract(&p, &second);
+        assert_eq!(f.get("new_device"), Some(0.0));
+        assert!(f.get("fresh_device").unwrap() > 0.8, "{f:?}");
+        assert!(f.get("fresh_device_new_merchant").unwrap() > 0.7, "{f:?}");
+        assert!(f.get("novel_chain").unwrap() > 0.5, "{f:?}");
+        assert!(f.get("burst_spend").unwrap() > 1.0, "{f:?}");
+        p.observe(&second);
+        // A week later the phone is simply one of the customer's devices.
+        let later = Observation::new(&tx("m1", "d9", "FR", PARIS), t0 + 7 * DAY, 3_000);
+        assert!(Features::extract(&p, &later).get("fresh_device").unwrap() < 1e-3);
+    }
+
+    #[test]
+    fn a_run_of_new_shops_counts_at_home_not_on_a_trip() {
+        let mut p = habitual();
+        let t0 = 20 * DAY + 12 * 3_600_000;
+        for (i, (country, place)) in [("FR", PARIS), ("JP", TOKYO)].into_iter().enumerate() {
+            let t = t0 + i as i64 * 2 * DAY;
+            let a = Observation::new(&tx(&format!("a{i}"), "d1", country, place), t, 3_000);
+            p.observe(&a);
+            let b = Observation::new(&tx(&format!("b{i}"), "d1", country, place), t + MIN, 3_000);
+            let chain = Features::extract(&p, &b).get("novel_chain").unwrap();
+            assert_eq!(chain > 0.5, country == "FR", "{country}: {chain}");
+            p.observe(&b);
+        }
     }
 
     #[test]

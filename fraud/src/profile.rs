@@ -9,7 +9,7 @@ use crate::features::Observation;
 
 /// Layout version, first byte of every encoding. Bump on any layout change: a worker
 /// refuses other versions and starts that customer afresh.
-pub const VERSION: u8 = 2;
+pub const VERSION: u8 = 3;
 
 /// Time constants of the decayed velocity counters: one minute, one hour, one day.
 pub const VELOCITY_TAU_S: [f64; 3] = [60.0, 3_600.0, 86_400.0];
@@ -159,6 +159,8 @@ pub struct Profile {
     /// busy customer's ordinary hour.
     pub short_events: f32,
     pub short_novelty: f32,
+    /// Decayed money spent over ~five minutes, in units of this customer's usual purchase.
+    pub short_spend: f32,
     /// Exponentially weighted share of purchases at a new merchant, on a new device, in a
     /// new country, with a new card: how novel this customer usually is.
     pub novelty_rates: [f32; 4],
@@ -178,6 +180,11 @@ pub struct Profile {
     pub devices: TagSet<4>,
     pub countries: TagSet<4>,
     pub cards: TagSet<4>,
+    /// The device most recently first seen (after the first event), and when, in seconds
+    /// (0: none): a stolen card's new phone keeps being used through a burst, long after
+    /// its first purchase was judged as a new device.
+    pub fresh_device: u16,
+    pub fresh_device_s: u32,
 }
 
 const PRIOR_NOVELTY: [f32; 4] = [
@@ -193,12 +200,13 @@ pub const ENCODED_LEN: usize = 1 // version
     + 8 // last_ms
     + 4 // count
     + 12 // velocity
-    + 12 * 4 // burst, new cards, amount mean/var/peak, novelty (hour, 5 min), 4 rates
+    + 13 * 4 // burst, new cards, amount mean/var/peak, novelty (hour, 5 min), spend, 4 rates
     + 2 * 16 // two located places
     + 24 // hours
     + TagSet::<16>::ENCODED_LEN
     + TagSet::<8>::ENCODED_LEN
-    + 3 * TagSet::<4>::ENCODED_LEN;
+    + 3 * TagSet::<4>::ENCODED_LEN
+    + 2 + 4; // fresh device and when
 
 const _: () = assert!(
     ENCODED_LEN <= 256,
@@ -253,7 +261,20 @@ impl Profile {
             ((now_ms / 1000) - i64::from(self.first_seen_s)).max(0) as f64
         };
         let prior_s = prior::DAYS * 86_400.0;
-        (f64::from(self.count) + prior::DAILY_RATE * prior::DAYS) / (lifetime_s + prior_s)
+        // The last hour's purchases do not count: a burst must not teach a new customer's
+        // pace that bursts are its habit.
+        let recent = f64::from(self.velocity[1]) * self.decay(now_ms, VELOCITY_TAU_S[1]);
+        let settled = (f64::from(self.count) - recent).max(0.0);
+        (settled + prior::DAILY_RATE * prior::DAYS) / (lifetime_s + prior_s)
+    }
+
+    /// A purchase of ln-amount `log_amount` in units of this customer's usual purchase (1
+    /// before any history), capped so one outlier does not dominate.
+    pub fn relative_spend(&self, log_amount: f64) -> f64 {
+        if self.count == 0 {
+            return 1.0;
+        }
+        (log_amount - f64::from(self.amount_mean)).min(3.0).exp()
     }
 
     /// Whether `o` is at a merchant, on a device, in a country, with a card new to this
@@ -292,6 +313,7 @@ impl Profile {
             self.first_seen_s = (o.time_ms / 1000).clamp(0, i64::from(u32::MAX)) as u32;
         }
         let novel = self.novel_in(o);
+        let device_new = novel[1];
         self.observe_habits(novel, first);
         let decays = VELOCITY_TAU_S.map(|tau| self.decay_for(o.time_ms, tau, first));
         for (v, d) in self.velocity.iter_mut().zip(decays) {
@@ -317,6 +339,8 @@ impl Profile {
         let short = self.decay_for(o.time_ms, SHORT_TAU_S, first);
         self.short_events = (f64::from(self.short_events) * short + 1.0) as f32;
         self.short_novelty = (f64::from(self.short_novelty) * short + novel) as f32;
+        self.short_spend =
+            (f64::from(self.short_spend) * short + self.relative_spend(o.log_amount)) as f32;
 
         // Exponentially weighted Welford on ln(amount).
         let n = (self.count as f32 + 1.0).min(AMOUNT_WINDOW);
@@ -353,6 +377,10 @@ impl Profile {
         }
         if let Some(d) = o.device {
             self.devices.insert(d);
+            if device_new && !first {
+                self.fresh_device = d;
+                self.fresh_device_s = (o.time_ms / 1000).clamp(1, i64::from(u32::MAX)) as u32;
+            }
         }
         self.countries.insert(o.country);
         if let Some(c) = o.card {
@@ -420,6 +448,7 @@ impl Profile {
             self.recent_novelty,
             self.short_events,
             self.short_novelty,
+            self.short_spend,
         ]
         .into_iter()
         .chain(self.novelty_rates)
@@ -440,6 +469,8 @@ impl Profile {
         self.devices.write(&mut out);
         self.countries.write(&mut out);
         self.cards.write(&mut out);
+        out.extend_from_slice(&self.fresh_device.to_le_bytes());
+        out.extend_from_slice(&self.fresh_device_s.to_le_bytes());
         debug_assert_eq!(out.len(), ENCODED_LEN);
         out
     }
@@ -462,7 +493,7 @@ impl Profile {
         let (small_burst, new_cards, amount_mean, amount_var) =
             (r.f32(), r.f32(), r.f32(), r.f32());
         let (amount_peak, recent_novelty) = (r.f32(), r.f32());
-        let (short_events, short_novelty) = (r.f32(), r.f32());
+        let (short_events, short_novelty, short_spend) = (r.f32(), r.f32(), r.f32());
         let novelty_rates = [r.f32(), r.f32(), r.f32(), r.f32()];
         let located_ms = i64::from_le_bytes(r.take());
         let (lat, lon) = (r.f32(), r.f32());
@@ -482,6 +513,7 @@ impl Profile {
             recent_novelty,
             short_events,
             short_novelty,
+            short_spend,
             novelty_rates,
             located_ms,
             lat,
@@ -495,6 +527,8 @@ impl Profile {
             devices: TagSet::read(&mut r),
             countries: TagSet::read(&mut r),
             cards: TagSet::read(&mut r),
+            fresh_device: u16::from_le_bytes(r.take()),
+            fresh_device_s: u32::from_le_bytes(r.take()),
         })
     }
 }
@@ -514,6 +548,57 @@ mod tests {
         }
         assert!(s.contains(7), "a habitual tag survives one-off visits");
         assert_eq!(s.len(), 4);
+    }
+
+    #[test]
+    fn a_burst_does_not_teach_a_new_customer_its_pace() {
+        use sluice_api::{PaymentMethod, Transaction};
+        const DAY: i64 = 86_400_000;
+        let tx = |merchant: &str| Transaction {
+            transaction_id: "t".into(),
+            customer_id: "c".into(),
+            merchant_id: merchant.into(),
+            merchant_category: None,
+            amount: 0.0,
+            currency: "EUR".into(),
+            timestamp: String::new(),
+            payment_method: PaymentMethod::CreditCard,
+            channel: None,
+            country: "FR".into(),
+            shipping_country: None,
+            card_last4: None,
+            card_fingerprint: Some("fp".into()),
+            device_id: Some("d".into()),
+            ip_address: None,
+            latitude: None,
+            longitude: None,
+            account_age_days: None,
+            items: None,
+        };
+        // A new customer's first purchase, then ten more a minute apart.
+        let mut p = Profile::default();
+        p.observe(&Observation::new(&tx("m0"), 10 * DAY, 3_000));
+        let before = p.usual_rate(10 * DAY + 60_000);
+        for i in 1..=10 {
+            p.observe(&Observation::new(
+                &tx(&format!("x{i}")),
+                10 * DAY + i * 60_000,
+                3_000,
+            ));
+        }
+        // The lifetime average would be 11.75 purchases over a quarter day and 11 minutes,
+        // 45 a day; the burst's own hour barely counts.
+        let after = p.usual_rate(10 * DAY + 11 * 60_000);
+        let lifetime_average = 11.75 / (0.25 * 86_400.0 + 660.0);
+        assert!(
+            after < lifetime_average / 5.0 && after < 2.5 * before,
+            "{} a day, was {}",
+            after * 86_400.0,
+            before * 86_400.0
+        );
+        // Once the hour has passed, the purchases are history like any other.
+        let settled = p.usual_rate(10 * DAY + 6 * 3_600_000);
+        assert!(settled > 3.0 * before, "{}", settled * 86_400.0);
     }
 
     #[test]

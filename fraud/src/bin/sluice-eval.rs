@@ -53,8 +53,10 @@ struct Args {
     /// Skip the partition-move rerun (done on the first regime only).
     #[arg(long)]
     no_partition_move: bool,
-    /// Weight of a fraud row in the fit relative to a legitimate one.
-    #[arg(long, default_value_t = 2.0)]
+    /// Weight of a fraud row in the fit relative to a legitimate one: 4, the largest whole
+    /// weight that keeps every fit regime's precision at 0.90 or more on seed 5 (neither
+    /// the fit's seed nor an evaluation seed).
+    #[arg(long, default_value_t = 4.0)]
     pos_weight: f64,
     /// L2 penalty of the fit.
     #[arg(long, default_value_t = 1.0)]
