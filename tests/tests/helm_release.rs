@@ -2,8 +2,9 @@
 //! operator as pods from its image (imported into the node, no registry) with the chart's
 //! RBAC; the operator pods become Ready; the example pipeline
 //! `manifests/examples/external-postgres.yaml` (autoscaled: its HPA reads the external metrics
-//! API the chart registers) becomes Ready with worker pods; `helm test` passes (the self-test
-//! pod checks the CRD, the leader Lease and the APIService through the API server); `helm
+//! API the chart registers) becomes Ready with worker pods; `helm test` fails while the
+//! operator is scaled to zero (its Lease goes stale) and passes once it runs again (the
+//! self-test pod checks the CRD, the leader Lease and the APIService through the API server); `helm
 //! uninstall` removes the operator and its cluster-wide objects but keeps the CRD and the
 //! pipeline.
 //!
@@ -159,6 +160,66 @@ fn apply_stdin(json: &str) -> Result<()> {
     Ok(())
 }
 
+/// Waits until every operator pod is gone (after scaling to zero).
+fn wait_no_operator_pods() -> Result<()> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let pods = kubectl(&[
+            "-n",
+            NAMESPACE,
+            "get",
+            "pods",
+            "-l",
+            "app.kubernetes.io/name=sluice-operator",
+            "-o",
+            "name",
+        ])?;
+        if pods.trim().is_empty() {
+            return Ok(());
+        }
+        ensure!(
+            std::time::Instant::now() < deadline,
+            "operator pods left after scaling to 0: {pods}"
+        );
+        std::thread::sleep(Duration::from_secs(1));
+    }
+}
+
+/// Waits until the leader Lease is released or older than its duration (no replica renews
+/// it any more).
+fn wait_lease_not_fresh() -> Result<()> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let lease: Value = serde_json::from_str(&kubectl(&[
+            "-n",
+            NAMESPACE,
+            "get",
+            "lease",
+            "sluice-operator",
+            "-o",
+            "json",
+        ])?)?;
+        let spec = &lease["spec"];
+        let held = spec["holderIdentity"]
+            .as_str()
+            .is_some_and(|h| !h.is_empty());
+        let duration = spec["leaseDurationSeconds"].as_i64().unwrap_or(0);
+        let renewed = spec["renewTime"]
+            .as_str()
+            .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok());
+        let fresh = held
+            && renewed.is_some_and(|r| (chrono::Utc::now() - r.to_utc()).num_seconds() <= duration);
+        if !fresh {
+            return Ok(());
+        }
+        ensure!(
+            std::time::Instant::now() < deadline,
+            "Lease still renewed with no operator pod: {spec}"
+        );
+        std::thread::sleep(Duration::from_secs(1));
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs the real node: run inside `hack/node.sh exec`"]
 async fn helm_install_test_uninstall() -> Result<()> {
@@ -242,7 +303,58 @@ async fn helm_install_test_uninstall() -> Result<()> {
         .with_context(|| describe_pods(&ns))?;
     println!("example pipeline {ns}/payments Ready");
 
-    // helm test: the self-test pod.
+    // helm test fails while no operator runs: the leader Lease goes stale.
+    let chart_arg = chart.to_str().unwrap();
+    let upgrade = |timeout: &str| {
+        helm(&[
+            "upgrade",
+            RELEASE,
+            chart_arg,
+            "-n",
+            NAMESPACE,
+            "--reuse-values",
+            "--set",
+            &format!("tests.timeoutSeconds={timeout}"),
+            "--wait",
+        ])
+    };
+    upgrade("10")?;
+    kubectl(&[
+        "-n",
+        NAMESPACE,
+        "scale",
+        "deployment/sluice-operator",
+        "--replicas=0",
+    ])?;
+    wait_no_operator_pods()?;
+    wait_lease_not_fresh()?;
+    let Err(e) = helm(&["test", RELEASE, "-n", NAMESPACE, "--timeout", "2m"]) else {
+        bail!("helm test passed with no operator running");
+    };
+    let logs = kubectl(&["-n", NAMESPACE, "logs", "sluice-operator-test"])?;
+    ensure!(
+        logs.contains("ok    crd:") && logs.contains("FAIL  lease:"),
+        "self-test with no operator: {e:#}\n{logs}"
+    );
+    println!("helm test fails with no operator running:\n{}", logs.trim());
+
+    // Back to two replicas: helm test passes (the pod replaces the failed one).
+    kubectl(&[
+        "-n",
+        NAMESPACE,
+        "scale",
+        "deployment/sluice-operator",
+        "--replicas=2",
+    ])?;
+    kubectl(&[
+        "-n",
+        NAMESPACE,
+        "rollout",
+        "status",
+        "deployment/sluice-operator",
+        "--timeout=180s",
+    ])?;
+    upgrade("90")?;
     match helm(&["test", RELEASE, "-n", NAMESPACE, "--timeout", "4m"]) {
         Ok(out) => {
             ensure!(out.contains("Succeeded"), "helm test: {out}");
