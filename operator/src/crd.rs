@@ -517,7 +517,7 @@ pub struct AlertThresholds {
     #[schemars(range(min = 1, max = 86400))]
     pub time_lag_seconds: i64,
     /// `SluiceFraudRateSpike` fires when the share of transactions flagged as fraud over the
-    /// last 15 minutes exceeds this many times its own average of the 6 hours before.
+    /// last 15 minutes exceeds this many times its own average over the last 6 hours.
     #[serde(default = "default_fraud_spike_factor")]
     #[schemars(range(min = 1.1, max = 1000.0))]
     pub fraud_spike_factor: f64,
