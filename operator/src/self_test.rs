@@ -91,10 +91,20 @@ async fn check_all(
     results
 }
 
+/// A kube error as one short line: the API server's message for API errors (not the whole
+/// Status object).
+fn short(e: kube::Error) -> anyhow::Error {
+    match e {
+        kube::Error::Api(s) => anyhow::anyhow!("{} ({}, HTTP {})", s.message, s.reason, s.code),
+        e => e.into(),
+    }
+}
+
 async fn check_crd(client: &Client, name: &str) -> anyhow::Result<String> {
     let crd = Api::<CustomResourceDefinition>::all(client.clone())
         .get(name)
         .await
+        .map_err(short)
         .with_context(|| format!("reading CustomResourceDefinition {name}"))?;
     let established = crd
         .status
@@ -117,6 +127,7 @@ async fn check_lease(client: &Client, ns: &str, name: &str) -> anyhow::Result<St
     let lease = Api::<Lease>::namespaced(client.clone(), ns)
         .get(name)
         .await
+        .map_err(short)
         .with_context(|| format!("reading Lease {ns}/{name} (is the operator running?)"))?;
     let spec = lease.spec.unwrap_or_default();
     let holder = spec
@@ -144,6 +155,7 @@ async fn check_api_service(client: &Client, name: &str) -> anyhow::Result<String
     let svc = Api::<APIService>::all(client.clone())
         .get(name)
         .await
+        .map_err(short)
         .with_context(|| format!("reading APIService {name}"))?;
     let available = svc
         .status
