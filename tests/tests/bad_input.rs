@@ -216,6 +216,35 @@ async fn bad_records_are_rejected_with_reasons_and_cards_never_leak() -> anyhow:
         in_id as f64,
         "sluice_rejections_total{{reason=\"card_number_in_identifier\"}}"
     );
+    // Every rejected record (duplicates included) was delivered to the DLQ and counted once
+    // (no batch was retried here), and once caught up no partition has a time lag.
+    let sum_of = |metrics: &str, prefix: &str| -> f64 {
+        metrics
+            .lines()
+            .filter(|l| l.starts_with(prefix))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    };
+    let rejected = expected.len() as f64;
+    wait_for(Duration::from_secs(10), || async move {
+        Ok(sum_of(&w_ref.metrics().await?, "sluice_dlq_records_total{") >= rejected)
+    })
+    .await?;
+    assert_eq!(
+        sum_of(&w.metrics().await?, "sluice_dlq_records_total{"),
+        rejected,
+        "sluice_dlq_records_total"
+    );
+    // The time lag is refreshed with the consumer statistics (every 5 s).
+    wait_for(Duration::from_secs(20), || async move {
+        let m = w_ref.metrics().await?;
+        let lags: Vec<&str> = m
+            .lines()
+            .filter(|l| l.starts_with("sluice_consumer_lag_seconds{"))
+            .collect();
+        Ok(!lags.is_empty() && lags.iter().all(|l| l.ends_with(" 0")))
+    })
+    .await?;
     let invalid: i64 = p
         .scalar("SELECT coalesce(sum(invalid_count), 0)::bigint FROM sluice.quality_summaries")
         .await?;
