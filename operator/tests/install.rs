@@ -367,3 +367,59 @@ fn kind_kafka_manifest_validates_on_the_server() {
     assert_eq!(svc["metadata"]["namespace"], "kafka");
     assert_eq!(svc["spec"]["ports"][0]["port"], 9092);
 }
+
+/// One watched namespace, one replica without leader election, no external metrics API: a
+/// Role instead of the ClusterRole, and a self-test that checks no Lease and no APIService.
+#[test]
+fn single_namespace_render_validates_on_the_server() {
+    setup();
+    operator_namespace();
+    apply(
+        r#"{"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "sluice-scoped"}}"#,
+        &[],
+    );
+    let rendered = template(&[
+        "--set",
+        "watchNamespace=sluice-scoped,replicaCount=1,leaderElection.enabled=false",
+        "--set",
+        "externalMetrics.enabled=false,podDisruptionBudget.minAvailable=50%",
+    ]);
+    let warnings = dry_run(&rendered);
+    assert!(!warnings.contains("PodSecurity"), "{warnings}");
+    let d = docs(&rendered);
+    assert!(find(&d, "ClusterRole", "sluice-operator").is_none());
+    let role = find(&d, "Role", "sluice-operator").expect("a Role in the watched namespace");
+    assert_eq!(role["metadata"]["namespace"], "sluice-scoped");
+    for absent in [
+        ("Role", "sluice-operator-leader-election"),
+        ("APIService", "v1beta1.external.metrics.k8s.io"),
+        ("RoleBinding", "sluice-operator-auth-reader"),
+    ] {
+        assert!(
+            find(&d, absent.0, absent.1).is_none(),
+            "{absent:?} rendered"
+        );
+    }
+    let dep = find(&d, "Deployment", "sluice-operator").unwrap();
+    let args = &dep["spec"]["template"]["spec"]["containers"][0]["args"];
+    for want in ["--namespace=sluice-scoped", "--no-leader-election"] {
+        assert!(args.as_array().unwrap().contains(&want.into()), "{args}");
+    }
+    let test_args =
+        &find(&d, "Pod", "sluice-operator-test").unwrap()["spec"]["containers"][0]["args"];
+    assert!(
+        test_args.as_array().unwrap().contains(&"--no-lease".into()),
+        "{test_args}"
+    );
+    assert!(
+        !test_args
+            .as_array()
+            .unwrap()
+            .contains(&"--external-metrics".into()),
+        "{test_args}"
+    );
+    assert_eq!(
+        find(&d, "PodDisruptionBudget", "sluice-operator").unwrap()["spec"]["minAvailable"],
+        "50%"
+    );
+}
