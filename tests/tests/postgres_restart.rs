@@ -28,9 +28,25 @@ async fn worker_survives_postgres_restarts() -> anyhow::Result<()> {
     hack("postgres.sh", &["kill9", &name])?;
     // Down for longer than the worker's pool acquire timeout (10 s), so a batch write surely
     // fails and is retried: a shorter outage can fall between two batches and be absorbed by
-    // the pool's own reconnect, which made this test flaky.
-    tokio::time::sleep(Duration::from_secs(12)).await;
+    // the pool's own reconnect, which made this test flaky. Meanwhile the records the worker
+    // holds age, and its time lag (refreshed every 5 s) shows it.
+    let outage = tokio::time::Instant::now() + Duration::from_secs(12);
+    let mut worst_time_lag = 0.0f64;
+    while tokio::time::Instant::now() < outage {
+        if let Ok(m) = w.metrics().await {
+            worst_time_lag = m
+                .lines()
+                .filter(|l| l.starts_with("sluice_consumer_lag_seconds{"))
+                .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+                .fold(worst_time_lag, f64::max);
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
     hack("postgres.sh", &["start", &name])?;
+    assert!(
+        worst_time_lag >= 2.0,
+        "sluice_consumer_lag_seconds while Postgres was down: at most {worst_time_lag}"
+    );
 
     let summary = producer.await??;
     let p = Pipeline {
