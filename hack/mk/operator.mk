@@ -1,6 +1,6 @@
 # sluice-operator. Included by the top Makefile.
 #   make operator        run the operator in the foreground against `make cluster-up`'s cluster
-#   make crds            regenerate crds/ from operator/src/crd.rs (a test fails on drift)
+#   make crds            regenerate crds/ (and manifests/install.yaml) from operator/src/crd.rs (tests fail on drift)
 #   make test-operator   unit + end-to-end tests (real control plane, Kafka, upstream CRDs)
 #   make bench-operator  apply→children p99, 200 pipelines reconciled, operator RSS
 OPERATOR_MK_DIR := $(abspath $(dir $(lastword $(MAKEFILE_LIST))))
@@ -20,6 +20,7 @@ crds:
 	@$(OPERATOR_CARGO) run --release -q -p sluice-operator --bin crdgen > $(OPERATOR_ROOT)/crds/sluice.dev_pipelinedeployments.yaml
 	@cp $(OPERATOR_ROOT)/crds/sluice.dev_pipelinedeployments.yaml $(OPERATOR_ROOT)/charts/sluice/files/
 	@echo "wrote crds/ and charts/sluice/files/sluice.dev_pipelinedeployments.yaml"
+	@$(MAKE) -s -C $(OPERATOR_ROOT) manifests
 
 test-operator:
 	$(OPERATOR_CARGO) test --release -p sluice-operator
