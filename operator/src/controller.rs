@@ -126,12 +126,12 @@ pub struct Context {
     pub children: Arc<ChildCache>,
     /// Consecutive failures per object, for the error policy's exponential backoff.
     failures: Mutex<HashMap<ObjectRef<PipelineDeployment>, u32>>,
-    /// Lag readings and rate windows of the autoscaled pipelines.
+    /// Lag readings of every pipeline, rate windows of the autoscaled ones.
     pub autoscaler: Autoscaler,
-    /// The latest autoscaler reading per pipeline and when it was taken: a reconcile within
-    /// [`SAMPLE_INTERVAL`] of it (e.g. the one its own status patch triggers) reuses it.
+    /// The latest lag reading per pipeline and when it was taken: a reconcile within
+    /// [`lag_sample_interval`] of it (e.g. the one its own status patch triggers) reuses it.
     readings: Mutex<HashMap<ObjectRef<PipelineDeployment>, (Instant, AutoscaleObserved)>>,
-    /// When each pipeline's lag was last Unknown (see [`observe_autoscaling`]).
+    /// When each pipeline's lag was last Unknown (see [`decide_size`]).
     last_unknown: Mutex<HashMap<ObjectRef<PipelineDeployment>, Instant>>,
 }
 
@@ -156,12 +156,13 @@ impl Context {
     }
 }
 
-/// Requeue interval of a healthy pipeline (drift is also caught by the owned-object watches).
-const RESYNC: Duration = Duration::from_secs(300);
 /// Requeue interval while something is still coming up or Kafka is unreachable.
 const RETRY: Duration = Duration::from_secs(10);
 /// How long the optional APIs the cluster serves are cached (see [`Capabilities`]).
 pub const CAPABILITIES_TTL: Duration = Duration::from_secs(30);
+/// How often the lag of a pipeline that is not autoscaled is read (status and lag alerts);
+/// also the requeue interval of a healthy one (drift is caught by the owned-object watches).
+pub const LAG_SAMPLE_INTERVAL: Duration = Duration::from_secs(30);
 /// How often an autoscaled pipeline's lag is read (its reconcile is requeued this often).
 pub const SAMPLE_INTERVAL: Duration = Duration::from_secs(10);
 
@@ -638,9 +639,21 @@ fn observe_workers(pd: &PipelineDeployment, stored: &Stored<'_>) -> Result<Deplo
         .expect("the worker Deployment is always desired, as observed")
 }
 
-/// Reads the lag of an autoscaled pipeline (at most every [`SAMPLE_INTERVAL`]) and sizes it:
-/// what the status shows and the external metric serves.
-async fn observe_autoscaling(
+/// How often the lag of a pipeline is read: every [`SAMPLE_INTERVAL`] when it is autoscaled,
+/// every [`LAG_SAMPLE_INTERVAL`] otherwise (for the status and the lag alerts only).
+fn lag_sample_interval(pd: &PipelineDeployment) -> Duration {
+    if pd.autoscaled() {
+        SAMPLE_INTERVAL
+    } else {
+        LAG_SAMPLE_INTERVAL
+    }
+}
+
+/// Reads the lag of a pipeline (at most every [`lag_sample_interval`]) and, when it is
+/// autoscaled, sizes it: what the status shows, the lag gauges export and the external
+/// metric serves. The lag is read for every pipeline so that the lag alerts, which use the
+/// operator's gauges, still fire when every worker is down.
+async fn observe_lag(
     ctx: &Context,
     pd: &PipelineDeployment,
     rollout: status::Rollout,
@@ -653,15 +666,49 @@ async fn observe_autoscaling(
         .get(&key)
         .cloned();
     if let Some((at, reading)) = cached
-        && at.elapsed() < SAMPLE_INTERVAL
+        && at.elapsed() < lag_sample_interval(pd)
+        && reading.status.is_some() == pd.autoscaled()
     {
         return reading;
     }
     let obs = ctx.autoscaler.observe(pd, rollout.ready_replicas).await;
+    let unknown = obs.lag.as_result().err().map(str::to_owned);
+    let status = if pd.autoscaled() {
+        Some(decide_size(ctx, pd, rollout, &obs, unknown.as_deref()))
+    } else {
+        ctx.last_unknown
+            .lock()
+            .expect("last_unknown poisoned")
+            .remove(&key);
+        None
+    };
+    let reading = AutoscaleObserved {
+        lag: obs.total_lag(),
+        lag_seconds: obs.time_lag_seconds(),
+        unknown,
+        status,
+    };
+    ctx.metrics.observe_autoscaling(pd, &reading);
+    ctx.readings
+        .lock()
+        .expect("readings poisoned")
+        .insert(key, (Instant::now(), reading.clone()));
+    reading
+}
+
+/// The autoscaler's decision for an autoscaled pipeline, from a fresh lag reading.
+fn decide_size(
+    ctx: &Context,
+    pd: &PipelineDeployment,
+    rollout: status::Rollout,
+    obs: &crate::autoscale::Observation,
+    unknown: Option<&str>,
+) -> AutoscalingStatus {
+    let key = ObjectRef::from(pd);
     let current = rollout.desired_replicas;
     let verdict = Autoscaler::decide(
         pd,
-        &obs,
+        obs,
         current,
         !rollout.rolled_out,
         &SizingOptions {
@@ -675,8 +722,7 @@ async fn observe_autoscaling(
             connection_budget: pd.spec.postgres.connection_budget,
         },
     );
-    let unknown = obs.lag.as_result().err().map(str::to_owned);
-    let (mut needed, mut reason) = match (&verdict, &unknown) {
+    let (mut needed, mut reason) = match (&verdict, unknown) {
         (_, Some(why)) => (None, format!("lag unknown: {why}")),
         (Verdict::Scale(d), None) => (Some(d.desired), d.to_string()),
         (Verdict::Hold(h), None) => (Some(verdict.replicas(current)), h.to_string()),
@@ -710,28 +756,17 @@ async fn observe_autoscaling(
         );
     }
     let rates = &obs.rates;
-    let reading = AutoscaleObserved {
-        lag: obs.total_lag(),
-        lag_seconds: obs.time_lag_seconds(),
-        unknown,
-        status: AutoscalingStatus {
-            sampled_at: k8s_openapi::jiff::Timestamp::now()
-                .round(k8s_openapi::jiff::Unit::Second)
-                .unwrap_or_else(|_| k8s_openapi::jiff::Timestamp::now())
-                .to_string(),
-            needed_workers: needed,
-            reason,
-            input_rate: rates.input.map(round2),
-            processing_rate: rates.processing.map(round2),
-            per_worker_rate: rates.per_worker.map(|p| round2(p.records_per_sec)),
-        },
-    };
-    ctx.metrics.observe_autoscaling(pd, &reading);
-    ctx.readings
-        .lock()
-        .expect("readings poisoned")
-        .insert(key, (Instant::now(), reading.clone()));
-    reading
+    AutoscalingStatus {
+        sampled_at: k8s_openapi::jiff::Timestamp::now()
+            .round(k8s_openapi::jiff::Unit::Second)
+            .unwrap_or_else(|_| k8s_openapi::jiff::Timestamp::now())
+            .to_string(),
+        needed_workers: needed,
+        reason,
+        input_rate: rates.input.map(round2),
+        processing_rate: rates.processing.map(round2),
+        per_worker_rate: rates.per_worker.map(|p| round2(p.records_per_sec)),
+    }
 }
 
 fn round2(v: f64) -> f64 {
@@ -832,20 +867,7 @@ pub async fn reconcile(pd: Arc<PipelineDeployment>, ctx: Arc<Context>) -> Result
         rollout.ready_replicas,
         max_workers(&pd),
     );
-    if pd.autoscaled() {
-        observed.autoscale = Some(observe_autoscaling(&ctx, &pd, rollout).await);
-    } else {
-        ctx.metrics.forget_autoscaling(&ns, &pd.name_any());
-        ctx.autoscaler.forget(&pd);
-        ctx.readings
-            .lock()
-            .expect("readings poisoned")
-            .remove(&ObjectRef::from(pd.as_ref()));
-        ctx.last_unknown
-            .lock()
-            .expect("last_unknown poisoned")
-            .remove(&ObjectRef::from(pd.as_ref()));
-    }
+    observed.autoscale = Some(observe_lag(&ctx, &pd, rollout).await);
     observe_database(&pd, caps, &stored, &mut observed);
     observe_keda(&pd, caps, &mut observed);
     observe_monitoring(&pd, caps, &mut observed);
@@ -868,12 +890,10 @@ pub async fn reconcile(pd: Arc<PipelineDeployment>, ctx: Arc<Context>) -> Result
         Action::requeue(SAMPLE_INTERVAL)
     } else if !ready_now {
         Action::requeue(RETRY)
-    } else if matches!(observed.monitoring, Some(Err(_))) {
-        // Look again once the capabilities cache has expired: CRDs installed meanwhile are
-        // picked up within two TTLs, without a restart.
-        Action::requeue(CAPABILITIES_TTL)
     } else {
-        Action::requeue(RESYNC)
+        // The next lag reading; by then the capabilities cache has also expired, so
+        // monitoring CRDs installed meanwhile are picked up without a restart.
+        Action::requeue(LAG_SAMPLE_INTERVAL.min(CAPABILITIES_TTL))
     })
 }
 

@@ -189,7 +189,10 @@ impl Metrics {
         set(&self.pipeline_lag_seconds, r.lag_seconds);
         set(
             &self.pipeline_needed_workers,
-            r.status.needed_workers.map(f64::from),
+            r.status
+                .as_ref()
+                .and_then(|s| s.needed_workers)
+                .map(f64::from),
         );
         self.pipeline_lag_known
             .with_label_values(&labels)

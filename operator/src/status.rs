@@ -23,7 +23,7 @@ pub struct Observed {
     pub database_waiting: Option<(String, String)>,
     /// A problem that needs a person (missing CRD, failed step).
     pub degraded: Option<(String, String)>,
-    /// The autoscaler's reading, for an autoscaled pipeline.
+    /// The lag reading (every pipeline) and the autoscaler's decision (autoscaled ones).
     pub autoscale: Option<AutoscaleObserved>,
     /// Whether the monitoring objects the spec asks for (ServiceMonitor, PrometheusRule) could
     /// be created: `Err` names the missing Prometheus Operator CRDs. `None` when none is wanted.
@@ -33,14 +33,17 @@ pub struct Observed {
 /// Reason of `MonitoringReady=False` when the Prometheus Operator CRDs are missing.
 pub const PROMETHEUS_OPERATOR_MISSING: &str = "PrometheusOperatorMissing";
 
-/// What the autoscaler read and decided for one pipeline.
+/// What the operator read of one pipeline's lag and, when it is autoscaled, what the
+/// autoscaler decided. The lag is read for every pipeline, so the lag alerts still fire when
+/// every worker is down.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct AutoscaleObserved {
     pub lag: Option<i64>,
     pub lag_seconds: Option<f64>,
     /// Why the lag is unknown (the `LagKnown` condition's message).
     pub unknown: Option<String>,
-    pub status: AutoscalingStatus,
+    /// `None` when the pipeline is not autoscaled.
+    pub status: Option<AutoscalingStatus>,
 }
 
 /// How far the worker Deployment has rolled out.
@@ -85,8 +88,8 @@ pub struct Cond {
     pub message: String,
 }
 
-/// The conditions for an observation: Ready, Progressing, Degraded, LagKnown for an
-/// autoscaled pipeline, and MonitoringReady when monitoring objects are wanted. (Missing
+/// The conditions for an observation: Ready, Progressing, Degraded, LagKnown once the lag
+/// has been read, and MonitoringReady when monitoring objects are wanted. (Missing
 /// monitoring does not make the pipeline un-Ready or Degraded: data still flows.)
 pub fn conditions(o: &Observed) -> Vec<Cond> {
     let c = |type_, status, reason: &str, message: String| Cond {
@@ -161,7 +164,11 @@ pub fn conditions(o: &Observed) -> Vec<Cond> {
                 "LagKnown",
                 false,
                 "OffsetsUnavailable",
-                format!("{why}; the autoscaler holds the current size"),
+                if a.status.is_some() {
+                    format!("{why}; the autoscaler holds the current size")
+                } else {
+                    why.clone()
+                },
             ),
         });
     }
@@ -243,7 +250,7 @@ pub fn next(
             .as_ref()
             .and_then(|a| a.lag_seconds)
             .map(human_duration),
-        autoscaling: observed.autoscale.as_ref().map(|a| a.status.clone()),
+        autoscaling: observed.autoscale.as_ref().and_then(|a| a.status.clone()),
         database_service: Some(match &pd.spec.postgres.cloudnativepg {
             Some(_) => format!("{}-rw", Names::of(pd).database),
             None => "external".into(),
@@ -347,7 +354,7 @@ mod tests {
         o.topic_error = Some("down".into());
         let all = conditions(&o);
         assert!(!all[0].status && all[2].status);
-        assert_eq!(all.len(), 3, "LagKnown only for autoscaled pipelines");
+        assert_eq!(all.len(), 3, "LagKnown only once the lag was read");
         o.topic_error = None;
         o.database_waiting = Some(("DatabaseNotReady".into(), "0/2".into()));
         assert_eq!(conditions(&o)[0].reason, "DatabaseNotReady");
