@@ -9,8 +9,8 @@
 //! - the operator's own `sluice_operator_pipeline_*` gauges (labels `namespace`, `pipeline`;
 //!   the operator's ServiceMonitor must keep them, `honorLabels: true`). They are read by the
 //!   operator from Kafka and the API server, so they exist while every worker is down: the
-//!   lag, no-progress and workers-down alerts use them. The operator reads the lag of
-//!   autoscaled pipelines; for the others the recording rules fall back to the workers' lag
+//!   lag, no-progress and workers-down alerts use them. The operator reads the lag of every
+//!   pipeline; until its first reading the recording rules fall back to the workers' lag
 //!   gauges.
 //!
 //! `charts/sluice/files/rules/operator.yaml` holds the operator's own alerts; both are unit
@@ -102,8 +102,8 @@ fn alert(
 }
 
 /// The rule groups of the pipeline's PrometheusRule (`spec.groups`): one group of recording
-/// rules and alerts. Rules that only make sense for some pipelines (lag unknown and autoscaler
-/// at its maximum for autoscaled ones, fraud spike with fraud scoring, replica lag with
+/// rules and alerts. Rules that only make sense for some pipelines (autoscaler at its maximum
+/// for autoscaled ones, fraud spike with fraud scoring, replica lag with
 /// CloudNativePG) are left out of the others.
 pub fn rule_groups(pd: &PipelineDeployment) -> Value {
     let name = pd.name_any();
@@ -212,17 +212,17 @@ pub fn rule_groups(pd: &PipelineDeployment) -> Value {
             th.time_lag_seconds
         ),
     ));
+    rules.push(alert(
+        "SluiceLagUnknown",
+        format!("max {by} (sluice_operator_pipeline_lag_known{{{sel}}}) == 0"),
+        "10m",
+        "warning",
+        "The operator cannot read the pipeline's lag",
+        format!(
+            "sluice-operator has not been able to read the offsets of {who} from Kafka for 10 minutes: the lag alerts are blind (and an autoscaled pipeline holds its current size). The LagKnown condition says why (kubectl -n {ns} get pipelinedeployment {name} -o jsonpath='{{.status.conditions}}'); check the brokers and spec.kafka."
+        ),
+    ));
     if pd.autoscaled() {
-        rules.push(alert(
-            "SluiceLagUnknown",
-            format!("max {by} (sluice_operator_pipeline_lag_known{{{sel}}}) == 0"),
-            "10m",
-            "warning",
-            "The operator cannot read the pipeline's lag",
-            format!(
-                "sluice-operator has not been able to read the offsets of {who} from Kafka for 10 minutes: the autoscaler holds the current size and the lag alerts are blind. The LagKnown condition says why (kubectl -n {ns} get pipelinedeployment {name} -o jsonpath='{{.status.conditions}}'); check the brokers and spec.kafka."
-            ),
-        ));
         rules.push(alert(
             "SluiceAutoscalerAtMax",
             format!(
@@ -394,11 +394,8 @@ mod tests {
         let basic = names(&rule_groups(&pd), "alert");
         assert!(basic.contains(&"SluiceWorkersDown".to_string()));
         assert!(basic.contains(&"SluiceFraudRateSpike".to_string()));
-        for absent in [
-            "SluiceLagUnknown",
-            "SluiceAutoscalerAtMax",
-            "SluiceReplicaLagHigh",
-        ] {
+        assert!(basic.contains(&"SluiceLagUnknown".to_string()));
+        for absent in ["SluiceAutoscalerAtMax", "SluiceReplicaLagHigh"] {
             assert!(!basic.contains(&absent.to_string()), "{absent}");
         }
         pd.spec.fraud.enabled = false;
