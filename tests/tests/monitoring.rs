@@ -9,7 +9,8 @@
 //!   rules of the rendered PrometheusRule and of `charts/sluice/files/rules/`. Every rule group
 //!   loads and evaluates with health ok, every recording rule and every dashboard query returns
 //!   data, and every metric an alert reads has series here, but for the exporters this node
-//!   does not run (`ABSENT_HERE`). The dashboards' SQL panels run against the pipeline's
+//!   does not run (`ABSENT_HERE`; the rules a CloudNativePG pipeline would get are rendered by
+//!   the operator's code and loaded too). The dashboards' SQL panels run against the pipeline's
 //!   database, read-only as on a replica, and return rows.
 //!
 //! `hack/test.sh` runs the real-node test inside the node's network namespace (`hack/node.sh
@@ -27,14 +28,16 @@ use sluice_e2e::prometheus::{
     prometheus_operator_crds, promql_metric_names, rule_file, rules_of, service_monitor_jobs,
 };
 use sluice_e2e::{Pipeline, repo_root};
+use sluice_operator::children::monitoring::build_prometheus_rule;
+use sluice_operator::crd::PipelineDeployment;
 use std::collections::BTreeSet;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 /// Metric names alert rules read that no component on the real node exports: CloudNativePG's
-/// (`cnpg_*`, from its instance manager) and kube-state-metrics' (`kube_*`). Exactly these, so a
+/// replication lag (its instance manager's, for `SluiceReplicaLagHigh`). Exactly these, so a
 /// misspelled or removed metric fails the test.
-const ABSENT_HERE: &[&str] = &[];
+const ABSENT_HERE: &[&str] = &["cnpg_pg_replication_lag"];
 
 /// Scrape and rule evaluation interval of the test's Prometheus.
 const INTERVAL: &str = "5s";
@@ -130,12 +133,15 @@ async fn prometheus_evaluates_every_rule_and_dashboard_query() -> Result<()> {
     ensure!(worker_pods(&ns)?.len() == 2, "expected 2 worker pods");
     wait_condition(&ns, "payments", "Ready", Duration::from_secs(120))?;
 
+    // A pipeline whose brokers refuse connections: the operator's topic step fails, so its
+    // reconcile error counter (read by SluiceOperatorReconcileErrors) has a series.
+    apply(&broken_pipeline_yaml(&ns))?;
+
     // What the operator rendered for the pipeline.
     let sm = wait_object(&ns, "servicemonitor", "payments")?;
     let rule = wait_object(&ns, "prometheusrule", "payments")?;
 
-    // Scrape jobs: the pipeline's ServiceMonitor, and the operator's (the chart's, when the
-    // install made one; otherwise the operator's metrics Service with the chart's settings),
+    // Scrape jobs: the pipeline's ServiceMonitor, and the operator's as the chart renders it,
     // their targets kept current from the API server.
     let operator_sm = operator_service_monitor()?;
     let sd = std::env::temp_dir().join(format!("sluice-sd-{}", std::process::id()));
@@ -147,7 +153,13 @@ async fn prometheus_evaluates_every_rule_and_dashboard_query() -> Result<()> {
         "global": {"scrape_interval": INTERVAL, "evaluation_interval": INTERVAL},
         "scrape_configs": jobs,
     });
-    let mut rule_files = vec![("pipeline.yaml".to_owned(), rule_file(&rule)?)];
+    let mut rule_files = vec![
+        ("pipeline.yaml".to_owned(), rule_file(&rule)?),
+        (
+            "pipeline-cloudnativepg.yaml".to_owned(),
+            cloudnativepg_only_rules(&ns, &rule)?,
+        ),
+    ];
     let rules_dir = repo_root().join("charts/sluice/files/rules");
     if let Ok(entries) = std::fs::read_dir(&rules_dir) {
         let mut paths: Vec<_> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
@@ -204,6 +216,26 @@ async fn prometheus_evaluates_every_rule_and_dashboard_query() -> Result<()> {
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
 
+    // The operator's per-pipeline gauges reach Prometheus with the pipeline's namespace label:
+    // the operator's ServiceMonitor must honour the labels it exports, or Prometheus renames
+    // `namespace` to `exported_namespace` (the target's namespace is sluice-system).
+    let deadline = Instant::now() + DATA_TIMEOUT;
+    let gauge = loop {
+        let r = prom.query(r#"sluice_operator_pipeline_workers_desired{pipeline="payments"}"#)?;
+        if let Some(s) = r.as_array().and_then(|a| a.first()) {
+            break s["metric"].clone();
+        }
+        if Instant::now() > deadline {
+            bail!("no sluice_operator_pipeline_workers_desired series scraped from the operator");
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    };
+    ensure!(
+        gauge["namespace"] == ns.as_str(),
+        "the operator's gauges arrive as {gauge}: the operator's ServiceMonitor \
+         (charts/sluice/templates/servicemonitor.yaml) needs honorLabels: true"
+    );
+
     // A database outage while records flow: the application role may not log in and its
     // sessions are ended, so batch writes fail and are retried (sluice_db_errors_total), and
     // the DB error panel and alert have data. Then it logs in again.
@@ -230,6 +262,21 @@ async fn prometheus_evaluates_every_rule_and_dashboard_query() -> Result<()> {
     sql(&p, &format!("ALTER ROLE {role} LOGIN")).await?;
     outage?;
     println!("database outage: failed batch writes counted and scraped");
+    let deadline = Instant::now() + DATA_TIMEOUT;
+    while prom.samples(r#"sluice_operator_reconcile_errors_total{error="topic"}"#)? == 0 {
+        if Instant::now() > deadline {
+            bail!("no reconcile error of the unreachable pipeline's topic step scraped");
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    kubectl(&[
+        "-n",
+        &ns,
+        "delete",
+        "pipelinedeployment",
+        "unreachable",
+        "--wait=false",
+    ])?;
 
     // Every rule group loads and evaluates with health ok.
     let want_groups: BTreeSet<String> = rules.iter().map(|r| r.0.clone()).collect();
@@ -432,38 +479,117 @@ fn wait_object(ns: &str, kind: &str, name: &str) -> Result<Value> {
     }
 }
 
-/// The operator's ServiceMonitor in `sluice-system` when the install has one; otherwise the
-/// same selection over the operator's metrics Service, with `honorLabels` so the `namespace`
-/// and `pipeline` labels of its per-pipeline gauges stay as they are.
+/// The operator's ServiceMonitor as the chart renders it for the release `manifests/install.yaml`
+/// comes from (release `sluice` in `sluice-system`, `metrics.serviceMonitor.enabled=true`).
 fn operator_service_monitor() -> Result<Value> {
-    let out = kubectl(&[
+    let root = repo_root();
+    let helm = Command::new("bash")
+        .arg(root.join("hack/helm.sh"))
+        .output()
+        .context("hack/helm.sh")?;
+    ensure!(
+        helm.status.success(),
+        "hack/helm.sh: {}",
+        String::from_utf8_lossy(&helm.stderr)
+    );
+    let helm = String::from_utf8_lossy(&helm.stdout).trim().to_owned();
+    let out = Command::new(&helm)
+        .args(["template", "sluice"])
+        .arg(root.join("charts/sluice"))
+        .args([
+            "--namespace",
+            "sluice-system",
+            // What hack/helm.sh renders manifests/install.yaml for.
+            "--kube-version",
+            "1.37.0",
+            "--set",
+            "metrics.serviceMonitor.enabled=true",
+            "--show-only",
+            "templates/servicemonitor.yaml",
+        ])
+        .output()
+        .context("helm template")?;
+    ensure!(
+        out.status.success(),
+        "helm template: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let sm: Value = serde_yaml::from_slice(&out.stdout)?;
+    ensure!(
+        sm["kind"] == "ServiceMonitor",
+        "helm template rendered {sm}"
+    );
+    Ok(sm)
+}
+
+/// The alerts only a CloudNativePG pipeline gets (replica lag), rendered by the operator's code
+/// for this pipeline as if it used CloudNativePG, as a rule file beside the rendered rule.
+fn cloudnativepg_only_rules(ns: &str, rendered: &Value) -> Result<String> {
+    let mut pd: PipelineDeployment = serde_json::from_str(&kubectl(&[
         "-n",
-        "sluice-system",
+        ns,
         "get",
-        "servicemonitors",
-        "-o",
-        "json",
-    ])?;
-    let list: Value = serde_json::from_str(&out)?;
-    if let Some(sm) = list["items"].as_array().and_then(|a| a.first()) {
-        return Ok(sm.clone());
-    }
-    let svc: Value = serde_json::from_str(&kubectl(&[
-        "-n",
-        "sluice-system",
-        "get",
-        "service",
-        "sluice-operator-metrics",
+        "pipelinedeployment",
+        "payments",
         "-o",
         "json",
     ])?)?;
-    Ok(json!({
-        "metadata": {"namespace": "sluice-system", "name": "sluice-operator"},
-        "spec": {
-            "selector": {"matchLabels": svc["metadata"]["labels"]},
-            "endpoints": [{"port": "metrics", "honorLabels": true}],
+    pd.spec.postgres.external = None;
+    pd.spec.postgres.cloudnativepg = Some(serde_json::from_value(json!({}))?);
+    let cnpg = serde_json::to_value(build_prometheus_rule(&pd))?;
+    let have: BTreeSet<String> = rules_of(&[("rendered".into(), rule_file(rendered)?)])?
+        .into_iter()
+        .map(|r| r.1)
+        .collect();
+    let mut groups = Vec::new();
+    for g in cnpg["spec"]["groups"].as_array().into_iter().flatten() {
+        let rules: Vec<Value> = g["rules"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|r| {
+                r["alert"]
+                    .as_str()
+                    .or(r["record"].as_str())
+                    .is_some_and(|n| !have.contains(n))
+            })
+            .cloned()
+            .collect();
+        if !rules.is_empty() {
+            let name = format!("{}.cloudnativepg", g["name"].as_str().unwrap_or_default());
+            groups.push(json!({"name": name, "rules": rules}));
         }
-    }))
+    }
+    ensure!(!groups.is_empty(), "no CloudNativePG-only rules rendered");
+    rule_file(&json!({ "groups": groups }))
+}
+
+/// A pipeline whose brokers refuse connections (a closed port on the node).
+fn broken_pipeline_yaml(ns: &str) -> String {
+    let node_ip = std::env::var("NODE_IP").unwrap_or_else(|_| "127.0.0.1".into());
+    format!(
+        r#"apiVersion: sluice.dev/v1alpha1
+kind: PipelineDeployment
+metadata:
+  name: unreachable
+  namespace: {ns}
+spec:
+  kafka:
+    bootstrapServers: {node_ip}:1
+    topic: unreachable
+  workers:
+    image: {WORKER_IMAGE}
+    imagePullPolicy: IfNotPresent
+    minReplicas: 1
+    maxReplicas: 1
+    resources:
+      requests: {{cpu: 10m, memory: 64Mi}}
+      limits: {{memory: 256Mi}}
+  postgres:
+    external:
+      primaryUrl: {{name: payments-db, key: primary}}
+"#
+    )
 }
 
 fn pipeline_yaml(ns: &str, p: &Pipeline) -> String {
