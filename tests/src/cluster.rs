@@ -74,7 +74,19 @@ pub fn install_operator() -> Result<()> {
     wait_rollout("sluice-system", "deployment/sluice-operator")
 }
 
+/// Waits until `what` exists (its creator, e.g. a freshly installed operator still taking over
+/// the leader Lease, may not have made it yet: `rollout status` fails at once on NotFound) and
+/// has rolled out.
 pub fn wait_rollout(ns: &str, what: &str) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while kubectl(&["-n", ns, "get", what]).is_err() {
+        ensure!(
+            Instant::now() < deadline,
+            "{what} in {ns} was not created within 120 s: {}",
+            describe_pods(ns)
+        );
+        std::thread::sleep(Duration::from_secs(1));
+    }
     kubectl(&["-n", ns, "rollout", "status", what, "--timeout=180s"])
         .map(|_| ())
         .with_context(|| format!("{what} in {ns}: {}", describe_pods(ns)))

@@ -13,7 +13,7 @@
 
 use anyhow::{Context, Result, bail, ensure};
 use serde_json::Value;
-use sluice_e2e::cluster::{describe_pods, kubectl, namespace_with_database, wait_condition};
+use sluice_e2e::cluster::{apply, describe_pods, kubectl, namespace_with_database, wait_condition};
 use sluice_e2e::{Pipeline, repo_root};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
@@ -136,28 +136,6 @@ fn example_pipeline(ns: &str, p: &Pipeline) -> Result<String> {
     pd["spec"]["kafka"]["topic"] = p.topic.clone().into();
     pd["spec"]["workers"]["imagePullPolicy"] = "IfNotPresent".into();
     Ok(serde_json::to_string(&pd)?)
-}
-
-fn apply_stdin(json: &str) -> Result<()> {
-    use std::io::Write;
-    let mut child = Command::new("kubectl")
-        .args(["apply", "--server-side", "-f", "-"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()?;
-    child
-        .stdin
-        .take()
-        .context("stdin")?
-        .write_all(json.as_bytes())?;
-    let out = child.wait_with_output()?;
-    ensure!(
-        out.status.success(),
-        "kubectl apply: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Ok(())
 }
 
 /// Waits until every operator pod is gone (after scaling to zero).
@@ -298,7 +276,7 @@ async fn helm_install_test_uninstall() -> Result<()> {
         "-p",
         &format!(r#"{{"data":{{"replica":"{primary}"}}}}"#),
     ])?;
-    apply_stdin(&example_pipeline(&ns, &p)?)?;
+    apply(&example_pipeline(&ns, &p)?)?;
     wait_condition(&ns, "payments", "Ready", Duration::from_secs(240))
         .with_context(|| describe_pods(&ns))?;
     println!("example pipeline {ns}/payments Ready");
