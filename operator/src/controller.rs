@@ -154,6 +154,22 @@ impl Context {
             last_unknown: Mutex::default(),
         }
     }
+
+    /// Drops everything kept for the deleted pipeline `namespace/name`: its gauges, lag
+    /// reading, last Unknown time and rate window.
+    fn forget_pipeline(&self, namespace: &str, name: &str) {
+        self.metrics.forget_pipeline(namespace, name);
+        self.autoscaler.forget(namespace, name);
+        let key = ObjectRef::<PipelineDeployment>::new(name).within(namespace);
+        self.readings
+            .lock()
+            .expect("readings poisoned")
+            .remove(&key);
+        self.last_unknown
+            .lock()
+            .expect("last_unknown poisoned")
+            .remove(&key);
+    }
 }
 
 /// Requeue interval while something is still coming up or Kafka is unreachable.
@@ -247,24 +263,22 @@ pub async fn run(
     ctx.metrics
         .healthy
         .store(true, std::sync::atomic::Ordering::Relaxed);
-    // The per-pipeline gauges of deleted pipelines go away: at once when a requeue finds the
-    // pipeline gone, and within a sweep interval otherwise.
-    let sweeper = tokio::spawn(sweep_deleted_pipelines(
-        ctx.metrics.clone(),
-        controller.store(),
-    ));
-    let metrics = ctx.metrics.clone();
+    // What is kept per pipeline (gauges, lag readings, rate windows) goes away when it is
+    // deleted: at once when a requeue finds the pipeline gone, and within a sweep interval
+    // otherwise.
+    let sweeper = tokio::spawn(sweep_deleted_pipelines(ctx.clone(), controller.store()));
+    let forget = ctx.clone();
     controller
         .graceful_shutdown_on(shutdown)
         .run(reconcile, error_policy, ctx)
         .for_each(|res| {
-            let metrics = metrics.clone();
+            let forget = forget.clone();
             async move {
                 match res {
                     Ok(_) => {}
                     // A requeued pipeline that was deleted meanwhile.
                     Err(kube::runtime::controller::Error::ObjectNotFound(obj)) => {
-                        metrics.forget_pipeline(obj.namespace.as_deref().unwrap_or(""), &obj.name);
+                        forget.forget_pipeline(obj.namespace.as_deref().unwrap_or(""), &obj.name);
                     }
                     Err(e) => warn!(error = %e, "controller stream error"),
                 }
@@ -277,9 +291,10 @@ pub async fn run(
 /// How often the gauges of deleted pipelines are looked for.
 const SWEEP_INTERVAL: Duration = Duration::from_secs(30);
 
-/// Removes the per-pipeline gauges of pipelines no longer in `store` (once it has synced).
+/// Forgets the pipelines no longer in `store` (once it has synced). Every pipeline the
+/// operator keeps state for has gauges, so the gauges list them all.
 async fn sweep_deleted_pipelines(
-    metrics: Arc<Metrics>,
+    ctx: Arc<Context>,
     store: kube::runtime::reflector::Store<PipelineDeployment>,
 ) {
     if store.wait_until_ready().await.is_err() {
@@ -287,9 +302,9 @@ async fn sweep_deleted_pipelines(
     }
     loop {
         tokio::time::sleep(SWEEP_INTERVAL).await;
-        for (ns, name) in metrics.pipelines() {
+        for (ns, name) in ctx.metrics.pipelines() {
             if store.get(&ObjectRef::new(&name).within(&ns)).is_none() {
-                metrics.forget_pipeline(&ns, &name);
+                ctx.forget_pipeline(&ns, &name);
             }
         }
     }

@@ -228,12 +228,12 @@ impl Autoscaler {
         }
     }
 
-    /// Drops the pipeline's rate window (the pipeline was deleted).
-    pub fn forget(&self, pd: &PipelineDeployment) {
+    /// Drops the rate window of the pipeline `namespace/name` (the pipeline was deleted).
+    pub fn forget(&self, namespace: &str, name: &str) {
         self.windows
             .lock()
             .expect("autoscale windows poisoned")
-            .remove(&key(pd));
+            .remove(&window_key(namespace, name));
     }
 
     /// The reading timeout.
@@ -262,7 +262,11 @@ impl Autoscaler {
 
 /// Rate-window key of a pipeline: `namespace/name`.
 fn key(pd: &PipelineDeployment) -> String {
-    format!("{}/{}", pd.namespace().unwrap_or_default(), pd.name_any())
+    window_key(&pd.namespace().unwrap_or_default(), &pd.name_any())
+}
+
+fn window_key(namespace: &str, name: &str) -> String {
+    format!("{namespace}/{name}")
 }
 
 /// What a window's counters count: `topic|group` (a new group restarts the window).
