@@ -45,6 +45,22 @@ const INTERVAL: &str = "5s";
 /// How long the queries may take to return data once the load runs.
 const DATA_TIMEOUT: Duration = Duration::from_secs(150);
 
+/// Runs `hack/dashcheck` (Grafana Foundation SDK's strict decoder and `Validate()`) on `files`.
+fn dashcheck(files: &[String]) -> Result<std::process::Output> {
+    let cache = sluice_e2e::prometheus::cache_dir().join("go");
+    Command::new(go())
+        .arg("run")
+        .arg(".")
+        .args(files)
+        .current_dir(repo_root().join("hack/dashcheck"))
+        .env("GOMODCACHE", cache.join("mod"))
+        .env("GOCACHE", cache.join("build"))
+        .env("GOFLAGS", "-mod=readonly")
+        .env("GOTOOLCHAIN", "local")
+        .output()
+        .context("go run ./hack/dashcheck")
+}
+
 #[test]
 fn dashboards_match_grafana_schema() -> Result<()> {
     let root = repo_root();
@@ -56,18 +72,7 @@ fn dashboards_match_grafana_schema() -> Result<()> {
         .collect();
     files.sort();
     ensure!(!files.is_empty(), "no dashboards in {}", dir.display());
-    let cache = sluice_e2e::prometheus::cache_dir().join("go");
-    let out = Command::new(go())
-        .arg("run")
-        .arg(".")
-        .args(&files)
-        .current_dir(root.join("hack/dashcheck"))
-        .env("GOMODCACHE", cache.join("mod"))
-        .env("GOCACHE", cache.join("build"))
-        .env("GOFLAGS", "-mod=readonly")
-        .env("GOTOOLCHAIN", "local")
-        .output()
-        .context("go run ./hack/dashcheck")?;
+    let out = dashcheck(&files)?;
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     ensure!(out.status.success(), "dashcheck: {stdout}{stderr}");
@@ -86,16 +91,7 @@ fn dashboards_match_grafana_schema() -> Result<()> {
     bad["panels"][1]["targets"][0]["expr"] = json!(42);
     let bad_path = tmp.join("bad.json");
     std::fs::write(&bad_path, serde_json::to_string(&bad)?)?;
-    let out = Command::new(go())
-        .arg("run")
-        .arg(".")
-        .arg(&bad_path)
-        .current_dir(root.join("hack/dashcheck"))
-        .env("GOMODCACHE", cache.join("mod"))
-        .env("GOCACHE", cache.join("build"))
-        .env("GOFLAGS", "-mod=readonly")
-        .env("GOTOOLCHAIN", "local")
-        .output()?;
+    let out = dashcheck(&[bad_path.to_string_lossy().into_owned()])?;
     let _ = std::fs::remove_dir_all(&tmp);
     let stderr = String::from_utf8_lossy(&out.stderr);
     ensure!(
