@@ -2,8 +2,18 @@
 //! the same file by hand. Every field has a default so a file may hold only what differs.
 //! Secrets (database passwords, Kafka SASL credentials) are never part of this type: they
 //! come from the environment, which Kubernetes fills from Secrets.
+//!
+//! [`WorkerConfig::validate`] holds every bound a setting has: the worker checks it at start
+//! and on reload, the operator before it renders a ConfigMap, and the CRD states the same
+//! [`bounds`] so the API server refuses what a worker would.
 
 use serde::{Deserialize, Serialize};
+
+mod help;
+mod validate;
+
+pub use help::settings_help;
+pub use validate::{ConfigError, bounds};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -233,3 +243,13 @@ impl Default for FraudConfig {
         }
     }
 }
+
+impl WorkerConfig {
+    /// Checks every bound (see [`bounds`]); the first setting out of bounds is the error.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        validate::worker_config(self)
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -5,5 +5,5 @@
 pub mod config;
 pub mod event;
 
-pub use config::WorkerConfig;
+pub use config::{ConfigError, WorkerConfig, settings_help};
 pub use event::{Channel, PaymentMethod, Transaction};
