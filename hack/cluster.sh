@@ -2,6 +2,7 @@
 # A real local Kubernetes control plane on 127.0.0.1, built from source (hack/k8s/go.mod).
 #
 #   hack/cluster.sh build                    build etcd, kube-apiserver, -controller-manager, -scheduler, kubelet, kwok
+#                                            (unless built); prints their directory
 #   hack/cluster.sh up         [NAME]        start (or reuse) cluster NAME; last stdout line = kubeconfig path
 #   hack/cluster.sh down       [NAME]        stop every process of NAME and delete its state
 #   hack/cluster.sh status     [NAME]        "running" (exit 0) or "stopped" (exit 1); details on stderr
@@ -15,38 +16,7 @@
 # (10.0.0.0/24) are bookkeeping only; nothing routes to them. Logs go to stderr and to
 # $SLUICE_RUN/k8s-NAME/logs/.
 set -euo pipefail
-HACK_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-# shellcheck source=/dev/null
-[[ -f $HACK_DIR/lib.sh ]] && source "$HACK_DIR/lib.sh"
-
-# --- fallbacks for hack/lib.sh --------------------------------------------------------------
-SLUICE_CACHE=${SLUICE_CACHE:-$HOME/.cache/sluice}
-SLUICE_RUN=${SLUICE_RUN:-$SLUICE_CACHE/run}
-SLUICE_HOST=${SLUICE_HOST:-127.0.0.1}
-mkdir -p "$SLUICE_CACHE" "$SLUICE_RUN"
-declare -F log >/dev/null || log() { printf '[%s %s] %s\n' "$(date +%H:%M:%S)" "${0##*/}" "$*" >&2; }
-declare -F die >/dev/null || die() { log "ERROR: $*"; exit 1; }
-declare -F free_port >/dev/null || free_port() {
-  python3 - "${1:-1}" <<'PY'
-import socket, sys
-socks = []
-for _ in range(int(sys.argv[1])):
-    s = socket.socket(); s.bind(("127.0.0.1", 0)); socks.append(s)
-print(" ".join(str(s.getsockname()[1]) for s in socks))
-PY
-}
-declare -F pid_alive >/dev/null || pid_alive() {
-  [[ -n ${1:-} && -r /proc/$1/cmdline ]] && tr '\0' ' ' <"/proc/$1/cmdline" | grep -qF -- "$2"
-}
-declare -F kill_wait >/dev/null || kill_wait() {
-  local pid=$1 marker=$2 deadline=$((SECONDS + ${3:-30}))
-  pid_alive "$pid" "$marker" || return 0
-  kill -TERM "$pid" 2>/dev/null || true
-  while pid_alive "$pid" "$marker"; do
-    ((SECONDS < deadline)) || kill -KILL "$pid" 2>/dev/null || true
-    sleep 0.2
-  done
-}
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 # --- versions and binaries -------------------------------------------------------------------
 K8S_MOD=$HACK_DIR/k8s
@@ -57,7 +27,6 @@ KWOK_VERSION=$(modver sigs.k8s.io/kwok)
 [[ -n $K8S_VERSION && -n $ETCD_VERSION && -n $KWOK_VERSION ]] || die "cannot read versions from $K8S_MOD/go.mod"
 BIN=${SLUICE_K8S_BIN:-$SLUICE_CACHE/bin/k8s-$K8S_VERSION}
 BINARIES=(etcd kube-apiserver kube-controller-manager kube-scheduler kubelet kwok)
-GO=${GO:-$(command -v go || echo /usr/local/go/bin/go)}
 
 stamp_key() {
   echo "k8s=$K8S_VERSION etcd=$ETCD_VERSION kwok=$KWOK_VERSION sum=$(cat "$K8S_MOD/go.mod" "$K8S_MOD/go.sum" | sha256sum | cut -c1-16)"
@@ -69,7 +38,13 @@ binaries_ok() {
   [[ -n ${SLUICE_K8S_BIN:-} ]] || [[ $(cat "$BIN/.stamp" 2>/dev/null) == "$(stamp_key)" ]]
 }
 
+# build: the binaries in $BIN, built unless they are there; prints $BIN.
 build() {
+  ensure_built
+  echo "$BIN"
+}
+
+ensure_built() {
   binaries_ok && return 0
   [[ -z ${SLUICE_K8S_BIN:-} ]] || die "SLUICE_K8S_BIN=$SLUICE_K8S_BIN lacks one of: ${BINARIES[*]}"
   [[ -x $GO ]] || die "go not found (set GO=/path/to/go; needs Go >= 1.26)"
@@ -82,22 +57,21 @@ build() {
   minor=${minor%%.*}
   rm -rf "$tmp" && mkdir -p "$tmp"
   log "building Kubernetes $K8S_VERSION, etcd $ETCD_VERSION, kwok $KWOK_VERSION into $BIN (a cold build takes ~5 min on 2 cores)"
-  local v pkg x=""
+  local pkg x=""
   # What `make` in kubernetes stamps in; otherwise the servers report v0.0.0-master.
   for pkg in k8s.io/component-base/version k8s.io/client-go/pkg/version; do
     x+=" -X $pkg.gitMajor=1 -X $pkg.gitMinor=$minor -X $pkg.gitVersion=$K8S_VERSION -X $pkg.gitTreeState=clean"
   done
   (
     cd "$K8S_MOD"
-    export GOMODCACHE=$SLUICE_CACHE/go/mod GOCACHE=$SLUICE_CACHE/go/build GOTOOLCHAIN=local \
-      GOFLAGS=-mod=readonly CGO_ENABLED=0
+    export CGO_ENABLED=0
     # -p: packages compiled in parallel (each compile is itself multi-threaded); linking
     # kube-apiserver peaks at ~2 GB.
     local p=${SLUICE_BUILD_JOBS:-$(nproc)}
-    "$GO" build -trimpath -p "$p" -ldflags "-s -w$x" -o "$tmp/" \
+    "$GO" build -mod=readonly -trimpath -p "$p" -ldflags "-s -w$x" -o "$tmp/" \
       k8s.io/kubernetes/cmd/kube-apiserver k8s.io/kubernetes/cmd/kube-controller-manager \
       k8s.io/kubernetes/cmd/kube-scheduler k8s.io/kubernetes/cmd/kubelet sigs.k8s.io/kwok/cmd/kwok
-    "$GO" build -trimpath -p "$p" -ldflags "-s -w" -o "$tmp/etcd" go.etcd.io/etcd/server/v3
+    "$GO" build -mod=readonly -trimpath -p "$p" -ldflags "-s -w" -o "$tmp/etcd" go.etcd.io/etcd/server/v3
   ) >&2 || { rm -rf "$tmp"; die "build failed"; }
   stamp_key >"$tmp/.stamp"
   rm -rf "$BIN" && mv "$tmp" "$BIN"
@@ -111,12 +85,9 @@ dir_of() { echo "$SLUICE_RUN/k8s-$NAME"; }
 env_file() { echo "$SLUICE_RUN/k8s-$NAME.env"; }
 COMPONENTS=(etcd kube-apiserver kube-controller-manager kube-scheduler kwok)
 
-pid_of() { cat "$(dir_of)/$1.pid" 2>/dev/null || true; }
-# Each process has its run dir on its command line: that ties the pid to this cluster.
-comp_alive() { pid_alive "$(pid_of "$1")" "$(dir_of)/"; }
 all_alive() {
   local c
-  for c in "${COMPONENTS[@]}"; do comp_alive "$c" || return 1; done
+  for c in "${COMPONENTS[@]}"; do daemon_alive "$(dir_of)" "$c" || return 1; done
 }
 
 # curl as cluster-admin: api PATH [curl args...]
@@ -128,31 +99,20 @@ api() {
 }
 readyz() { [[ $(api /readyz 2>/dev/null) == ok ]]; }
 
-# wait_until SECONDS WHAT CMD...: poll CMD every 0.5s; fail (with log tails) after SECONDS.
-wait_until() {
-  local secs=$1 what=$2 deadline=$((SECONDS + $1)); shift 2
-  until "$@"; do
-    if ((SECONDS >= deadline)); then
-      tail -n 20 "$(dir_of)"/logs/*.log >&2 2>/dev/null || true
-      die "cluster '$NAME': $what not reached after ${secs}s (logs: $(dir_of)/logs)"
-    fi
-    local c
-    for c in "${COMPONENTS[@]}"; do
-      if [[ -f $(dir_of)/$c.pid ]] && ! comp_alive "$c"; then
-        tail -n 30 "$(dir_of)/logs/$c.log" >&2 || true
-        die "cluster '$NAME': $c exited (log: $(dir_of)/logs/$c.log)"
-      fi
-    done
-    sleep 0.5
-  done
+# cluster_wait SECONDS WHAT CMD...: poll CMD until it succeeds (lib.sh's wait_until); dies at
+# once, with its log, when a component started so far has exited.
+cluster_wait() {
+  wait_until "$1" "cluster '$NAME': $2" "$(dir_of)/logs" started_alive_and "${@:3}"
 }
-
-# start NAME BINARY ARGS...: run in its own session, immune to the caller's hangup.
-start() {
-  local c=$1 d; d=$(dir_of); shift
-  # 8>&- 9>&-: the daemons must not inherit (and so hold forever) the build/cluster locks.
-  setsid nohup "$@" >"$d/logs/$c.log" 2>&1 </dev/null 8>&- 9>&- &
-  echo $! >"$d/$c.pid"
+started_alive_and() {
+  local c d; d=$(dir_of)
+  for c in "${COMPONENTS[@]}"; do
+    if [[ -f $d/$c.pid ]] && ! daemon_alive "$d" "$c"; then
+      tail -n 30 "$d/logs/$c.log" >&2 || true
+      die "cluster '$NAME': $c exited (log: $d/logs/$c.log)"
+    fi
+  done
+  "$@"
 }
 
 gen_pki() {
@@ -263,8 +223,7 @@ up() {
   for t in curl openssl python3 setsid flock base64; do
     command -v "$t" >/dev/null || die "$t not found (apt-get install -y curl openssl python3 util-linux coreutils)"
   done
-  build
-  mkdir -p "$SLUICE_RUN"
+  ensure_built
   exec 9>"$SLUICE_RUN/k8s-$NAME.lock"
   flock -w 300 9 || die "cluster '$NAME': another hack/cluster.sh holds $SLUICE_RUN/k8s-$NAME.lock"
   if all_alive && readyz; then
@@ -299,16 +258,16 @@ up() {
 
   log "cluster '$NAME': etcd on 127.0.0.1:$etcd_port"
   # --unsafe-no-fsync: a throwaway test cluster; fsync on every write makes CI slow.
-  start etcd "$BIN/etcd" --name sluice --data-dir "$d/etcd" \
+  start_daemon "$d" etcd "$BIN/etcd" --name sluice --data-dir "$d/etcd" \
     --listen-client-urls "http://127.0.0.1:$etcd_port" --advertise-client-urls "http://127.0.0.1:$etcd_port" \
     --listen-peer-urls "http://127.0.0.1:$peer_port" --initial-advertise-peer-urls "http://127.0.0.1:$peer_port" \
     --initial-cluster "sluice=http://127.0.0.1:$peer_port" --initial-cluster-state new \
     --unsafe-no-fsync --log-level warn --quota-backend-bytes=$((2 * 1024 * 1024 * 1024))
-  wait_until 30 "etcd health" bash -c "curl -fsS --max-time 2 http://127.0.0.1:$etcd_port/health 2>/dev/null | grep -q true"
+  cluster_wait 30 "etcd health" bash -c "curl -fsS --max-time 2 http://127.0.0.1:$etcd_port/health 2>/dev/null | grep -q true"
 
   log "cluster '$NAME': kube-apiserver $K8S_VERSION on https://$SLUICE_HOST:$api_port"
   # shellcheck disable=SC2086
-  start kube-apiserver "$BIN/kube-apiserver" \
+  start_daemon "$d" kube-apiserver "$BIN/kube-apiserver" \
     --etcd-servers "http://127.0.0.1:$etcd_port" \
     --bind-address "$bind" --advertise-address "$SLUICE_HOST" --secure-port "$api_port" \
     --cert-dir "$p" --tls-cert-file "$p/apiserver.crt" --tls-private-key-file "$p/apiserver.key" \
@@ -327,10 +286,10 @@ up() {
     --enable-aggregator-routing="$aggregator_routing" \
     --enable-priority-and-fairness="${SLUICE_K8S_APF:-true}" \
     --profiling=false --v="${SLUICE_K8S_V:-1}" ${SLUICE_K8S_APISERVER_ARGS:-}
-  wait_until 120 "apiserver /readyz" readyz
+  cluster_wait 120 "apiserver /readyz" readyz
 
   log "cluster '$NAME': kube-controller-manager, kube-scheduler, kwok ($NODES fake nodes)"
-  start kube-controller-manager "$BIN/kube-controller-manager" \
+  start_daemon "$d" kube-controller-manager "$BIN/kube-controller-manager" \
     --kubeconfig "$d/controller-manager.kubeconfig" \
     --authentication-kubeconfig "$d/controller-manager.kubeconfig" \
     --authorization-kubeconfig "$d/controller-manager.kubeconfig" \
@@ -348,17 +307,17 @@ clientConnection:
 leaderElection:
   leaderElect: false
 EOF
-  start kube-scheduler "$BIN/kube-scheduler" --config "$d/scheduler.yaml" \
+  start_daemon "$d" kube-scheduler "$BIN/kube-scheduler" --config "$d/scheduler.yaml" \
     --authentication-kubeconfig "$d/scheduler.kubeconfig" --authorization-kubeconfig "$d/scheduler.kubeconfig" \
     --bind-address 127.0.0.1 --secure-port "$sched_port" --cert-dir "$d/scheduler-certs" \
     --profiling=false --v="${SLUICE_K8S_V:-1}"
   # Node IP 127.0.0.1: anything that would talk to a "kubelet" stays on this machine.
-  start kwok "$BIN/kwok" --config "$K8S_MOD/kwok.yaml" --kubeconfig "$d/kwok.kubeconfig" \
+  start_daemon "$d" kwok "$BIN/kwok" --config "$K8S_MOD/kwok.yaml" --kubeconfig "$d/kwok.kubeconfig" \
     --manage-all-nodes=false --manage-nodes-with-annotation-selector kwok.x-k8s.io/node=fake \
     --node-ip 127.0.0.1 --cidr 10.244.0.0/16 --node-lease-duration-seconds 40
   create_nodes
-  wait_until 60 "the default ServiceAccount" default_sa_exists
-  wait_until 60 "$NODES Ready kwok nodes" nodes_ready
+  cluster_wait 60 "the default ServiceAccount" default_sa_exists
+  cluster_wait 60 "$NODES Ready kwok nodes" nodes_ready
 
   cat >"$(env_file)" <<EOF
 KUBECONFIG=$d/kubeconfig
@@ -376,7 +335,7 @@ stop_procs() {
   # reverse start order: kwok first, etcd last
   for ((i = ${#COMPONENTS[@]} - 1; i >= 0; i--)); do
     c=${COMPONENTS[i]}
-    if comp_alive "$c"; then kill_wait "$(pid_of "$c")" "$(dir_of)/" 20; fi
+    stop_daemon "$(dir_of)" "$c"
   done
 }
 
@@ -386,20 +345,14 @@ down_locked() {
 }
 
 down() {
-  mkdir -p "$SLUICE_RUN"
-  exec 9>"$SLUICE_RUN/k8s-$NAME.lock"
-  # down wins anyway after a while: it is what one runs to clean up a wedged cluster
-  flock -w 60 9 || log "cluster '$NAME': lock still held after 60s, stopping it anyway"
-  [[ -d $(dir_of) ]] && log "cluster '$NAME': stopping and deleting $(dir_of)"
-  down_locked
-  rm -f "$SLUICE_RUN/k8s-$NAME.lock"
+  take_down "cluster '$NAME'" "$SLUICE_RUN/k8s-$NAME.lock" "$(dir_of)" down_locked
 }
 
 status() {
   local c ok=0
   [[ -d $(dir_of) ]] || { log "cluster '$NAME': no state at $(dir_of)"; echo stopped; return 1; }
   for c in "${COMPONENTS[@]}"; do
-    if comp_alive "$c"; then log "$c: running (pid $(pid_of "$c"))"; else log "$c: stopped"; ok=1; fi
+    if daemon_alive "$(dir_of)" "$c"; then log "$c: running (pid $(daemon_pid "$(dir_of)" "$c"))"; else log "$c: stopped"; ok=1; fi
   done
   if ((ok == 0)) && readyz; then log "apiserver /readyz: ok"; echo running; else echo stopped; return 1; fi
 }
@@ -416,7 +369,7 @@ main() {
     status) status ;;
     env) [[ -f $(env_file) ]] || die "cluster '$NAME' is not up"; cat "$(env_file)" ;;
     kubeconfig) [[ -f $(dir_of)/kubeconfig ]] || die "cluster '$NAME' is not up"; echo "$(dir_of)/kubeconfig" ;;
-    *) sed -n '2,14s/^# \{0,1\}//p' "$0" >&2; exit 2 ;;
+    *) sed -n '2,15s/^# \{0,1\}//p' "$0" >&2; exit 2 ;;
   esac
 }
 main "$@"

@@ -12,8 +12,6 @@
 # after the summary, until Ctrl-C).
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
-ROOT=$(cd "$HACK_DIR/.." && pwd)
-export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$SLUICE_CACHE/target}
 NAME=demo
 RATE=${DEMO_RATE:-5000}
 DURATION=${DEMO_DURATION:-60s}
@@ -41,24 +39,12 @@ TOPIC=transactions
 BIN=$CARGO_TARGET_DIR/release
 LABELS=$SLUICE_RUN/demo-labels.jsonl
 
-cleanup() {
-  [ -n "${WORKER_PID:-}" ] && kill -TERM "$WORKER_PID" 2>/dev/null && wait "$WORKER_PID" 2>/dev/null || true
-  "$HACK_DIR/kafka.sh" stop "$NAME" >/dev/null 2>&1 || true
-  "$HACK_DIR/postgres.sh" stop "$NAME" >/dev/null 2>&1 || true
-  rm -f "$LABELS"
-}
-trap cleanup EXIT
+on_exit 'rm -f "$LABELS"'
 
-"$HACK_DIR/deps.sh"
 log "building sluice (first time: a few minutes)"
-(cd "$ROOT" && cargo build --release --locked -p sluice-worker -p sluice-loadgen)
+build_release -p sluice-worker -p sluice-loadgen
 # Fresh services: the summary counts everything in the demo's topic and tables.
-"$HACK_DIR/kafka.sh" stop "$NAME" >/dev/null 2>&1 || true
-"$HACK_DIR/postgres.sh" stop "$NAME" >/dev/null 2>&1 || true
-set -a
-eval "$("$HACK_DIR/kafka.sh" start "$NAME")"
-eval "$("$HACK_DIR/postgres.sh" start "$NAME")"
-set +a
+start_services "$NAME"
 
 # The input topic exists (empty) before the worker subscribes.
 "$BIN/sluice-loadgen" --brokers "$KAFKA_BOOTSTRAP" --topic "$TOPIC" --partitions "$PARTITIONS" \
@@ -66,9 +52,9 @@ set +a
 PORT=$(free_port)
 HTTP=http://127.0.0.1:$PORT
 log "starting sluice-worker (metrics on $HTTP/metrics, log in $SLUICE_RUN/demo-worker.log)"
-SLUICE_PIPELINE=demo SLUICE_KAFKA__BOOTSTRAP_SERVERS=$KAFKA_BOOTSTRAP SLUICE_HTTP__LISTEN=127.0.0.1:$PORT \
-  "$BIN/sluice-worker" >"$SLUICE_RUN/demo-worker.log" 2>&1 &
-WORKER_PID=$!
+on_exit stop_worker
+start_worker "$SLUICE_RUN/demo-worker.log" SLUICE_PIPELINE=demo SLUICE_KAFKA__BOOTSTRAP_SERVERS="$KAFKA_BOOTSTRAP" \
+  SLUICE_HTTP__LISTEN="127.0.0.1:$PORT"
 t0=$SECONDS
 wait_for_port 127.0.0.1 "$PORT" 60 || die "the worker did not serve $HTTP (see $SLUICE_RUN/demo-worker.log)"
 

@@ -26,28 +26,14 @@
 # EVAL_KEEP_LABELS=1 keeps target/eval/R/labels.jsonl.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
-ROOT=$(cd "$HACK_DIR/.." && pwd)
-export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$SLUICE_CACHE/target}
 BIN=$CARGO_TARGET_DIR/release
 OUT=${EVAL_OUT:-$ROOT/target/eval}
 REGIMES=${EVAL_REGIMES:-mixed quiet travellers busy}
 SEED=${EVAL_SEED:-2}
 NAME=eval-$$
-WORKER_PID=
-stop_worker() {
-  if [[ -n $WORKER_PID ]]; then kill -TERM "$WORKER_PID" 2>/dev/null && wait "$WORKER_PID" 2>/dev/null || true; fi
-  WORKER_PID=
-}
-cleanup() {
-  stop_worker
-  "$HACK_DIR/kafka.sh" stop "$NAME" >/dev/null 2>&1 || true
-  "$HACK_DIR/postgres.sh" stop "$NAME" >/dev/null 2>&1 || true
-}
-trap cleanup EXIT
 
-"$HACK_DIR/deps.sh"
+build_release -p sluice-worker -p sluice-loadgen -p sluice-fraud
 cd "$ROOT"
-cargo build --release --locked -p sluice-worker -p sluice-loadgen -p sluice-fraud
 mkdir -p "$OUT"
 started=$SECONDS
 
@@ -59,13 +45,12 @@ offline_args=(--seed "$SEED" --out "$OUT/offline.json")
 log "offline evaluation done in $((SECONDS - started)) s"
 
 log "end to end: starting Kafka and Postgres ($NAME); regimes: $REGIMES"
-set -a
-eval "$("$HACK_DIR/kafka.sh" start "$NAME")"
-eval "$("$HACK_DIR/postgres.sh" start "$NAME")"
-set +a
+start_services "$NAME"
+on_exit stop_worker
 
 reports=()
 failed=()
+# shellcheck disable=SC2154 # the variables of each regime's plan, set by `eval "$plan"`
 for regime in $REGIMES; do
   regime_started=$SECONDS
   dir=$OUT/$regime
@@ -79,11 +64,9 @@ for regime in $REGIMES; do
   topic=eval-$id
   log "regime $regime: $customers customers, $count records over $simulated_days simulated days ($daily_events purchases a day): the offline $warmup_draws warm-up draws, then $events counted; worker keeps $retention_days days"
   KAFKA_NAME=$NAME "$HACK_DIR/kafka.sh" topics --create --topic "$topic" --partitions 8 --replication-factor 1 >&2
-  SLUICE_PIPELINE=eval-$id SLUICE_KAFKA__BOOTSTRAP_SERVERS=$KAFKA_BOOTSTRAP SLUICE_KAFKA__TOPIC=$topic \
-    SLUICE_KAFKA__GROUP_ID=eval-$id SLUICE_POSTGRES__SCHEMA=eval_$id SLUICE_RETENTION__DAYS=$retention_days \
-    SLUICE_HTTP__LISTEN=127.0.0.1:$(free_port) \
-    "$BIN/sluice-worker" >"$dir/worker.log" 2>&1 &
-  WORKER_PID=$!
+  start_worker "$dir/worker.log" SLUICE_PIPELINE="eval-$id" SLUICE_KAFKA__BOOTSTRAP_SERVERS="$KAFKA_BOOTSTRAP" \
+    SLUICE_KAFKA__TOPIC="$topic" SLUICE_KAFKA__GROUP_ID="eval-$id" SLUICE_POSTGRES__SCHEMA="eval_$id" \
+    SLUICE_RETENTION__DAYS="$retention_days" SLUICE_HTTP__LISTEN="127.0.0.1:$(free_port)"
 
   # shellcheck disable=SC2086 # EVAL_LOADGEN_ARGS is a list of flags
   summary=$("$BIN/sluice-loadgen" --topic "$topic" --regime "$regime" --customers "$customers" \

@@ -17,18 +17,15 @@ HELM_VERSION=v3.22.0
 # The Kubernetes version charts are rendered for (helm built with `go install` carries no
 # default; the chart asks for >= 1.30). Same minor as hack/k8s/go.mod.
 KUBE_VERSION=1.37.0
-ROOT=$(cd "$HACK_DIR/.." && pwd)
 HELM=$SLUICE_CACHE/bin/helm
 
 ensure_helm() {
   if [[ -x $HELM ]] && "$HELM" version --short 2>/dev/null | grep -q "^${HELM_VERSION%.*}"; then
     return
   fi
-  local go=${GO:-$(command -v go || echo /usr/local/go/bin/go)}
-  [[ -x $go ]] || die "go not found (hack/deps.sh installs it)"
+  [[ -x $GO ]] || die "go not found (hack/deps.sh checks for it)"
   log "building helm $HELM_VERSION into $SLUICE_CACHE/bin (Go module proxy)"
-  GOBIN=$SLUICE_CACHE/bin GOMODCACHE=$SLUICE_CACHE/gomod GOFLAGS=-modcacherw \
-    GOTOOLCHAIN=local CGO_ENABLED=0 "$go" install "helm.sh/helm/v3/cmd/helm@$HELM_VERSION" >&2
+  GOBIN=$SLUICE_CACHE/bin CGO_ENABLED=0 "$GO" install "helm.sh/helm/v3/cmd/helm@$HELM_VERSION" >&2
   [[ -x $HELM ]] || die "go install left no $HELM"
 }
 

@@ -33,13 +33,11 @@ set -euo pipefail
 # shellcheck source=hack/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-ROOT=$(cd "$HACK_DIR/.." && pwd)
 OUT=$ROOT/target/images          # archives; target/ is git-ignored
 STAGE=$OUT/bin                   # the stripped binaries, the only files .dockerignore lets in
 WORK=$SLUICE_CACHE/images        # debs, base rootfs, pause build, stamps/<driver>
 DRIVER=${SLUICE_BUILDAH_DRIVER:-vfs}
 STORE=$SLUICE_CACHE/containers/$DRIVER   # buildah's storage and run root (one per driver)
-export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$SLUICE_CACHE/target}
 
 VERSION=$(sed -n '/^\[workspace\.package\]/,/^\[/ s/^version *= *"\([^"]*\)".*/\1/p' "$ROOT/Cargo.toml")
 [[ -n $VERSION ]] || die "no [workspace.package] version in $ROOT/Cargo.toml"
@@ -174,14 +172,13 @@ EOF
 
 # --- registry.k8s.io/pause, from Kubernetes' pause.c -----------------------------------------
 make_pause() {
-  local k8s src mod=$HACK_DIR/k8s gomod=$SLUICE_CACHE/go/mod
+  local k8s src mod=$HACK_DIR/k8s
   k8s=$(awk '$1 == "k8s.io/kubernetes" && $2 ~ /^v/ { print $2; exit }' "$mod/go.mod")
   [[ -n $k8s ]] || die "no k8s.io/kubernetes version in $mod/go.mod"
-  src=$gomod/k8s.io/kubernetes@$k8s/build/pause
+  src=$GOMODCACHE/k8s.io/kubernetes@$k8s/build/pause
   if [[ ! -f $src/linux/pause.c ]]; then
-    log "downloading k8s.io/kubernetes@$k8s into $gomod"
-    (cd "$mod" && GOMODCACHE=$gomod GOFLAGS=-mod=readonly GOTOOLCHAIN=local \
-      "${GO:-go}" mod download k8s.io/kubernetes) || die "go mod download k8s.io/kubernetes failed"
+    log "downloading k8s.io/kubernetes@$k8s into $GOMODCACHE"
+    (cd "$mod" && GOFLAGS="$GOFLAGS -mod=readonly" "$GO" mod download k8s.io/kubernetes) || die "go mod download k8s.io/kubernetes failed"
   fi
   # The version pause.c reports (-v): upstream's TAG, then the Kubernetes release it came from.
   local tag key

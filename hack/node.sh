@@ -18,7 +18,6 @@
 # hack/postgres.sh names of its broker and database, e.g. to kill9 and start them).
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
-ROOT=$(cd "$HACK_DIR/.." && pwd)
 
 NODE_IP=10.77.0.1
 SERVICE_IP=10.0.0.1
@@ -38,25 +37,11 @@ ctr_() { ctr --address "$(sock)" --namespace k8s.io "$@"; }
 # /sys, which hides the cgroup mounts from the kubelet.
 inside() { nsenter --net="$(netns_path)" -- "$@"; }
 
-pid_of() { cat "$(dir_of)/$1.pid" 2>/dev/null || true; }
-alive() { pid_alive "$(pid_of "$1")" "$(dir_of)/"; }
-start_daemon() { # NAME CMD...
-  local c=$1; shift
-  # setsid, nsenter (no --pid) and nohup each exec the next: $! is the daemon itself.
-  setsid nohup nsenter --net="$(netns_path)" -- "$@" >"$(dir_of)/logs/$c.log" 2>&1 </dev/null 8>&- 9>&- &
-  echo $! >"$(dir_of)/$c.pid"
-}
-
-wait_until() { # SECONDS WHAT CMD...
-  local secs=$1 what=$2 deadline=$((SECONDS + $1)); shift 2
-  until "$@"; do
-    if ((SECONDS >= deadline)); then
-      tail -n 30 "$(dir_of)"/logs/*.log >&2 2>/dev/null || true
-      die "node '$NAME': $what not reached after ${secs}s (logs: $(dir_of)/logs)"
-    fi
-    sleep 0.5
-  done
-}
+alive() { daemon_alive "$(dir_of)" "$1"; }
+# start_inside NAME CMD...: daemon NAME (lib.sh's start_daemon) in the namespace. setsid, nsenter
+# (no --pid) and nohup each exec the next: its pid is the daemon's own.
+start_inside() { start_daemon "$(dir_of)" "$1" nsenter --net="$(netns_path)" -- "${@:2}"; }
+node_wait() { wait_until "$1" "node '$NAME': $2" "$(dir_of)/logs" "${@:3}"; }
 
 need_tools() {
   [[ $(id -u) == 0 ]] || die "hack/node.sh needs root (network namespace, containerd, kubelet)"
@@ -156,8 +141,8 @@ EOF
   ]
 }
 EOF
-  start_daemon containerd containerd --config "$d/containerd.toml"
-  wait_until 30 "containerd" bash -c "ctr --address '$(sock)' version >/dev/null 2>&1"
+  start_inside containerd containerd --config "$d/containerd.toml"
+  node_wait 30 "containerd" bash -c "ctr --address '$(sock)' version >/dev/null 2>&1"
 }
 
 import_images() {
@@ -200,7 +185,7 @@ imageGCLowThresholdPercent: 99
 evictionHard: {memory.available: "100Mi", nodefs.available: "1%", imagefs.available: "1%"}
 registerNode: true
 EOF
-  start_daemon kubelet "$K8S_BIN/kubelet" --config "$d/kubelet.yaml" --kubeconfig "$d/kubelet.kubeconfig" \
+  start_inside kubelet "$K8S_BIN/kubelet" --config "$d/kubelet.yaml" --kubeconfig "$d/kubelet.kubeconfig" \
     --hostname-override "$node" --node-ip "$NODE_IP" --root-dir "$d/kubelet" --cert-dir "$d/pki" \
     --v="${SLUICE_K8S_V:-1}"
 }
@@ -227,9 +212,7 @@ up() {
   [[ -d $d || -e $(netns_path) ]] && { log "node '$NAME' is partly up or stale: recreating it"; down_locked; }
   trap 'log "node $NAME: start failed; stopping it (logs kept in $(dir_of)/logs)"; stop_all' EXIT
   mkdir -p "$d/logs"
-  "$HACK_DIR/cluster.sh" build
-  K8S_BIN=${SLUICE_K8S_BIN:-$SLUICE_CACHE/bin/k8s-$(awk '$1 == "k8s.io/kubernetes" { print $2; exit }' "$HACK_DIR/k8s/go.mod")}
-  [[ -x $K8S_BIN/kubelet ]] || die "kubelet not built in $K8S_BIN"
+  K8S_BIN=$("$HACK_DIR/cluster.sh" build)
 
   local images=("$ROOT"/target/images/*.tar)
   [[ -f $ROOT/target/images/pause.tar ]] || die "no $ROOT/target/images/pause.tar: run 'make images' first"
@@ -250,7 +233,7 @@ up() {
   import_images "${images[@]}"
   log "node '$NAME': kubelet $(node_name)"
   start_kubelet "$k8s"
-  wait_until 120 "node $(node_name) Ready" node_ready "$kc"
+  node_wait 120 "node $(node_name) Ready" node_ready "$kc"
 
   {
     echo "NETNS=$(netns_path)"
@@ -285,7 +268,7 @@ stop_all() {
     local deadline=$((SECONDS + 30))
     while ((SECONDS < deadline)) && [[ -n $(ctr_ tasks ls -q 2>/dev/null) ]]; do sleep 0.5; done
   fi
-  alive kubelet && kill_wait "$(pid_of kubelet)" "$(dir_of)/" 20
+  stop_daemon "$d" kubelet
   if alive containerd; then
     local t
     for t in $(ctr_ tasks ls -q 2>/dev/null); do ctr_ tasks kill -s KILL "$t" >/dev/null 2>&1 || true; done
@@ -294,13 +277,14 @@ stop_all() {
       ctr_ tasks rm -f "$t" >/dev/null 2>&1 || true
       ctr_ containers rm "$t" >/dev/null 2>&1 || true
     done
-    kill_wait "$(pid_of containerd)" "$(dir_of)/" 20
+    stop_daemon "$d" containerd
   fi
   # Shims outlive containerd by design; these are ours if they name our socket. Containers
   # still running now (a wedged kubelet or containerd) are killed through runc's state.
-  local pid id
-  for id in $(ls "$d/containerd/state/io.containerd.runtime.v2.task/k8s.io" 2>/dev/null); do
-    pid=$(grep -o '"init_process_pid":[0-9]*' "/run/containerd/runc/k8s.io/$id/state.json" 2>/dev/null | cut -d: -f2)
+  local pid task
+  for task in "$d"/containerd/state/io.containerd.runtime.v2.task/k8s.io/*; do
+    [[ -e $task ]] || continue
+    pid=$(grep -o '"init_process_pid":[0-9]*' "/run/containerd/runc/k8s.io/${task##*/}/state.json" 2>/dev/null | cut -d: -f2)
     [[ -n $pid ]] && kill -KILL "$pid" 2>/dev/null || true
   done
   for pid in $(pgrep -f "containerd-shim.*-address $(sock)" || true); do kill -KILL "$pid" 2>/dev/null || true; done
@@ -325,11 +309,7 @@ down_locked() {
 
 down() {
   [[ $(id -u) == 0 ]] || die "hack/node.sh needs root"
-  exec 9>"$SLUICE_RUN/node-$NAME.lock"
-  flock -w 60 9 || log "node '$NAME': lock still held after 60s, stopping it anyway"
-  [[ -d $(dir_of) ]] && log "node '$NAME': stopping and deleting $(dir_of)"
-  down_locked
-  rm -f "$SLUICE_RUN/node-$NAME.lock"
+  take_down "node '$NAME'" "$SLUICE_RUN/node-$NAME.lock" "$(dir_of)" down_locked
 }
 
 exec_in() {

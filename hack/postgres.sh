@@ -27,6 +27,10 @@ find_bindir() {
   for c in "${PG_BINDIR:-}" /usr/lib/postgresql/15/bin "$(pg_config --bindir 2>/dev/null || true)"; do
     [[ -n $c ]] && pg15 "$c" && { echo "$c"; return; }
   done
+  return 1
+}
+
+install_pg() {
   [[ $(id -u) == 0 ]] || die "PostgreSQL 15 not found; set PG_BINDIR or apt-get install postgresql-15"
   log "installing postgresql-15 with apt-get"
   export DEBIAN_FRONTEND=noninteractive
@@ -38,19 +42,23 @@ find_bindir() {
   pg15 /usr/lib/postgresql/15/bin || die "postgresql-15 install did not provide PostgreSQL 15"
   echo /usr/lib/postgresql/15/bin
 }
-BIN=$(find_bindir)
 
 # The server refuses to run as root: as root, run it as an unprivileged user.
 if [[ $(id -u) == 0 ]]; then
   PG_USER=${PG_USER:-$(id -u postgres >/dev/null 2>&1 && echo postgres || echo sluice-pg)}
-  id -u "$PG_USER" >/dev/null 2>&1 ||
-    useradd --system --no-create-home --home-dir / --shell /usr/sbin/nologin "$PG_USER"
   # cd /: the tools warn when they cannot access the caller's cwd (e.g. /root).
   as_pg() { (cd / && runuser -u "$PG_USER" -- "$@"); }
 else
   PG_USER=$(id -un)
   as_pg() { "$@"; }
 fi
+
+# What starting a server needs: PostgreSQL 15 (installed if missing) and PG_USER.
+prepare_start() {
+  [[ -n $BIN ]] || BIN=$(install_pg)
+  id -u "$PG_USER" >/dev/null 2>&1 ||
+    useradd --system --no-create-home --home-dir / --shell /usr/sbin/nologin "$PG_USER"
+}
 
 link_of() { echo "$SLUICE_RUN/pg-$1"; }
 env_file() { echo "$SLUICE_RUN/pg-$1.env"; }
@@ -230,6 +238,13 @@ if [[ $cmd == psql ]]; then
 else
   name=${1:-default}
 fi
+# Only a start installs anything. Without PostgreSQL 15 no server of ours can be running, so
+# stop then only deletes what is left.
+BIN=$(find_bindir) || BIN=
+case $cmd in
+  start | replica) prepare_start ;;
+  restart | psql | createdb) [[ -n $BIN ]] || die "PostgreSQL 15 not found (set PG_BINDIR)" ;;
+esac
 case $cmd in
   start) start "$name" ;;
   stop) stop "$name" ;;

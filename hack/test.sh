@@ -3,38 +3,24 @@
 # the Kubernetes control plane) and stops afterwards, whatever happens.
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
-ROOT=$(cd "$HACK_DIR/.." && pwd)
-export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$SLUICE_CACHE/target}
 NAME=${SLUICE_TEST_NAME:-test-$$}
+on_exit '"$HACK_DIR/node.sh" down "$NAME" >/dev/null 2>&1'
+on_exit '"$HACK_DIR/cluster.sh" down "$NAME" >/dev/null 2>&1'
 
-cleanup() {
-  local rc=$?
-  log "stopping test services ($NAME)"
-  "$HACK_DIR/kafka.sh" stop "$NAME" >/dev/null 2>&1 || true
-  "$HACK_DIR/postgres.sh" stop "$NAME" >/dev/null 2>&1 || true
-  "$HACK_DIR/cluster.sh" down "$NAME" >/dev/null 2>&1 || true
-  "$HACK_DIR/node.sh" down "$NAME" >/dev/null 2>&1 || true
-  exit $rc
-}
-trap cleanup EXIT
-
-"$HACK_DIR/deps.sh"
 log "building (release profile; warnings are errors)"
-cd "$ROOT"
 build_log=$(mktemp)
-cargo build --release --workspace --bins --tests --benches --locked 2>&1 | tee "$build_log" >&2
+build_release --workspace --bins --tests --benches 2>&1 | tee "$build_log" >&2
 # Cargo replays cached diagnostics, so this also holds on a warm cache.
 if grep -q '^warning' "$build_log"; then die "the build has warnings (denied in CI)"; fi
 
 log "starting Kafka, Postgres and the control plane ($NAME)"
-set -a
-eval "$("$HACK_DIR/kafka.sh" start "$NAME")"
-eval "$("$HACK_DIR/postgres.sh" start "$NAME")"
-set +a
+start_services "$NAME"
+on_exit 'log "stopping test services ($NAME)"'
 KUBECONFIG=$("$HACK_DIR/cluster.sh" up "$NAME" | tail -n 1)
 export KUBECONFIG SLUICE_BIN_DIR="$CARGO_TARGET_DIR/release"
 
 log "running tests"
+cd "$ROOT"
 # Test binaries run one after another; each test uses its own topic/database/namespace.
 rc=0
 cargo test --release --workspace --locked --no-fail-fast -- --test-threads="${SLUICE_TEST_THREADS:-2}" || rc=$?
@@ -43,8 +29,7 @@ cargo test --release --workspace --locked --no-fail-fast -- --test-threads="${SL
 # network namespace of its own with its own Kafka, Postgres and control plane. The kwok
 # services above are stopped first: the machine has two cores.
 "$HACK_DIR/cluster.sh" down "$NAME" >/dev/null 2>&1 || true
-"$HACK_DIR/kafka.sh" stop "$NAME" >/dev/null 2>&1 || true
-"$HACK_DIR/postgres.sh" stop "$NAME" >/dev/null 2>&1 || true
+stop_services "$NAME"
 log "real node: images, then kubelet + containerd ($NAME)"
 bash "$HACK_DIR/images.sh"
 "$HACK_DIR/node.sh" up "$NAME" >/dev/null
