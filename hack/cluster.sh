@@ -219,10 +219,7 @@ EOF
 up() {
   local d; d=$(dir_of)
   NODES=${SLUICE_K8S_NODES:-2}
-  local t
-  for t in curl openssl python3 setsid flock base64; do
-    command -v "$t" >/dev/null || die "$t not found (apt-get install -y curl openssl python3 util-linux coreutils)"
-  done
+  need_commands "apt-get install -y curl openssl python3 util-linux coreutils" curl openssl python3 setsid flock base64
   ensure_built
   exec 9>"$SLUICE_RUN/k8s-$NAME.lock"
   flock -w 300 9 || die "cluster '$NAME': another hack/cluster.sh holds $SLUICE_RUN/k8s-$NAME.lock"

@@ -63,6 +63,13 @@ wait_until() {
   done
 }
 
+# need_commands HINT CMD...: die naming the first CMD not on PATH, with HINT (how to get it).
+need_commands() {
+  local hint=$1 cmd
+  shift
+  for cmd; do command -v "$cmd" >/dev/null || die "$cmd not found ($hint)"; done
+}
+
 # pid_alive PID MARKER: the process exists and its command line contains MARKER
 # (guards against a recycled pid from a stale pid file).
 pid_alive() {

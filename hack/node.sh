@@ -45,10 +45,7 @@ node_wait() { wait_until "$1" "node '$NAME': $2" "$(dir_of)/logs" "${@:3}"; }
 
 need_tools() {
   [[ $(id -u) == 0 ]] || die "hack/node.sh needs root (network namespace, containerd, kubelet)"
-  local t
-  for t in ip nsenter containerd ctr runc openssl; do
-    command -v "$t" >/dev/null || die "$t not found (hack/deps.sh installs containerd, runc, containernetworking-plugins)"
-  done
+  need_commands "hack/deps.sh installs containerd, runc, containernetworking-plugins" ip nsenter containerd ctr runc openssl
   [[ -x /usr/lib/cni/bridge && -x /usr/lib/cni/host-local ]] ||
     die "CNI plugins not found in /usr/lib/cni (apt-get install containernetworking-plugins)"
 }
