@@ -1,9 +1,10 @@
-//! A batch: the records of one Postgres transaction (and the COPY encoding of its rows that
-//! `sluice-bench` uses for the raw COPY baseline).
+//! A batch: the records of one Postgres transaction, and how it moves each partition's
+//! stored offset.
 
-use crate::score::{ProfileRow, Verdict};
+use crate::score::ProfileRow;
 use crate::validate::{Reason, ValidTransaction};
 use chrono::{DateTime, Utc};
+use sluice_fraud::Verdict;
 use std::collections::{BTreeMap, HashSet};
 use std::time::Instant;
 
@@ -16,12 +17,24 @@ pub struct Accepted {
     pub received_at: Instant,
     /// Original bytes, kept in case the row turns out to be a duplicate (DLQ needs them).
     pub raw: Vec<u8>,
-    /// Filled when the batch is handed on (see `consumer`), in partition order.
-    pub verdict: Verdict,
-    pub scored: bool,
+    /// The fraud stage's verdict, given when the batch is handed on (see `batcher`), in
+    /// partition order; `None` while not scored yet or when nothing scored it (scoring off,
+    /// a repeat).
+    pub verdict: Option<Verdict>,
     /// Behind its partition's watermark by more than the allowed lateness: stored, but left
     /// out of the per-minute summaries.
     pub late: bool,
+}
+
+impl Accepted {
+    /// The fraud score stored with the row; `None` when nothing scored it.
+    pub fn score(&self) -> Option<f64> {
+        self.verdict.as_ref().map(|v| v.score)
+    }
+
+    pub fn flagged(&self) -> bool {
+        self.verdict.as_ref().is_some_and(|v| v.flagged)
+    }
 }
 
 /// A record that will not be a row of `transactions`.
@@ -39,9 +52,9 @@ pub struct Rejected {
 /// How one partition's stored offset moves if this batch commits.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct OffsetMove {
-    /// The stored value this batch was built on (-1: nothing stored). A mismatch at write
-    /// time means another worker moved the partition on: this batch is stale.
-    pub expected: i64,
+    /// The stored offset this batch was built on (`None`: nothing stored yet). A mismatch at
+    /// write time means another worker moved the partition on: this batch is stale.
+    pub expected: Option<i64>,
     pub next: i64,
     /// The partition's watermark once this batch's records are counted.
     pub watermark: Option<DateTime<Utc>>,
@@ -57,6 +70,9 @@ pub struct Batch {
     pub profiles: BTreeMap<String, ProfileRow>,
     pub opened_at: Instant,
     ids: HashSet<String>,
+    /// `accepted[..scored]` went through the scoring stage. Scoring waits for the hand-on
+    /// (see `batcher`), and a batch the sink had no room for keeps growing after it.
+    scored: usize,
 }
 
 impl Batch {
@@ -69,6 +85,7 @@ impl Batch {
             profiles: BTreeMap::new(),
             opened_at: Instant::now(),
             ids: HashSet::new(),
+            scored: 0,
         }
     }
 
@@ -80,13 +97,13 @@ impl Batch {
         self.offsets.is_empty()
     }
 
-    /// Note that `offset` of `partition` is consumed by this batch; `stored` is the next
-    /// offset the database holds for it when the batch opens that partition.
+    /// Note that `offset` of `partition` is consumed by this batch; `stored` is the stored
+    /// offset of the partition when the batch opens it.
     pub fn advance(
         &mut self,
         partition: i32,
         offset: i64,
-        stored: i64,
+        stored: Option<i64>,
         watermark: Option<DateTime<Utc>>,
     ) {
         self.offsets
@@ -115,6 +132,19 @@ impl Batch {
         self.accepted.push(record);
     }
 
+    /// Accepted records not scored yet, in order.
+    pub fn unscored(&self) -> &[Accepted] {
+        &self.accepted[self.scored..]
+    }
+
+    /// Give every record not scored yet its verdict, in order.
+    pub fn score_unscored(&mut self, mut score: impl FnMut(&Accepted) -> Option<Verdict>) {
+        for r in &mut self.accepted[self.scored..] {
+            r.verdict = score(r);
+        }
+        self.scored = self.accepted.len();
+    }
+
     /// Attach changed scoring state; a later copy of a customer's profile replaces the earlier.
     pub fn add_profiles(&mut self, rows: Vec<ProfileRow>) {
         for row in rows {
@@ -128,10 +158,14 @@ impl Batch {
 
     /// Drop everything of `partitions` (revoked before the batch was handed on).
     pub fn retain_partitions(&mut self, keep: impl Fn(i32) -> bool) {
+        self.scored = self.accepted[..self.scored]
+            .iter()
+            .filter(|r| keep(r.partition))
+            .count();
         self.accepted.retain(|r| keep(r.partition));
         self.rejected.retain(|r| keep(r.partition));
         self.offsets.retain(|p, _| keep(*p));
-        self.profiles.retain(|_, r| keep(r.partition));
+        self.profiles.retain(|_, r| r.partition.is_none_or(&keep));
         self.ids = self
             .accepted
             .iter()
@@ -169,102 +203,20 @@ pub fn duplicate(
     }
 }
 
-/// COPY of rows into `transactions`; [`encode_copy`] writes exactly these columns. The sink
-/// uses a prepared INSERT over arrays instead (see `sink`); `sluice-bench` uses this raw COPY
-/// to measure the limit of the same rows into the same schema.
-pub const COPY_TRANSACTIONS: &str = "COPY transactions (transaction_id, customer_id, merchant_id, \
-    merchant_category, amount, currency, event_time, payment_method, channel, country, shipping_country, \
-    card_last4, card_fingerprint, device_id, ip_address, latitude, longitude, account_age_days, items, \
-    kafka_partition, kafka_offset, kafka_timestamp, fraud_score, is_fraud) FROM STDIN";
-
-/// Encode records in COPY text format for [`COPY_TRANSACTIONS`].
-pub fn encode_copy<'a>(records: impl IntoIterator<Item = &'a Accepted>, out: &mut Vec<u8>) {
-    use std::io::Write;
-    for r in records {
-        let tx = &r.valid.tx;
-        text(out, &tx.transaction_id);
-        text(out, &tx.customer_id);
-        text(out, &tx.merchant_id);
-        opt_text(out, tx.merchant_category.as_deref());
-        let cents = r.valid.amount_cents;
-        let _ = write!(out, "{}.{:02}\t", cents / 100, cents % 100);
-        text(out, &tx.currency);
-        timestamp(out, r.valid.event_time);
-        text(out, tx.payment_method.as_str());
-        opt_text(out, tx.channel.map(|c| c.as_str()));
-        text(out, &tx.country);
-        opt_text(out, tx.shipping_country.as_deref());
-        opt_text(out, tx.card_last4.as_deref());
-        opt_text(out, tx.card_fingerprint.as_deref());
-        opt_text(out, tx.device_id.as_deref());
-        opt_text(out, tx.ip_address.as_deref());
-        opt_num(out, tx.latitude);
-        opt_num(out, tx.longitude);
-        opt_num(out, tx.account_age_days);
-        opt_num(out, tx.items);
-        let _ = write!(out, "{}\t{}\t", r.partition, r.offset);
-        timestamp(out, r.kafka_timestamp);
-        opt_num(out, r.verdict.score);
-        out.extend_from_slice(if r.verdict.flagged { b"t\n" } else { b"f\n" });
-    }
-}
-
-fn text(out: &mut Vec<u8>, s: &str) {
-    for &b in s.as_bytes() {
-        match b {
-            b'\\' => out.extend_from_slice(b"\\\\"),
-            b'\t' => out.extend_from_slice(b"\\t"),
-            b'\n' => out.extend_from_slice(b"\\n"),
-            b'\r' => out.extend_from_slice(b"\\r"),
-            _ => out.push(b),
-        }
-    }
-    out.push(b'\t');
-}
-
-fn opt_text(out: &mut Vec<u8>, s: Option<&str>) {
-    match s {
-        Some(s) => text(out, s),
-        None => out.extend_from_slice(b"\\N\t"),
-    }
-}
-
-fn opt_num<T: std::fmt::Display>(out: &mut Vec<u8>, v: Option<T>) {
-    use std::io::Write;
-    match v {
-        Some(v) => {
-            let _ = write!(out, "{v}\t");
-        }
-        None => out.extend_from_slice(b"\\N\t"),
-    }
-}
-
-fn timestamp(out: &mut Vec<u8>, t: DateTime<Utc>) {
-    use std::io::Write;
-    let _ = write!(out, "{}\t", t.format("%Y-%m-%d %H:%M:%S%.6f+00"));
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn copy_text_escapes_control_characters() {
-        let mut out = Vec::new();
-        text(&mut out, "a\tb\\c\nd");
-        assert_eq!(out, b"a\\tb\\\\c\\nd\t");
-    }
-
-    #[test]
     fn offsets_remember_the_value_they_were_built_on() {
         let mut b = Batch::new(0);
         let t = Utc::now();
-        b.advance(3, 10, 10, None);
-        b.advance(3, 11, 10, Some(t));
+        b.advance(3, 10, Some(10), None);
+        b.advance(3, 11, Some(10), Some(t));
         assert_eq!(
             b.offsets[&3],
             OffsetMove {
-                expected: 10,
+                expected: Some(10),
                 next: 12,
                 watermark: Some(t)
             }

@@ -1,5 +1,6 @@
 //! Postgres plumbing: the connection pool (each connection pinned to the pipeline's schema
-//! and to UTC), migrations, daily partition upkeep and the stored consumer offsets.
+//! and to UTC), migrations, daily partition upkeep, the stored offsets and the persisted
+//! customer profiles.
 
 use crate::score::ProfileRow;
 use anyhow::{Context, Result};
@@ -25,7 +26,7 @@ pub async fn connect(
         .after_connect(move |conn, _| {
             let schema = schema.clone();
             Box::pin(async move {
-                // The schema is a checked identifier (config::check), so formatting it in is safe.
+                // The schema is a checked identifier (WorkerConfig::validate), so formatting it in is safe.
                 let sync = if synchronous_commit { "on" } else { "off" };
                 let setup = format!("SET search_path TO \"{schema}\"; SET TIME ZONE 'UTC'; SET synchronous_commit = {sync}");
                 sqlx::raw_sql(AssertSqlSafe(setup)).execute(&mut *conn).await?;
@@ -112,26 +113,27 @@ pub async fn maintain_partitions(
     Ok(())
 }
 
-/// A partition's checkpoint: the next offset to consume (-1: nothing stored yet) and the
-/// event-time watermark reached with it.
+/// A partition's stored offset (`consumer_offsets`): the next offset to consume, `None`
+/// when nothing is stored yet, and the event-time watermark reached with it. It moves in
+/// the transaction that stores the rows before it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StoredOffset {
     pub partition: i32,
-    pub next: i64,
+    pub next: Option<i64>,
     pub watermark: Option<DateTime<Utc>>,
 }
 
-/// Stored checkpoints for `partitions`, creating "nothing stored" rows (-1) for new ones
-/// so that every later batch can compare-and-set.
-pub async fn load_offsets(
+/// The stored offsets of `partitions`, creating rows with nothing stored (NULL) for new
+/// ones so that every later batch can compare-and-set.
+pub async fn load_stored_offsets(
     pool: &PgPool,
     group: &str,
     topic: &str,
     partitions: &[i32],
 ) -> Result<Vec<StoredOffset>> {
     sqlx::query(
-        "INSERT INTO consumer_offsets (group_id, topic, partition, next_offset)
-         SELECT $1, $2, p, -1 FROM unnest($3::int[]) AS p
+        "INSERT INTO consumer_offsets (group_id, topic, partition)
+         SELECT $1, $2, p FROM unnest($3::int[]) AS p
          ON CONFLICT DO NOTHING",
     )
     .bind(group)
@@ -139,7 +141,7 @@ pub async fn load_offsets(
     .bind(partitions)
     .execute(pool)
     .await?;
-    let rows: Vec<(i32, i64, Option<DateTime<Utc>>)> = sqlx::query_as(
+    let rows: Vec<(i32, Option<i64>, Option<DateTime<Utc>>)> = sqlx::query_as(
         "SELECT partition, next_offset, watermark FROM consumer_offsets
          WHERE group_id = $1 AND topic = $2 AND partition = ANY($3)",
     )

@@ -1,5 +1,5 @@
 //! The fraud stage: [`sluice_fraud`]'s model and per-customer profiles behind the worker's
-//! [`Scorer`] seam. Profiles of the partitions this worker owns live in a bounded store;
+//! [`ScoringStage`] seam. Profiles of the partitions this worker owns live in a bounded store;
 //! changed ones are committed with every batch and warmed when a partition arrives.
 //!
 //! A customer evicted from the store (idle while more than `fraud.profile_capacity` others
@@ -7,10 +7,10 @@
 //! batch on its way to Postgres, so the profiles evicted during the last few hand-ons are
 //! kept aside in memory; older ones are read back from `customer_profiles`.
 
-use crate::score::{ProfileRow, Scorer, Verdict};
+use crate::score::{ProfileRow, ScoringStage};
 use crate::validate::ValidTransaction;
 use sluice_api::config::FraudConfig;
-use sluice_fraud::{Model, ProfileStore};
+use sluice_fraud::{Model, ProfileStore, Verdict};
 use std::collections::{HashMap, HashSet, VecDeque};
 
 /// Hand-ons an evicted profile stays in memory. The sink queue holds one batch and writes
@@ -33,13 +33,17 @@ pub struct FraudScorer {
     /// Partition of every customer in the store (a customer lives in one partition). Kept
     /// in step with the store: evictions are collected, revoked partitions retained alike.
     partition_of: HashMap<String, i32>,
-    /// Evicted customers (id hash → partition) whose profile Postgres holds or will hold.
-    evicted: HashMap<u64, i32>,
+    /// Evicted customers (id hash → partition, if known) whose profile Postgres holds or
+    /// will hold.
+    evicted: HashMap<u64, Option<i32>>,
     /// Profiles evicted during the last hand-ons, newest first, possibly not committed yet.
-    recently_evicted: VecDeque<HashMap<String, (i32, Vec<u8>)>>,
+    recently_evicted: VecDeque<EvictedProfiles>,
     warned_full: bool,
     recently_scored: RecentIds,
 }
+
+/// Profiles evicted during one hand-on: customer → (partition if known, encoded profile).
+type EvictedProfiles = HashMap<String, (Option<i32>, Vec<u8>)>;
 
 /// A bounded first-in first-out set of transaction id hashes, by partition.
 #[derive(Default)]
@@ -48,8 +52,8 @@ struct RecentIds {
     set: HashSet<u64>,
 }
 
-/// A 64-bit fingerprint of an id, for the sets that only need to recognise ids again.
-fn fingerprint(id: &str) -> u64 {
+/// A 64-bit hash of an id, for the sets that only need to recognise ids again.
+fn id_hash(id: &str) -> u64 {
     use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
     BuildHasherDefault::<DefaultHasher>::default().hash_one(id)
 }
@@ -57,7 +61,7 @@ fn fingerprint(id: &str) -> u64 {
 impl RecentIds {
     /// Remembers `id`; false if it was already remembered.
     fn insert(&mut self, id: &str, partition: i32) -> bool {
-        let h = fingerprint(id);
+        let h = id_hash(id);
         if !self.set.insert(h) {
             return false;
         }
@@ -93,9 +97,9 @@ impl FraudScorer {
     /// Move what the store just evicted aside.
     fn collect_evicted(&mut self) {
         for (customer, profile) in self.store.take_evicted() {
-            let partition = self.partition_of.remove(&*customer).unwrap_or(-1);
+            let partition = self.partition_of.remove(&*customer);
             if self.evicted.len() < EVICTED_REMEMBERED {
-                self.evicted.insert(fingerprint(&customer), partition);
+                self.evicted.insert(id_hash(&customer), partition);
             } else if !self.warned_full {
                 self.warned_full = true;
                 tracing::warn!(
@@ -118,37 +122,35 @@ impl FraudScorer {
         if let Some((partition, profile)) = found
             && self.store.warm(customer_id, &profile).is_ok()
         {
-            self.evicted.remove(&fingerprint(customer_id));
-            self.partition_of.insert(customer_id.to_owned(), partition);
+            self.evicted.remove(&id_hash(customer_id));
+            if let Some(partition) = partition {
+                self.partition_of.insert(customer_id.to_owned(), partition);
+            }
         }
     }
 }
 
-impl Scorer for FraudScorer {
-    fn score(&mut self, tx: &ValidTransaction, partition: i32) -> Verdict {
+impl ScoringStage for FraudScorer {
+    fn score(&mut self, tx: &ValidTransaction, partition: i32) -> Option<Verdict> {
         if !self
             .recently_scored
             .insert(&tx.tx.transaction_id, partition)
         {
-            return Verdict::default(); // a repeat: the sink rejects it as a duplicate
+            return None; // a repeat: the sink rejects it as a duplicate
         }
         let customer = tx.tx.customer_id.as_str();
         if !self.partition_of.contains_key(customer) {
             self.restore_recent(customer);
             self.partition_of.insert(customer.to_owned(), partition);
         }
-        let v = self.scorer.score(
+        let verdict = self.scorer.score(
             &mut self.store,
             &tx.tx,
             tx.event_time.timestamp_millis(),
             tx.amount_cents,
         );
         self.collect_evicted();
-        Verdict {
-            score: Some(v.score),
-            flagged: v.flagged,
-            reasons: v.reasons,
-        }
+        Some(verdict)
     }
 
     fn forget_partitions(&mut self, partitions: &[i32]) {
@@ -156,10 +158,11 @@ impl Scorer for FraudScorer {
         self.store
             .retain(|id| partition_of.get(id).is_none_or(|p| !partitions.contains(p)));
         self.partition_of.retain(|_, p| !partitions.contains(p));
-        self.evicted.retain(|_, p| !partitions.contains(p));
+        self.evicted
+            .retain(|_, p| p.is_none_or(|p| !partitions.contains(&p)));
         self.recently_scored.forget_partitions(partitions);
         for m in &mut self.recently_evicted {
-            m.retain(|_, (p, _)| !partitions.contains(p));
+            m.retain(|_, (p, _)| p.is_none_or(|p| !partitions.contains(&p)));
         }
     }
 
@@ -174,8 +177,11 @@ impl Scorer for FraudScorer {
                 stale += 1; // another profile version: the customer starts afresh
                 continue;
             }
-            self.evicted.remove(&fingerprint(&row.customer_id));
-            self.partition_of.insert(row.customer_id, row.partition);
+            self.evicted.remove(&id_hash(&row.customer_id));
+            // Unknown: the customer's next transaction says where it lives.
+            if let Some(partition) = row.partition {
+                self.partition_of.insert(row.customer_id, partition);
+            }
             self.collect_evicted();
         }
         if stale > 0 {
@@ -185,7 +191,7 @@ impl Scorer for FraudScorer {
 
     fn to_reload(&self, customers: &mut dyn Iterator<Item = &str>) -> Vec<String> {
         let unique: HashSet<&str> = customers
-            .filter(|c| !self.store.contains(c) && self.evicted.contains_key(&fingerprint(c)))
+            .filter(|c| !self.store.contains(c) && self.evicted.contains_key(&id_hash(c)))
             .filter(|c| self.recently_evicted.iter().all(|m| !m.contains_key(*c)))
             .collect();
         unique.into_iter().map(str::to_owned).collect()
@@ -201,7 +207,7 @@ impl Scorer for FraudScorer {
         dirty
             .into_iter()
             .map(|(customer_id, profile)| {
-                let partition = self.partition_of.get(&customer_id).copied().unwrap_or(-1);
+                let partition = self.partition_of.get(&customer_id).copied();
                 ProfileRow {
                     customer_id,
                     partition,
@@ -235,12 +241,9 @@ impl FraudStage {
     }
 }
 
-impl Scorer for FraudStage {
-    fn score(&mut self, tx: &ValidTransaction, partition: i32) -> Verdict {
-        self.active
-            .as_mut()
-            .map(|s| s.score(tx, partition))
-            .unwrap_or_default()
+impl ScoringStage for FraudStage {
+    fn score(&mut self, tx: &ValidTransaction, partition: i32) -> Option<Verdict> {
+        self.active.as_mut().and_then(|s| s.score(tx, partition))
     }
 
     fn forget_partitions(&mut self, partitions: &[i32]) {
@@ -373,7 +376,7 @@ mod tests {
         };
         let mut stage = FraudStage::new(Model::default(), &off);
         assert!(!stage.stateful());
-        assert_eq!(stage.score(&tx("a", 0), 0), Verdict::default());
+        assert_eq!(stage.score(&tx("a", 0), 0), None);
         assert!(stage.take_dirty().is_empty());
         assert!(!stage.reconfigure(&off));
         assert!(
@@ -381,7 +384,7 @@ mod tests {
             "switched on: the caller warms state"
         );
         assert!(stage.stateful());
-        assert!(stage.score(&tx("a", 1), 0).score.is_some());
+        assert!(stage.score(&tx("a", 1), 0).is_some());
         assert_eq!(stage.take_dirty().len(), 1);
     }
 
@@ -393,15 +396,11 @@ mod tests {
             once.score(&tx("c", n), 0);
             twice.score(&tx("c", n), 0);
         }
-        assert_eq!(
-            twice.score(&tx("c", 1), 0),
-            Verdict::default(),
-            "repeat not scored"
-        );
+        assert_eq!(twice.score(&tx("c", 1), 0), None, "repeat not scored");
         assert_eq!(once.score(&tx("c", 3), 0), twice.score(&tx("c", 3), 0));
         twice.forget_partitions(&[0]);
         assert!(
-            twice.score(&tx("c", 1), 0).score.is_some(),
+            twice.score(&tx("c", 1), 0).is_some(),
             "forgotten with its partition"
         );
     }

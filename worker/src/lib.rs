@@ -1,23 +1,50 @@
-//! sluice-worker: consume → validate → score → write, exactly once into Postgres.
+//! sluice-worker: consume → validate → score → batch → sink → summarise, exactly once into
+//! Postgres. The modules, in the order the data flows:
 //!
-//! Data flows one way: [`consumer`] (Kafka, assignment, stored offsets) → [`validate`]
-//! (contract rules, card masking; [`pan`] tells card numbers from identifiers) → [`score`]
-//! (the fraud stage) → [`batch`] → [`sink`] (one Postgres transaction per batch: rows,
-//! rejections, summaries, offsets).
+//! - [`consumer`]: Kafka, partition assignment, seeking to stored offsets, acks, fencing,
+//!   shutdown;
+//! - [`validate`]: contract rules per record; [`pan`] tells card numbers from identifiers
+//!   and masks them;
+//! - [`score`]: the scoring stage seam; [`fraud`] is the stage the worker runs;
+//! - [`batcher`]: takes records into the open batch, hands it on, backpressure; [`batch`]
+//!   is what it hands on;
+//! - [`sink`]: one Postgres transaction per batch (rows, rejections, profiles, summaries,
+//!   stored offsets) and the DLQ / alerts topics;
+//! - [`summaries`]: lateness and the per-minute summaries a batch adds.
+//!
+//! Around them: [`config`] (load, validate, hot reload), [`db`] (pool, migrations,
+//! partitions, stored offsets), [`kafka`] (client settings), [`metrics`] and
+//! [`error_events`], [`http`] (probes, metrics and the [`analytics`] read API), and
+//! [`copy_text`] (the bench's COPY baseline, not on the worker's path).
 
-pub mod analytics;
-pub mod batch;
-pub mod config;
+// Stages, in data order (kept apart so rustfmt leaves the order alone).
 pub mod consumer;
-pub mod db;
+
+pub mod validate;
+
+pub mod pan;
+
+pub mod score;
+
 pub mod fraud;
+
+pub mod batcher;
+
+pub mod batch;
+
+pub mod sink;
+
+pub mod summaries;
+
+// Around the stages.
+pub mod analytics;
+pub mod config;
+pub mod copy_text;
+pub mod db;
+pub mod error_events;
 pub mod http;
 pub mod kafka;
 pub mod metrics;
-pub mod pan;
-pub mod score;
-pub mod sink;
-pub mod validate;
 
 use anyhow::{Context as _, Result};
 use sluice_api::WorkerConfig;
@@ -79,7 +106,7 @@ pub async fn run(
             tracing::error!(error = %e, "HTTP server failed");
         }
     });
-    tokio::spawn(maintenance(pool.clone(), config.clone()));
+    tokio::spawn(maintenance(pool.clone(), config.clone(), metrics.clone()));
 
     let (batch_tx, batch_rx) = tokio::sync::mpsc::channel(SINK_QUEUE);
     let (ack_tx, ack_rx) = std::sync::mpsc::channel();
@@ -142,7 +169,7 @@ async fn wait_for_signal() {
 }
 
 /// Keep daily partitions ahead of time and drop those past retention.
-async fn maintenance(pool: sqlx::PgPool, config: WorkerConfig) {
+async fn maintenance(pool: sqlx::PgPool, config: WorkerConfig, metrics: Arc<metrics::Metrics>) {
     let mut tick = tokio::time::interval(Duration::from_secs(
         config.retention.maintenance_interval_secs.max(1),
     ));
@@ -156,8 +183,9 @@ async fn maintenance(pool: sqlx::PgPool, config: WorkerConfig) {
             config.retention.days_ahead,
         )
         .await
+            && let Some(suppressed) = metrics.errors.occurred(error_events::ErrorKind::Database)
         {
-            tracing::warn!(error = %e, "partition maintenance failed; will retry");
+            tracing::warn!(error = %e, suppressed, "partition maintenance failed; will retry");
         }
     }
 }

@@ -2,32 +2,13 @@ use anyhow::Result;
 use clap::Parser;
 use std::path::PathBuf;
 
-const SETTINGS: &str = "\
-SETTINGS (YAML file keys; each also settable as SLUICE_<SECTION>__<KEY>, e.g. SLUICE_KAFKA__TOPIC)
-  pipeline                         name used as the `pipeline` metric label       [default]
-  kafka.bootstrap_servers          comma-separated broker list                     [127.0.0.1:9092]
-  kafka.topic                      input topic of transactions                     [transactions]
-  kafka.group_id                   consumer group shared by the pipeline's workers [sluice]
-  kafka.dlq_topic                  rejected records; empty = <topic>.dlq
-  kafka.alerts_topic               fraud alerts; empty = <topic>.alerts
-  kafka.security_protocol          PLAINTEXT | SSL | SASL_PLAINTEXT | SASL_SSL     [PLAINTEXT]
-  kafka.sasl_mechanism             PLAIN | SCRAM-SHA-256 | SCRAM-SHA-512           [PLAIN]
-  kafka.session_timeout_ms         how long a dead worker keeps its partitions     [10000]
-  kafka.fetch_wait_max_ms          broker fetch wait; bounds latency at low rates  [10]
-  postgres.schema                  schema of the pipeline's tables                 [sluice]
-  postgres.max_connections         pool size (>= 2)                                [4]
-  postgres.retry_initial_ms        first retry delay after a DB error (doubles)    [100]
-  postgres.retry_max_ms            longest retry delay                             [5000]
-  batch.max_records                write a batch at this many records...           [5000]
-  batch.max_wait_ms                ...or when its first record waited this long    [20]
-  validation.max_future_skew_secs  event times further ahead are rejected          [300]
-  retention.days                   daily partitions kept; older events rejected    [30]
-  retention.days_ahead             daily partitions created ahead                  [3]
-  retention.maintenance_interval_secs  partition upkeep period                     [3600]
-  http.listen                      address of /metrics /healthz /readyz /api/v1/*  [0.0.0.0:9090]
-  analytics.allowed_lateness_secs  later events are stored but not summarised     [600]
-  fraud.enabled | fraud.threshold | fraud.disabled_rules   fraud scoring switches
+/// What `--help` prints after the options: the settings (from `sluice_api`, defaults
+/// included) and what comes from the environment only.
+fn settings_help() -> String {
+    format!("{}\n{ENVIRONMENT}", sluice_api::settings_help())
+}
 
+const ENVIRONMENT: &str = "\
 SECRETS (environment only, normally from Kubernetes Secrets; never logged)
   DATABASE_URL                     Postgres primary, e.g. postgres://user:pass@host:5432/db
   DATABASE_READ_URL                read endpoint (replica) for /api/v1 analytics  [DATABASE_URL]
@@ -39,7 +20,7 @@ LOGGING
 /// Consume transactions from Kafka, validate and score them, and land them in Postgres
 /// exactly once (rows and consumed offsets commit in one transaction).
 #[derive(Parser)]
-#[command(name = "sluice-worker", version, after_long_help = SETTINGS, after_help = "See --help for every setting.")]
+#[command(name = "sluice-worker", version, after_long_help = settings_help(), after_help = "See --help for every setting.")]
 struct Args {
     /// YAML configuration file (the operator mounts it at /etc/sluice/config.yaml).
     #[arg(long, env = "SLUICE_CONFIG")]

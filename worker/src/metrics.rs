@@ -1,5 +1,6 @@
 //! Prometheus metrics of the worker (contract §3 names; more are welcome, these stay).
 
+use crate::error_events::ErrorEvents;
 use prometheus::{
     Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
     exponential_buckets,
@@ -23,7 +24,11 @@ pub struct Metrics {
     pub quality_score: prometheus::Gauge,
     pub batch_size: Histogram,
     pub batch_write_seconds: Histogram,
+    /// Failed batch writes in Postgres by `kind`; Kafka produce failures are not among them
+    /// (they count in [`Metrics::errors`]).
     pub db_errors: IntCounterVec,
+    /// `sluice_errors_total{error}` and the rate-limited log of every recovered error.
+    pub errors: ErrorEvents,
     pub fenced_batches: IntCounter,
     pub late_events: IntCounter,
     pub profiles_reloaded: IntCounter,
@@ -119,7 +124,10 @@ impl Metrics {
             )
             .expect("metric"),
             db_errors: IntCounterVec::new(
-                Opts::new("sluice_db_errors_total", "Failed batch writes, by kind."),
+                Opts::new(
+                    "sluice_db_errors_total",
+                    "Failed batch writes in Postgres, by kind: connection, database.",
+                ),
                 &["kind"],
             )
             .expect("metric"),
@@ -148,6 +156,7 @@ impl Metrics {
                 "Start time of the process since unix epoch in seconds.",
             )
             .expect("metric"),
+            errors: ErrorEvents::new(),
             registry,
             quality_window: Mutex::new(QualityWindow::default()),
         };
@@ -170,6 +179,7 @@ impl Metrics {
             Box::new(m.consumer_lag_seconds.clone()),
             Box::new(m.dlq_records.clone()),
             Box::new(m.process_start_time.clone()),
+            m.errors.collector(),
         ] {
             m.registry.register(c).expect("unique metric");
         }
@@ -179,7 +189,7 @@ impl Metrics {
         for outcome in ["accepted", "rejected", "duplicate"] {
             m.transactions.with_label_values(&[outcome]);
         }
-        for kind in crate::sink::WRITE_ERROR_KINDS {
+        for kind in crate::sink::DB_ERROR_KINDS {
             m.db_errors.with_label_values(&[kind]);
         }
         m
@@ -284,6 +294,7 @@ mod tests {
             "sluice_transactions_total{outcome=\"duplicate\",pipeline=\"p\"} 0",
             "sluice_db_errors_total{kind=\"connection\",pipeline=\"p\"} 0",
             "sluice_dlq_records_total{pipeline=\"p\"} 0",
+            "sluice_errors_total{error=\"dlq_produce\",pipeline=\"p\"} 0",
         ] {
             assert!(text.contains(name), "missing {name} in\n{text}");
         }

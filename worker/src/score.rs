@@ -1,37 +1,33 @@
-//! The scoring stage: between validation and the sink, every valid transaction gets a
+//! The scoring stage: between validation and the sink, every valid transaction may get a
 //! [`Verdict`]. The fraud model plugs in here ([`crate::fraud`]); the sink only sees verdicts
 //! and the state to persist.
 
 use crate::validate::ValidTransaction;
-
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Verdict {
-    /// In [0, 1]; `None` when no scorer ran.
-    pub score: Option<f64>,
-    pub flagged: bool,
-    /// Stable snake_case names of the rules or features behind the score.
-    pub reasons: Vec<&'static str>,
-}
+use sluice_fraud::Verdict;
 
 /// A customer's persisted scoring state (`customer_profiles`).
 #[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
 pub struct ProfileRow {
     pub customer_id: String,
-    pub partition: i32,
+    /// The partition the customer's events arrive on; `None` when not known (a profile
+    /// read back by customer id whose partition was never recorded).
+    pub partition: Option<i32>,
     pub profile: Vec<u8>,
 }
 
 /// A stage that scores transactions of the partitions this worker owns, in partition order.
 /// Its per-customer state is persisted with each batch and warmed when partitions arrive.
-pub trait Scorer: Send {
-    fn score(&mut self, tx: &ValidTransaction, partition: i32) -> Verdict;
+pub trait ScoringStage: Send {
+    /// The verdict on `tx`; `None` when nothing scored it (scoring off, or a repeat of a
+    /// transaction already scored).
+    fn score(&mut self, tx: &ValidTransaction, partition: i32) -> Option<Verdict>;
     /// Partitions were revoked (or their state is stale): forget their customers.
     fn forget_partitions(&mut self, _partitions: &[i32]) {}
-    /// Whether this scorer keeps state that must be warmed and persisted.
+    /// Whether this stage keeps state that must be warmed and persisted.
     fn stateful(&self) -> bool {
         false
     }
-    /// Load persisted state (of newly assigned partitions, or of [`Scorer::to_reload`]).
+    /// Load persisted state (of newly assigned partitions, or of [`ScoringStage::to_reload`]).
     fn warm(&mut self, _rows: Vec<ProfileRow>) {}
     /// Customers among these whose state must be read back from Postgres before they are
     /// scored (evicted earlier for lack of memory).
@@ -44,7 +40,7 @@ pub trait Scorer: Send {
     fn take_dirty(&mut self) -> Vec<ProfileRow> {
         Vec::new()
     }
-    /// New fraud switches from a reloaded configuration. True when the scorer started its
+    /// New fraud switches from a reloaded configuration. True when the stage started its
     /// state afresh: the caller then warms it for the partitions it owns.
     fn reconfigure(&mut self, _config: &sluice_api::config::FraudConfig) -> bool {
         false

@@ -12,8 +12,8 @@ use serde_json::json;
 use sluice_loadgen::{
     EventClock, EventKind, Generator, GeneratorConfig, LoadSpec, ensure_topic, produce,
 };
-use sluice_worker::batch::{Accepted, COPY_TRANSACTIONS, encode_copy};
-use sluice_worker::score::Verdict;
+use sluice_worker::batch::Accepted;
+use sluice_worker::copy_text::{COPY_TRANSACTIONS, encode_copy};
 use sluice_worker::validate::{TimeBounds, validate};
 use sqlx::{Connection, PgConnection, PgPool};
 use std::path::PathBuf;
@@ -490,8 +490,7 @@ async fn copy_baseline(db_url: &str, rows: usize) -> Result<f64> {
             kafka_timestamp: now,
             received_at: Instant::now(),
             raw: Vec::new(),
-            verdict: Verdict::default(),
-            scored: true,
+            verdict: None,
             late: false,
         });
     }

@@ -1,6 +1,9 @@
 //! Loading [`WorkerConfig`]: defaults, then a YAML file, then `SLUICE_`-prefixed environment
 //! variables (`SLUICE_KAFKA__TOPIC=orders` sets `kafka.topic`). Secrets are read from their
 //! own variables only and never enter the config value, so logging the config is safe.
+//! Every load, at start and on [`reload`], is checked by [`WorkerConfig::validate`].
+
+pub mod reload;
 
 use anyhow::{Context, Result, bail};
 use serde_json::Value;
@@ -70,7 +73,8 @@ pub fn load(file: Option<&Path>) -> Result<WorkerConfig> {
     }
     let config: WorkerConfig =
         serde_json::from_value(tree).context("invalid worker configuration")?;
-    check(&config)?;
+    // The same bounds the operator checks before it renders a ConfigMap.
+    config.validate().context("invalid worker configuration")?;
     Ok(config)
 }
 
@@ -118,31 +122,6 @@ fn set_path(tree: &mut Value, path: &str, raw: &str) -> Result<()> {
         ),
         _ => Value::String(raw.into()),
     };
-    Ok(())
-}
-
-fn check(c: &WorkerConfig) -> Result<()> {
-    if !c
-        .postgres
-        .schema
-        .chars()
-        .all(|ch| ch.is_ascii_alphanumeric() || ch == '_')
-        || c.postgres.schema.is_empty()
-        || c.postgres
-            .schema
-            .starts_with(|ch: char| ch.is_ascii_digit())
-    {
-        bail!("postgres.schema must be a plain identifier ([A-Za-z_][A-Za-z0-9_]*)");
-    }
-    if c.batch.max_records == 0 {
-        bail!("batch.max_records must be at least 1");
-    }
-    if c.kafka.topic.is_empty() || c.kafka.group_id.is_empty() {
-        bail!("kafka.topic and kafka.group_id must be set");
-    }
-    if c.postgres.max_connections < 2 {
-        bail!("postgres.max_connections must be at least 2 (writer + maintenance)");
-    }
     Ok(())
 }
 

@@ -1,0 +1,320 @@
+//! The batcher: takes each polled record into the open batch (validated, classified, its
+//! lateness decided), scores the batch and hands it to the sink, and says when the sink is
+//! so far behind that the consumer must hold back (backpressure; the waiting itself is the
+//! consumer's, since it decides when Kafka is polled).
+//!
+//! It also keeps what the consumer knows of every owned partition: the stored offset the
+//! batches handed on so far will leave, the next offset expected from Kafka, the watermark,
+//! and which records are taken but not yet committed.
+
+use crate::batch::{Accepted, Batch, Rejected, duplicate};
+use crate::db::StoredOffset;
+use crate::score::{ProfileRow, ScoringStage};
+use crate::summaries::Watermark;
+use crate::validate::{TimeBounds, mask_pans, validate};
+use chrono::{DateTime, Utc};
+use sluice_api::WorkerConfig;
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+
+/// A batch may grow to this many times `batch.max_records` while the sink is busy.
+const BATCH_HARD_CAP: usize = 2;
+
+/// What the batcher knows of one partition this worker owns.
+#[derive(Debug)]
+pub struct OwnedPartition {
+    /// The stored offset once every batch handed on so far commits (`None`: nothing stored).
+    stored: Option<i64>,
+    /// Next offset expected from Kafka; anything lower was already taken.
+    seen: i64,
+    /// The reference for late events. Starts from the stored value, so replays classify as
+    /// before.
+    watermark: Watermark,
+    /// Taken, not yet committed (`sluice_consumer_lag_seconds`).
+    pub uncommitted: Uncommitted,
+}
+
+impl OwnedPartition {
+    pub fn at(stored: &StoredOffset) -> Self {
+        Self {
+            stored: stored.next,
+            seen: stored.next.unwrap_or(0),
+            watermark: Watermark::stored(stored.watermark),
+            uncommitted: Uncommitted::default(),
+        }
+    }
+}
+
+/// Records of one partition taken but not yet committed, for its time lag: the offset and
+/// Kafka timestamp of the first record of each batch not yet committed (batches are
+/// contiguous per partition, so the front is the oldest uncommitted record).
+#[derive(Debug, Default)]
+pub struct Uncommitted {
+    firsts: VecDeque<(i64, DateTime<Utc>)>,
+    /// The open (not yet handed on) batch already has an entry for this partition.
+    open: bool,
+}
+
+impl Uncommitted {
+    fn take(&mut self, offset: i64, kafka_time: DateTime<Utc>) {
+        if !self.open {
+            self.firsts.push_back((offset, kafka_time));
+            self.open = true;
+        }
+    }
+
+    /// Everything below `next` is committed.
+    pub fn committed(&mut self, next: i64) {
+        while self.firsts.front().is_some_and(|(o, _)| *o < next) {
+            self.firsts.pop_front();
+        }
+    }
+
+    /// Seconds since the oldest uncommitted record's Kafka timestamp; 0 when none is held.
+    pub fn time_lag(&self, now: DateTime<Utc>) -> f64 {
+        self.firsts.front().map_or(0.0, |(_, t)| {
+            ((now - *t).num_milliseconds().max(0) as f64) / 1000.0
+        })
+    }
+}
+
+/// The open batch and the partitions it draws from. Shared by the poll loop and the
+/// rebalance callbacks (both on the poll thread).
+pub struct Batcher {
+    pub batch: Batch,
+    /// Bumped on every resync; batches of older generations are dropped by the sink.
+    pub generation: u64,
+    pub owned: HashMap<i32, OwnedPartition>,
+    pub scorer: Box<dyn ScoringStage>,
+    max_records: usize,
+    max_wait: Duration,
+    retention_days: u32,
+    max_future_skew_secs: i64,
+    allowed_lateness: chrono::Duration,
+}
+
+impl Batcher {
+    pub fn new(config: &WorkerConfig, scorer: Box<dyn ScoringStage>) -> Self {
+        Self {
+            batch: Batch::new(0),
+            generation: 0,
+            owned: HashMap::new(),
+            scorer,
+            max_records: config.batch.max_records,
+            max_wait: Duration::from_millis(config.batch.max_wait_ms),
+            retention_days: config.retention.days,
+            max_future_skew_secs: config.validation.max_future_skew_secs,
+            allowed_lateness: chrono::Duration::seconds(
+                config.analytics.allowed_lateness_secs.min(i64::MAX as u64) as i64,
+            ),
+        }
+    }
+
+    pub fn owned_partitions(&self) -> Vec<i32> {
+        self.owned.keys().copied().collect()
+    }
+
+    /// Full, or its first record waited `batch.max_wait_ms`: hand it on when the sink has room.
+    pub fn due(&self) -> bool {
+        !self.batch.is_empty()
+            && (self.batch.len() >= self.max_records
+                || self.batch.opened_at.elapsed() >= self.max_wait)
+    }
+
+    /// While the sink is busy the batch keeps growing (a bigger insert is cheaper per row);
+    /// only past this cap must the consumer stop taking records.
+    pub fn over_hard_cap(&self) -> bool {
+        self.batch.len() >= self.max_records * BATCH_HARD_CAP
+    }
+
+    /// How long the consumer may block in poll before the open batch is due.
+    pub fn poll_timeout(&self) -> Duration {
+        if self.batch.is_empty() {
+            Duration::from_millis(100)
+        } else {
+            // At least a little: with an overdue batch and a busy sink, don't spin.
+            self.max_wait
+                .saturating_sub(self.batch.opened_at.elapsed())
+                .max(Duration::from_millis(2))
+        }
+    }
+
+    /// Take one record of `partition` into the open batch; records of partitions not owned,
+    /// or below what was already taken (a re-fetch after a seek or rebalance), are skipped.
+    pub fn take(
+        &mut self,
+        partition: i32,
+        offset: i64,
+        payload: &[u8],
+        kafka_timestamp: DateTime<Utc>,
+    ) {
+        let Some(owned) = self.owned.get_mut(&partition) else {
+            return;
+        };
+        if offset < owned.seen {
+            return;
+        }
+        let bounds = TimeBounds::around(Utc::now(), self.retention_days, self.max_future_skew_secs);
+        match validate(payload, bounds) {
+            Ok(valid) if self.batch.holds(&valid.tx.transaction_id) => {
+                // A repeat within the batch: rejected without touching the customer's profile.
+                let repeat = duplicate(
+                    partition,
+                    offset,
+                    kafka_timestamp,
+                    &valid.tx.transaction_id,
+                    payload,
+                );
+                self.batch.push_rejected(repeat);
+            }
+            Ok(valid) => {
+                let late = owned.watermark.observe(
+                    valid.event_time,
+                    kafka_timestamp,
+                    self.allowed_lateness,
+                );
+                self.batch.push_accepted(Accepted {
+                    valid,
+                    partition,
+                    offset,
+                    kafka_timestamp,
+                    received_at: Instant::now(),
+                    raw: payload.to_vec(),
+                    verdict: None,
+                    late,
+                });
+            }
+            Err(rejection) => self.batch.push_rejected(Rejected {
+                partition,
+                offset,
+                kafka_timestamp,
+                reason: rejection.reason,
+                detail: rejection.detail,
+                transaction_id: None,
+                raw_masked: mask_pans(payload),
+            }),
+        }
+        owned.seen = offset + 1;
+        owned.uncommitted.take(offset, kafka_timestamp);
+        self.batch
+            .advance(partition, offset, owned.stored, owned.watermark.get());
+    }
+
+    /// Score the batch's records not scored yet, in order, after reading back in one query
+    /// (`reload`) the profiles of customers that were evicted from memory. Scoring here rather
+    /// than as records arrive is what lets that read be one per batch.
+    fn score_unscored(&mut self, reload: impl FnOnce(&[String]) -> Vec<ProfileRow>) {
+        let to_reload = {
+            let mut customers = self
+                .batch
+                .unscored()
+                .iter()
+                .map(|r| r.valid.tx.customer_id.as_str());
+            self.scorer.to_reload(&mut customers)
+        };
+        if !to_reload.is_empty() {
+            self.scorer.warm(reload(&to_reload));
+        }
+        let scorer = &mut self.scorer;
+        self.batch
+            .score_unscored(|r| scorer.score(&r.valid, r.partition));
+    }
+
+    /// Hand the open batch to the sink if it has room; each partition's stored offset then
+    /// moves to what the batch will store. `inflight` counts batches the sink has not finished.
+    pub fn try_hand_on(
+        &mut self,
+        sink: &mpsc::Sender<Batch>,
+        inflight: &AtomicUsize,
+        reload: impl FnOnce(&[String]) -> Vec<ProfileRow>,
+    ) -> bool {
+        if sink.capacity() == 0 {
+            return false; // the sink has a batch waiting already
+        }
+        self.score_unscored(reload);
+        let dirty = self.scorer.take_dirty();
+        self.batch.add_profiles(dirty);
+        let next = Batch::new(self.generation);
+        let batch = std::mem::replace(&mut self.batch, next);
+        let moves: Vec<(i32, i64)> = batch.offsets.iter().map(|(p, m)| (*p, m.next)).collect();
+        inflight.fetch_add(1, Ordering::SeqCst);
+        match sink.try_send(batch) {
+            Ok(()) => {
+                self.scorer.handed_on();
+                for (p, next) in moves {
+                    if let Some(owned) = self.owned.get_mut(&p) {
+                        owned.stored = Some(next);
+                        owned.uncommitted.open = false;
+                    }
+                }
+                true
+            }
+            Err(e) => {
+                inflight.fetch_sub(1, Ordering::SeqCst);
+                let batch = match e {
+                    mpsc::error::TrySendError::Full(batch)
+                    | mpsc::error::TrySendError::Closed(batch) => batch,
+                };
+                self.batch = batch;
+                false
+            }
+        }
+    }
+
+    /// Drop the open batch and everything known of the owned partitions (a batch was fenced):
+    /// the next generation starts from the stored offsets and scoring state. Returns the
+    /// owned partitions, to re-read.
+    pub fn restart(&mut self, fenced_generation: u64) -> Option<Vec<i32>> {
+        if fenced_generation < self.generation {
+            return None; // already resynced past it
+        }
+        self.generation = fenced_generation + 1;
+        self.batch = Batch::new(self.generation);
+        let partitions = self.owned_partitions();
+        // In-memory scoring state may be ahead of what committed: start from the store.
+        self.scorer.forget_partitions(&partitions);
+        for owned in self.owned.values_mut() {
+            owned.uncommitted = Uncommitted::default();
+        }
+        Some(partitions)
+    }
+
+    /// Give up `partitions` (revoked): their records leave the open batch.
+    pub fn revoke(&mut self, partitions: &[i32]) {
+        self.batch.retain_partitions(|p| !partitions.contains(&p));
+        for p in partitions {
+            self.owned.remove(p);
+        }
+        self.scorer.forget_partitions(partitions);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn time_lag_is_the_age_of_the_oldest_uncommitted_record() {
+        let t = |s: i64| DateTime::<Utc>::from_timestamp(1_700_000_000 + s, 0).unwrap();
+        let mut p = Uncommitted::default();
+        assert_eq!(p.time_lag(t(100)), 0.0, "nothing held: caught up");
+        // Batch 1 takes offsets 10..=12 (first at t=0), batch 2 takes 13.. (first at t=5).
+        p.take(10, t(0));
+        p.take(11, t(1));
+        p.take(12, t(2));
+        p.open = false; // handed on
+        p.take(13, t(5));
+        p.take(14, t(6));
+        assert_eq!(p.time_lag(t(30)), 30.0);
+        p.committed(13); // batch 1 committed
+        assert_eq!(p.time_lag(t(30)), 25.0);
+        p.open = false;
+        p.committed(15); // batch 2 committed
+        assert_eq!(p.time_lag(t(30)), 0.0);
+        // A clock behind the record's timestamp never reads negative.
+        p.take(15, t(40));
+        assert_eq!(p.time_lag(t(30)), 0.0);
+    }
+}

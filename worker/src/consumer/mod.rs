@@ -1,0 +1,280 @@
+//! The consumer: one thread polls Kafka and feeds the [`Batcher`]. Partition ownership
+//! follows the group (cooperative-sticky, see [`rebalance`]); the offsets that count are the
+//! ones stored in Postgres, so each partition starts at its stored offset, and the sink's
+//! acks say when a batch committed (mirrored to Kafka for tools) or was fenced (another
+//! worker moved a stored offset: resync from Postgres).
+
+mod rebalance;
+
+use crate::batch::Batch;
+use crate::batcher::{Batcher, OwnedPartition};
+use crate::config::reload::ConfigReload;
+use crate::error_events::ErrorKind;
+use crate::metrics::Metrics;
+use crate::score::ScoringStage;
+use crate::sink::Ack;
+use chrono::{DateTime, Utc};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+use rdkafka::message::{BorrowedMessage, Message};
+use rdkafka::{Offset, TopicPartitionList};
+use rebalance::Context;
+use sluice_api::WorkerConfig;
+use sqlx::PgPool;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+use tokio::runtime::Handle;
+use tokio::sync::mpsc;
+
+/// How long a batch past the hard cap waits for the sink before the partitions are paused.
+const SINK_WAIT_WITHOUT_POLLING: Duration = Duration::from_secs(2);
+
+pub struct ConsumerLoop {
+    consumer: BaseConsumer<Context>,
+    topic: String,
+    batches: mpsc::Sender<Batch>,
+    acks: std::sync::mpsc::Receiver<Ack>,
+    shutdown: Arc<AtomicBool>,
+    /// Unix seconds of the last loop turn (`/healthz`).
+    pub heartbeat: Arc<AtomicU64>,
+    reload: Option<ConfigReload>,
+}
+
+pub struct ConsumerParts {
+    pub pool: PgPool,
+    pub runtime: Handle,
+    pub metrics: Arc<Metrics>,
+    pub scorer: Box<dyn ScoringStage>,
+    pub inflight: Arc<AtomicUsize>,
+    pub batches: mpsc::Sender<Batch>,
+    pub acks: std::sync::mpsc::Receiver<Ack>,
+    pub shutdown: Arc<AtomicBool>,
+    pub heartbeat: Arc<AtomicU64>,
+    /// The config file to watch for hot-reloadable changes.
+    pub config_path: Option<std::path::PathBuf>,
+}
+
+impl ConsumerLoop {
+    pub fn new(
+        config: &WorkerConfig,
+        kafka: rdkafka::ClientConfig,
+        parts: ConsumerParts,
+    ) -> anyhow::Result<Self> {
+        let context = Context {
+            pool: parts.pool,
+            runtime: parts.runtime,
+            group: config.kafka.group_id.clone(),
+            topic: config.kafka.topic.clone(),
+            batcher: Mutex::new(Batcher::new(config, parts.scorer)),
+            inflight: parts.inflight,
+            metrics: parts.metrics,
+            revoke_deadline: Duration::from_millis(u64::from(config.kafka.session_timeout_ms) / 2),
+        };
+        let consumer: BaseConsumer<Context> = kafka.create_with_context(context)?;
+        consumer.subscribe(&[&config.kafka.topic])?;
+        Ok(Self {
+            consumer,
+            topic: config.kafka.topic.clone(),
+            batches: parts.batches,
+            acks: parts.acks,
+            shutdown: parts.shutdown,
+            heartbeat: parts.heartbeat,
+            reload: parts.config_path.map(ConfigReload::watch),
+        })
+    }
+
+    /// Poll until shutdown is requested, then hand on the last batch, wait for the sink,
+    /// mirror the final offsets to Kafka and leave the group.
+    pub fn run(mut self) {
+        while !self.shutdown.load(Ordering::Relaxed) {
+            self.beat();
+            self.handle_acks();
+            if let Some(config) = self.reload.as_mut().and_then(ConfigReload::changed_config) {
+                tracing::info!(fraud = ?config.fraud, "applied reloaded fraud settings");
+                let fresh = self.batcher().scorer.reconfigure(&config.fraud);
+                if fresh {
+                    let owned = self.batcher().owned_partitions();
+                    self.consumer.context().warm_scorer(&owned);
+                }
+            }
+            // Only past the hard cap does fetching pause, since pausing drops librdkafka's
+            // prefetched data.
+            let due = self.batcher().due();
+            if due && !self.try_hand_on() && self.batcher().over_hard_cap() {
+                self.wait_for_sink();
+                continue;
+            }
+            let timeout = self.batcher().poll_timeout();
+            if let Some(result) = self.consumer.poll(timeout) {
+                match result {
+                    Ok(msg) => self.take(&msg),
+                    Err(e) => self.poll_failed(&e),
+                }
+            }
+        }
+        self.shut_down();
+    }
+
+    fn beat(&self) {
+        self.heartbeat
+            .store(Utc::now().timestamp() as u64, Ordering::Relaxed);
+    }
+
+    fn batcher(&self) -> MutexGuard<'_, Batcher> {
+        self.consumer.context().batcher()
+    }
+
+    fn poll_failed(&self, e: &rdkafka::error::KafkaError) {
+        let errors = &self.consumer.context().metrics.errors;
+        if let Some(suppressed) = errors.occurred(ErrorKind::Poll) {
+            tracing::warn!(error = %e, suppressed, "Kafka poll error");
+        }
+    }
+
+    fn take(&self, msg: &BorrowedMessage<'_>) {
+        let kafka_timestamp = msg
+            .timestamp()
+            .to_millis()
+            .and_then(DateTime::<Utc>::from_timestamp_millis)
+            .unwrap_or_else(Utc::now);
+        self.batcher().take(
+            msg.partition(),
+            msg.offset(),
+            msg.payload().unwrap_or_default(),
+            kafka_timestamp,
+        );
+    }
+
+    fn try_hand_on(&self) -> bool {
+        let context = self.consumer.context();
+        context
+            .batcher()
+            .try_hand_on(&self.batches, &context.inflight, |customers| {
+                context.reload_profiles(customers)
+            })
+    }
+
+    /// The sink is behind. First just stop polling: librdkafka keeps at most
+    /// `queued.max.messages.kbytes` prefetched and then stops fetching by itself, so memory
+    /// stays bounded and nothing is dropped. (Pausing instead discards the prefetched data,
+    /// and after a resume the fetcher idles for most of a second: that stall halved the
+    /// throughput of a fast consumer.) Only if the sink stays busy longer, e.g. Postgres is
+    /// down, pause the partitions and keep polling so the group and rebalances are served.
+    fn wait_for_sink(&mut self) {
+        let patience = Instant::now() + SINK_WAIT_WITHOUT_POLLING;
+        while !self.shutdown.load(Ordering::Relaxed) && Instant::now() < patience {
+            self.beat();
+            if let Ok(ack) = self.acks.recv_timeout(Duration::from_millis(2)) {
+                self.handle_ack(ack);
+            }
+            self.handle_acks();
+            if !self.batcher().over_hard_cap() || self.try_hand_on() {
+                return;
+            }
+        }
+        let assignment = self.consumer.assignment().unwrap_or_default();
+        let _ = self.consumer.pause(&assignment);
+        while !self.shutdown.load(Ordering::Relaxed) {
+            self.beat();
+            self.handle_acks();
+            if !self.batcher().over_hard_cap() || self.try_hand_on() {
+                break;
+            }
+            // Paused partitions deliver nothing new, but poll runs rebalance callbacks.
+            match self.consumer.poll(Duration::from_millis(20)) {
+                Some(Ok(msg)) => self.take(&msg),
+                Some(Err(e)) => self.poll_failed(&e),
+                None => {}
+            }
+        }
+        let assignment = self.consumer.assignment().unwrap_or_default();
+        let _ = self.consumer.resume(&assignment);
+    }
+
+    fn handle_acks(&self) {
+        while let Ok(ack) = self.acks.try_recv() {
+            self.handle_ack(ack);
+        }
+    }
+
+    fn handle_ack(&self, ack: Ack) {
+        match ack {
+            Ack::Committed { offsets } => {
+                {
+                    let mut b = self.batcher();
+                    for (p, next) in &offsets {
+                        if let Some(owned) = b.owned.get_mut(p) {
+                            owned.uncommitted.committed(*next);
+                        }
+                    }
+                }
+                self.mirror_to_kafka(&offsets, CommitMode::Async)
+            }
+            Ack::Fenced { generation } => self.resync(generation),
+        }
+    }
+
+    fn mirror_to_kafka(&self, offsets: &[(i32, i64)], mode: CommitMode) {
+        let owned = self.batcher().owned_partitions();
+        let mut tpl = TopicPartitionList::new();
+        for (p, next) in offsets.iter().filter(|(p, _)| owned.contains(p)) {
+            let _ = tpl.add_partition_offset(&self.topic, *p, Offset::Offset(*next));
+        }
+        if tpl.count() > 0
+            && let Err(e) = self.consumer.commit(&tpl, mode)
+        {
+            tracing::debug!(error = %e, "offset mirror to Kafka failed");
+        }
+    }
+
+    /// A batch of `generation` was fenced: drop all buffered work, re-read the stored
+    /// offsets of every owned partition and seek there.
+    fn resync(&self, generation: u64) {
+        let Some(partitions) = self.batcher().restart(generation) else {
+            return;
+        };
+        let context = self.consumer.context();
+        context.warm_scorer(&partitions);
+        for s in context.stored_offsets(&partitions) {
+            if let Some(owned) = self.batcher().owned.get_mut(&s.partition) {
+                *owned = OwnedPartition::at(&s);
+            }
+            if let Some(next) = s.next
+                && let Err(e) = self.consumer.seek(
+                    &self.topic,
+                    s.partition,
+                    Offset::Offset(next),
+                    Duration::from_secs(5),
+                )
+                && let Some(suppressed) = context.metrics.errors.occurred(ErrorKind::Assignment)
+            {
+                tracing::warn!(partition = s.partition, error = %e, suppressed, "seek after resync failed");
+            }
+        }
+        tracing::info!(?partitions, "resynced from stored offsets");
+    }
+
+    fn shut_down(self) {
+        tracing::info!("shutting down: flushing the last batch");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !self.batcher().batch.is_empty() && !self.try_hand_on() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+            self.handle_acks();
+        }
+        let inflight = self.consumer.context().inflight.clone();
+        while inflight.load(Ordering::SeqCst) > 0 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let mut last: HashMap<i32, i64> = HashMap::new();
+        while let Ok(ack) = self.acks.try_recv() {
+            if let Ack::Committed { offsets } = ack {
+                last.extend(offsets);
+            }
+        }
+        self.mirror_to_kafka(&last.into_iter().collect::<Vec<_>>(), CommitMode::Sync);
+        // Dropping the consumer closes it: revoke (nothing in flight now), leave the group.
+        drop(self.consumer);
+        tracing::info!("left the consumer group");
+    }
+}

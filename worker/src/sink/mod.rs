@@ -1,0 +1,256 @@
+//! The sink: one Postgres transaction per batch holding the rows ([`rows`]), the
+//! rejections, the summary deltas ([`crate::summaries`]), the customer profiles and the
+//! stored offsets it moves. Its Kafka outputs ([`publish`]) are delivered before the commit.
+//! A batch that fails is retried until it commits; one that was fenced is dropped.
+
+mod publish;
+mod rows;
+
+use crate::batch::{Accepted, Batch, Rejected, duplicate_of};
+use crate::error_events::ErrorKind;
+use crate::metrics::{Metrics, Outcome};
+use crate::summaries::{add_quality, add_summaries};
+use crate::validate::Reason;
+use chrono::{DateTime, Utc};
+use rdkafka::error::KafkaError;
+use rdkafka::producer::FutureProducer;
+use sqlx::PgPool;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+
+/// What the sink tells the consumer after each batch.
+#[derive(Debug)]
+pub enum Ack {
+    /// Committed: the partitions' stored offsets are now these.
+    Committed { offsets: Vec<(i32, i64)> },
+    /// Another worker had moved one of these partitions' offsets: re-read and re-seek.
+    Fenced { generation: u64 },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError {
+    #[error("stored offset moved by another worker (partition {partition})")]
+    Fenced { partition: i32 },
+    #[error("database: {0}")]
+    Db(#[from] sqlx::Error),
+    #[error("DLQ produce: {0}")]
+    DlqProduce(KafkaError),
+    #[error("alert produce: {0}")]
+    AlertProduce(KafkaError),
+}
+
+/// Every `kind` label of `sluice_db_errors_total`: failed batch writes in Postgres only.
+pub const DB_ERROR_KINDS: [&str; 2] = ["database", "connection"];
+
+impl WriteError {
+    /// The `kind` of `sluice_db_errors_total`, for errors of Postgres.
+    fn db_error_kind(&self) -> Option<&'static str> {
+        match self {
+            Self::Db(sqlx::Error::Database(_)) => Some("database"),
+            Self::Db(_) => Some("connection"),
+            Self::Fenced { .. } | Self::DlqProduce(_) | Self::AlertProduce(_) => None,
+        }
+    }
+
+    /// The `error` of `sluice_errors_total` (a fence is no error: it is how ownership moves).
+    fn error_kind(&self) -> Option<ErrorKind> {
+        match self {
+            Self::Fenced { .. } => None,
+            Self::Db(_) => Some(ErrorKind::Database),
+            Self::DlqProduce(_) => Some(ErrorKind::DlqProduce),
+            Self::AlertProduce(_) => Some(ErrorKind::AlertProduce),
+        }
+    }
+}
+
+pub struct Sink {
+    pub pool: PgPool,
+    pub producer: FutureProducer,
+    pub group: String,
+    pub topic: String,
+    pub dlq_topic: String,
+    pub alerts_topic: String,
+    pub metrics: Arc<Metrics>,
+    pub retry_initial: Duration,
+    pub retry_max: Duration,
+    /// Batches handed over and not yet finished; the consumer waits on it before giving up
+    /// partitions.
+    pub inflight: Arc<AtomicUsize>,
+    /// Whether the last database round trip succeeded (`/readyz`).
+    pub db_ok: Arc<AtomicBool>,
+}
+
+struct Written {
+    inserted: u64,
+    duplicates: u64,
+    rejected: u64,
+    flagged: u64,
+    late: u64,
+}
+
+impl Sink {
+    /// Write batches in order until the channel closes. A failed batch is retried with
+    /// backoff until it commits; a fenced one is dropped together with everything of its
+    /// generation, and the consumer resyncs.
+    pub async fn run(self, mut batches: mpsc::Receiver<Batch>, acks: std::sync::mpsc::Sender<Ack>) {
+        let mut min_generation = 0;
+        while let Some(batch) = batches.recv().await {
+            if batch.generation < min_generation {
+                self.inflight.fetch_sub(1, Ordering::SeqCst);
+                continue;
+            }
+            let mut delay = self.retry_initial;
+            loop {
+                let started = Instant::now();
+                match self.write(&batch).await {
+                    Ok(w) => {
+                        self.db_ok.store(true, Ordering::Relaxed);
+                        self.record_success(&batch, &w, started);
+                        let offsets = batch.offsets.iter().map(|(p, m)| (*p, m.next)).collect();
+                        let _ = acks.send(Ack::Committed { offsets });
+                        break;
+                    }
+                    Err(WriteError::Fenced { partition }) => {
+                        self.metrics.fenced_batches.inc();
+                        tracing::warn!(
+                            partition,
+                            generation = batch.generation,
+                            "batch fenced: offsets moved by another worker; resyncing"
+                        );
+                        min_generation = batch.generation + 1;
+                        let _ = acks.send(Ack::Fenced {
+                            generation: batch.generation,
+                        });
+                        break;
+                    }
+                    Err(e) => {
+                        if let Some(kind) = e.db_error_kind() {
+                            self.metrics.db_errors.with_label_values(&[kind]).inc();
+                            self.db_ok.store(false, Ordering::Relaxed);
+                        }
+                        if let Some(suppressed) =
+                            e.error_kind().and_then(|k| self.metrics.errors.occurred(k))
+                        {
+                            tracing::warn!(error = %e, suppressed, retry_in_ms = delay.as_millis() as u64, records = batch.len(), "batch write failed; retrying");
+                        }
+                        tokio::time::sleep(delay).await;
+                        delay = (delay * 2).min(self.retry_max);
+                    }
+                }
+            }
+            self.inflight.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+
+    fn record_success(&self, batch: &Batch, w: &Written, started: Instant) {
+        let m = &self.metrics;
+        let now = Instant::now();
+        let wall = Utc::now();
+        m.count(Outcome::Accepted, w.inserted);
+        m.count(Outcome::Duplicate, w.duplicates);
+        m.count(Outcome::Rejected, w.rejected);
+        m.fraud_detected.inc_by(w.flagged);
+        m.late_events.inc_by(w.late);
+        m.observe_quality(w.inserted, w.inserted + w.duplicates + w.rejected);
+        m.batch_size.observe(batch.len() as f64);
+        m.batch_write_seconds
+            .observe(now.duration_since(started).as_secs_f64());
+        for r in &batch.accepted {
+            m.processing_latency
+                .observe(now.duration_since(r.received_at).as_secs_f64());
+            let e2e = (wall - r.kafka_timestamp)
+                .num_microseconds()
+                .unwrap_or(0)
+                .max(0);
+            m.end_to_end_latency.observe(e2e as f64 / 1e6);
+        }
+        m.db_connections_active.set(i64::from(self.pool.size()));
+    }
+
+    async fn write(&self, batch: &Batch) -> Result<Written, WriteError> {
+        let mut tx = self.pool.begin().await?;
+
+        // Claim the ids first, then insert only the new rows: each row is written once.
+        let new_ids = rows::claim_ids(&mut tx, &batch.accepted).await?;
+        let (fresh, repeated): (Vec<&Accepted>, Vec<&Accepted>) = batch
+            .accepted
+            .iter()
+            .partition(|r| new_ids.contains(&r.valid.tx.transaction_id));
+        if !fresh.is_empty() {
+            rows::insert_rows(&mut tx, &fresh).await?;
+            add_summaries(&mut tx, &fresh).await?;
+            rows::insert_alerts(&mut tx, &fresh).await?;
+        }
+        let duplicates: Vec<Rejected> = repeated.iter().map(|r| duplicate_of(r)).collect();
+        let rejected: Vec<&Rejected> = batch.rejected.iter().chain(duplicates.iter()).collect();
+        if !rejected.is_empty() {
+            rows::insert_rejected(&mut tx, &self.topic, &rejected).await?;
+        }
+        if !batch.is_empty() {
+            add_quality(&mut tx, &fresh, &rejected).await?;
+        }
+
+        rows::upsert_profiles(&mut tx, &batch.profiles).await?;
+        self.move_offsets(&mut tx, batch).await?;
+        self.publish_dlq(&rejected)
+            .await
+            .map_err(WriteError::DlqProduce)?;
+        self.publish_alerts(&fresh)
+            .await
+            .map_err(WriteError::AlertProduce)?;
+        tx.commit().await?;
+
+        let duplicates_total = rejected
+            .iter()
+            .filter(|r| r.reason == Reason::Duplicate)
+            .count() as u64;
+        for r in &rejected {
+            self.metrics
+                .rejections
+                .with_label_values(&[r.reason.as_str()])
+                .inc();
+        }
+        Ok(Written {
+            inserted: fresh.len() as u64,
+            duplicates: duplicates_total,
+            rejected: rejected.len() as u64 - duplicates_total,
+            flagged: fresh.iter().filter(|r| r.flagged()).count() as u64,
+            late: fresh.iter().filter(|r| r.late).count() as u64,
+        })
+    }
+
+    /// Compare-and-set every partition's stored offset (NULL: nothing stored yet). The row lock serialises two writers
+    /// of one partition; the loser sees a value it did not expect and is fenced.
+    async fn move_offsets(
+        &self,
+        tx: &mut sqlx::PgConnection,
+        batch: &Batch,
+    ) -> Result<(), WriteError> {
+        let partitions: Vec<i32> = batch.offsets.keys().copied().collect();
+        let expected: Vec<Option<i64>> = batch.offsets.values().map(|m| m.expected).collect();
+        let next: Vec<i64> = batch.offsets.values().map(|m| m.next).collect();
+        let watermarks: Vec<Option<DateTime<Utc>>> =
+            batch.offsets.values().map(|m| m.watermark).collect();
+        let moved: Vec<i32> = sqlx::query_scalar(
+            "UPDATE consumer_offsets o SET next_offset = v.next, watermark = v.watermark, updated_at = now()
+             FROM unnest($3::int[], $4::bigint[], $5::bigint[], $6::timestamptz[]) AS v(partition, expected, next, watermark)
+             WHERE o.group_id = $1 AND o.topic = $2 AND o.partition = v.partition
+               AND o.next_offset IS NOT DISTINCT FROM v.expected
+             RETURNING o.partition",
+        )
+        .bind(&self.group)
+        .bind(&self.topic)
+        .bind(&partitions)
+        .bind(&expected)
+        .bind(&next)
+        .bind(&watermarks)
+        .fetch_all(&mut *tx)
+        .await?;
+        match partitions.iter().copied().find(|p| !moved.contains(p)) {
+            Some(partition) => Err(WriteError::Fenced { partition }),
+            None => Ok(()),
+        }
+    }
+}

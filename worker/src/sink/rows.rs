@@ -1,0 +1,186 @@
+//! The rows a batch writes, each kind as one statement over arrays: the claimed ids, the
+//! transactions, the alerts, the rejections and the customer profiles.
+
+use crate::batch::{Accepted, Rejected};
+use crate::score::ProfileRow;
+use sluice_fraud::Verdict;
+use std::collections::{BTreeMap, HashSet};
+
+/// Claims the ids of a batch; returns those that were new. The primary key makes a second
+/// copy of an id, in this batch or any earlier one, a duplicate.
+const CLAIM_IDS: &str = "INSERT INTO transaction_ids (transaction_id, event_time)
+    SELECT * FROM unnest($1::text[], $2::timestamptz[])
+    ON CONFLICT DO NOTHING
+    RETURNING transaction_id";
+
+/// The ids of `rows` not stored before (by this batch's earlier statements or any earlier batch).
+pub async fn claim_ids(
+    tx: &mut sqlx::PgConnection,
+    rows: &[Accepted],
+) -> Result<HashSet<String>, sqlx::Error> {
+    if rows.is_empty() {
+        return Ok(HashSet::new());
+    }
+    let ids: Vec<&str> = rows
+        .iter()
+        .map(|r| r.valid.tx.transaction_id.as_str())
+        .collect();
+    let times: Vec<_> = rows.iter().map(|r| r.valid.event_time).collect();
+    Ok(sqlx::query_scalar(CLAIM_IDS)
+        .bind(ids)
+        .bind(times)
+        .fetch_all(tx)
+        .await?
+        .into_iter()
+        .collect())
+}
+
+/// The rows, as one prepared INSERT over arrays. Same speed class as COPY, one round trip,
+/// and no COPY sub-protocol: sqlx leaves Nagle on, and COPY's small trailing CopyDone then
+/// waits out the peer's delayed ACK (~40 ms per batch, measured).
+const INSERT_ROWS: &str = "INSERT INTO transactions (transaction_id, customer_id, merchant_id,
+        merchant_category, amount, currency, event_time, payment_method, channel, country,
+        shipping_country, card_last4, card_fingerprint, device_id, ip_address, latitude, longitude,
+        account_age_days, items, kafka_partition, kafka_offset, kafka_timestamp, fraud_score, is_fraud)
+    SELECT id, customer, merchant, category, cents::numeric / 100, currency, event_time, method,
+        channel, country, shipping, last4, fingerprint, device, ip, lat, lon, age, items, kp, ko, kts,
+        score, fraud
+    FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[], $6::text[],
+        $7::timestamptz[], $8::text[], $9::text[], $10::text[], $11::text[], $12::text[], $13::text[],
+        $14::text[], $15::text[], $16::float8[], $17::float8[], $18::int[], $19::int[], $20::int[],
+        $21::bigint[], $22::timestamptz[], $23::float8[], $24::bool[])
+    AS u(id, customer, merchant, category, cents, currency, event_time, method, channel, country,
+        shipping, last4, fingerprint, device, ip, lat, lon, age, items, kp, ko, kts, score, fraud)";
+
+pub async fn insert_rows(
+    tx: &mut sqlx::PgConnection,
+    rows: &[&Accepted],
+) -> Result<(), sqlx::Error> {
+    fn col<'a, T>(rows: &[&'a Accepted], f: impl Fn(&'a Accepted) -> T) -> Vec<T> {
+        rows.iter().map(|r| f(r)).collect()
+    }
+    let to_i32 = |v: Option<u32>| v.map(|x| i32::try_from(x).unwrap_or(i32::MAX));
+    sqlx::query(INSERT_ROWS)
+        .bind(col(rows, |r| r.valid.tx.transaction_id.as_str()))
+        .bind(col(rows, |r| r.valid.tx.customer_id.as_str()))
+        .bind(col(rows, |r| r.valid.tx.merchant_id.as_str()))
+        .bind(col(rows, |r| r.valid.tx.merchant_category.as_deref()))
+        .bind(col(rows, |r| r.valid.amount_cents))
+        .bind(col(rows, |r| r.valid.tx.currency.as_str()))
+        .bind(col(rows, |r| r.valid.event_time))
+        .bind(col(rows, |r| r.valid.tx.payment_method.as_str()))
+        .bind(col(rows, |r| r.valid.tx.channel.map(|c| c.as_str())))
+        .bind(col(rows, |r| r.valid.tx.country.as_str()))
+        .bind(col(rows, |r| r.valid.tx.shipping_country.as_deref()))
+        .bind(col(rows, |r| r.valid.tx.card_last4.as_deref()))
+        .bind(col(rows, |r| r.valid.tx.card_fingerprint.as_deref()))
+        .bind(col(rows, |r| r.valid.tx.device_id.as_deref()))
+        .bind(col(rows, |r| r.valid.tx.ip_address.as_deref()))
+        .bind(col(rows, |r| r.valid.tx.latitude))
+        .bind(col(rows, |r| r.valid.tx.longitude))
+        .bind(col(rows, |r| to_i32(r.valid.tx.account_age_days)))
+        .bind(col(rows, |r| to_i32(r.valid.tx.items)))
+        .bind(col(rows, |r| r.partition))
+        .bind(col(rows, |r| r.offset))
+        .bind(col(rows, |r| r.kafka_timestamp))
+        .bind(col(rows, Accepted::score))
+        .bind(col(rows, Accepted::flagged))
+        .execute(tx)
+        .await?;
+    Ok(())
+}
+
+const INSERT_ALERTS: &str = "INSERT INTO fraud_alerts (transaction_id, customer_id, event_time, score, reasons)
+    SELECT id, customer, t, score, string_to_array(reasons, ',')
+    FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::float8[], $5::text[]) AS u(id, customer, t, score, reasons)";
+
+pub async fn insert_alerts(
+    tx: &mut sqlx::PgConnection,
+    rows: &[&Accepted],
+) -> Result<(), sqlx::Error> {
+    let flagged: Vec<(&Accepted, &Verdict)> = rows
+        .iter()
+        .filter_map(|r| Some((*r, r.verdict.as_ref().filter(|v| v.flagged)?)))
+        .collect();
+    if flagged.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(INSERT_ALERTS)
+        .bind(
+            flagged
+                .iter()
+                .map(|(r, _)| r.valid.tx.transaction_id.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            flagged
+                .iter()
+                .map(|(r, _)| r.valid.tx.customer_id.as_str())
+                .collect::<Vec<_>>(),
+        )
+        .bind(
+            flagged
+                .iter()
+                .map(|(r, _)| r.valid.event_time)
+                .collect::<Vec<_>>(),
+        )
+        .bind(flagged.iter().map(|(_, v)| v.score).collect::<Vec<_>>())
+        .bind(
+            flagged
+                .iter()
+                .map(|(_, v)| v.reasons.join(","))
+                .collect::<Vec<_>>(),
+        )
+        .execute(tx)
+        .await?;
+    Ok(())
+}
+
+pub async fn insert_rejected(
+    tx: &mut sqlx::PgConnection,
+    source_topic: &str,
+    rejected: &[&Rejected],
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO rejected_transactions
+            (source_topic, source_partition, source_offset, reason, detail, transaction_id, raw_payload)
+         SELECT $1, * FROM unnest($2::int[], $3::bigint[], $4::text[], $5::text[], $6::text[], $7::bytea[])",
+    )
+    .bind(source_topic)
+    .bind(rejected.iter().map(|r| r.partition).collect::<Vec<_>>())
+    .bind(rejected.iter().map(|r| r.offset).collect::<Vec<_>>())
+    .bind(rejected.iter().map(|r| r.reason.as_str()).collect::<Vec<_>>())
+    .bind(rejected.iter().map(|r| r.detail.as_str()).collect::<Vec<_>>())
+    .bind(rejected.iter().map(|r| r.transaction_id.as_deref()).collect::<Vec<_>>())
+    .bind(rejected.iter().map(|r| r.raw_masked.as_slice()).collect::<Vec<_>>())
+    .execute(tx)
+    .await?;
+    Ok(())
+}
+
+/// Sorted by customer so concurrent writers lock rows in one order.
+const UPSERT_PROFILES: &str = "INSERT INTO customer_profiles (customer_id, partition, profile)
+    SELECT * FROM unnest($1::text[], $2::int[], $3::bytea[]) AS u(c, p, b) ORDER BY c
+    ON CONFLICT (customer_id) DO UPDATE SET
+        partition = EXCLUDED.partition, profile = EXCLUDED.profile, updated_at = now()";
+
+pub async fn upsert_profiles(
+    tx: &mut sqlx::PgConnection,
+    profiles: &BTreeMap<String, ProfileRow>,
+) -> Result<(), sqlx::Error> {
+    if profiles.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(UPSERT_PROFILES)
+        .bind(profiles.keys().map(String::as_str).collect::<Vec<_>>())
+        .bind(profiles.values().map(|r| r.partition).collect::<Vec<_>>())
+        .bind(
+            profiles
+                .values()
+                .map(|r| r.profile.as_slice())
+                .collect::<Vec<_>>(),
+        )
+        .execute(tx)
+        .await?;
+    Ok(())
+}
