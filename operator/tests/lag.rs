@@ -4,14 +4,10 @@
 //! the committed offset, deleted records not counted, the workers' group left alone, a
 //! missing topic not created, and an unreachable broker reported Unknown within the timeout.
 
-mod common;
-
-use std::process::Command;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use common::{repo, run};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance};
@@ -28,12 +24,9 @@ fn kafka() -> &'static str {
     KAFKA.get_or_init(|| match std::env::var("KAFKA_BOOTSTRAP") {
         Ok(k) if !k.is_empty() => k,
         _ => {
-            let out = run(Command::new(repo().join("hack/kafka.sh")).args(["start", "lag"]));
-            out.lines()
-                .find_map(|l| l.strip_prefix("KAFKA_BOOTSTRAP="))
+            let out = sluice_harness::hack("kafka.sh", &["start", "lag"]).unwrap();
+            sluice_harness::env_value(&out, "KAFKA_BOOTSTRAP")
                 .expect("kafka.sh prints KAFKA_BOOTSTRAP=")
-                .trim()
-                .to_string()
         }
     })
 }
@@ -153,6 +146,22 @@ fn offsets(s: &LagSnapshot) -> Vec<(i32, i64, i64, Option<i64>, i64)> {
         .collect()
 }
 
+/// The time lag is that of the record at `partition`/`offset`, about `seconds` old (the
+/// records are stamped 1 s apart; 30 s allow for a slow test machine).
+fn assert_behind(s: &LagSnapshot, partition: i32, offset: i64, seconds: f64) {
+    match &s.time_lag {
+        TimeLag::Behind {
+            seconds: got,
+            partition: p,
+            offset: o,
+        } => {
+            assert_eq!((*p, *o), (partition, offset));
+            assert!((got - seconds).abs() < 30.0, "time lag {got}");
+        }
+        other => panic!("time lag {other:?}"),
+    }
+}
+
 #[test]
 fn exact_lag_per_partition_and_time_lag_of_the_record_at_the_commit() {
     // Partition 0 is stamped from 3 600 s ago, 1 from 1 800 s, 2 from 600 s, 1 s apart.
@@ -174,17 +183,7 @@ fn exact_lag_per_partition_and_time_lag_of_the_record_at_the_commit() {
     assert_eq!(s.total(), 90);
     // The oldest unconsumed record: p0's offset 10, stamped 3 600 − 10 = 3 590 s ago (p2's
     // offset 0 is only 600 s old).
-    match &s.time_lag {
-        TimeLag::Behind {
-            seconds,
-            partition,
-            offset,
-        } => {
-            assert_eq!((*partition, *offset), (0, 10));
-            assert!((seconds - 3_590.0).abs() < 30.0, "time lag {seconds}");
-        }
-        other => panic!("time lag {other:?}"),
-    }
+    assert_behind(&s, 0, 10, 3_590.0);
     println!(
         "read {} partitions in {:?}: {:?}",
         s.partitions.len(),
@@ -233,17 +232,7 @@ fn deleted_records_do_not_count() {
     );
     assert_eq!(s.total(), 65);
     // The oldest unconsumed record is now p0's first retained one, offset 25: 3 575 s old.
-    match &s.time_lag {
-        TimeLag::Behind {
-            seconds,
-            partition,
-            offset,
-        } => {
-            assert_eq!((*partition, *offset), (0, 25));
-            assert!((seconds - 3_575.0).abs() < 30.0, "time lag {seconds}");
-        }
-        other => panic!("time lag {other:?}"),
-    }
+    assert_behind(&s, 0, 25, 3_575.0);
 }
 
 /// Counts the rebalances a live member of the group goes through.

@@ -182,7 +182,7 @@ async fn missing_prometheus_rule_crd_is_reported_once_and_picked_up_later() {
     let groups = &rule.data["spec"]["groups"];
     assert_eq!(groups[0]["name"], format!("sluice.{}.payments", ns.name));
     assert!(
-        op.child.try_wait().unwrap().is_none(),
+        op.process.exited().unwrap().is_none(),
         "the operator was not restarted"
     );
     wait_for(

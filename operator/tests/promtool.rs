@@ -7,10 +7,11 @@
 //! No cluster needed: promtool is Debian's (hack/deps.sh installs the prometheus package).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use serde_yaml::Value;
+use sluice_harness::repo_root as repo;
 use sluice_operator::children::monitoring;
 use sluice_operator::crd::PipelineDeployment;
 
@@ -26,13 +27,6 @@ spec:
   postgres:
     cloudnativepg: {readReplicas: 1}
 "#;
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
 
 fn promtool(args: &[&str], dir: &Path) -> String {
     let out = Command::new("promtool")

@@ -1,17 +1,21 @@
 //! Harness for end-to-end tests on the real Kafka and Postgres that `hack/` starts: each
 //! test gets its own topic and database, spawns real `sluice-worker` processes and checks
 //! what landed.
+//!
+//! The generic parts (processes, `hack/` scripts, HTTP, metric values, ports, waits) live in
+//! `sluice-harness` (tests/harness), re-exported here: the operator's tests and loadgen's
+//! bench use the same harness, and cannot depend on this crate (it depends on loadgen and
+//! the operator).
 
 use anyhow::{Context, Result, bail};
 use sqlx::{Connection, PgConnection, PgPool};
-use std::future::Future;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 pub mod cluster;
 pub mod prometheus;
 
+pub use sluice_harness::*;
 pub use sluice_loadgen::{EventClock, GeneratorConfig, LoadSpec, Summary};
 
 /// The services under test, from the env files `hack/*.sh start` write (the Makefile
@@ -35,23 +39,17 @@ impl Services {
     }
 }
 
-/// Directory of the built binaries: the test executable lives in `<target>/<profile>/deps`.
-pub fn bin_dir() -> PathBuf {
-    if let Ok(dir) = std::env::var("SLUICE_BIN_DIR") {
-        return dir.into();
-    }
-    let exe = std::env::current_exe().expect("test executable path");
-    exe.parent()
-        .and_then(|p| p.parent())
-        .expect("target dir")
-        .to_path_buf()
-}
-
-pub fn repo_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("repo root")
-        .to_path_buf()
+/// The seed of a test's random choices: `$SLUICE_TEST_SEED` if set, else a fresh one. Printed,
+/// so a failing run can be repeated with the same choices.
+pub fn seed(test: &str) -> u64 {
+    let seed = match std::env::var("SLUICE_TEST_SEED") {
+        Ok(s) => s
+            .parse()
+            .unwrap_or_else(|_| panic!("SLUICE_TEST_SEED={s:?} is not a u64")),
+        Err(_) => rand::random(),
+    };
+    eprintln!("{test}: SLUICE_TEST_SEED={seed}");
+    seed
 }
 
 /// One pipeline under test: a fresh topic and a fresh database.
@@ -149,17 +147,18 @@ impl Pipeline {
 
     /// Wait until `expected` records are handled, or fail after `timeout`.
     pub async fn wait_handled(&self, expected: i64, timeout: Duration) -> Result<()> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let handled = self.handled().await.unwrap_or(-1);
-            if handled >= expected {
-                return Ok(());
-            }
-            if Instant::now() > deadline {
-                bail!("only {handled} of {expected} records handled within {timeout:?}");
-            }
-            tokio::time::sleep(Duration::from_millis(250)).await;
-        }
+        let handled = std::cell::Cell::new(-1);
+        let seen = &handled;
+        wait_for(
+            &format!("{expected} records handled"),
+            timeout,
+            || async move {
+                seen.set(self.handled().await.unwrap_or(seen.get()));
+                seen.get() >= expected
+            },
+        )
+        .await
+        .with_context(|| format!("only {} handled", handled.get()))
     }
 
     /// Wait until every record of `summary` is handled; then every valid id is stored exactly
@@ -266,7 +265,6 @@ impl WorkerBuilder<'_> {
         let port = free_port()?;
         let log_path =
             std::env::temp_dir().join(format!("{}-worker-{port}.log", self.pipeline.name));
-        let log = std::fs::File::create(&log_path)?;
         let mut cmd = Command::new(bin_dir().join("sluice-worker"));
         cmd.env_clear()
             .env("PATH", std::env::var("PATH").unwrap_or_default())
@@ -282,126 +280,46 @@ impl WorkerBuilder<'_> {
             .env("SLUICE_POSTGRES__RETRY_MAX_MS", "1000")
             .env("SLUICE_HTTP__LISTEN", format!("127.0.0.1:{port}"))
             .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log);
-        for (k, v) in &self.env {
-            cmd.env(k, v);
-        }
-        let child = cmd
-            .spawn()
+            .envs(self.env);
+        let process = Process::spawn(&mut cmd, log_path)
             .context("spawning sluice-worker (built by `make test`)")?;
-        Ok(Worker {
-            child,
-            port,
-            log_path,
-        })
+        Ok(Worker { process, port })
     }
 }
 
-/// A running `sluice-worker` process.
+/// A running `sluice-worker` process, killed when dropped.
 pub struct Worker {
-    child: Child,
+    pub process: Process,
     pub port: u16,
-    pub log_path: PathBuf,
 }
 
 impl Worker {
     /// SIGKILL: no flush, no goodbye.
     pub fn kill9(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.process.kill9();
     }
 
     /// SIGTERM and wait for a clean exit.
     pub fn terminate(&mut self) -> Result<()> {
-        let _ = Command::new("kill")
-            .arg("-TERM")
-            .arg(self.child.id().to_string())
-            .status();
-        let deadline = Instant::now() + Duration::from_secs(40);
-        loop {
-            if let Some(status) = self.child.try_wait()? {
-                anyhow::ensure!(
-                    status.success(),
-                    "worker exited with {status}; log: {}",
-                    self.log_path.display()
-                );
-                return Ok(());
-            }
-            if Instant::now() > deadline {
-                self.kill9();
-                bail!("worker did not stop within 40 s of SIGTERM");
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        self.process.terminate(Duration::from_secs(40))
     }
 
     pub fn log(&self) -> String {
-        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+        self.process.log()
     }
 
+    /// The worker's `/metrics` page.
     pub async fn metrics(&self) -> Result<String> {
-        http_get(self.port, "/metrics").await
+        get(self.port, "/metrics").await?.ok()
     }
-}
 
-impl Drop for Worker {
-    fn drop(&mut self) {
-        self.kill9();
+    /// The sum of metric `name`'s samples with `labels` on the worker's `/metrics` page.
+    pub async fn metric(&self, name: &str, labels: &[(&str, &str)]) -> Result<f64> {
+        Ok(metrics::sum(&self.metrics().await?, name, labels))
     }
-}
 
-/// Minimal HTTP/1.0 GET on 127.0.0.1 (keeps the test crate free of an HTTP client).
-pub async fn http_get(port: u16, path: &str) -> Result<String> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
-    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").as_bytes())
-        .await?;
-    let mut out = String::new();
-    s.read_to_string(&mut out).await?;
-    Ok(out)
-}
-
-pub fn free_port() -> Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
-}
-
-/// Poll `check` every 200 ms until it holds or `timeout` passes.
-pub async fn wait_for<F, Fut>(timeout: Duration, mut check: F) -> Result<()>
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = Result<bool>>,
-{
-    let deadline = Instant::now() + timeout;
-    loop {
-        match check().await {
-            Ok(true) => return Ok(()),
-            Ok(false) | Err(_) if Instant::now() < deadline => {
-                tokio::time::sleep(Duration::from_millis(200)).await
-            }
-            Ok(false) => bail!("condition not met within {timeout:?}"),
-            Err(e) => return Err(e.context(format!("condition not met within {timeout:?}"))),
-        }
+    /// Partitions the worker holds now (`sluice_partitions_assigned`).
+    pub async fn partitions_assigned(&self) -> Result<u32> {
+        Ok(self.metric("sluice_partitions_assigned", &[]).await? as u32)
     }
-}
-
-/// Run a `hack/` script and return its stdout.
-pub fn hack(script: &str, args: &[&str]) -> Result<String> {
-    let out = Command::new("bash")
-        .arg(repo_root().join("hack").join(script))
-        .args(args)
-        .stderr(Stdio::inherit())
-        .output()
-        .with_context(|| format!("running hack/{script}"))?;
-    anyhow::ensure!(out.status.success(), "hack/{script} {args:?} failed");
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-}
-
-/// Parse `KEY=value` lines of a hack script's env output.
-pub fn env_value(env: &str, key: &str) -> Option<String> {
-    env.lines()
-        .find_map(|l| l.strip_prefix(&format!("{key}=")).map(str::to_owned))
 }

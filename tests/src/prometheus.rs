@@ -8,66 +8,17 @@ use anyhow::{Context, Result, bail, ensure};
 use serde_json::{Value, json};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
-use crate::{free_port, repo_root};
+use crate::{Process, cache_dir, free_port, get_blocking, repo_root, wait_for_blocking};
 
-/// Version of the Prometheus Operator whose CRDs the tests install (as in the operator's tests).
-pub const PROMETHEUS_OPERATOR_VERSION: &str = "v0.85.0";
-
-/// The ServiceMonitor and PrometheusRule CRDs of the Prometheus Operator, from its published Go
-/// module (the module cache `make test` fills; `go mod download` when it is not there yet).
-pub fn prometheus_operator_crds() -> Result<Vec<PathBuf>> {
-    let module = "github.com/prometheus-operator/prometheus-operator";
-    let cache = cache_dir().join("gomod");
-    let mut dir = cache.join(format!("{module}@{PROMETHEUS_OPERATOR_VERSION}"));
-    if !dir.exists() {
-        let out = Command::new(go())
-            .args([
-                "mod",
-                "download",
-                "-json",
-                &format!("{module}@{PROMETHEUS_OPERATOR_VERSION}"),
-            ])
-            .env("GOMODCACHE", &cache)
-            .env("GOFLAGS", "-modcacherw")
-            .current_dir(std::env::temp_dir())
-            .output()
-            .context("go mod download")?;
-        let v: Value = serde_json::from_slice(&out.stdout)
-            .with_context(|| String::from_utf8_lossy(&out.stderr).into_owned())?;
-        dir = PathBuf::from(v["Dir"].as_str().context("Dir of go mod download")?);
-    }
-    let crds = dir.join("example/prometheus-operator-crd");
-    Ok(vec![
-        crds.join("monitoring.coreos.com_servicemonitors.yaml"),
-        crds.join("monitoring.coreos.com_prometheusrules.yaml"),
-    ])
-}
-
-pub fn cache_dir() -> PathBuf {
-    std::env::var_os("SLUICE_CACHE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache/sluice")
-        })
-}
-
-pub fn go() -> String {
-    std::env::var("GO").unwrap_or_else(|_| {
-        if Path::new("/usr/local/go/bin/go").exists() {
-            "/usr/local/go/bin/go".into()
-        } else {
-            "go".into()
-        }
-    })
-}
+pub use sluice_harness::upstream::prometheus_operator_crds;
 
 /// A Prometheus server of the test's own: its config and rule files and its data in a
 /// directory under the run directory, killed and removed when dropped.
 pub struct Prometheus {
-    child: Child,
+    process: Process,
     pub port: u16,
     pub dir: PathBuf,
 }
@@ -92,68 +43,44 @@ impl Prometheus {
         let config_path = dir.join("prometheus.yml");
         std::fs::write(&config_path, serde_json::to_string_pretty(&config)?)?;
         let port = free_port()?;
-        let log = std::fs::File::create(dir.join("prometheus.log"))?;
-        let child = Command::new("/usr/bin/prometheus")
-            .arg(format!("--config.file={}", config_path.display()))
-            .arg(format!(
-                "--storage.tsdb.path={}",
-                dir.join("data").display()
-            ))
-            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-            .arg("--log.level=info")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .spawn()
-            .context("starting /usr/bin/prometheus (hack/deps.sh installs Debian's prometheus)")?;
-        let mut prom = Self { child, port, dir };
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Some(status) = prom.child.try_wait()? {
-                bail!("prometheus exited with {status}: {}", prom.log_tail());
+        let process = Process::spawn(
+            Command::new("/usr/bin/prometheus")
+                .arg(format!("--config.file={}", config_path.display()))
+                .arg(format!(
+                    "--storage.tsdb.path={}",
+                    dir.join("data").display()
+                ))
+                .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+                .arg("--log.level=info"),
+            dir.join("prometheus.log"),
+        )
+        .context("starting /usr/bin/prometheus (hack/deps.sh installs Debian's prometheus)")?;
+        let mut prom = Self { process, port, dir };
+        wait_for_blocking("prometheus ready", Duration::from_secs(60), || {
+            if let Some(status) = prom.process.exited()? {
+                bail!("prometheus exited with {status}");
             }
-            if let Ok(r) = prom.get("/-/ready")
-                && r.starts_with("HTTP/1.0 200")
-            {
-                return Ok(prom);
-            }
-            if Instant::now() > deadline {
-                bail!("prometheus not ready within 60 s: {}", prom.log_tail());
-            }
-            std::thread::sleep(Duration::from_millis(200));
-        }
+            Ok(get_blocking(prom.port, "/-/ready").is_ok_and(|r| r.status == 200))
+        })
+        .with_context(|| prom.log_tail())?;
+        Ok(prom)
     }
 
     pub fn log_tail(&self) -> String {
-        let log = std::fs::read_to_string(self.dir.join("prometheus.log")).unwrap_or_default();
-        let lines: Vec<&str> = log.lines().collect();
-        lines[lines.len().saturating_sub(30)..].join("\n")
-    }
-
-    /// A blocking HTTP/1.0 GET (the test's async runtime is not needed for a local server).
-    fn get(&self, path: &str) -> Result<String> {
-        use std::io::{Read, Write};
-        let mut s = std::net::TcpStream::connect(("127.0.0.1", self.port))?;
-        s.set_read_timeout(Some(Duration::from_secs(30)))?;
-        s.write_all(format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").as_bytes())?;
-        let mut out = String::new();
-        s.read_to_string(&mut out)?;
-        Ok(out)
+        self.process.log_tail(30)
     }
 
     /// GET an API path and return its `data`, or the API's error.
     pub fn api(&self, path: &str) -> Result<Value> {
-        let resp = self.get(path)?;
-        let body = resp
-            .split_once("\r\n\r\n")
-            .map(|(_, b)| b)
-            .context("HTTP response without a body")?;
-        let v: Value = serde_json::from_str(body).with_context(|| format!("{path}: {body}"))?;
+        // Blocking: the test's async runtime is not needed for a local server. The API answers
+        // errors with a JSON body too, so the status is not checked here.
+        let body = get_blocking(self.port, path)?.body;
+        let v: Value = serde_json::from_str(&body).with_context(|| format!("{path}: {body}"))?;
         ensure!(
             v["status"] == "success",
             "{}: {}",
             v["errorType"].as_str().unwrap_or("error"),
-            v["error"].as_str().unwrap_or(body)
+            v["error"].as_str().unwrap_or(&body)
         );
         Ok(v["data"].clone())
     }
@@ -189,8 +116,7 @@ impl Prometheus {
 
 impl Drop for Prometheus {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.process.kill9();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }

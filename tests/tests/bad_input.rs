@@ -11,7 +11,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::{Headers, Message};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use serde_json::{Value, json};
-use sluice_e2e::{Pipeline, wait_for};
+use sluice_e2e::{Pipeline, metrics, wait_for};
 use std::collections::HashMap;
 use std::time::Duration;
 
@@ -194,56 +194,47 @@ async fn bad_records_are_rejected_with_reasons_and_cards_never_leak() -> anyhow:
         .values()
         .filter(|r| **r == "card_number_in_identifier")
         .count();
-    let counted = |metrics: &str| -> f64 {
-        metrics
-            .lines()
-            .find(|l| {
-                l.starts_with("sluice_rejections_total{")
-                    && l.contains("reason=\"card_number_in_identifier\"")
-            })
-            .and_then(|l| l.rsplit(' ').next())
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0.0)
+    let counted = || {
+        w.metric(
+            "sluice_rejections_total",
+            &[("reason", "card_number_in_identifier")],
+        )
     };
     // The counter moves right after the commit that wait_handled saw.
-    let w_ref = &w;
-    wait_for(Duration::from_secs(10), || async move {
-        Ok(counted(&w_ref.metrics().await?) >= in_id as f64)
-    })
+    wait_for(
+        "sluice_rejections_total{reason=\"card_number_in_identifier\"}",
+        Duration::from_secs(10),
+        || async { anyhow::Ok(counted().await? >= in_id as f64) },
+    )
     .await?;
     assert_eq!(
-        counted(&w.metrics().await?),
+        counted().await?,
         in_id as f64,
         "sluice_rejections_total{{reason=\"card_number_in_identifier\"}}"
     );
     // Every rejected record (duplicates included) was delivered to the DLQ and counted once
     // (no batch was retried here), and once caught up no partition has a time lag.
-    let sum_of = |metrics: &str, prefix: &str| -> f64 {
-        metrics
-            .lines()
-            .filter(|l| l.starts_with(prefix))
-            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-            .sum()
-    };
+    let dlq_counted = || w.metric("sluice_dlq_records_total", &[]);
     let rejected = expected.len() as f64;
-    wait_for(Duration::from_secs(10), || async move {
-        Ok(sum_of(&w_ref.metrics().await?, "sluice_dlq_records_total{") >= rejected)
-    })
+    wait_for(
+        "sluice_dlq_records_total",
+        Duration::from_secs(10),
+        || async { anyhow::Ok(dlq_counted().await? >= rejected) },
+    )
     .await?;
-    assert_eq!(
-        sum_of(&w.metrics().await?, "sluice_dlq_records_total{"),
-        rejected,
-        "sluice_dlq_records_total"
-    );
+    assert_eq!(dlq_counted().await?, rejected, "sluice_dlq_records_total");
     // The time lag is refreshed with the consumer statistics (every 5 s).
-    wait_for(Duration::from_secs(20), || async move {
-        let m = w_ref.metrics().await?;
-        let lags: Vec<&str> = m
-            .lines()
-            .filter(|l| l.starts_with("sluice_consumer_lag_seconds{"))
-            .collect();
-        Ok(!lags.is_empty() && lags.iter().all(|l| l.ends_with(" 0")))
-    })
+    wait_for(
+        "sluice_consumer_lag_seconds 0 on every partition",
+        Duration::from_secs(20),
+        || async {
+            let m = w.metrics().await?;
+            let lags: Vec<f64> = metrics::samples(&m, "sluice_consumer_lag_seconds", &[])
+                .map(|(_, lag)| lag)
+                .collect();
+            anyhow::Ok(!lags.is_empty() && lags.iter().all(|lag| *lag == 0.0))
+        },
+    )
     .await?;
     let invalid: i64 = p
         .scalar("SELECT coalesce(sum(invalid_count), 0)::bigint FROM sluice.quality_summaries")
@@ -293,26 +284,30 @@ async fn bad_records_are_rejected_with_reasons_and_cards_never_leak() -> anyhow:
         .create()?;
     consumer.subscribe(&[&format!("{}.dlq", p.topic)])?;
     let mut dlq: HashMap<i64, (String, Vec<u8>)> = HashMap::new();
-    wait_for(Duration::from_secs(30), || {
-        while let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
-            let header = |name: &str| {
-                m.headers()
-                    .and_then(|h| h.iter().find(|x| x.key == name).and_then(|x| x.value))
-                    .map(|v| String::from_utf8_lossy(v).into_owned())
-                    .unwrap_or_default()
-            };
-            let offset: i64 = header("sluice-source-offset").parse().unwrap_or(-1);
-            dlq.insert(
-                offset,
-                (
-                    header("sluice-reason"),
-                    m.payload().unwrap_or_default().to_vec(),
-                ),
-            );
-        }
-        let done = dlq.len() == expected.len();
-        async move { Ok(done) }
-    })
+    wait_for(
+        "every rejected record in the DLQ",
+        Duration::from_secs(30),
+        || {
+            while let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
+                let header = |name: &str| {
+                    m.headers()
+                        .and_then(|h| h.iter().find(|x| x.key == name).and_then(|x| x.value))
+                        .map(|v| String::from_utf8_lossy(v).into_owned())
+                        .unwrap_or_default()
+                };
+                let offset: i64 = header("sluice-source-offset").parse().unwrap_or(-1);
+                dlq.insert(
+                    offset,
+                    (
+                        header("sluice-reason"),
+                        m.payload().unwrap_or_default().to_vec(),
+                    ),
+                );
+            }
+            let done = dlq.len() == expected.len();
+            async move { done }
+        },
+    )
     .await?;
     for (offset, reason) in &expected {
         let (got_reason, payload) = &dlq[offset];

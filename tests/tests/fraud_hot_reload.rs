@@ -17,7 +17,7 @@ async fn fraud_switches_apply_without_restart() -> anyhow::Result<()> {
     let p = Pipeline::new("fraud_hot_reload", 2).await?;
     let config = std::env::temp_dir().join(format!("{}-config.yaml", p.name));
     std::fs::write(&config, "fraud:\n  enabled: false\n")?;
-    let w = p.worker().env("SLUICE_CONFIG", config.display()).spawn()?;
+    let mut w = p.worker().env("SLUICE_CONFIG", config.display()).spawn()?;
     let reloads = || w.log().matches("applied reloaded fraud settings").count();
     let mut handled = 0;
 
@@ -36,7 +36,10 @@ async fn fraud_switches_apply_without_restart() -> anyhow::Result<()> {
     );
 
     std::fs::write(&config, "fraud:\n  enabled: true\n  threshold: 0.0\n")?;
-    wait_for(Duration::from_secs(20), || async { Ok(reloads() == 1) }).await?;
+    wait_for("the first reload", Duration::from_secs(20), || async {
+        reloads() == 1
+    })
+    .await?;
     handled += p.produce(clean_load(&p, 300, 21)).await?.produced as i64;
     p.wait_handled(handled, Duration::from_secs(60)).await?;
     assert_eq!(
@@ -52,7 +55,10 @@ async fn fraud_switches_apply_without_restart() -> anyhow::Result<()> {
     );
 
     std::fs::write(&config, "fraud:\n  enabled: true\n  threshold: 1.0\n")?;
-    wait_for(Duration::from_secs(20), || async { Ok(reloads() == 2) }).await?;
+    wait_for("the second reload", Duration::from_secs(20), || async {
+        reloads() == 2
+    })
+    .await?;
     handled += p.produce(clean_load(&p, 300, 22)).await?.produced as i64;
     p.wait_handled(handled, Duration::from_secs(60)).await?;
     assert_eq!(
@@ -70,11 +76,7 @@ async fn fraud_switches_apply_without_restart() -> anyhow::Result<()> {
             .await?,
         600
     );
-    assert_eq!(
-        w.log().matches("starting sluice-worker").count(),
-        1,
-        "one process throughout"
-    );
+    assert!(w.process.exited()?.is_none(), "one process throughout");
     let _ = std::fs::remove_file(&config);
     Ok(())
 }

@@ -24,10 +24,10 @@ use sluice_e2e::cluster::{
     wait_condition, wait_rollout, worker_pods,
 };
 use sluice_e2e::prometheus::{
-    Discovery, Prometheus, dashboard_queries, go, grafana_promql, grafana_sql, overview_dashboard,
+    Discovery, Prometheus, dashboard_queries, grafana_promql, grafana_sql, overview_dashboard,
     prometheus_operator_crds, promql_metric_names, rule_file, rules_of, service_monitor_jobs,
 };
-use sluice_e2e::{Pipeline, repo_root};
+use sluice_e2e::{Pipeline, cache_dir, go, go_mod_cache, repo_root};
 use sluice_operator::children::monitoring::build_prometheus_rule;
 use sluice_operator::crd::PipelineDeployment;
 use std::collections::BTreeSet;
@@ -47,14 +47,13 @@ const DATA_TIMEOUT: Duration = Duration::from_secs(150);
 
 /// Runs `hack/dashcheck` (Grafana Foundation SDK's strict decoder and `Validate()`) on `files`.
 fn dashcheck(files: &[String]) -> Result<std::process::Output> {
-    let cache = sluice_e2e::prometheus::cache_dir().join("go");
     Command::new(go())
         .arg("run")
         .arg(".")
         .args(files)
         .current_dir(repo_root().join("hack/dashcheck"))
-        .env("GOMODCACHE", cache.join("mod"))
-        .env("GOCACHE", cache.join("build"))
+        .env("GOMODCACHE", go_mod_cache())
+        .env("GOCACHE", cache_dir().join("go/build"))
         .env("GOFLAGS", "-mod=readonly")
         .env("GOTOOLCHAIN", "local")
         .output()

@@ -3,19 +3,17 @@
 //! replica, shown by pg_stat_statements and pg_stat_activity on both servers.
 
 use serde_json::Value;
-use sluice_e2e::{OwnPostgres, Pipeline, Services, http_get, wait_for};
+use sluice_e2e::{OwnPostgres, Pipeline, Services, get, wait_for};
 use sqlx::PgPool;
 use std::time::Duration;
 
 /// The JSON body of a GET on the worker, failing on anything but 200.
 async fn get_json(port: u16, path: &str) -> anyhow::Result<Value> {
-    let response = http_get(port, path).await?;
-    let (head, body) = response.split_once("\r\n\r\n").unwrap_or((&response, ""));
-    anyhow::ensure!(
-        head.starts_with("HTTP/1.1 200") || head.starts_with("HTTP/1.0 200"),
-        "GET {path}: {head} {body}"
-    );
-    Ok(serde_json::from_str(body)?)
+    let body = get(port, path)
+        .await?
+        .ok()
+        .map_err(|e| e.context(format!("GET {path}")))?;
+    Ok(serde_json::from_str(&body)?)
 }
 
 /// Calls of statements matching `pattern` on one server.
@@ -75,16 +73,20 @@ async fn analytics_reads_hit_the_replica_and_writes_never_do() -> anyhow::Result
 
     // The replica has replayed everything once the summaries it serves count every row.
     let range = "since=2000-01-01T00:00:00Z&until=2100-01-01T00:00:00Z";
-    wait_for(Duration::from_secs(30), || async {
-        let rows = get_json(w.port, &format!("/api/v1/summaries?{range}")).await?;
-        let counted: i64 = rows
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|r| r["transaction_count"].as_i64().unwrap())
-            .sum();
-        Ok(counted == stored)
-    })
+    wait_for(
+        "the replica's summaries to count every row",
+        Duration::from_secs(30),
+        || async {
+            let rows = get_json(w.port, &format!("/api/v1/summaries?{range}")).await?;
+            let counted: i64 = rows
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|r| r["transaction_count"].as_i64().unwrap())
+                .sum();
+            anyhow::Ok(counted == stored)
+        },
+    )
     .await?;
     let quality = get_json(w.port, &format!("/api/v1/quality?{range}")).await?;
     let received: i64 = quality

@@ -9,6 +9,7 @@ use chrono::Utc;
 use clap::Parser;
 use plotters::prelude::*;
 use serde_json::json;
+use sluice_harness::{Process, free_port, get, metrics, wait_for};
 use sluice_loadgen::{
     EventClock, EventKind, Generator, GeneratorConfig, LoadSpec, ensure_topic, produce,
 };
@@ -17,7 +18,7 @@ use sluice_worker::copy_text::{COPY_TRANSACTIONS, encode_copy};
 use sluice_worker::validate::{TimeBounds, validate};
 use sqlx::{Connection, PgConnection, PgPool};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 #[derive(Parser)]
@@ -106,9 +107,7 @@ async fn main() -> Result<()> {
         let spec = backlog.clone();
         tokio::task::spawn_blocking(move || produce(&spec)).await??
     };
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port();
+    let port = free_port()?;
     let mut worker = spawn_worker(&args, &db_url, &topic, port, "worker.log", &[])?;
     let samples = watch_drain(
         port,
@@ -153,11 +152,7 @@ async fn main() -> Result<()> {
     let expected_total = produced.produced + offered.produced;
     wait_handled(port, expected_total).await?;
     let rss_peak_mb = peak_rss_mb(worker.id());
-    let _ = Command::new("kill")
-        .arg("-TERM")
-        .arg(worker.id().to_string())
-        .status();
-    let _ = worker.wait();
+    stop(&mut worker);
 
     let pool = PgPool::connect(&db_url).await?;
     let latencies: Vec<f64> = sqlx::query_scalar(
@@ -363,9 +358,7 @@ async fn scoring_compare(args: &Args, template: &LoadSpec, run: &str) -> Result<
             .await?;
         sqlx::raw_sql("CHECKPOINT").execute(&mut admin).await?;
         let db_url = format!("{base}/{name}");
-        let port = std::net::TcpListener::bind("127.0.0.1:0")?
-            .local_addr()?
-            .port();
+        let port = free_port()?;
         let env = [
             ("SLUICE_FRAUD__ENABLED", scoring.to_string()),
             ("SLUICE_KAFKA__GROUP_ID", format!("{name}-group")),
@@ -386,11 +379,7 @@ async fn scoring_compare(args: &Args, template: &LoadSpec, run: &str) -> Result<
         )
         .await;
         let cpu_s = cpu_seconds(worker.id());
-        let _ = Command::new("kill")
-            .arg("-TERM")
-            .arg(worker.id().to_string())
-            .status();
-        let _ = worker.wait();
+        stop(&mut worker);
         let samples = drained?;
         let (t0, n0) = *samples
             .iter()
@@ -516,48 +505,47 @@ fn spawn_worker(
     port: u16,
     log_name: &str,
     env: &[(&str, String)],
-) -> Result<Child> {
-    let log = std::fs::File::create(args.out.join(log_name))?;
-    Command::new(args.bin_dir.join("sluice-worker"))
-        .env("DATABASE_URL", db_url)
-        .env("SLUICE_PIPELINE", "bench")
-        .env("SLUICE_KAFKA__BOOTSTRAP_SERVERS", &args.brokers)
-        .env("SLUICE_KAFKA__TOPIC", topic)
-        .env("SLUICE_KAFKA__GROUP_ID", format!("{topic}-group"))
-        .env("SLUICE_HTTP__LISTEN", format!("127.0.0.1:{port}"))
-        .envs(env.iter().map(|(k, v)| (k, v)))
-        .stdin(Stdio::null())
-        .stdout(log.try_clone()?)
-        .stderr(log)
-        .spawn()
-        .context("starting sluice-worker")
+) -> Result<Process> {
+    Process::spawn(
+        Command::new(args.bin_dir.join("sluice-worker"))
+            .env("DATABASE_URL", db_url)
+            .env("SLUICE_PIPELINE", "bench")
+            .env("SLUICE_KAFKA__BOOTSTRAP_SERVERS", &args.brokers)
+            .env("SLUICE_KAFKA__TOPIC", topic)
+            .env("SLUICE_KAFKA__GROUP_ID", format!("{topic}-group"))
+            .env("SLUICE_HTTP__LISTEN", format!("127.0.0.1:{port}"))
+            .envs(env.iter().map(|(k, v)| (k, v))),
+        args.out.join(log_name),
+    )
+    .context("starting sluice-worker")
 }
 
+/// SIGTERM the worker and wait for it to stop; a failed stop is reported, not fatal (what
+/// was measured stands).
+fn stop(worker: &mut Process) {
+    if let Err(e) = worker.terminate(Duration::from_secs(60)) {
+        eprintln!("   warning: {e:#}");
+    }
+}
+
+/// Records the worker has handled, from its `sluice_transactions_total`.
 async fn handled(port: u16) -> Result<u64> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
-    s.write_all(b"GET /metrics HTTP/1.0\r\n\r\n").await?;
-    let mut body = String::new();
-    s.read_to_string(&mut body).await?;
-    Ok(body
-        .lines()
-        .filter(|l| l.starts_with("sluice_transactions_total{"))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum::<f64>() as u64)
+    let page = get(port, "/metrics").await?.ok()?;
+    Ok(metrics::sum(&page, "sluice_transactions_total", &[]) as u64)
 }
 
 /// Sample the worker's counters every `every` until `expected` records are handled.
 async fn watch_drain(
     port: u16,
     expected: u64,
-    worker: &mut Child,
+    worker: &mut Process,
     every: Duration,
 ) -> Result<Vec<(f64, u64)>> {
     let started = Instant::now();
     let mut samples = Vec::new();
     loop {
         ensure!(
-            worker.try_wait()?.is_none(),
+            worker.exited()?.is_none(),
             "the worker exited during the drain"
         );
         if let Ok(n) = handled(port).await {
@@ -575,15 +563,12 @@ async fn watch_drain(
 }
 
 async fn wait_handled(port: u16, expected: u64) -> Result<()> {
-    let started = Instant::now();
-    while handled(port).await.unwrap_or(0) < expected {
-        ensure!(
-            started.elapsed() < Duration::from_secs(300),
-            "latency phase not drained"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    Ok(())
+    wait_for(
+        "the latency phase drained",
+        Duration::from_secs(300),
+        || async { handled(port).await.is_ok_and(|n| n >= expected) },
+    )
+    .await
 }
 
 /// User + system CPU seconds of a process so far (USER_HZ = 100 on Linux).

@@ -5,19 +5,18 @@
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::OnceLock;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use k8s_openapi::api::core::v1::Namespace;
 use kube::api::{Api, PostParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
+use sluice_harness::Process;
 use sluice_operator::crd::PipelineDeployment;
 
-pub const CNPG_VERSION: &str = "v1.27.0";
-pub const PROMETHEUS_OPERATOR_VERSION: &str = "v0.85.0";
-pub const KEDA_VERSION: &str = "v2.20.2";
+pub use sluice_harness::repo_root as repo;
 
 pub struct Setup {
     pub repo: PathBuf,
@@ -27,31 +26,9 @@ pub struct Setup {
 
 static SETUP: OnceLock<Setup> = OnceLock::new();
 
-pub fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
-
-fn cache_dir() -> PathBuf {
-    std::env::var_os("SLUICE_CACHE")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/sluice"))
-}
-
-/// Runs a command, panics with its stderr on failure, returns stdout.
+/// The harness's [`sluice_harness::run`], panicking on failure: operator tests panic.
 pub fn run(cmd: &mut Command) -> String {
-    let out = cmd
-        .stderr(Stdio::piped())
-        .output()
-        .unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
+    sluice_harness::run(cmd).unwrap_or_else(|e| panic!("{e:#}"))
 }
 
 pub fn kubectl(setup: &Setup) -> Command {
@@ -67,7 +44,7 @@ pub fn setup() -> &'static Setup {
         let kubeconfig = match std::env::var_os("KUBECONFIG").filter(|k| Path::new(k).exists()) {
             Some(k) => PathBuf::from(k),
             None => {
-                let out = run(Command::new(repo.join("hack/cluster.sh")).arg("up"));
+                let out = sluice_harness::hack("cluster.sh", &["up"]).unwrap();
                 PathBuf::from(
                     out.lines()
                         .last()
@@ -79,13 +56,9 @@ pub fn setup() -> &'static Setup {
         let kafka = match std::env::var("KAFKA_BOOTSTRAP") {
             Ok(k) if !k.is_empty() => k,
             _ => {
-                let out =
-                    run(Command::new(repo.join("hack/kafka.sh")).args(["start", "operator-e2e"]));
-                out.lines()
-                    .find_map(|l| l.strip_prefix("KAFKA_BOOTSTRAP="))
+                let out = sluice_harness::hack("kafka.sh", &["start", "operator-e2e"]).unwrap();
+                sluice_harness::env_value(&out, "KAFKA_BOOTSTRAP")
                     .expect("kafka.sh prints KAFKA_BOOTSTRAP=")
-                    .trim()
-                    .to_string()
             }
         };
         let setup = Setup {
@@ -116,40 +89,7 @@ pub fn setup() -> &'static Setup {
 /// CRD files of CloudNativePG, the Prometheus Operator and KEDA, from their published Go
 /// modules.
 pub fn upstream_crds() -> Vec<PathBuf> {
-    let gomodcache = cache_dir().join("gomod");
-    let dir = |module: &str, version: &str| -> PathBuf {
-        let go = std::env::var("GO").unwrap_or_else(|_| {
-            if Path::new("/usr/local/go/bin/go").exists() {
-                "/usr/local/go/bin/go".into()
-            } else {
-                "go".into()
-            }
-        });
-        let out = run(Command::new(go)
-            .args(["mod", "download", "-json", &format!("{module}@{version}")])
-            .env("GOMODCACHE", &gomodcache)
-            .env("GOFLAGS", "-modcacherw")
-            .current_dir(std::env::temp_dir()));
-        let v: serde_json::Value =
-            serde_json::from_str(&out).expect("go mod download -json output");
-        PathBuf::from(
-            v["Dir"]
-                .as_str()
-                .unwrap_or_else(|| panic!("go mod download {module}: {out}")),
-        )
-    };
-    let cnpg = dir("github.com/cloudnative-pg/cloudnative-pg", CNPG_VERSION);
-    let prom = dir(
-        "github.com/prometheus-operator/prometheus-operator",
-        PROMETHEUS_OPERATOR_VERSION,
-    );
-    let keda = dir("github.com/kedacore/keda/v2", KEDA_VERSION);
-    vec![
-        cnpg.join("config/crd/bases/postgresql.cnpg.io_clusters.yaml"),
-        keda.join("config/crd/bases/keda.sh_scaledobjects.yaml"),
-        prom.join("example/prometheus-operator-crd/monitoring.coreos.com_servicemonitors.yaml"),
-        prom.join("example/prometheus-operator-crd/monitoring.coreos.com_prometheusrules.yaml"),
-    ]
+    sluice_harness::upstream::upstream_crds().unwrap_or_else(|e| panic!("{e:#}"))
 }
 
 pub async fn client() -> Client {
@@ -212,10 +152,9 @@ impl Drop for TestNs {
 
 /// The operator binary running against the test cluster; killed when dropped.
 pub struct Operator {
-    pub child: Child,
+    pub process: Process,
     pub metrics_port: u16,
     pub identity: String,
-    pub log: PathBuf,
 }
 
 impl Operator {
@@ -225,37 +164,31 @@ impl Operator {
     }
 
     pub fn start_with(ns: &str, identity: &str, kubeconfig: &Path, extra: &[&str]) -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = sluice_harness::free_port().unwrap();
         let log = std::env::temp_dir().join(format!("sluice-operator-{ns}-{identity}.log"));
-        let log_file = std::fs::File::create(&log).unwrap();
-        let child = Command::new(env!("CARGO_BIN_EXE_sluice-operator"))
-            .args([
-                "--namespace",
-                ns,
-                "--lease-namespace",
-                ns,
-                "--identity",
-                identity,
-                "--lease-duration",
-                "4",
-            ])
-            .arg(format!("--metrics-addr=127.0.0.1:{port}"))
-            .args(extra)
-            .env("KUBECONFIG", kubeconfig)
-            .env("RUST_LOG", "info,kube=warn,sluice_operator=debug")
-            .stdout(log_file.try_clone().unwrap())
-            .stderr(log_file)
-            .spawn()
-            .expect("start sluice-operator");
+        let process = Process::spawn(
+            Command::new(env!("CARGO_BIN_EXE_sluice-operator"))
+                .args([
+                    "--namespace",
+                    ns,
+                    "--lease-namespace",
+                    ns,
+                    "--identity",
+                    identity,
+                    "--lease-duration",
+                    "4",
+                ])
+                .arg(format!("--metrics-addr=127.0.0.1:{port}"))
+                .args(extra)
+                .env("KUBECONFIG", kubeconfig)
+                .env("RUST_LOG", "info,kube=warn,sluice_operator=debug"),
+            log,
+        )
+        .expect("start sluice-operator");
         Self {
-            child,
+            process,
             metrics_port: port,
             identity: identity.into(),
-            log,
         }
     }
 
@@ -266,52 +199,29 @@ impl Operator {
 
     pub fn is_leader(&self) -> bool {
         self.metrics()
-            .is_some_and(|m| m.lines().any(|l| l.trim() == "sluice_operator_leader 1"))
+            .is_some_and(|m| sluice_harness::metrics::sum(&m, "sluice_operator_leader", &[]) == 1.0)
     }
 
     pub fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.process.kill9();
     }
 }
 
-impl Drop for Operator {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-/// Minimal HTTP GET on 127.0.0.1 (the operator's metrics endpoint), body only.
+/// The body of a 200 answer to a GET on 127.0.0.1 (e.g. the operator's metrics endpoint).
 pub fn http_get(port: u16, path: &str) -> Option<String> {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-    write!(s, "GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").ok()?;
-    let mut buf = String::new();
-    s.read_to_string(&mut buf).ok()?;
-    let (head, body) = buf.split_once("\r\n\r\n")?;
-    head.starts_with("HTTP/1.1 200")
-        .then(|| body.to_string())
-        .or_else(|| head.starts_with("HTTP/1.0 200").then(|| body.to_string()))
+    sluice_harness::get_blocking(port, path).ok()?.ok().ok()
 }
 
-/// Polls `f` every 200 ms until it returns Some, panicking with `what` after `timeout`.
-pub async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut f: F) -> T
+/// The harness's [`sluice_harness::wait_for`], panicking with what was awaited on timeout.
+pub async fn wait_for<T, O, F, Fut>(what: &str, timeout: Duration, f: F) -> T
 where
+    O: sluice_harness::Outcome<T>,
     F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
+    Fut: std::future::Future<Output = O>,
 {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out after {timeout:?} waiting for {what}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    sluice_harness::wait_for(what, timeout, f)
+        .await
+        .unwrap_or_else(|e| panic!("{e:#}"))
 }
 
 pub const TIMEOUT: Duration = Duration::from_secs(60);
