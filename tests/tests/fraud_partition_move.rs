@@ -5,7 +5,7 @@
 //! killed (-9). Precision and recall of the stored verdicts agree within 2 points, both runs
 //! catch fraud, and every row is stored exactly once.
 
-use sluice_e2e::{EventClock, LoadSpec, Pipeline, Summary};
+use sluice_e2e::{EventClock, LoadSpec, Pipeline, Summary, wait_for};
 use sluice_loadgen::pipeline_eval::{PipelineReport, evaluate, read_labels};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -17,6 +17,9 @@ const WARMUP: usize = 60_000;
 const SEED: u64 = 21;
 /// Events per second of the moved run: the stream lasts ~25 s, long enough to move twice.
 const MOVED_RATE: u64 = 8_000;
+const PARTITIONS: u32 = 8;
+/// Long enough for a rebalance after a session timeout (6 s in the harness) plus a batch.
+const MOVE: Duration = Duration::from_secs(60);
 
 fn labeled(p: &Pipeline, rate: u64) -> (LoadSpec, PathBuf) {
     let labels = std::env::temp_dir().join(format!("{}-labels.jsonl", p.name));
@@ -56,7 +59,7 @@ async fn fraud_quality_holds_while_partitions_move() -> anyhow::Result<()> {
     let started = Instant::now();
 
     // Reference: one worker, the whole stream, no move.
-    let r = Pipeline::new("fraud_move_ref", 8).await?;
+    let r = Pipeline::new("fraud_move_ref", PARTITIONS as i32).await?;
     let reference = {
         let _w = r.worker().spawn()?;
         let (spec, labels) = labeled(&r, 0);
@@ -70,16 +73,31 @@ async fn fraud_quality_holds_while_partitions_move() -> anyhow::Result<()> {
     );
 
     // Moved: a second worker joins after the warm-up, later the first is killed.
-    let p = Pipeline::new("fraud_move", 8).await?;
+    let p = Pipeline::new("fraud_move", PARTITIONS as i32).await?;
     let (spec, labels) = labeled(&p, MOVED_RATE);
     let producer = {
         let p2 = p.clone();
         tokio::spawn(async move { p2.produce(spec).await })
     };
     let mut a = p.worker().spawn()?;
-    tokio::time::sleep(Duration::from_secs(9)).await;
+    wait_for("the warm-up stored by one worker", MOVE, || async {
+        anyhow::Ok(
+            a.partitions_assigned().await? == PARTITIONS && p.handled().await? >= WARMUP as i64,
+        )
+    })
+    .await?;
     let b = p.worker().spawn()?; // cooperative rebalance: some of a's partitions move to b
-    tokio::time::sleep(Duration::from_secs(8)).await;
+    let (a_held, b_held) = wait_for("b to take partitions and store rows", MOVE, || async {
+        let (a_held, b_held) = (
+            a.partitions_assigned().await?,
+            b.partitions_assigned().await?,
+        );
+        let b_stored = b.metric("sluice_transactions_total", &[]).await?;
+        let moved = b_held > 0 && a_held + b_held == PARTITIONS && b_stored > 0.0;
+        anyhow::Ok(moved.then_some((a_held, b_held)))
+    })
+    .await?;
+    eprintln!("after the join: a holds {a_held}, b holds {b_held} partitions");
     a.kill9(); // a's partitions move to b after the session timeout; b warms their customers
     let summary = producer.await??;
     let moved = finish(&p, &summary, &labels).await?;
@@ -88,12 +106,13 @@ async fn fraud_quality_holds_while_partitions_move() -> anyhow::Result<()> {
         started.elapsed().as_secs_f64(),
         moved.render()
     );
-    assert!(
-        b.log().contains("partitions assigned"),
-        "the second worker took partitions"
+    assert_eq!(
+        b.partitions_assigned().await?,
+        PARTITIONS,
+        "the second worker took partitions (all of them once the first was gone)"
     );
     assert!(
-        a.log().contains("partitions revoked"),
+        a_held < PARTITIONS,
         "the first worker gave partitions up when the second joined"
     );
 
