@@ -12,6 +12,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
+use sluice_api::WorkerConfig;
+use sluice_api::config::bounds;
 
 /// Desired state of one sluice pipeline: a Kafka topic consumed by a group of workers that
 /// land validated, fraud-scored transactions in Postgres.
@@ -112,13 +114,21 @@ pub struct PipelineDeploymentSpec {
 #[x_kube(validation = Rule::new("!self.securityProtocol.startsWith('SASL') || has(self.sasl)")
     .message("spec.kafka.sasl is required when spec.kafka.securityProtocol is SASL_PLAINTEXT or SASL_SSL")
     .field_path(".sasl"))]
+#[x_kube(validation = Rule::new("self.topic != '.' && self.topic != '..'")
+    .message("spec.kafka.topic cannot be . or .. (Kafka refuses those names)")
+    .field_path(".topic"))]
 #[serde(rename_all = "camelCase")]
 pub struct KafkaSpec {
     /// Comma-separated `host:port` list of brokers, e.g. `kafka-0.kafka:9092,kafka-1.kafka:9092`.
-    #[schemars(length(min = 1))]
+    #[schemars(length(min = 1), regex(pattern = r"\S"))]
     pub bootstrap_servers: String,
     /// Topic of input transactions (keyed by customer id). Immutable: a new topic is a new pipeline.
-    #[schemars(length(min = 1, max = 249), regex(pattern = r"^[a-zA-Z0-9._-]+$"))]
+    /// At most 242 characters, so that the workers' `<topic>.alerts` and `<topic>.dlq` fit
+    /// Kafka's 249.
+    #[schemars(
+        length(min = 1, max = bounds::MAX_INPUT_TOPIC_LEN),
+        regex(pattern = r"^[a-zA-Z0-9._-]+$")
+    )]
     #[x_kube(validation = Rule::new("self == oldSelf").message("spec.kafka.topic is immutable"))]
     pub topic: String,
     /// Partitions of the topic: the most workers that can share the load. The operator creates
@@ -137,7 +147,7 @@ pub struct KafkaSpec {
     pub manage_topic: bool,
     /// Consumer group shared by the workers. Defaults to `sluice-<namespace>-<name>`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(length(min = 1, max = 249))]
+    #[schemars(length(min = 1, max = 249), regex(pattern = r"\S"))]
     pub consumer_group: Option<String>,
     /// Kafka `security.protocol`.
     #[serde(default)]
@@ -356,11 +366,15 @@ pub struct PostgresSpec {
     pub external: Option<ExternalPostgresSpec>,
     /// Schema holding the pipeline's tables, so pipelines can share a database.
     #[serde(default = "default_schema")]
-    #[schemars(length(min = 1, max = 63), regex(pattern = r"^[a-z_][a-z0-9_]*$"))]
+    #[schemars(
+        length(min = 1, max = bounds::MAX_SCHEMA_LEN),
+        regex(pattern = r"^[a-z_][a-z0-9_]*$")
+    )]
     pub schema: String,
-    /// Connections each worker opens to the primary.
+    /// Connections each worker opens to the primary: at least 2 (the writer and partition
+    /// maintenance).
     #[serde(default = "default_max_connections")]
-    #[schemars(range(min = 1, max = 100))]
+    #[schemars(range(min = bounds::MIN_MAX_CONNECTIONS, max = 100))]
     pub max_connections: i32,
     /// Connections of the primary this pipeline's workers may hold in all. The autoscaler
     /// never runs more than `connectionBudget ÷ maxConnections` workers. Unset: no database cap.
@@ -405,7 +419,7 @@ pub struct ExternalPostgresSpec {
 #[serde(rename_all = "camelCase")]
 pub struct FraudSpec {
     /// Score transactions and raise alerts.
-    #[serde(default = "default_true")]
+    #[serde(default = "default_fraud_enabled")]
     pub enabled: bool,
     /// Score (0–1) at or above which a transaction is flagged.
     #[serde(default = "default_threshold")]
@@ -419,7 +433,7 @@ pub struct FraudSpec {
 impl Default for FraudSpec {
     fn default() -> Self {
         Self {
-            enabled: true,
+            enabled: default_fraud_enabled(),
             threshold: default_threshold(),
             disabled_rules: Vec::new(),
         }
@@ -436,7 +450,7 @@ pub struct QualitySpec {
     pub max_future_skew_seconds: i64,
     /// Days of transactions kept; older events are rejected and older partitions dropped.
     #[serde(default = "default_retention_days")]
-    #[schemars(range(min = 1, max = 3650))]
+    #[schemars(range(min = bounds::MIN_RETENTION_DAYS, max = 3650))]
     pub retention_days: i32,
     /// Events up to this many seconds behind the newest event time of their partition are
     /// still folded into the per-minute analytics; later ones are stored but counted as late.
@@ -672,11 +686,12 @@ fn default_max_replicas() -> i32 {
 fn default_log_level() -> String {
     "info".into()
 }
+// Defaults of fields that become worker settings are the worker's own (`sluice_api`).
 fn default_batch_records() -> i32 {
-    5_000
+    worker_default(WorkerConfig::default().batch.max_records)
 }
 fn default_batch_wait_ms() -> i32 {
-    20
+    worker_default(WorkerConfig::default().batch.max_wait_ms)
 }
 fn default_lag_per_replica() -> i64 {
     10_000
@@ -688,10 +703,10 @@ fn default_scale_down_stabilization() -> i32 {
     300
 }
 fn default_schema() -> String {
-    "sluice".into()
+    WorkerConfig::default().postgres.schema
 }
 fn default_max_connections() -> i32 {
-    4
+    worker_default(WorkerConfig::default().postgres.max_connections)
 }
 fn default_read_replicas() -> i32 {
     1
@@ -699,19 +714,26 @@ fn default_read_replicas() -> i32 {
 fn default_storage_size() -> String {
     "1Gi".into()
 }
+fn default_fraud_enabled() -> bool {
+    WorkerConfig::default().fraud.enabled
+}
 fn default_threshold() -> f64 {
-    0.5
+    WorkerConfig::default().fraud.threshold
 }
 fn default_future_skew() -> i64 {
-    300
+    WorkerConfig::default().validation.max_future_skew_secs
 }
-
 fn default_allowed_lateness() -> i64 {
-    600
+    worker_default(WorkerConfig::default().analytics.allowed_lateness_secs)
 }
-
 fn default_retention_days() -> i32 {
-    30
+    worker_default(WorkerConfig::default().retention.days)
+}
+/// A worker default in the CRD's integer type.
+fn worker_default<T: TryInto<U>, U>(value: T) -> U {
+    value
+        .try_into()
+        .unwrap_or_else(|_| panic!("a worker default fits its CRD field"))
 }
 fn default_scrape_interval() -> String {
     "30s".into()

@@ -90,6 +90,32 @@ async fn invalid_pipelines_are_rejected_naming_the_field() {
             with("spec.kafka.topic", json!("no spaces allowed")),
             "spec.kafka.topic",
         ),
+        // Values the worker would refuse (`WorkerConfig::validate`): the CRD refuses them too.
+        (
+            "a pool without room for writer and maintenance",
+            with("spec.postgres.maxConnections", json!(1)),
+            "spec.postgres.maxConnections",
+        ),
+        (
+            "a topic whose <topic>.alerts Kafka would refuse",
+            with("spec.kafka.topic", json!("t".repeat(243))),
+            "spec.kafka.topic",
+        ),
+        (
+            "a topic Kafka reserves",
+            with("spec.kafka.topic", json!("..")),
+            "spec.kafka.topic",
+        ),
+        (
+            "blank brokers",
+            with("spec.kafka.bootstrapServers", json!("  ")),
+            "spec.kafka.bootstrapServers",
+        ),
+        (
+            "blank consumer group",
+            with("spec.kafka.consumerGroup", json!(" ")),
+            "spec.kafka.consumerGroup",
+        ),
         (
             "no image",
             with("spec.workers.image", Value::Null),
