@@ -15,6 +15,17 @@ pub struct Caps {
     pub keda: bool,
 }
 
+#[cfg(test)]
+impl Caps {
+    /// A cluster serving every optional API.
+    pub const ALL: Caps = Caps {
+        cnpg: true,
+        service_monitor: true,
+        prometheus_rule: true,
+        keda: true,
+    };
+}
+
 pub struct Capabilities {
     client: Client,
     ttl: Duration,

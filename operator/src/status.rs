@@ -23,12 +23,19 @@ pub struct Observed {
     pub database_waiting: Option<(String, String)>,
     /// A problem that needs a person (missing CRD, failed step).
     pub degraded: Option<(String, String)>,
+    /// Why the worker would refuse the config the spec calls for (`WorkerConfig::validate`):
+    /// neither its ConfigMap nor its Deployment was applied.
+    pub invalid_config: Option<String>,
     /// The lag reading (every pipeline) and the autoscaler's decision (autoscaled ones).
     pub autoscale: Option<AutoscaleObserved>,
     /// Whether the monitoring objects the spec asks for (ServiceMonitor, PrometheusRule) could
     /// be created: `Err` names the missing Prometheus Operator CRDs. `None` when none is wanted.
     pub monitoring: Option<Result<(), String>>,
 }
+
+/// Reason of `Ready=False` and `Degraded=True` when the spec calls for a worker config the
+/// worker would refuse.
+pub const INVALID_WORKER_CONFIG: &str = "InvalidWorkerConfig";
 
 /// Reason of `MonitoringReady=False` when the Prometheus Operator CRDs are missing.
 pub const PROMETHEUS_OPERATOR_MISSING: &str = "PrometheusOperatorMissing";
@@ -99,7 +106,14 @@ pub fn conditions(o: &Observed) -> Vec<Cond> {
         message,
     };
     let workers_ready = o.rolled_out && o.ready_replicas >= o.desired_replicas;
-    let ready = if let Some(e) = &o.topic_error {
+    let invalid_config = o.invalid_config.as_ref().map(|e| {
+        format!(
+            "the worker would refuse the config this spec calls for: {e}; its ConfigMap and Deployment are left as they were"
+        )
+    });
+    let ready = if let Some(msg) = &invalid_config {
+        c("Ready", false, INVALID_WORKER_CONFIG, msg.clone())
+    } else if let Some(e) = &o.topic_error {
         c(
             "Ready",
             false,
@@ -123,7 +137,14 @@ pub fn conditions(o: &Observed) -> Vec<Cond> {
             format!("{} workers ready", o.ready_replicas),
         )
     };
-    let progressing = if o.rolled_out {
+    let progressing = if invalid_config.is_some() {
+        c(
+            "Progressing",
+            false,
+            INVALID_WORKER_CONFIG,
+            "worker Deployment not updated: its config is invalid".into(),
+        )
+    } else if o.rolled_out {
         c(
             "Progressing",
             false,
@@ -141,10 +162,11 @@ pub fn conditions(o: &Observed) -> Vec<Cond> {
             ),
         )
     };
-    let degraded = match (&o.degraded, &o.topic_error) {
-        (Some((reason, msg)), _) => c("Degraded", true, reason, msg.clone()),
-        (None, Some(e)) => c("Degraded", true, "KafkaUnavailable", e.clone()),
-        (None, None) => c(
+    let degraded = match (&invalid_config, &o.degraded, &o.topic_error) {
+        (Some(msg), _, _) => c("Degraded", true, INVALID_WORKER_CONFIG, msg.clone()),
+        (None, Some((reason, msg)), _) => c("Degraded", true, reason, msg.clone()),
+        (None, None, Some(e)) => c("Degraded", true, "KafkaUnavailable", e.clone()),
+        (None, None, None) => c(
             "Degraded",
             false,
             "AsExpected",
@@ -382,6 +404,34 @@ mod tests {
         );
         o.monitoring = Some(Ok(()));
         assert!(conditions(&o)[4].status);
+    }
+
+    #[test]
+    fn an_invalid_worker_config_is_degraded_and_not_ready_whatever_the_workers() {
+        let o = Observed {
+            desired_replicas: 2,
+            ready_replicas: 2,
+            rolled_out: true,
+            invalid_config: Some("postgres.max_connections must be at least 2".into()),
+            topic_error: Some("down".into()),
+            ..Observed::default()
+        };
+        let all = conditions(&o);
+        for (i, type_, status) in [
+            (0, "Ready", false),
+            (1, "Progressing", false),
+            (2, "Degraded", true),
+        ] {
+            assert_eq!(
+                (all[i].type_, all[i].status, all[i].reason.as_str()),
+                (type_, status, INVALID_WORKER_CONFIG)
+            );
+        }
+        assert!(
+            all[2]
+                .message
+                .contains("postgres.max_connections must be at least 2")
+        );
     }
 
     #[test]

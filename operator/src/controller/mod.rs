@@ -1,0 +1,201 @@
+//! The reconciler. One reconcile of a PipelineDeployment:
+//!
+//! 1. [`desired_children`] builds every child the pipeline should have ([`Desired`], in apply
+//!    order) and names the ones it should not have ([`Unwanted`]);
+//! 2. [`prune_child`] deletes each unwanted child this pipeline controls — first, so that a
+//!    replaced autoscaler (HPA ↔ KEDA ScaledObject) is gone before its successor is applied:
+//!    KEDA's admission webhook rejects a ScaledObject whose target another HPA scales;
+//! 3. [`apply_child`] server-side applies each desired child — one path for every kind,
+//!    typed or dynamic;
+//! 4. the workers' rollout, the database and the Kafka topic (`topic::Topics::reconcile`) are
+//!    observed, and the status is patched (with Events on transitions).
+//!
+//! Every apply uses one field manager and `force`: the operator is the authority on the fields
+//! it sets, so a hand edit of one of them is taken back on the next reconcile. Fields it does
+//! not set (e.g. `spec.replicas` under an HPA) stay with whoever set them.
+
+mod apply;
+mod desired;
+mod error;
+mod lag_reading;
+mod observe;
+mod publish;
+mod run;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use kube::runtime::controller::Action;
+use kube::runtime::events::{EventType, Recorder, Reporter};
+use kube::runtime::reflector::ObjectRef;
+use kube::{Client, ResourceExt};
+use tracing::warn;
+
+pub use desired::{Children, Desired, Unwanted, desired_children};
+pub use error::{Error, Step};
+pub use run::run;
+
+use apply::{apply_all, prune_child};
+use lag_reading::observe_lag;
+use observe::{
+    max_workers, observe_database, observe_keda, observe_monitoring, observe_workers, read_workers,
+};
+use publish::{patch_status, publish};
+
+use crate::autoscale::Autoscaler;
+use crate::child_cache::ChildCache;
+use crate::children::FIELD_MANAGER;
+use crate::crd::PipelineDeployment;
+use crate::discovery::Capabilities;
+use crate::metrics::Metrics;
+use crate::status::{self, AutoscaleObserved, Observed};
+use crate::topic::Topics;
+
+/// Shared state of all reconciles.
+pub struct Context {
+    pub client: Client,
+    pub recorder: Recorder,
+    pub metrics: Arc<Metrics>,
+    pub topics: Topics,
+    pub capabilities: Capabilities,
+    /// Children as last seen and applied, to skip no-op applies.
+    pub children: Arc<ChildCache>,
+    /// Consecutive failures per object, for the error policy's exponential backoff.
+    failures: Mutex<HashMap<ObjectRef<PipelineDeployment>, u32>>,
+    /// Lag readings of every pipeline, rate windows of the autoscaled ones.
+    pub autoscaler: Autoscaler,
+    /// The latest lag reading per pipeline and when it was taken: a reconcile within
+    /// [`lag_sample_interval`] of it (e.g. the one its own status patch triggers) reuses it.
+    readings: Mutex<HashMap<ObjectRef<PipelineDeployment>, (Instant, AutoscaleObserved)>>,
+    /// When each pipeline's lag was last Unknown (see [`decide_size`]).
+    last_unknown: Mutex<HashMap<ObjectRef<PipelineDeployment>, Instant>>,
+}
+
+impl Context {
+    pub fn new(client: Client, metrics: Arc<Metrics>, instance: Option<String>) -> Self {
+        let reporter = Reporter {
+            controller: FIELD_MANAGER.into(),
+            instance,
+        };
+        Self {
+            recorder: Recorder::new(client.clone(), reporter),
+            capabilities: Capabilities::new(client.clone(), CAPABILITIES_TTL),
+            topics: Topics::new(Duration::from_secs(5)),
+            client,
+            metrics,
+            children: Arc::default(),
+            failures: Mutex::default(),
+            autoscaler: Autoscaler::default(),
+            readings: Mutex::default(),
+            last_unknown: Mutex::default(),
+        }
+    }
+
+    /// Drops everything kept for the deleted pipeline `namespace/name`: its gauges, lag
+    /// reading, last Unknown time and rate window.
+    fn forget_pipeline(&self, namespace: &str, name: &str) {
+        self.metrics.forget_pipeline(namespace, name);
+        self.autoscaler.forget(namespace, name);
+        let key = ObjectRef::<PipelineDeployment>::new(name).within(namespace);
+        self.readings
+            .lock()
+            .expect("readings poisoned")
+            .remove(&key);
+        self.last_unknown
+            .lock()
+            .expect("last_unknown poisoned")
+            .remove(&key);
+    }
+}
+
+/// Requeue interval while something is still coming up or Kafka is unreachable.
+const RETRY: Duration = Duration::from_secs(10);
+/// How long the optional APIs the cluster serves are cached (see [`Capabilities`]).
+pub const CAPABILITIES_TTL: Duration = Duration::from_secs(30);
+/// How often the lag of a pipeline that is not autoscaled is read (status and lag alerts);
+/// also the requeue interval of a healthy one (drift is caught by the owned-object watches).
+pub const LAG_SAMPLE_INTERVAL: Duration = Duration::from_secs(30);
+/// How often an autoscaled pipeline's lag is read (its reconcile is requeued this often).
+pub const SAMPLE_INTERVAL: Duration = Duration::from_secs(10);
+
+/// Reconciles one PipelineDeployment: build the children → apply → prune → observe → status.
+#[tracing::instrument(skip_all, fields(ns = pd.namespace(), name = pd.name_any()))]
+pub async fn reconcile(pd: Arc<PipelineDeployment>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let _timer = ctx.metrics.timer();
+    let ns = pd.namespace().ok_or(Error::NoNamespace)?;
+    let caps = ctx.capabilities.get().await;
+
+    let children = desired_children(&pd, caps);
+    for unwanted in &children.prune {
+        prune_child(&ctx, &ns, &pd, unwanted).await?;
+    }
+    let stored = apply_all(&ctx, &ns, &children.apply).await?;
+
+    let mut observed = Observed {
+        generation: pd.metadata.generation.unwrap_or_default(),
+        ..Observed::default()
+    };
+    let rollout = match &children.invalid_config {
+        None => status::rollout(&observe_workers(&pd, &stored)?),
+        Some(invalid) => {
+            observed.invalid_config = Some(invalid.to_string());
+            read_workers(&ctx, &ns, &pd).await?
+        }
+    };
+    observed.set_rollout(rollout);
+    ctx.metrics.observe_workers(
+        &pd,
+        rollout.desired_replicas,
+        rollout.ready_replicas,
+        max_workers(&pd),
+    );
+    observed.autoscale = Some(observe_lag(&ctx, &pd, rollout).await);
+    observe_database(&pd, caps, &stored, &mut observed);
+    observe_keda(&pd, caps, &mut observed);
+    observe_monitoring(&pd, caps, &mut observed);
+    // The topic: failures degrade the pipeline and retry; they do not stop the reconcile.
+    let topic = ctx.topics.reconcile(&pd, &mut observed).await;
+    if topic.failed {
+        ctx.metrics.failures.with_label_values(&["topic"]).inc();
+    }
+    if let Some(ev) = topic.event {
+        publish(&ctx, &pd, EventType::Normal, ev.reason, ev.note).await;
+    }
+
+    let ready_now = patch_status(&ctx, &ns, &pd, &observed).await?;
+    ctx.metrics.reconciliations.with_label_values(&["ok"]).inc();
+    ctx.failures
+        .lock()
+        .expect("failures poisoned")
+        .remove(&ObjectRef::from(pd.as_ref()));
+    Ok(if pd.autoscaled() {
+        Action::requeue(SAMPLE_INTERVAL)
+    } else if !ready_now {
+        Action::requeue(RETRY)
+    } else {
+        // The next lag reading; by then the capabilities cache has also expired, so
+        // monitoring CRDs installed meanwhile are picked up without a restart.
+        Action::requeue(LAG_SAMPLE_INTERVAL.min(CAPABILITIES_TTL))
+    })
+}
+
+/// Logs and counts the failure, then retries with exponential backoff per object
+/// (0.5 s, 1 s, 2 s … capped at 5 min).
+pub fn error_policy(pd: Arc<PipelineDeployment>, err: &Error, ctx: Arc<Context>) -> Action {
+    ctx.metrics
+        .reconciliations
+        .with_label_values(&["error"])
+        .inc();
+    ctx.metrics
+        .failures
+        .with_label_values(&[err.kind().as_str()])
+        .inc();
+    let mut failures = ctx.failures.lock().expect("failures poisoned");
+    let n = failures.entry(ObjectRef::from(pd.as_ref())).or_insert(0);
+    *n = n.saturating_add(1);
+    let delay = Duration::from_millis(500u64.saturating_mul(1 << (*n - 1).min(10)))
+        .min(Duration::from_secs(300));
+    warn!(ns = pd.namespace(), name = pd.name_any(), error = %err, retry_in = ?delay, "reconcile failed");
+    Action::requeue(delay)
+}
