@@ -207,6 +207,52 @@ pub fn duplicate(
 mod tests {
     use super::*;
 
+    fn accepted(partition: i32, n: usize) -> Accepted {
+        let json = serde_json::json!({
+            "transaction_id": format!("t-{partition}-{n}"), "customer_id": "c", "merchant_id": "m",
+            "amount": 1.0, "currency": "EUR", "timestamp": "2026-11-25T11:00:00Z",
+            "payment_method": "credit_card", "country": "DE"
+        });
+        let bounds =
+            crate::validate::TimeBounds::around("2026-11-25T12:00:00Z".parse().unwrap(), 30, 300);
+        Accepted {
+            valid: crate::validate::validate(json.to_string().as_bytes(), bounds).unwrap(),
+            partition,
+            offset: n as i64,
+            kafka_timestamp: Utc::now(),
+            received_at: Instant::now(),
+            raw: Vec::new(),
+            verdict: None,
+            late: false,
+        }
+    }
+
+    #[test]
+    fn records_are_scored_once_even_when_partitions_leave_in_between() {
+        let mut b = Batch::new(0);
+        b.push_accepted(accepted(1, 0));
+        b.push_accepted(accepted(2, 0));
+        let mut scored = Vec::new();
+        b.score_unscored(|r| {
+            scored.push(r.valid.tx.transaction_id.clone());
+            None
+        });
+        b.push_accepted(accepted(1, 1));
+        b.push_accepted(accepted(2, 1));
+        b.retain_partitions(|p| p != 1);
+        let unscored: Vec<_> = b
+            .unscored()
+            .iter()
+            .map(|r| r.valid.tx.transaction_id.as_str())
+            .collect();
+        assert_eq!(
+            unscored,
+            ["t-2-1"],
+            "only what arrived since the last scoring"
+        );
+        assert_eq!(scored, ["t-1-0", "t-2-0"]);
+    }
+
     #[test]
     fn offsets_remember_the_value_they_were_built_on() {
         let mut b = Batch::new(0);

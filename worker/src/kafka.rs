@@ -28,7 +28,7 @@ pub fn consumer_config(config: &WorkerConfig, secrets: &Secrets) -> ClientConfig
     let mut c = base(config, secrets);
     c.set("group.id", &config.kafka.group_id)
         .set("partition.assignment.strategy", "cooperative-sticky")
-        // Postgres holds the offsets; Kafka's copy is written by us after each commit.
+        // Postgres holds the stored offsets; Kafka's copy is written by us after each commit.
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")

@@ -133,7 +133,7 @@ impl Metrics {
             .expect("metric"),
             fenced_batches: IntCounter::new(
                 "sluice_fenced_batches_total",
-                "Batches discarded because another worker had moved the partition's offset.",
+                "Batches discarded because another worker had moved the partition's stored offset.",
             )
             .expect("metric"),
             late_events: IntCounter::new(

@@ -130,6 +130,18 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_file_out_of_bounds_is_refused_naming_the_setting() {
+        let path = std::env::temp_dir().join(format!("sluice-config-{}.yaml", std::process::id()));
+        std::fs::write(&path, "postgres:\n  max_connections: 1\n").unwrap();
+        let error = load(Some(&path)).unwrap_err();
+        std::fs::remove_file(&path).unwrap();
+        assert!(
+            format!("{error:#}").contains("postgres.max_connections"),
+            "{error:#}"
+        );
+    }
+
+    #[test]
     fn env_paths_set_typed_values() {
         let mut tree = serde_json::to_value(WorkerConfig::default()).unwrap();
         set_path(&mut tree, "KAFKA__TOPIC", "orders").unwrap();

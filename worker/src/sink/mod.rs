@@ -254,3 +254,29 @@ impl Sink {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kafka_produce_failures_are_not_database_errors() {
+        for (e, kind) in [
+            (
+                WriteError::DlqProduce(KafkaError::Canceled),
+                ErrorKind::DlqProduce,
+            ),
+            (
+                WriteError::AlertProduce(KafkaError::Canceled),
+                ErrorKind::AlertProduce,
+            ),
+        ] {
+            assert_eq!(e.db_error_kind(), None, "{e}");
+            assert_eq!(e.error_kind(), Some(kind));
+        }
+        let db = WriteError::Db(sqlx::Error::PoolTimedOut);
+        assert_eq!(db.db_error_kind(), Some("connection"));
+        assert_eq!(db.error_kind(), Some(ErrorKind::Database));
+        assert_eq!(WriteError::Fenced { partition: 0 }.error_kind(), None);
+    }
+}

@@ -1,3 +1,5 @@
+//! Tests of the contract rules: every reason, the bounds, card numbers in fields.
+
 use super::*;
 
 fn bounds() -> TimeBounds {
