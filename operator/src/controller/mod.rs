@@ -1,14 +1,17 @@
 //! The reconciler. One reconcile of a PipelineDeployment:
 //!
-//! 1. [`desired_children`] builds every child the pipeline should have ([`Desired`], in apply
-//!    order) and names the ones it should not have ([`Unwanted`]);
-//! 2. [`prune_child`] deletes each unwanted child this pipeline controls — first, so that a
-//!    replaced autoscaler (HPA ↔ KEDA ScaledObject) is gone before its successor is applied:
-//!    KEDA's admission webhook rejects a ScaledObject whose target another HPA scales;
-//! 3. [`apply_child`] server-side applies each desired child — one path for every kind,
+//! 1. [`desired_children`] (`desired.rs`) builds every child the pipeline should have
+//!    ([`Desired`], in apply order) and names the ones it should not have ([`Unwanted`]); a
+//!    worker config the worker would refuse leaves its ConfigMap and Deployment out
+//!    (`InvalidWorkerConfig`);
+//! 2. [`apply::prune_child`] deletes each unwanted child this pipeline controls — first, so
+//!    that a replaced autoscaler (HPA ↔ KEDA ScaledObject) is gone before its successor is
+//!    applied: KEDA's admission webhook rejects a ScaledObject whose target another HPA scales;
+//! 3. [`apply::apply_child`] server-side applies each desired child — one path for every kind,
 //!    typed or dynamic;
-//! 4. the workers' rollout, the database and the Kafka topic (`topic::Topics::reconcile`) are
-//!    observed, and the status is patched (with Events on transitions).
+//! 4. the workers' rollout, the database (`observe.rs`), the lag (`lag_reading.rs`) and the
+//!    Kafka topic (`topic::Topics::reconcile`) are observed, and the status is patched with
+//!    Events on transitions (`publish.rs`). `run.rs` is the watch loop around it.
 //!
 //! Every apply uses one field manager and `force`: the operator is the authority on the fields
 //! it sets, so a hand edit of one of them is taken back on the next reconcile. Fields it does
