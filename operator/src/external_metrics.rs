@@ -13,7 +13,6 @@
 //! the server accepts only clients that certificate authority signed.
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -24,9 +23,14 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use kube::ResourceExt;
 use kube::runtime::reflector::{ObjectRef, Store};
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use serde_json::{Value, json};
-use tracing::{debug, info};
+use tracing::debug;
+
+mod selector;
+mod tls;
+
+pub use selector::Selector;
+pub use tls::{TlsSettings, serve, tls_config};
 
 use crate::children::PIPELINE_LABEL;
 use crate::crd::{AutoscalingStatus, PipelineDeployment};
@@ -93,99 +97,6 @@ pub trait MetricSource: Send + Sync + 'static {
         metric: &str,
         selector: &Selector,
     ) -> Result<Vec<MetricValue>, MetricError>;
-}
-
-/// A parsed label selector: the equality- and set-based forms of the Kubernetes API
-/// (`a=b`, `a==b`, `a!=b`, `a in (x,y)`, `a notin (x)`, `a`, `!a`).
-#[derive(Debug, Clone, PartialEq, Default)]
-pub struct Selector(Vec<Requirement>);
-
-#[derive(Debug, Clone, PartialEq)]
-enum Requirement {
-    In(String, Vec<String>),
-    NotIn(String, Vec<String>),
-    Exists(String),
-    DoesNotExist(String),
-}
-
-impl Selector {
-    pub fn parse(s: &str) -> Result<Self, MetricError> {
-        let bad = || MetricError::BadRequest(format!("invalid labelSelector {s:?}"));
-        let mut out = Vec::new();
-        for part in split_top_level(s) {
-            let part = part.trim();
-            if part.is_empty() {
-                continue;
-            }
-            let words: Vec<&str> = part.splitn(2, char::is_whitespace).collect();
-            if let [key, rest] = words.as_slice() {
-                let rest = rest.trim();
-                let (op, set) = if let Some(set) = rest.strip_prefix("notin") {
-                    ("notin", set)
-                } else if let Some(set) = rest.strip_prefix("in") {
-                    ("in", set)
-                } else {
-                    ("", rest)
-                };
-                if !op.is_empty() {
-                    let set = set
-                        .trim()
-                        .strip_prefix('(')
-                        .and_then(|x| x.strip_suffix(')'))
-                        .ok_or_else(bad)?;
-                    let values = set.split(',').map(|v| v.trim().to_string()).collect();
-                    out.push(if op == "in" {
-                        Requirement::In(key.to_string(), values)
-                    } else {
-                        Requirement::NotIn(key.to_string(), values)
-                    });
-                    continue;
-                }
-            }
-            if let Some((k, v)) = part.split_once("!=") {
-                out.push(Requirement::NotIn(k.trim().into(), vec![v.trim().into()]));
-            } else if let Some((k, v)) = part.split_once("==").or_else(|| part.split_once('=')) {
-                out.push(Requirement::In(k.trim().into(), vec![v.trim().into()]));
-            } else if let Some(k) = part.strip_prefix('!') {
-                out.push(Requirement::DoesNotExist(k.trim().into()));
-            } else if part
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || "-_./".contains(c))
-            {
-                out.push(Requirement::Exists(part.into()));
-            } else {
-                return Err(bad());
-            }
-        }
-        Ok(Self(out))
-    }
-
-    pub fn matches(&self, labels: &BTreeMap<String, String>) -> bool {
-        self.0.iter().all(|r| match r {
-            Requirement::In(k, vs) => labels.get(k).is_some_and(|v| vs.contains(v)),
-            Requirement::NotIn(k, vs) => labels.get(k).is_none_or(|v| !vs.contains(v)),
-            Requirement::Exists(k) => labels.contains_key(k),
-            Requirement::DoesNotExist(k) => !labels.contains_key(k),
-        })
-    }
-}
-
-/// Split on commas outside parentheses (`a in (x,y),b=c` → two requirements).
-fn split_top_level(s: &str) -> Vec<&str> {
-    let (mut parts, mut depth, mut start) = (Vec::new(), 0, 0);
-    for (i, c) in s.char_indices() {
-        match c {
-            '(' => depth += 1,
-            ')' => depth -= 1,
-            ',' if depth == 0 => {
-                parts.push(&s[start..i]);
-                start = i + 1;
-            }
-            _ => {}
-        }
-    }
-    parts.push(&s[start..]);
-    parts
 }
 
 /// A Kubernetes quantity: whole numbers as they are, others in thousandths (`1500m`).
@@ -374,130 +285,14 @@ pub fn router(source: Arc<dyn MetricSource>) -> Router {
         .with_state(source)
 }
 
-/// TLS for the server: a certificate (PEM files, e.g. from a Secret) or a self-signed one
-/// made at start for `dns_names`, and optionally the CA that must have signed the client's.
-pub struct TlsSettings {
-    pub cert_and_key: Option<(Vec<u8>, Vec<u8>)>,
-    pub dns_names: Vec<String>,
-    pub client_ca_pem: Option<Vec<u8>>,
-}
-
-pub fn tls_config(s: &TlsSettings) -> anyhow::Result<rustls::ServerConfig> {
-    use rustls::pki_types::pem::PemObject;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let (certs, key): (Vec<CertificateDer<'static>>, PrivateKeyDer<'static>) = match &s.cert_and_key
-    {
-        Some((cert, key)) => (
-            CertificateDer::pem_slice_iter(cert).collect::<Result<_, _>>()?,
-            PrivateKeyDer::from_pem_slice(key)?,
-        ),
-        None => {
-            let ck = rcgen::generate_simple_self_signed(s.dns_names.clone())?;
-            (
-                vec![ck.cert.der().clone()],
-                PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(ck.key_pair.serialize_der())),
-            )
-        }
-    };
-    let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
-        .with_safe_default_protocol_versions()?;
-    let builder = match &s.client_ca_pem {
-        Some(pem) => {
-            let mut roots = rustls::RootCertStore::empty();
-            for c in CertificateDer::pem_slice_iter(pem) {
-                roots.add(c?)?;
-            }
-            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
-                Arc::new(roots),
-                provider,
-            )
-            .build()?;
-            builder.with_client_cert_verifier(verifier)
-        }
-        None => builder.with_no_client_auth(),
-    };
-    let mut config = builder.with_single_cert(certs, key)?;
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    Ok(config)
-}
-
-/// Serve the API on `addr` until the process ends.
-pub async fn serve(
-    addr: SocketAddr,
-    tls: rustls::ServerConfig,
-    source: Arc<dyn MetricSource>,
-) -> anyhow::Result<()> {
-    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls));
-    let app = router(source);
-    let listener = tokio::net::TcpListener::bind(addr).await?;
-    info!(%addr, "serving {GROUP}/{VERSION}");
-    loop {
-        let (tcp, peer) = listener.accept().await?;
-        let (acceptor, app) = (acceptor.clone(), app.clone());
-        tokio::spawn(async move {
-            let tls = match acceptor.accept(tcp).await {
-                Ok(tls) => tls,
-                Err(e) => return debug!(%peer, error = %e, "TLS handshake refused"),
-            };
-            let service = hyper_util::service::TowerToHyperService::new(app);
-            let builder =
-                hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
-            if let Err(e) = builder
-                .serve_connection(hyper_util::rt::TokioIo::new(tls), service)
-                .await
-            {
-                debug!(%peer, error = %e, "connection ended with an error");
-            }
-        });
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
-    }
-
-    #[test]
-    fn selectors_of_every_form() {
-        let l = labels(&[("sluice.dev/pipeline", "payments"), ("team", "risk")]);
-        for (s, want) in [
-            ("", true),
-            ("sluice.dev/pipeline=payments", true),
-            ("sluice.dev/pipeline==payments,team=risk", true),
-            ("sluice.dev/pipeline=refunds", false),
-            ("team!=risk", false),
-            ("sluice.dev/pipeline in (refunds, payments)", true),
-            ("sluice.dev/pipeline notin (payments),team=risk", false),
-            ("team", true),
-            ("!team", false),
-            ("!owner", true),
-        ] {
-            assert_eq!(Selector::parse(s).unwrap().matches(&l), want, "{s}");
-        }
-        assert!(Selector::parse("a in x").is_err());
-    }
 
     #[test]
     fn quantities_are_whole_or_milli() {
         assert_eq!(quantity(3.0), "3");
         assert_eq!(quantity(12.3456), "12346m");
         assert_eq!(quantity(0.0), "0");
-    }
-
-    #[test]
-    fn self_signed_tls_config_builds() {
-        let s = TlsSettings {
-            cert_and_key: None,
-            dns_names: vec!["sluice-operator.sluice-system.svc".into()],
-            client_ca_pem: None,
-        };
-        let c = tls_config(&s).unwrap();
-        assert_eq!(c.alpn_protocols[0], b"h2");
     }
 }
