@@ -70,13 +70,7 @@ fn read(path: &str) -> String {
 
 /// helm, as hack/helm.sh provides it (built into $SLUICE_CACHE/bin if absent).
 fn helm() -> PathBuf {
-    let out = run(Command::new("bash").arg(repo().join("hack/helm.sh")));
-    PathBuf::from(
-        out.lines()
-            .last()
-            .expect("hack/helm.sh prints a path")
-            .trim(),
-    )
+    sluice_harness::helm_binary().unwrap()
 }
 
 fn chart() -> PathBuf {
@@ -323,10 +317,7 @@ fn bad_values_are_refused_naming_the_field() {
 
 #[test]
 fn install_yaml_is_the_chart_rendered() {
-    let fresh = run(Command::new("bash").args([
-        repo().join("hack/helm.sh").to_str().unwrap(),
-        "install-yaml",
-    ]));
+    let fresh = sluice_harness::hack("helm.sh", &["install-yaml"]).unwrap();
     let committed = read("manifests/install.yaml");
     assert!(
         fresh == committed,

@@ -3,15 +3,49 @@
 //! Postgres for the pods.
 
 use anyhow::{Context, Result, bail, ensure};
-use serde_json::Value;
+use serde_json::{Value, json};
 use std::io::Write;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::{Pipeline, Summary, repo_root};
+use crate::{Pipeline, Summary, repo_root, run};
 
 /// The worker image `make images` builds (and `hack/node.sh` imports into the node).
 pub const WORKER_IMAGE: &str = "ghcr.io/sluice-dev/sluice-worker:0.1.0";
+
+/// A PipelineDeployment `name` in `ns` (as JSON, which `kubectl apply` takes like YAML): workers
+/// from [`WORKER_IMAGE`] as imported into the node, the database from the Secret of
+/// [`namespace_with_database`], and `spec` merged over that (objects key by key, anything else
+/// replaced), e.g. `json!({"kafka": kafka_spec(p, 4), "workers": {"minReplicas": 2}})`.
+pub fn pipeline_manifest(ns: &str, name: &str, spec: Value) -> String {
+    let mut manifest = json!({
+        "apiVersion": "sluice.dev/v1alpha1",
+        "kind": "PipelineDeployment",
+        "metadata": {"name": name, "namespace": ns},
+        "spec": {
+            "workers": {"image": WORKER_IMAGE, "imagePullPolicy": "IfNotPresent"},
+            "postgres": {"external": {"primaryUrl": {"name": "payments-db", "key": "primary"}}},
+        },
+    });
+    merge(&mut manifest["spec"], spec);
+    manifest.to_string()
+}
+
+/// The `kafka` section of a spec for the pipeline's broker and topic.
+pub fn kafka_spec(p: &Pipeline, partitions: i32) -> Value {
+    json!({"bootstrapServers": p.brokers, "topic": p.topic, "partitions": partitions})
+}
+
+fn merge(base: &mut Value, patch: Value) {
+    match (base, patch) {
+        (Value::Object(base), Value::Object(patch)) => {
+            for (k, v) in patch {
+                merge(base.entry(k).or_insert(Value::Null), v);
+            }
+        }
+        (base, patch) => *base = patch,
+    }
+}
 
 /// A namespace `<prefix>-<suffix of the pipeline>` for the pipeline's custom resource, holding
 /// the Secret `payments-db` (key `primary`) with the URL of an application role that owns the
@@ -101,17 +135,7 @@ pub fn describe_pods(ns: &str) -> String {
 }
 
 pub fn kubectl(args: &[&str]) -> Result<String> {
-    let out = Command::new("kubectl")
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .context("running kubectl")?;
-    ensure!(
-        out.status.success(),
-        "kubectl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    run(Command::new("kubectl").args(args))
 }
 
 pub fn apply(yaml: &str) -> Result<()> {

@@ -10,13 +10,13 @@
 //! grows → the HPA's ceiling follows; every record lands exactly once throughout.
 //! The figures (seconds to the needed size, the sizes the HPA passed through) are printed.
 
-use anyhow::{Context, Result, bail, ensure};
-use serde_json::Value;
+use anyhow::{Context, Result, ensure};
+use serde_json::{Value, json};
 use sluice_e2e::cluster::{
-    Landed, WORKER_IMAGE, apply, install_operator, kubectl, namespace_with_database,
-    wait_condition, wait_rollout,
+    Landed, apply, install_operator, kafka_spec, kubectl, namespace_with_database,
+    pipeline_manifest, wait_condition, wait_rollout,
 };
-use sluice_e2e::{Pipeline, hack};
+use sluice_e2e::{Pipeline, hack, wait_for_blocking};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -79,11 +79,10 @@ async fn workers_follow_lag_through_a_real_hpa() -> Result<()> {
     let s = p.produce(p.load(150_000, 0, 11)).await?;
     all.add(&s);
     let produced_at = t0.elapsed().as_secs_f64();
-    let scaled = wait_until(Duration::from_secs(120), || {
+    let scaled = wait_for_blocking("the HPA to scale up", Duration::from_secs(120), || {
         let l = last(&looks);
         l.hpa_desired.is_some_and(|d| d > 1).then_some(l)
-    })
-    .context("the HPA never scaled up")?;
+    })?;
     let up_after = scaled.at - produced_at;
     let path = desired_path(&looks.lock().unwrap());
     println!(
@@ -96,10 +95,11 @@ async fn workers_follow_lag_through_a_real_hpa() -> Result<()> {
         path.len() == 2,
         "scaled up through intermediate sizes: {path:?}"
     );
-    wait_until(Duration::from_secs(90), || {
-        (last(&looks).replicas == scaled.hpa_desired).then_some(())
-    })
-    .context("the Deployment did not follow the HPA")?;
+    wait_for_blocking(
+        "the Deployment to follow the HPA",
+        Duration::from_secs(90),
+        || (last(&looks).replicas == scaled.hpa_desired).then_some(()),
+    )?;
 
     // 2. The backlog drains at the new size.
     if let Err(e) = all.assert(&p).await {
@@ -126,11 +126,14 @@ async fn workers_follow_lag_through_a_real_hpa() -> Result<()> {
     // sluice's holds: lag Unknown, the metric an error, no scaling.
     hack("kafka.sh", &["kill9", &kafka_name])?;
     let killed = t0.elapsed().as_secs_f64();
-    let unknown_at = wait_until(Duration::from_secs(60), || {
-        let l = last(&looks);
-        (l.lag_known == Some(false)).then_some(l.at)
-    })
-    .context("LagKnown never became False with the broker down")?;
+    let unknown_at = wait_for_blocking(
+        "LagKnown False with the broker down",
+        Duration::from_secs(60),
+        || {
+            let l = last(&looks);
+            (l.lag_known == Some(false)).then_some(l.at)
+        },
+    )?;
     let err = external_metric(&ns)
         .err()
         .context("a metric was served with the broker down")?;
@@ -162,11 +165,14 @@ async fn workers_follow_lag_through_a_real_hpa() -> Result<()> {
 
     // 4. The workers return to minReplicas: one window after the lag is known again, plus
     // the HPA's own window.
-    let down = wait_until(Duration::from_secs(2 * DOWN_WINDOW_S + 120), || {
-        let l = last(&looks);
-        (l.replicas == Some(1)).then_some(l)
-    })
-    .context("the workers did not return to minReplicas")?;
+    let down = wait_for_blocking(
+        "the workers back at minReplicas",
+        Duration::from_secs(2 * DOWN_WINDOW_S + 120),
+        || {
+            let l = last(&looks);
+            (l.replicas == Some(1)).then_some(l)
+        },
+    )?;
     println!(
         "back to 1 worker {:.0} s after the broker came back (scale-down window {DOWN_WINDOW_S} s)",
         down.at - restarted
@@ -174,12 +180,15 @@ async fn workers_follow_lag_through_a_real_hpa() -> Result<()> {
 
     // 5. The topic grows: the HPA's ceiling follows.
     apply(&pipeline_yaml(&ns, &p, 6))?;
-    wait_until(Duration::from_secs(60), || {
-        let hpa = kubectl(&["-n", &ns, "get", "hpa", "payments-worker", "-o", "json"]).ok()?;
-        let v: Value = serde_json::from_str(&hpa).ok()?;
-        (v["spec"]["maxReplicas"] == 6).then_some(())
-    })
-    .context("the HPA's maxReplicas did not follow the partitions")?;
+    wait_for_blocking(
+        "the HPA's maxReplicas to follow the partitions",
+        Duration::from_secs(60),
+        || {
+            let hpa = kubectl(&["-n", &ns, "get", "hpa", "payments-worker", "-o", "json"]).ok()?;
+            let v: Value = serde_json::from_str(&hpa).ok()?;
+            (v["spec"]["maxReplicas"] == 6).then_some(())
+        },
+    )?;
     println!("partitions 4 → 6: HPA maxReplicas 6");
 
     // 6. Nothing lost or repeated across all of it, the outage included.
@@ -193,37 +202,24 @@ async fn workers_follow_lag_through_a_real_hpa() -> Result<()> {
 }
 
 fn pipeline_yaml(ns: &str, p: &Pipeline, partitions: i32) -> String {
-    format!(
-        r#"apiVersion: sluice.dev/v1alpha1
-kind: PipelineDeployment
-metadata:
-  name: payments
-  namespace: {ns}
-spec:
-  kafka:
-    bootstrapServers: {brokers}
-    topic: {topic}
-    partitions: {partitions}
-  workers:
-    image: {WORKER_IMAGE}
-    imagePullPolicy: IfNotPresent
-    minReplicas: 1
-    maxReplicas: {partitions}
-    # Small batches: each worker is slow enough that a backlog needs several.
-    batch: {{maxRecords: 10, maxWaitMs: 5}}
-    resources:
-      requests: {{cpu: 50m, memory: 64Mi}}
-      limits: {{memory: 512Mi}}
-  autoscaling:
-    enabled: true
-    catchUpSeconds: 30
-    scaleDownStabilizationSeconds: {DOWN_WINDOW_S}
-  postgres:
-    external:
-      primaryUrl: {{name: payments-db, key: primary}}
-"#,
-        brokers = p.brokers,
-        topic = p.topic,
+    pipeline_manifest(
+        ns,
+        "payments",
+        json!({
+            "kafka": kafka_spec(p, partitions),
+            "workers": {
+                "minReplicas": 1,
+                "maxReplicas": partitions,
+                // Small batches: each worker is slow enough that a backlog needs several.
+                "batch": {"maxRecords": 10, "maxWaitMs": 5},
+                "resources": {"requests": {"cpu": "50m", "memory": "64Mi"}, "limits": {"memory": "512Mi"}},
+            },
+            "autoscaling": {
+                "enabled": true,
+                "catchUpSeconds": 30,
+                "scaleDownStabilizationSeconds": DOWN_WINDOW_S,
+            },
+        }),
     )
 }
 
@@ -296,17 +292,4 @@ fn dedup<T: PartialEq>(items: impl Iterator<Item = T>) -> Vec<T> {
         }
     }
     out
-}
-
-fn wait_until<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Result<T> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(v) = f() {
-            return Ok(v);
-        }
-        if Instant::now() > deadline {
-            bail!("not reached within {timeout:?}");
-        }
-        std::thread::sleep(Duration::from_millis(500));
-    }
 }

@@ -14,44 +14,15 @@
 use anyhow::{Context, Result, bail, ensure};
 use serde_json::Value;
 use sluice_e2e::cluster::{apply, describe_pods, kubectl, namespace_with_database, wait_condition};
-use sluice_e2e::{Pipeline, repo_root};
-use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use sluice_e2e::{Pipeline, helm_binary, repo_root, run};
+use std::process::Command;
 use std::time::Duration;
 
 const RELEASE: &str = "sluice";
 const NAMESPACE: &str = "sluice-system";
 
-/// helm from hack/helm.sh (built into $SLUICE_CACHE/bin if absent).
-fn helm_path() -> Result<PathBuf> {
-    let out = Command::new("bash")
-        .arg(repo_root().join("hack/helm.sh"))
-        .stdin(Stdio::null())
-        .output()?;
-    ensure!(
-        out.status.success(),
-        "hack/helm.sh: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let stdout = String::from_utf8(out.stdout)?;
-    Ok(PathBuf::from(
-        stdout.lines().last().context("no helm path")?.trim(),
-    ))
-}
-
 fn helm(args: &[&str]) -> Result<String> {
-    let out = Command::new(helm_path()?)
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .context("running helm")?;
-    ensure!(
-        out.status.success(),
-        "helm {args:?}: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    run(Command::new(helm_binary()?).args(args))
 }
 
 fn exists(args: &[&str]) -> Result<bool> {

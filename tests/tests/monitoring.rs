@@ -20,14 +20,14 @@
 use anyhow::{Context, Result, bail, ensure};
 use serde_json::{Value, json};
 use sluice_e2e::cluster::{
-    Landed, WORKER_IMAGE, apply, install_operator, kubectl, namespace_with_database,
-    wait_condition, wait_rollout, worker_pods,
+    Landed, apply, install_operator, kafka_spec, kubectl, namespace_with_database,
+    pipeline_manifest, wait_condition, wait_rollout, worker_pods,
 };
 use sluice_e2e::prometheus::{
     Discovery, Prometheus, dashboard_queries, grafana_promql, grafana_sql, overview_dashboard,
     prometheus_operator_crds, promql_metric_names, rule_file, rules_of, service_monitor_jobs,
 };
-use sluice_e2e::{Pipeline, cache_dir, go, go_mod_cache, repo_root};
+use sluice_e2e::{Pipeline, cache_dir, go, go_mod_cache, helm_binary, repo_root, run};
 use sluice_operator::children::monitoring::build_prometheus_rule;
 use sluice_operator::crd::PipelineDeployment;
 use std::collections::BTreeSet;
@@ -477,20 +477,9 @@ fn wait_object(ns: &str, kind: &str, name: &str) -> Result<Value> {
 /// The operator's ServiceMonitor as the chart renders it for the release `manifests/install.yaml`
 /// comes from (release `sluice` in `sluice-system`, `metrics.serviceMonitor.enabled=true`).
 fn operator_service_monitor() -> Result<Value> {
-    let root = repo_root();
-    let helm = Command::new("bash")
-        .arg(root.join("hack/helm.sh"))
-        .output()
-        .context("hack/helm.sh")?;
-    ensure!(
-        helm.status.success(),
-        "hack/helm.sh: {}",
-        String::from_utf8_lossy(&helm.stderr)
-    );
-    let helm = String::from_utf8_lossy(&helm.stdout).trim().to_owned();
-    let out = Command::new(&helm)
+    let out = run(Command::new(helm_binary()?)
         .args(["template", "sluice"])
-        .arg(root.join("charts/sluice"))
+        .arg(repo_root().join("charts/sluice"))
         .args([
             "--namespace",
             "sluice-system",
@@ -501,15 +490,8 @@ fn operator_service_monitor() -> Result<Value> {
             "metrics.serviceMonitor.enabled=true",
             "--show-only",
             "templates/servicemonitor.yaml",
-        ])
-        .output()
-        .context("helm template")?;
-    ensure!(
-        out.status.success(),
-        "helm template: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let sm: Value = serde_yaml::from_slice(&out.stdout)?;
+        ]))?;
+    let sm: Value = serde_yaml::from_str(&out)?;
     ensure!(
         sm["kind"] == "ServiceMonitor",
         "helm template rendered {sm}"
@@ -562,62 +544,35 @@ fn cloudnativepg_only_rules(ns: &str, rendered: &Value) -> Result<String> {
 /// A pipeline whose brokers refuse connections (a closed port on the node).
 fn broken_pipeline_yaml(ns: &str) -> String {
     let node_ip = std::env::var("NODE_IP").unwrap_or_else(|_| "127.0.0.1".into());
-    format!(
-        r#"apiVersion: sluice.dev/v1alpha1
-kind: PipelineDeployment
-metadata:
-  name: unreachable
-  namespace: {ns}
-spec:
-  kafka:
-    bootstrapServers: {node_ip}:1
-    topic: unreachable
-  workers:
-    image: {WORKER_IMAGE}
-    imagePullPolicy: IfNotPresent
-    minReplicas: 1
-    maxReplicas: 1
-    resources:
-      requests: {{cpu: 10m, memory: 64Mi}}
-      limits: {{memory: 256Mi}}
-  postgres:
-    external:
-      primaryUrl: {{name: payments-db, key: primary}}
-"#
+    pipeline_manifest(
+        ns,
+        "unreachable",
+        json!({
+            "kafka": {"bootstrapServers": format!("{node_ip}:1"), "topic": "unreachable"},
+            "workers": {
+                "minReplicas": 1,
+                "maxReplicas": 1,
+                "resources": {"requests": {"cpu": "10m", "memory": "64Mi"}, "limits": {"memory": "256Mi"}},
+            },
+        }),
     )
 }
 
 fn pipeline_yaml(ns: &str, p: &Pipeline) -> String {
-    format!(
-        r#"apiVersion: sluice.dev/v1alpha1
-kind: PipelineDeployment
-metadata:
-  name: payments
-  namespace: {ns}
-spec:
-  kafka:
-    bootstrapServers: {brokers}
-    topic: {topic}
-    partitions: 4
-  workers:
-    image: {WORKER_IMAGE}
-    imagePullPolicy: IfNotPresent
-    minReplicas: 2
-    maxReplicas: 3
-    batch: {{maxRecords: 500, maxWaitMs: 20}}
-    resources:
-      requests: {{cpu: 100m, memory: 128Mi}}
-      limits: {{memory: 512Mi}}
-  # Autoscaled (2..3), so the operator reads the lag and exports its per-pipeline gauges.
-  autoscaling:
-    enabled: true
-  monitoring:
-    scrapeInterval: {INTERVAL}
-  postgres:
-    external:
-      primaryUrl: {{name: payments-db, key: primary}}
-"#,
-        brokers = p.brokers,
-        topic = p.topic,
+    pipeline_manifest(
+        ns,
+        "payments",
+        json!({
+            "kafka": kafka_spec(p, 4),
+            "workers": {
+                "minReplicas": 2,
+                "maxReplicas": 3,
+                "batch": {"maxRecords": 500, "maxWaitMs": 20},
+                "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"memory": "512Mi"}},
+            },
+            // Autoscaled (2..3), so the operator reads the lag and exports its per-pipeline gauges.
+            "autoscaling": {"enabled": true},
+            "monitoring": {"scrapeInterval": INTERVAL},
+        }),
     )
 }

@@ -8,10 +8,11 @@
 //! cargo test ... -- --ignored`); elsewhere there is no node, hence `#[ignore]`.
 
 use anyhow::{Result, ensure};
+use serde_json::json;
 use sluice_e2e::Pipeline;
 use sluice_e2e::cluster::{
-    Landed, WORKER_IMAGE, apply, install_operator, kubectl, namespace_with_database,
-    wait_condition, wait_rollout, worker_pods,
+    Landed, apply, install_operator, kafka_spec, kubectl, namespace_with_database,
+    pipeline_manifest, wait_condition, wait_rollout, worker_pods,
 };
 use std::time::{Duration, Instant};
 
@@ -87,34 +88,18 @@ async fn workers_run_as_real_pods_and_lose_nothing() -> Result<()> {
 }
 
 fn pipeline_yaml(ns: &str, p: &Pipeline, max_records: u32) -> String {
-    format!(
-        r#"apiVersion: sluice.dev/v1alpha1
-kind: PipelineDeployment
-metadata:
-  name: payments
-  namespace: {ns}
-spec:
-  kafka:
-    bootstrapServers: {brokers}
-    topic: {topic}
-    partitions: 4
-  workers:
-    image: {WORKER_IMAGE}
-    imagePullPolicy: IfNotPresent
-    minReplicas: 2
-    maxReplicas: 2
-    batch:
-      maxRecords: {max_records}
-      maxWaitMs: 20
-    resources:
-      requests: {{cpu: 100m, memory: 128Mi}}
-      limits: {{memory: 512Mi}}
-  postgres:
-    external:
-      primaryUrl: {{name: payments-db, key: primary}}
-"#,
-        brokers = p.brokers,
-        topic = p.topic,
+    pipeline_manifest(
+        ns,
+        "payments",
+        json!({
+            "kafka": kafka_spec(p, 4),
+            "workers": {
+                "minReplicas": 2,
+                "maxReplicas": 2,
+                "batch": {"maxRecords": max_records, "maxWaitMs": 20},
+                "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"memory": "512Mi"}},
+            },
+        }),
     )
 }
 

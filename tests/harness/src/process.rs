@@ -126,6 +126,16 @@ pub fn hack(script: &str, args: &[&str]) -> Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
+/// The helm binary `hack/helm.sh` prints (built into the cache if absent).
+pub fn helm_binary() -> Result<PathBuf> {
+    let out = hack("helm.sh", &[])?;
+    let path = out
+        .lines()
+        .last()
+        .context("hack/helm.sh printed no helm path")?;
+    Ok(PathBuf::from(path.trim()))
+}
+
 /// The value of `KEY=value` in the env lines a hack script prints.
 pub fn env_value(env: &str, key: &str) -> Option<String> {
     env.lines()
