@@ -81,7 +81,7 @@ async fn main() {
     let ns = TestNs::new("op-bench").await;
     ensure_capacity(&ns.client, LATENCY_SAMPLES + FLEET).await;
     let op = Operator::start(&ns.name, "bench");
-    let pid = op.child.id();
+    let pid = op.process.id();
     let peak = Arc::new(AtomicU64::new(0));
     let sampler = {
         let peak = peak.clone();
