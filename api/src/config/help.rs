@@ -1,7 +1,7 @@
 //! The settings table `sluice-worker --help` prints: each key with what it does and its
 //! default, the defaults read from [`WorkerConfig::default`] so the text cannot drift.
 
-use super::WorkerConfig;
+use super::{WorkerConfig, bounds};
 use serde_json::Value;
 
 /// Every setting (its path in the YAML file) and what it does, in file order.
@@ -25,14 +25,14 @@ const DESCRIPTIONS: &[(&str, &str)] = &[
     ),
     (
         "kafka.session_timeout_ms",
-        "how long a dead worker keeps its partitions (6000-1800000)",
+        "how long a dead worker keeps its partitions",
     ),
     (
         "kafka.fetch_wait_max_ms",
-        "broker fetch wait; bounds latency at low rates (<= 59000)",
+        "broker fetch wait; bounds latency at low rates",
     ),
     ("postgres.schema", "schema of the pipeline's tables"),
-    ("postgres.max_connections", "pool size (>= 2)"),
+    ("postgres.max_connections", "pool size"),
     (
         "postgres.retry_initial_ms",
         "first retry delay after a DB error (doubles)",
@@ -65,10 +65,7 @@ const DESCRIPTIONS: &[(&str, &str)] = &[
         "address of /metrics /healthz /readyz /api/v1/*",
     ),
     ("fraud.enabled", "score transactions and raise alerts"),
-    (
-        "fraud.threshold",
-        "score (0-1) at or above which one is flagged",
-    ),
+    ("fraud.threshold", "score at or above which one is flagged"),
     ("fraud.disabled_rules", "rules switched off by name"),
     (
         "fraud.profile_capacity",
@@ -80,16 +77,38 @@ const DESCRIPTIONS: &[(&str, &str)] = &[
     ),
 ];
 
+/// The bound of a setting worth knowing before `validate` names it, from [`bounds`].
+fn bound(key: &str) -> Option<String> {
+    Some(match key {
+        "kafka.session_timeout_ms" => format!(
+            "{}-{}",
+            bounds::MIN_SESSION_TIMEOUT_MS,
+            bounds::MAX_SESSION_TIMEOUT_MS
+        ),
+        "kafka.fetch_wait_max_ms" => format!("<= {}", bounds::MAX_FETCH_WAIT_MS),
+        "postgres.max_connections" => format!(">= {}", bounds::MIN_MAX_CONNECTIONS),
+        "fraud.threshold" => "0-1".into(),
+        _ => return None,
+    })
+}
+
 /// The SETTINGS section of `sluice-worker --help`: one line per setting with its default in
 /// brackets (none when the default is empty).
 pub fn settings_help() -> String {
     let defaults = serde_json::to_value(WorkerConfig::default()).expect("WorkerConfig serializes");
     let width = DESCRIPTIONS.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
-    let desc_width = DESCRIPTIONS.iter().map(|(_, d)| d.len()).max().unwrap_or(0);
+    let described: Vec<(&str, String)> = DESCRIPTIONS
+        .iter()
+        .map(|(key, text)| match bound(key) {
+            Some(b) => (*key, format!("{text} ({b})")),
+            None => (*key, text.to_string()),
+        })
+        .collect();
+    let desc_width = described.iter().map(|(_, d)| d.len()).max().unwrap_or(0);
     let mut out = String::from(
         "SETTINGS (YAML file keys; each also settable as SLUICE_<SECTION>__<KEY>, e.g. SLUICE_KAFKA__TOPIC)\n",
     );
-    for (key, description) in DESCRIPTIONS {
+    for (key, description) in &described {
         let default = shown(lookup(&defaults, key).expect("described setting exists"));
         let line = if default.is_empty() {
             format!("  {key:<width$}  {description}")
@@ -168,6 +187,7 @@ mod tests {
             line("kafka.bootstrap_servers").ends_with(&format!("[{}]", d.kafka.bootstrap_servers))
         );
         assert!(line("fraud.threshold").ends_with(&format!("[{}]", d.fraud.threshold)));
+        assert!(line("postgres.max_connections").contains("(>= 2)"));
         // Empty defaults show no brackets.
         assert!(!line("kafka.dlq_topic").contains('['));
         assert!(!line("fraud.disabled_rules").contains('['));
