@@ -2,13 +2,13 @@
 //! cluster (`KUBECONFIG` from the node's env), the install bundle, and an application role in
 //! Postgres for the pods.
 
-use anyhow::{Context, Result, bail, ensure};
+use anyhow::{Context, Result, ensure};
 use serde_json::{Value, json};
 use std::io::Write;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use crate::{Pipeline, Summary, repo_root, run};
+use crate::{Pipeline, Summary, repo_root, run, wait_for_blocking};
 
 /// The worker image `make images` builds (and `hack/node.sh` imports into the node).
 pub const WORKER_IMAGE: &str = "ghcr.io/sluice-dev/sluice-worker:0.1.0";
@@ -112,15 +112,12 @@ pub fn install_operator() -> Result<()> {
 /// the leader Lease, may not have made it yet: `rollout status` fails at once on NotFound) and
 /// has rolled out.
 pub fn wait_rollout(ns: &str, what: &str) -> Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while kubectl(&["-n", ns, "get", what]).is_err() {
-        ensure!(
-            Instant::now() < deadline,
-            "{what} in {ns} was not created within 120 s: {}",
-            describe_pods(ns)
-        );
-        std::thread::sleep(Duration::from_secs(1));
-    }
+    wait_for_blocking(
+        &format!("{what} in {ns} to be created"),
+        Duration::from_secs(120),
+        || kubectl(&["-n", ns, "get", what]).is_ok(),
+    )
+    .with_context(|| describe_pods(ns))?;
     kubectl(&["-n", ns, "rollout", "status", what, "--timeout=180s"])
         .map(|_| ())
         .with_context(|| format!("{what} in {ns}: {}", describe_pods(ns)))
@@ -136,6 +133,14 @@ pub fn describe_pods(ns: &str) -> String {
 
 pub fn kubectl(args: &[&str]) -> Result<String> {
     run(Command::new("kubectl").args(args))
+}
+
+/// `kubectl -n ns get <what…> -o json`, parsed.
+pub fn get_json(ns: &str, what: &[&str]) -> Result<Value> {
+    let mut args = vec!["-n", ns, "get"];
+    args.extend_from_slice(what);
+    args.extend_from_slice(&["-o", "json"]);
+    Ok(serde_json::from_str(&kubectl(&args)?)?)
 }
 
 pub fn apply(yaml: &str) -> Result<()> {
@@ -214,32 +219,17 @@ pub fn worker_pods(ns: &str) -> Result<Vec<String>> {
 }
 
 pub fn wait_condition(ns: &str, pipeline: &str, type_: &str, timeout: Duration) -> Result<()> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        let out = kubectl(&[
-            "-n",
-            ns,
-            "get",
-            "pipelinedeployment",
-            pipeline,
-            "-o",
-            "json",
-        ])?;
-        let v: Value = serde_json::from_str(&out)?;
-        let found = v["status"]["conditions"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .any(|c| c["type"] == type_ && c["status"] == "True");
-        if found {
-            return Ok(());
-        }
-        if Instant::now() > deadline {
-            bail!(
-                "condition {type_} not True within {timeout:?}: {}",
-                v["status"]
-            );
-        }
-        std::thread::sleep(Duration::from_millis(500));
-    }
+    let mut status = Value::Null;
+    wait_for_blocking(&format!("condition {type_} True"), timeout, || {
+        let v = get_json(ns, &["pipelinedeployment", pipeline])?;
+        status = v["status"].clone();
+        anyhow::Ok(
+            status["conditions"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|c| c["type"] == type_ && c["status"] == "True"),
+        )
+    })
+    .with_context(|| format!("status: {status}"))
 }

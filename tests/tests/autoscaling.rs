@@ -13,7 +13,7 @@
 use anyhow::{Context, Result, ensure};
 use serde_json::{Value, json};
 use sluice_e2e::cluster::{
-    Landed, apply, install_operator, kafka_spec, kubectl, namespace_with_database,
+    Landed, apply, get_json, install_operator, kafka_spec, kubectl, namespace_with_database,
     pipeline_manifest, wait_condition, wait_rollout,
 };
 use sluice_e2e::{Pipeline, hack, wait_for_blocking};
@@ -184,9 +184,8 @@ async fn workers_follow_lag_through_a_real_hpa() -> Result<()> {
         "the HPA's maxReplicas to follow the partitions",
         Duration::from_secs(60),
         || {
-            let hpa = kubectl(&["-n", &ns, "get", "hpa", "payments-worker", "-o", "json"]).ok()?;
-            let v: Value = serde_json::from_str(&hpa).ok()?;
-            (v["spec"]["maxReplicas"] == 6).then_some(())
+            let hpa = get_json(&ns, &["hpa", "payments-worker"])?;
+            anyhow::Ok(hpa["spec"]["maxReplicas"] == 6)
         },
     )?;
     println!("partitions 4 → 6: HPA maxReplicas 6");
@@ -236,31 +235,15 @@ fn external_metric(ns: &str) -> Result<Value> {
 }
 
 fn look(ns: &str) -> Look {
-    let get = |args: &[&str]| -> Option<Value> { serde_json::from_str(&kubectl(args).ok()?).ok() };
+    let get = |what: &[&str]| get_json(ns, what).ok();
     let mut l = Look::default();
-    if let Some(h) = get(&["-n", ns, "get", "hpa", "payments-worker", "-o", "json"]) {
+    if let Some(h) = get(&["hpa", "payments-worker"]) {
         l.hpa_desired = h["status"]["desiredReplicas"].as_i64();
     }
-    if let Some(d) = get(&[
-        "-n",
-        ns,
-        "get",
-        "deployment",
-        "payments-worker",
-        "-o",
-        "json",
-    ]) {
+    if let Some(d) = get(&["deployment", "payments-worker"]) {
         l.replicas = d["spec"]["replicas"].as_i64();
     }
-    if let Some(pd) = get(&[
-        "-n",
-        ns,
-        "get",
-        "pipelinedeployment",
-        "payments",
-        "-o",
-        "json",
-    ]) {
+    if let Some(pd) = get(&["pipelinedeployment", "payments"]) {
         let st = &pd["status"];
         l.needed = st["autoscaling"]["neededWorkers"].as_i64();
         l.lag = st["lag"].as_i64();

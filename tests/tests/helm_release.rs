@@ -13,8 +13,10 @@
 
 use anyhow::{Context, Result, bail, ensure};
 use serde_json::Value;
-use sluice_e2e::cluster::{apply, describe_pods, kubectl, namespace_with_database, wait_condition};
-use sluice_e2e::{Pipeline, helm_binary, repo_root, run};
+use sluice_e2e::cluster::{
+    apply, describe_pods, get_json, kubectl, namespace_with_database, wait_condition,
+};
+use sluice_e2e::{Pipeline, helm_binary, repo_root, run, wait_for_blocking};
 use std::process::Command;
 use std::time::Duration;
 
@@ -111,62 +113,48 @@ fn example_pipeline(ns: &str, p: &Pipeline) -> Result<String> {
 
 /// Waits until every operator pod is gone (after scaling to zero).
 fn wait_no_operator_pods() -> Result<()> {
-    let deadline = std::time::Instant::now() + Duration::from_secs(120);
-    loop {
-        let pods = kubectl(&[
-            "-n",
-            NAMESPACE,
-            "get",
-            "pods",
-            "-l",
-            "app.kubernetes.io/name=sluice-operator",
-            "-o",
-            "name",
-        ])?;
-        if pods.trim().is_empty() {
-            return Ok(());
-        }
-        ensure!(
-            std::time::Instant::now() < deadline,
-            "operator pods left after scaling to 0: {pods}"
-        );
-        std::thread::sleep(Duration::from_secs(1));
-    }
+    wait_for_blocking(
+        "no operator pod left after scaling to 0",
+        Duration::from_secs(120),
+        || {
+            let pods = kubectl(&[
+                "-n",
+                NAMESPACE,
+                "get",
+                "pods",
+                "-l",
+                "app.kubernetes.io/name=sluice-operator",
+                "-o",
+                "name",
+            ])?;
+            anyhow::Ok(pods.trim().is_empty())
+        },
+    )
 }
 
 /// Waits until the leader Lease is released or older than its duration (no replica renews
 /// it any more).
 fn wait_lease_not_fresh() -> Result<()> {
-    let deadline = std::time::Instant::now() + Duration::from_secs(120);
-    loop {
-        let lease: Value = serde_json::from_str(&kubectl(&[
-            "-n",
-            NAMESPACE,
-            "get",
-            "lease",
-            "sluice-operator",
-            "-o",
-            "json",
-        ])?)?;
-        let spec = &lease["spec"];
-        let held = spec["holderIdentity"]
-            .as_str()
-            .is_some_and(|h| !h.is_empty());
-        let duration = spec["leaseDurationSeconds"].as_i64().unwrap_or(0);
-        let renewed = spec["renewTime"]
-            .as_str()
-            .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok());
-        let fresh = held
-            && renewed.is_some_and(|r| (chrono::Utc::now() - r.to_utc()).num_seconds() <= duration);
-        if !fresh {
-            return Ok(());
-        }
-        ensure!(
-            std::time::Instant::now() < deadline,
-            "Lease still renewed with no operator pod: {spec}"
-        );
-        std::thread::sleep(Duration::from_secs(1));
-    }
+    let mut spec = Value::Null;
+    wait_for_blocking(
+        "the Lease to go stale with no operator pod",
+        Duration::from_secs(120),
+        || {
+            spec = get_json(NAMESPACE, &["lease", "sluice-operator"])?["spec"].clone();
+            let held = spec["holderIdentity"]
+                .as_str()
+                .is_some_and(|h| !h.is_empty());
+            let duration = spec["leaseDurationSeconds"].as_i64().unwrap_or(0);
+            let renewed = spec["renewTime"]
+                .as_str()
+                .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok());
+            let fresh = held
+                && renewed
+                    .is_some_and(|r| (chrono::Utc::now() - r.to_utc()).num_seconds() <= duration);
+            anyhow::Ok(!fresh)
+        },
+    )
+    .with_context(|| format!("Lease: {spec}"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -20,14 +20,16 @@
 use anyhow::{Context, Result, bail, ensure};
 use serde_json::{Value, json};
 use sluice_e2e::cluster::{
-    Landed, apply, install_operator, kafka_spec, kubectl, namespace_with_database,
+    Landed, apply, get_json, install_operator, kafka_spec, kubectl, namespace_with_database,
     pipeline_manifest, wait_condition, wait_rollout, worker_pods,
 };
 use sluice_e2e::prometheus::{
     Discovery, Prometheus, dashboard_queries, grafana_promql, grafana_sql, overview_dashboard,
     prometheus_operator_crds, promql_metric_names, rule_file, rules_of, service_monitor_jobs,
 };
-use sluice_e2e::{Pipeline, cache_dir, go, go_mod_cache, helm_binary, repo_root, run};
+use sluice_e2e::{
+    Pipeline, cache_dir, go, go_mod_cache, helm_binary, repo_root, run, wait_for_blocking,
+};
 use sluice_operator::children::monitoring::build_prometheus_rule;
 use sluice_operator::crd::PipelineDeployment;
 use std::collections::BTreeSet;
@@ -462,16 +464,11 @@ async fn sql(p: &Pipeline, q: &str) -> Result<()> {
 
 /// Wait for an object the operator renders and return it.
 fn wait_object(ns: &str, kind: &str, name: &str) -> Result<Value> {
-    let deadline = Instant::now() + Duration::from_secs(120);
-    loop {
-        match kubectl(&["-n", ns, "get", kind, name, "-o", "json"]) {
-            Ok(out) => return Ok(serde_json::from_str(&out)?),
-            Err(e) if Instant::now() > deadline => {
-                return Err(e.context(format!("the operator did not render {kind} {ns}/{name}")));
-            }
-            Err(_) => std::thread::sleep(Duration::from_millis(500)),
-        }
-    }
+    wait_for_blocking(
+        &format!("the operator to render {kind} {ns}/{name}"),
+        Duration::from_secs(120),
+        || get_json(ns, &[kind, name]).map(Some),
+    )
 }
 
 /// The operator's ServiceMonitor as the chart renders it for the release `manifests/install.yaml`
@@ -502,15 +499,8 @@ fn operator_service_monitor() -> Result<Value> {
 /// The alerts only a CloudNativePG pipeline gets (replica lag), rendered by the operator's code
 /// for this pipeline as if it used CloudNativePG, as a rule file beside the rendered rule.
 fn cloudnativepg_only_rules(ns: &str, rendered: &Value) -> Result<String> {
-    let mut pd: PipelineDeployment = serde_json::from_str(&kubectl(&[
-        "-n",
-        ns,
-        "get",
-        "pipelinedeployment",
-        "payments",
-        "-o",
-        "json",
-    ])?)?;
+    let mut pd: PipelineDeployment =
+        serde_json::from_value(get_json(ns, &["pipelinedeployment", "payments"])?)?;
     pd.spec.postgres.external = None;
     pd.spec.postgres.cloudnativepg = Some(serde_json::from_value(json!({}))?);
     let cnpg = serde_json::to_value(build_prometheus_rule(&pd))?;
