@@ -8,12 +8,12 @@ use k8s_openapi::api::core::v1::ConfigMap;
 use kube::ResourceExt;
 use sha2::{Digest, Sha256};
 use sluice_api::config::{
-    AnalyticsConfig, BatchConfig, FraudConfig, KafkaConfig, PostgresConfig, RetentionConfig,
-    ValidationConfig,
+    AnalyticsConfig, BatchConfig, FraudConfig, HttpConfig, KafkaConfig, PostgresConfig,
+    RetentionConfig, ValidationConfig,
 };
 use sluice_api::{ConfigError, WorkerConfig};
 
-use super::{Names, meta};
+use super::{METRICS_PORT, Names, meta};
 use crate::crd::PipelineDeployment;
 
 /// File name of the config inside the ConfigMap (and the mount directory).
@@ -57,7 +57,10 @@ pub fn worker_config(pd: &PipelineDeployment) -> WorkerConfig {
             days: u32::try_from(s.quality.retention_days).unwrap_or(0),
             ..base.retention
         },
-        http: base.http,
+        // The port the pod template and the Service name, not a second copy of the default.
+        http: HttpConfig {
+            listen: format!("0.0.0.0:{METRICS_PORT}"),
+        },
         fraud: FraudConfig {
             enabled: s.fraud.enabled,
             threshold: s.fraud.threshold,
@@ -99,6 +102,7 @@ mod tests {
         assert_eq!(back.kafka.topic, "payments");
         assert_eq!(back.kafka.group_id, "sluice-ns-payments");
         assert_eq!(back.pipeline, "payments");
+        assert_eq!(back.http.listen, "0.0.0.0:9090");
         assert_eq!(hash.len(), 16);
     }
 
