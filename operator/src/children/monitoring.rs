@@ -275,7 +275,21 @@ pub fn rule_groups(pd: &PipelineDeployment) -> Value {
         "warning",
         "Pipeline batch writes keep failing",
         format!(
-            "Workers of {who} failed {{{{ $value | humanize }}}} batch writes ({{{{ $labels.kind }}}}) in the last 5 minutes, for 10 minutes now; each batch is retried, so records wait. connection: Postgres unreachable or out of connections; database: an error inside Postgres (disk, permissions); dlq: the DLQ or alerts topic cannot be written. {inspect}"
+            "Workers of {who} failed {{{{ $value | humanize }}}} batch writes ({{{{ $labels.kind }}}}) in the last 5 minutes, for 10 minutes now; each batch is retried, so records wait. connection: Postgres unreachable or out of connections; database: an error inside Postgres (disk, permissions). {inspect}"
+        ),
+    ));
+    // Produce failures are Kafka's, not the database's: their own alert, so the runbook
+    // points at the brokers and the topic ACLs instead of Postgres.
+    rules.push(alert(
+        "SluiceProduceErrors",
+        format!(
+            "sum by (namespace, pipeline, error) (increase(sluice_errors_total{{{sel}, error=~\"dlq_produce|alert_produce\"}}[5m])) > 0"
+        ),
+        "10m",
+        "warning",
+        "Pipeline cannot write its DLQ or alerts topic",
+        format!(
+            "Workers of {who} failed {{{{ $value | humanize }}}} deliveries to Kafka ({{{{ $labels.error }}}}) in the last 5 minutes, for 10 minutes now; the batch is retried, so records wait. dlq_produce: the DLQ topic; alert_produce: the alerts topic. Check that the topics exist, the brokers are reachable and the workers may write them. {inspect}"
         ),
     ));
     rules.push(alert(
