@@ -49,7 +49,9 @@ async fn workers_run_as_real_pods_and_lose_nothing() -> Result<()> {
         let (p2, spec) = (p.clone(), p.load(30_000, 2_000, 2));
         tokio::spawn(async move { p2.produce(spec).await })
     };
-    tokio::time::sleep(Duration::from_secs(5)).await;
+    // Mid-stream: a third of it has landed.
+    p.wait_handled(all.produced as i64 + 10_000, Duration::from_secs(60))
+        .await?;
     let victim = &worker_pods(&ns)?[0];
     let t0 = Instant::now();
     kubectl(&["-n", &ns, "delete", "pod", victim, "--wait=true"])?;
@@ -69,7 +71,8 @@ async fn workers_run_as_real_pods_and_lose_nothing() -> Result<()> {
         let (p2, spec) = (p.clone(), p.load(30_000, 2_000, 3));
         tokio::spawn(async move { p2.produce(spec).await })
     };
-    tokio::time::sleep(Duration::from_secs(4)).await;
+    p.wait_handled(all.produced as i64 + 8_000, Duration::from_secs(60))
+        .await?;
     let t0 = Instant::now();
     apply(&pipeline_yaml(&ns, &p, 1000))?;
     wait_rollout(&ns, deployment)?;
