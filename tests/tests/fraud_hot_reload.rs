@@ -18,7 +18,10 @@ async fn fraud_switches_apply_without_restart() -> anyhow::Result<()> {
     let config = std::env::temp_dir().join(format!("{}-config.yaml", p.name));
     std::fs::write(&config, "fraud:\n  enabled: false\n")?;
     let mut w = p.worker().env("SLUICE_CONFIG", config.display()).spawn()?;
-    let reloads = || w.log().matches("applied reloaded fraud settings").count();
+    let reloads = || async {
+        w.metric("sluice_config_reloads_total", &[("result", "applied")])
+            .await
+    };
     let mut handled = 0;
 
     handled += p.produce(clean_load(&p, 200, 20)).await?.produced as i64;
@@ -37,7 +40,7 @@ async fn fraud_switches_apply_without_restart() -> anyhow::Result<()> {
 
     std::fs::write(&config, "fraud:\n  enabled: true\n  threshold: 0.0\n")?;
     wait_for("the first reload", Duration::from_secs(20), || async {
-        reloads() == 1
+        reloads().await.is_ok_and(|n| n == 1.0)
     })
     .await?;
     handled += p.produce(clean_load(&p, 300, 21)).await?.produced as i64;
@@ -56,7 +59,7 @@ async fn fraud_switches_apply_without_restart() -> anyhow::Result<()> {
 
     std::fs::write(&config, "fraud:\n  enabled: true\n  threshold: 1.0\n")?;
     wait_for("the second reload", Duration::from_secs(20), || async {
-        reloads() == 2
+        reloads().await.is_ok_and(|n| n == 2.0)
     })
     .await?;
     handled += p.produce(clean_load(&p, 300, 22)).await?.produced as i64;

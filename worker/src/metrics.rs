@@ -32,6 +32,8 @@ pub struct Metrics {
     pub fenced_batches: IntCounter,
     pub late_events: IntCounter,
     pub profiles_reloaded: IntCounter,
+    /// Config file changes by `result`: `applied` or `refused` (did not load or validate).
+    pub config_reloads: IntCounterVec,
     /// Records produced to the DLQ topic (delivered; a batch retried after a failed commit
     /// produces its rejected records again, and counts them again).
     pub dlq_records: IntCounter,
@@ -146,6 +148,14 @@ impl Metrics {
                 "Customer profiles read back from Postgres after eviction from memory (raise fraud.profile_capacity if high).",
             )
             .expect("metric"),
+            config_reloads: IntCounterVec::new(
+                Opts::new(
+                    "sluice_config_reloads_total",
+                    "Changes of the config file seen by the worker, by result: applied, or refused (the file did not load or validate; the running config stays).",
+                ),
+                &["result"],
+            )
+            .expect("metric"),
             dlq_records: IntCounter::new(
                 "sluice_dlq_records_total",
                 "Records produced to the DLQ topic (counted once delivered; a retried batch counts again).",
@@ -166,6 +176,7 @@ impl Metrics {
             Box::new(m.fraud_detected.clone()),
             Box::new(m.late_events.clone()),
             Box::new(m.profiles_reloaded.clone()),
+            Box::new(m.config_reloads.clone()),
             Box::new(m.processing_latency.clone()),
             Box::new(m.end_to_end_latency.clone()),
             Box::new(m.db_connections_active.clone()),
@@ -191,6 +202,9 @@ impl Metrics {
         }
         for kind in crate::sink::DB_ERROR_KINDS {
             m.db_errors.with_label_values(&[kind]);
+        }
+        for result in ["applied", "refused"] {
+            m.config_reloads.with_label_values(&[result]);
         }
         m
     }

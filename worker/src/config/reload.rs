@@ -24,9 +24,9 @@ impl ConfigReload {
         }
     }
 
-    /// The new configuration when the file changed since the last look (at most every
-    /// [`Self::EVERY`]) and it is valid.
-    pub fn changed_config(&mut self) -> Option<WorkerConfig> {
+    /// The file's new configuration, or why it was refused, when the file changed since the
+    /// last look (at most every [`Self::EVERY`]).
+    pub fn changed_config(&mut self) -> Option<anyhow::Result<WorkerConfig>> {
         if self.checked.elapsed() < Self::EVERY {
             return None;
         }
@@ -38,12 +38,6 @@ impl ConfigReload {
             return None;
         }
         self.modified = modified;
-        match super::load(Some(&self.path)) {
-            Ok(c) => Some(c),
-            Err(e) => {
-                tracing::warn!(error = %format!("{e:#}"), "ignoring an invalid configuration update; keeping the running one");
-                None
-            }
-        }
+        Some(super::load(Some(&self.path)))
     }
 }

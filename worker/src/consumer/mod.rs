@@ -84,19 +84,35 @@ impl ConsumerLoop {
         })
     }
 
+    /// Apply a changed config file's hot-reloadable settings (the fraud switches), or keep
+    /// the running ones when it was refused.
+    fn apply_reloaded(&mut self, changed: anyhow::Result<sluice_api::WorkerConfig>) {
+        let reloads = &self.consumer.context().metrics.config_reloads;
+        let config = match changed {
+            Ok(config) => config,
+            Err(e) => {
+                reloads.with_label_values(&["refused"]).inc();
+                tracing::warn!(error = %format!("{e:#}"), "ignoring an invalid configuration update; keeping the running one");
+                return;
+            }
+        };
+        reloads.with_label_values(&["applied"]).inc();
+        tracing::info!(fraud = ?config.fraud, "applied reloaded fraud settings");
+        let fresh = self.batcher().scorer.reconfigure(&config.fraud);
+        if fresh {
+            let owned = self.batcher().owned_partitions();
+            self.consumer.context().warm_scorer(&owned);
+        }
+    }
+
     /// Poll until shutdown is requested, then hand on the last batch, wait for the sink,
     /// mirror the final offsets to Kafka and leave the group.
     pub fn run(mut self) {
         while !self.shutdown.load(Ordering::Relaxed) {
             self.beat();
             self.handle_acks();
-            if let Some(config) = self.reload.as_mut().and_then(ConfigReload::changed_config) {
-                tracing::info!(fraud = ?config.fraud, "applied reloaded fraud settings");
-                let fresh = self.batcher().scorer.reconfigure(&config.fraud);
-                if fresh {
-                    let owned = self.batcher().owned_partitions();
-                    self.consumer.context().warm_scorer(&owned);
-                }
+            if let Some(changed) = self.reload.as_mut().and_then(ConfigReload::changed_config) {
+                self.apply_reloaded(changed);
             }
             // Only past the hard cap does fetching pause, since pausing drops librdkafka's
             // prefetched data.
