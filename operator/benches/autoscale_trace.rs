@@ -24,6 +24,8 @@
 //! max replicas and worker·seconds. The bar: sluice below KEDA on both the scaling actions and
 //! ∫ lag dt.
 
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
 use std::collections::VecDeque;
 
 use sluice_operator::autoscale::rates::{PerWorkerRate, RateConfig, RateWindow, Sample};
@@ -60,23 +62,6 @@ const KEDA_POLL: f64 = 30.0;
 const KEDA_LAG_THRESHOLD: i64 = LAG_PER_REPLICA;
 const HPA_TOLERANCE: f64 = 0.1;
 
-/// splitmix64: a tiny deterministic generator, enough for a trace.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    /// Uniform in [lo, hi).
-    fn uniform(&mut self, lo: f64, hi: f64) -> f64 {
-        lo + (hi - lo) * (self.next() >> 11) as f64 / (1u64 << 53) as f64
-    }
-}
-
 /// Input records/s for every second of the trace, and its bursts and quiet spell.
 struct Trace {
     per_second: Vec<f64>,
@@ -87,27 +72,28 @@ struct Trace {
 /// Base 2 000/s ± 10 %, bursts to 20 000/s (± 5 %) for 30–60 s every 60–120 s, and a quiet
 /// spell at 300/s from 330 s to 420 s (no burst overlaps it).
 fn trace(seed: u64) -> Trace {
-    let mut rng = Rng(seed);
+    // Seeded: the same trace on every run.
+    let mut rng = StdRng::seed_from_u64(seed);
     let quiet = (330.0, 420.0);
     let mut bursts = Vec::new();
-    let mut t = rng.uniform(45.0, 75.0);
+    let mut t = rng.random_range(45.0..75.0);
     while t < DURATION - 30.0 {
-        let len = rng.uniform(30.0, 60.0);
+        let len = rng.random_range(30.0..60.0);
         let end = (t + len).min(DURATION);
         if end <= quiet.0 || t >= quiet.1 {
             bursts.push((t, end));
         }
-        t = end + rng.uniform(60.0, 120.0);
+        t = end + rng.random_range(60.0..120.0);
     }
     let per_second = (0..DURATION as usize)
         .map(|s| {
             let s = s as f64;
             if bursts.iter().any(|&(a, b)| s >= a && s < b) {
-                20_000.0 * rng.uniform(0.95, 1.05)
+                20_000.0 * rng.random_range(0.95..1.05)
             } else if s >= quiet.0 && s < quiet.1 {
-                300.0 * rng.uniform(0.9, 1.1)
+                300.0 * rng.random_range(0.9..1.1)
             } else {
-                2_000.0 * rng.uniform(0.9, 1.1)
+                2_000.0 * rng.random_range(0.9..1.1)
             }
         })
         .collect();
