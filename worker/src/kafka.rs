@@ -1,14 +1,19 @@
 //! Kafka client settings for the consumer and the DLQ/alerts producer, and creation of the
 //! output topics.
+//!
+//! TLS material comes as files (`kafka.ssl_*_location`, mounted from Secrets), SASL
+//! credentials from the environment ([`Secrets`]); neither is ever logged.
 
 use crate::config::Secrets;
 use anyhow::Result;
 use rdkafka::ClientConfig;
+use rdkafka::ClientContext;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
-use rdkafka::client::DefaultClientContext;
+use rdkafka::error::KafkaError;
 use rdkafka::producer::FutureProducer;
 use rdkafka::types::RDKafkaErrorCode;
 use sluice_api::WorkerConfig;
+use std::sync::Mutex;
 use std::time::Duration;
 
 fn base(config: &WorkerConfig, secrets: &Secrets) -> ClientConfig {
@@ -16,6 +21,18 @@ fn base(config: &WorkerConfig, secrets: &Secrets) -> ClientConfig {
     c.set("bootstrap.servers", &config.kafka.bootstrap_servers)
         .set("security.protocol", &config.kafka.security_protocol)
         .set("client.id", format!("sluice-worker-{}", config.pipeline));
+    for (property, file) in [
+        ("ssl.ca.location", &config.kafka.ssl_ca_location),
+        (
+            "ssl.certificate.location",
+            &config.kafka.ssl_certificate_location,
+        ),
+        ("ssl.key.location", &config.kafka.ssl_key_location),
+    ] {
+        if !file.is_empty() {
+            c.set(property, file);
+        }
+    }
     if let Some((user, password)) = &secrets.kafka_sasl {
         c.set("sasl.mechanism", &config.kafka.sasl_mechanism)
             .set("sasl.username", user)
@@ -64,17 +81,69 @@ pub fn producer(config: &WorkerConfig, secrets: &Secrets) -> Result<FutureProduc
         .create()?)
 }
 
+/// Keeps the last error librdkafka reported for a client: a failed request only says "timed
+/// out" or "transport failure"; the reason (bad password, untrusted certificate) comes here.
+#[derive(Default)]
+struct LastError(Mutex<Option<KafkaError>>);
+
+impl ClientContext for LastError {
+    fn error(&self, error: KafkaError, reason: &str) {
+        tracing::debug!(%error, reason, "Kafka client error");
+        *self.0.lock().expect("last error poisoned") = Some(error);
+    }
+}
+
+impl LastError {
+    /// The last error, if it was an authentication or TLS failure.
+    fn security_failure(&self) -> Option<KafkaError> {
+        self.0
+            .lock()
+            .expect("last error poisoned")
+            .clone()
+            .filter(|e| {
+                matches!(
+                    e.rdkafka_error_code(),
+                    Some(
+                        RDKafkaErrorCode::Authentication
+                            | RDKafkaErrorCode::SaslAuthenticationFailed
+                            | RDKafkaErrorCode::SSL
+                    )
+                )
+            })
+    }
+}
+
 /// Create the DLQ and alerts topics with the input topic's partition count when missing
 /// (the operator normally does; a hand-run worker should not depend on auto-creation).
+///
+/// A broker that refuses the worker's credentials or certificate does not stop the worker:
+/// exiting would only crash-loop the pod. It logs why and goes on; the consumer keeps
+/// reconnecting, logging and counting each failure (`sluice_errors_total{error="poll"}`),
+/// and the operator's `Degraded` condition names the reason.
 pub async fn ensure_output_topics(config: &WorkerConfig, secrets: &Secrets) -> Result<()> {
-    let admin: AdminClient<DefaultClientContext> = base(config, secrets).create()?;
+    let admin: AdminClient<LastError> =
+        base(config, secrets).create_with_context(LastError::default())?;
     let partitions = {
         let topic = config.kafka.topic.clone();
         let meta = tokio::task::block_in_place(|| {
             admin
                 .inner()
                 .fetch_metadata(Some(&topic), Duration::from_secs(10))
-        })?;
+        });
+        let meta = match meta {
+            Ok(meta) => meta,
+            Err(e) => match admin.inner().context().security_failure() {
+                Some(refused) => {
+                    tracing::error!(
+                        error = %refused,
+                        bootstrap = %config.kafka.bootstrap_servers,
+                        "Kafka refused the worker's credentials or TLS settings; output topics not checked, the consumer keeps retrying"
+                    );
+                    return Ok(());
+                }
+                None => return Err(e.into()),
+            },
+        };
         meta.topics()
             .first()
             .map(|t| t.partitions().len())
