@@ -160,6 +160,32 @@ pub async fn load_stored_offsets(
         .collect())
 }
 
+/// Stores where partitions with nothing stored yet start (`starts`: partition, next offset),
+/// so the `kafka.start_from` choice is made once per partition: a later owner resumes there
+/// instead of resolving it again (`latest` again would skip what was produced in between).
+/// A row that already holds an offset is left alone (compare-and-set against NULL).
+pub async fn store_start_offsets(
+    pool: &PgPool,
+    group: &str,
+    topic: &str,
+    starts: &[(i32, i64)],
+) -> Result<()> {
+    let (partitions, offsets): (Vec<i32>, Vec<i64>) = starts.iter().copied().unzip();
+    sqlx::query(
+        "UPDATE consumer_offsets o SET next_offset = v.next, updated_at = now()
+         FROM unnest($3::int[], $4::bigint[]) AS v(partition, next)
+         WHERE o.group_id = $1 AND o.topic = $2 AND o.partition = v.partition
+           AND o.next_offset IS NULL",
+    )
+    .bind(group)
+    .bind(topic)
+    .bind(&partitions)
+    .bind(&offsets)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
 /// Persisted scoring state of the customers of `partitions`, to warm a worker that gains them.
 pub async fn load_profiles(pool: &PgPool, partitions: &[i32]) -> Result<Vec<ProfileRow>> {
     Ok(sqlx::query_as(

@@ -1,5 +1,7 @@
 //! Partitions coming and going. On assignment each partition starts at its stored offset
-//! and its customers' profiles are warmed before any record is taken; on revocation the
+//! (a partition with none yet gets one from `kafka.start_from`, stored before it starts, so
+//! the choice is made once) and its customers' profiles are warmed before any record is
+//! taken; on revocation the
 //! batches already handed on may finish (within half the session timeout), so the next
 //! owner starts from their commit instead of being fenced by it.
 
@@ -14,6 +16,7 @@ use rdkafka::error::KafkaResult;
 use rdkafka::statistics::Statistics;
 use rdkafka::types::RDKafkaRespErr;
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
+use sluice_api::config::StartFrom;
 use sqlx::PgPool;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -32,7 +35,12 @@ pub struct Context {
     pub(super) inflight: Arc<AtomicUsize>,
     pub(super) metrics: Arc<Metrics>,
     pub(super) revoke_deadline: Duration,
+    /// Where a partition with nothing stored starts (`kafka.start_from`).
+    pub(super) start_from: StartFrom,
 }
+
+/// Bound on each broker query made while resolving start offsets.
+const START_QUERY_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl Context {
     pub(super) fn batcher(&self) -> MutexGuard<'_, Batcher> {
@@ -67,6 +75,50 @@ impl Context {
         })
     }
 
+    /// The stored offsets of `partitions`, after storing a start offset (from `start_from`)
+    /// for each that had none: every returned offset is `Some`.
+    fn stored_or_started(
+        &self,
+        consumer: &BaseConsumer<Self>,
+        partitions: &[i32],
+    ) -> Vec<StoredOffset> {
+        let stored = self.stored_offsets(partitions);
+        let fresh: Vec<i32> = stored
+            .iter()
+            .filter(|s| s.next.is_none())
+            .map(|s| s.partition)
+            .collect();
+        if fresh.is_empty() {
+            return stored;
+        }
+        let starts = self.retry_kafka("resolving start offsets", || {
+            start_offsets(consumer, &self.topic, &fresh, self.start_from)
+        });
+        tracing::info!(start_from = ?self.start_from, ?starts, "partitions start (nothing stored yet)");
+        self.retry_db("storing start offsets", || {
+            db::store_start_offsets(&self.pool, &self.group, &self.topic, &starts)
+        });
+        // Read back: another worker may have stored its choice first, and that one stands.
+        self.stored_offsets(partitions)
+    }
+
+    /// Run a broker query until it succeeds, backing off, like [`Self::retry_db`].
+    fn retry_kafka<T>(&self, what: &str, query: impl Fn() -> KafkaResult<T>) -> T {
+        let mut delay = Duration::from_millis(100);
+        loop {
+            match query() {
+                Ok(value) => return value,
+                Err(e) => {
+                    if let Some(suppressed) = self.metrics.errors.occurred(ErrorKind::Assignment) {
+                        tracing::warn!(error = %e, suppressed, "{what} failed; retrying");
+                    }
+                    std::thread::sleep(delay);
+                    delay = (delay * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+    }
+
     /// Warm the scoring stage with the persisted state of `partitions`.
     pub(super) fn warm_scorer(&self, partitions: &[i32]) {
         if !self.batcher().scorer.stateful() {
@@ -94,7 +146,7 @@ impl Context {
 
     fn on_assign(&self, consumer: &BaseConsumer<Self>, tpl: &mut TopicPartitionList) {
         let partitions: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
-        let stored = self.stored_offsets(&partitions);
+        let stored = self.stored_or_started(consumer, &partitions);
         self.warm_scorer(&partitions);
         let mut b = self.batcher();
         for s in stored {
@@ -143,6 +195,50 @@ impl Context {
             && let Some(suppressed) = self.metrics.errors.occurred(ErrorKind::Assignment)
         {
             tracing::error!(error = %e, suppressed, "incremental unassign failed");
+        }
+    }
+}
+
+/// The offset each of `partitions` starts at when nothing is stored: the low or high
+/// watermark, or the first offset at or after a timestamp (the high watermark when no record
+/// is that recent).
+fn start_offsets<C: Consumer<Context>>(
+    consumer: &C,
+    topic: &str,
+    partitions: &[i32],
+    start_from: StartFrom,
+) -> KafkaResult<Vec<(i32, i64)>> {
+    let end = |p: i32| -> KafkaResult<i64> {
+        Ok(consumer.fetch_watermarks(topic, p, START_QUERY_TIMEOUT)?.1)
+    };
+    match start_from {
+        StartFrom::Earliest => partitions
+            .iter()
+            .map(|&p| {
+                Ok((
+                    p,
+                    consumer.fetch_watermarks(topic, p, START_QUERY_TIMEOUT)?.0,
+                ))
+            })
+            .collect(),
+        StartFrom::Latest => partitions.iter().map(|&p| Ok((p, end(p)?))).collect(),
+        StartFrom::Timestamp(at) => {
+            let mut query = TopicPartitionList::new();
+            for &p in partitions {
+                query.add_partition_offset(topic, p, Offset::Offset(at.timestamp_millis()))?;
+            }
+            let found = consumer.offsets_for_times(query, START_QUERY_TIMEOUT)?;
+            found
+                .elements()
+                .iter()
+                .map(|e| {
+                    e.error()?;
+                    match e.offset() {
+                        Offset::Offset(o) => Ok((e.partition(), o)),
+                        _ => Ok((e.partition(), end(e.partition())?)),
+                    }
+                })
+                .collect()
         }
     }
 }
