@@ -5,6 +5,8 @@
 //! what was produced in between.
 
 use chrono::{DateTime, SubsecRound, Utc};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use sluice_e2e::{Pipeline, Summary, wait_for};
 use std::time::Duration;
 
@@ -37,6 +39,27 @@ async fn wait_started(p: &Pipeline) -> anyhow::Result<()> {
     .await
 }
 
+/// Whether Kafka's copy of the group's offsets (what lag tools and the operator read) is at
+/// the end of every partition.
+fn kafka_copy_at_end(p: &Pipeline) -> anyhow::Result<bool> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &p.brokers)
+        .set("group.id", format!("g-{}", p.name))
+        .create()?;
+    let timeout = Duration::from_secs(5);
+    let mut tpl = TopicPartitionList::new();
+    for partition in 0..PARTITIONS {
+        tpl.add_partition(&p.topic, partition);
+    }
+    for e in consumer.committed_offsets(tpl, timeout)?.elements() {
+        let (_, end) = consumer.fetch_watermarks(&p.topic, e.partition(), timeout)?;
+        if e.offset() != Offset::Offset(end) {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
+
 /// Both batches, as one summary.
 fn both(a: &Summary, b: &Summary) -> Summary {
     Summary {
@@ -58,6 +81,12 @@ async fn latest_skips_what_was_there_and_is_chosen_once() -> anyhow::Result<()> 
         .env("SLUICE_KAFKA__START_FROM", "latest")
         .spawn()?;
     wait_started(&p).await?;
+    // Mirrored to Kafka, so lag readers do not count the skipped backlog as lag.
+    wait_for("the start offsets mirrored to Kafka", TIMEOUT, || async {
+        let p = p.clone();
+        tokio::task::spawn_blocking(move || kafka_copy_at_end(&p)).await?
+    })
+    .await?;
     // The first owner leaves before any record arrives; records produced while no worker
     // runs must still land: the next owner resumes at the stored start, not at a new end.
     first.terminate()?;

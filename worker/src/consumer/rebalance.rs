@@ -11,7 +11,7 @@ use crate::error_events::ErrorKind;
 use crate::metrics::Metrics;
 use crate::score::ProfileRow;
 use chrono::Utc;
-use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
 use rdkafka::error::KafkaResult;
 use rdkafka::statistics::Statistics;
 use rdkafka::types::RDKafkaRespErr;
@@ -76,12 +76,13 @@ impl Context {
     }
 
     /// The stored offsets of `partitions`, after storing a start offset (from `start_from`)
-    /// for each that had none: every returned offset is `Some`.
+    /// for each that had none: every returned offset is `Some`. Also returns the offsets of
+    /// the partitions that started now.
     fn stored_or_started(
         &self,
         consumer: &BaseConsumer<Self>,
         partitions: &[i32],
-    ) -> Vec<StoredOffset> {
+    ) -> (Vec<StoredOffset>, Vec<(i32, i64)>) {
         let stored = self.stored_offsets(partitions);
         let fresh: Vec<i32> = stored
             .iter()
@@ -89,7 +90,7 @@ impl Context {
             .map(|s| s.partition)
             .collect();
         if fresh.is_empty() {
-            return stored;
+            return (stored, Vec::new());
         }
         let starts = self.retry_kafka("resolving start offsets", || {
             start_offsets(consumer, &self.topic, &fresh, self.start_from)
@@ -99,7 +100,13 @@ impl Context {
             db::store_start_offsets(&self.pool, &self.group, &self.topic, &starts)
         });
         // Read back: another worker may have stored its choice first, and that one stands.
-        self.stored_offsets(partitions)
+        let stored = self.stored_offsets(partitions);
+        let started = stored
+            .iter()
+            .filter(|s| fresh.contains(&s.partition))
+            .filter_map(|s| Some((s.partition, s.next?)))
+            .collect();
+        (stored, started)
     }
 
     /// Run a broker query until it succeeds, backing off, like [`Self::retry_db`].
@@ -146,7 +153,7 @@ impl Context {
 
     fn on_assign(&self, consumer: &BaseConsumer<Self>, tpl: &mut TopicPartitionList) {
         let partitions: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
-        let stored = self.stored_or_started(consumer, &partitions);
+        let (stored, started) = self.stored_or_started(consumer, &partitions);
         self.warm_scorer(&partitions);
         let mut b = self.batcher();
         for s in stored {
@@ -165,6 +172,18 @@ impl Context {
         }
         // After the assign: a record produced from now on is fetched without waiting.
         self.metrics.partitions_assigned.set(owned as i64);
+        // Kafka's copy of a start no record has moved yet: without it, tools and the operator's
+        // lag reading count an uncommitted partition from its log start, i.e. also what
+        // `latest` or a timestamp skipped. Best effort, like every mirror.
+        if !started.is_empty() {
+            let mut mirror = TopicPartitionList::new();
+            for (p, next) in started {
+                let _ = mirror.add_partition_offset(&self.topic, p, Offset::Offset(next));
+            }
+            if let Err(e) = consumer.commit(&mirror, CommitMode::Async) {
+                tracing::debug!(error = %e, "mirroring start offsets to Kafka failed (Postgres holds the truth)");
+            }
+        }
     }
 
     fn on_revoke(&self, consumer: &BaseConsumer<Self>, tpl: &TopicPartitionList) {
