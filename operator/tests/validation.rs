@@ -181,6 +181,144 @@ async fn invalid_pipelines_are_rejected_naming_the_field() {
             }),
             "spec.autoscaling.enabled",
         ),
+        // Worker pod knobs: Kubernetes' own types, refused as the API server refuses a Pod.
+        (
+            "a toleration with an unknown operator",
+            with(
+                "spec.workers.tolerations",
+                json!([{"key": "dedicated", "operator": "Matches", "value": "x"}]),
+            ),
+            "spec.workers.tolerations[0].operator",
+        ),
+        (
+            "a toleration matching any value that names a value",
+            with(
+                "spec.workers.tolerations",
+                json!([{"key": "dedicated", "operator": "Exists", "value": "x"}]),
+            ),
+            "spec.workers.tolerations[0]",
+        ),
+        (
+            "a toleration with an unknown effect",
+            with(
+                "spec.workers.tolerations",
+                json!([{"key": "k", "value": "v", "effect": "NoRun"}]),
+            ),
+            "spec.workers.tolerations[0].effect",
+        ),
+        (
+            "a pod label taking the selector's",
+            with(
+                "spec.workers.podLabels",
+                json!({"sluice.dev/pipeline": "other"}),
+            ),
+            "spec.workers.podLabels",
+        ),
+        (
+            "a pod label taking the app name",
+            with(
+                "spec.workers.podLabels",
+                json!({"app.kubernetes.io/name": "x"}),
+            ),
+            "spec.workers.podLabels",
+        ),
+        (
+            "a pod label value Kubernetes refuses",
+            with("spec.workers.podLabels", json!({"team": "a b"})),
+            "spec.workers.podLabels.team",
+        ),
+        (
+            "a pod annotation taking the config hash",
+            with(
+                "spec.workers.podAnnotations",
+                json!({"sluice.dev/config-hash": "x"}),
+            ),
+            "spec.workers.podAnnotations",
+        ),
+        (
+            "a node selector key that is no label key",
+            with("spec.workers.nodeSelector", json!({"no spaces": "x"})),
+            "spec.workers.nodeSelector",
+        ),
+        (
+            "a negative maxSkew",
+            with(
+                "spec.workers.topologySpreadConstraints",
+                json!([{"maxSkew": -1, "topologyKey": "kubernetes.io/hostname",
+                        "whenUnsatisfiable": "DoNotSchedule"}]),
+            ),
+            "spec.workers.topologySpreadConstraints[0].maxSkew",
+        ),
+        (
+            "an unknown whenUnsatisfiable",
+            with(
+                "spec.workers.topologySpreadConstraints",
+                json!([{"maxSkew": 1, "topologyKey": "kubernetes.io/hostname",
+                        "whenUnsatisfiable": "Sometimes"}]),
+            ),
+            "spec.workers.topologySpreadConstraints[0].whenUnsatisfiable",
+        ),
+        (
+            "minDomains with a soft spread",
+            with(
+                "spec.workers.topologySpreadConstraints",
+                json!([{"maxSkew": 1, "topologyKey": "zone", "minDomains": 2,
+                        "whenUnsatisfiable": "ScheduleAnyway"}]),
+            ),
+            "spec.workers.topologySpreadConstraints[0]",
+        ),
+        (
+            "the same spread twice",
+            with(
+                "spec.workers.topologySpreadConstraints",
+                json!([{"maxSkew": 1, "topologyKey": "zone", "whenUnsatisfiable": "DoNotSchedule"},
+                       {"maxSkew": 2, "topologyKey": "zone", "whenUnsatisfiable": "DoNotSchedule"}]),
+            ),
+            "spec.workers.topologySpreadConstraints[1]",
+        ),
+        (
+            "a node affinity with an unknown operator",
+            with(
+                "spec.workers.affinity",
+                json!({"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
+                    "nodeSelectorTerms": [{"matchExpressions": [
+                        {"key": "pool", "operator": "Like", "values": ["a"]}]}]}}}),
+            ),
+            "spec.workers.affinity.nodeAffinity.requiredDuringSchedulingIgnoredDuringExecution.nodeSelectorTerms[0].matchExpressions[0].operator",
+        ),
+        (
+            "a preference weight above 100",
+            with(
+                "spec.workers.affinity",
+                json!({"podAntiAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [{
+                    "weight": 500,
+                    "podAffinityTerm": {"topologyKey": "kubernetes.io/hostname"}}]}}),
+            ),
+            "spec.workers.affinity.podAntiAffinity.preferredDuringSchedulingIgnoredDuringExecution[0].weight",
+        ),
+        (
+            "a priority class name that is no DNS name",
+            with("spec.workers.priorityClassName", json!("High_Priority")),
+            "spec.workers.priorityClassName",
+        ),
+        (
+            "a memory limit that is no quantity",
+            with(
+                "spec.workers.resources",
+                json!({"limits": {"memory": "lots"}}),
+            ),
+            "spec.workers.resources.limits.memory",
+        ),
+        (
+            "a negative CPU request",
+            with("spec.workers.resources", json!({"requests": {"cpu": "-1"}})),
+            "spec.workers.resources.requests.cpu",
+        ),
+        (
+            "an image pull secret without a name",
+            with("spec.workers.imagePullSecrets", json!([{"name": ""}])),
+            "spec.workers.imagePullSecrets[0].name",
+        ),
     ];
     let mut failures = Vec::new();
     for (what, obj, field) in cases {

@@ -10,8 +10,8 @@ use k8s_openapi::api::apps::v1::{
 use k8s_openapi::api::core::v1::{
     Capabilities, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource, EnvVar,
     EnvVarSource, HTTPGetAction, ObjectFieldSelector, PodSecurityContext, PodSpec, PodTemplateSpec,
-    Probe, ResourceRequirements, SeccompProfile, SecretKeySelector, SecurityContext, Volume,
-    VolumeMount,
+    Probe, ResourceRequirements, SeccompProfile, SecretKeySelector, SecurityContext,
+    TopologySpreadConstraint, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
@@ -30,8 +30,19 @@ const RUN_AS: i64 = 65532;
 pub fn build_deployment(pd: &PipelineDeployment, config_hash: &str) -> Deployment {
     let names = Names::of(pd);
     let w = &pd.spec.workers;
-    let mut template_labels = labels(pd, "worker");
+    // spec.workers.podLabels / podAnnotations first, so the operator's own win on a clash
+    // (the CRD refuses the clashing keys anyway).
+    let mut template_labels = w.pod_labels.clone();
+    template_labels.extend(labels(pd, "worker"));
     template_labels.remove("app.kubernetes.io/managed-by");
+    let mut template_annotations = w.pod_annotations.clone();
+    template_annotations.extend([
+        (CONFIG_HASH_ANNOTATION.to_string(), config_hash.to_string()),
+        (
+            "kubectl.kubernetes.io/default-container".into(),
+            "worker".into(),
+        ),
+    ]);
     let container = Container {
         name: "worker".into(),
         image: Some(w.image.clone()),
@@ -100,13 +111,7 @@ pub fn build_deployment(pd: &PipelineDeployment, config_hash: &str) -> Deploymen
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta {
                     labels: Some(template_labels),
-                    annotations: Some(BTreeMap::from([
-                        (CONFIG_HASH_ANNOTATION.into(), config_hash.into()),
-                        (
-                            "kubectl.kubernetes.io/default-container".into(),
-                            "worker".into(),
-                        ),
-                    ])),
+                    annotations: Some(template_annotations),
                     ..ObjectMeta::default()
                 }),
                 spec: Some(PodSpec {
@@ -122,6 +127,13 @@ pub fn build_deployment(pd: &PipelineDeployment, config_hash: &str) -> Deploymen
                         ..PodSecurityContext::default()
                     }),
                     termination_grace_period_seconds: Some(30),
+                    image_pull_secrets: (!w.image_pull_secrets.is_empty())
+                        .then(|| w.image_pull_secrets.clone()),
+                    node_selector: (!w.node_selector.is_empty()).then(|| w.node_selector.clone()),
+                    tolerations: (!w.tolerations.is_empty()).then(|| w.tolerations.clone()),
+                    affinity: w.affinity.clone(),
+                    topology_spread_constraints: topology_spread(pd),
+                    priority_class_name: w.priority_class_name.clone(),
                     containers: vec![container],
                     volumes: Some(vec![
                         Volume {
@@ -147,6 +159,28 @@ pub fn build_deployment(pd: &PipelineDeployment, config_hash: &str) -> Deploymen
             ..DeploymentSpec::default()
         },
         status: None,
+    }
+}
+
+/// `spec.workers.topologySpreadConstraints`, or when unset one soft constraint spreading this
+/// pipeline's workers across nodes: losing a node then loses as few workers as possible, and
+/// a cluster with fewer nodes than workers still schedules them all. `pod-template-hash` makes
+/// the spread count only the current ReplicaSet's pods during a rollout.
+fn topology_spread(pd: &PipelineDeployment) -> Option<Vec<TopologySpreadConstraint>> {
+    match &pd.spec.workers.topology_spread_constraints {
+        Some(list) if list.is_empty() => None,
+        Some(list) => Some(list.clone()),
+        None => Some(vec![TopologySpreadConstraint {
+            max_skew: 1,
+            topology_key: "kubernetes.io/hostname".into(),
+            when_unsatisfiable: "ScheduleAnyway".into(),
+            label_selector: Some(LabelSelector {
+                match_labels: Some(selector_labels(pd)),
+                ..LabelSelector::default()
+            }),
+            match_label_keys: Some(vec!["pod-template-hash".into()]),
+            ..TopologySpreadConstraint::default()
+        }]),
     }
 }
 
@@ -299,5 +333,89 @@ mod tests {
             "abc"
         );
         assert_eq!(c["args"][1], "/etc/sluice/config.yaml");
+    }
+
+    const KNOBS: &str = r#"
+apiVersion: sluice.dev/v1alpha1
+kind: PipelineDeployment
+metadata: {name: payments, namespace: ns, generation: 1}
+spec:
+  kafka: {bootstrapServers: "kafka:9092", topic: payments}
+  workers:
+    image: "sluice-worker:test"
+    imagePullSecrets: [{name: registry}]
+    nodeSelector: {kubernetes.io/arch: amd64}
+    tolerations: [{key: dedicated, operator: Equal, value: stream, effect: NoSchedule}]
+    affinity:
+      nodeAffinity:
+        requiredDuringSchedulingIgnoredDuringExecution:
+          nodeSelectorTerms: [{matchExpressions: [{key: pool, operator: In, values: [stream]}]}]
+    topologySpreadConstraints:
+      - {maxSkew: 2, topologyKey: topology.kubernetes.io/zone, whenUnsatisfiable: DoNotSchedule}
+    podAnnotations: {sidecar.istio.io/inject: "false"}
+    podLabels: {team: payments}
+    priorityClassName: streaming
+  postgres:
+    external:
+      primaryUrl: {name: db, key: url}
+"#;
+
+    #[test]
+    fn pod_knobs_reach_the_pod_template_and_the_operators_labels_stay() {
+        let d = serde_json::to_value(build_deployment(&pipeline(KNOBS), "abc")).unwrap();
+        let meta = &d["spec"]["template"]["metadata"];
+        let pod = &d["spec"]["template"]["spec"];
+        assert_eq!(pod["imagePullSecrets"][0]["name"], "registry");
+        assert_eq!(pod["nodeSelector"]["kubernetes.io/arch"], "amd64");
+        assert_eq!(pod["tolerations"][0]["value"], "stream");
+        assert_eq!(
+            pod["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
+                [0]["matchExpressions"][0]["values"][0],
+            "stream"
+        );
+        let spread = pod["topologySpreadConstraints"].as_array().unwrap();
+        assert_eq!(
+            spread.len(),
+            1,
+            "the spec's constraints replace the default"
+        );
+        assert_eq!(spread[0]["topologyKey"], "topology.kubernetes.io/zone");
+        assert_eq!(pod["priorityClassName"], "streaming");
+        assert_eq!(meta["labels"]["team"], "payments");
+        assert_eq!(meta["labels"]["sluice.dev/pipeline"], "payments");
+        assert_eq!(meta["annotations"]["sidecar.istio.io/inject"], "false");
+        assert_eq!(meta["annotations"][CONFIG_HASH_ANNOTATION], "abc");
+    }
+
+    #[test]
+    fn workers_spread_across_nodes_unless_told_otherwise() {
+        let mut pd = pipeline(BASIC);
+        let d = serde_json::to_value(build_deployment(&pd, "h")).unwrap();
+        let pod = &d["spec"]["template"]["spec"];
+        let spread = &pod["topologySpreadConstraints"][0];
+        assert_eq!(spread["topologyKey"], "kubernetes.io/hostname");
+        assert_eq!(spread["maxSkew"], 1);
+        assert_eq!(spread["whenUnsatisfiable"], "ScheduleAnyway");
+        assert_eq!(
+            spread["labelSelector"]["matchLabels"],
+            serde_json::to_value(selector_labels(&pd)).unwrap()
+        );
+        for absent in [
+            "imagePullSecrets",
+            "nodeSelector",
+            "tolerations",
+            "affinity",
+        ] {
+            assert!(pod.get(absent).is_none(), "{absent} set without a spec");
+        }
+
+        pd.spec.workers.topology_spread_constraints = Some(vec![]);
+        let d = serde_json::to_value(build_deployment(&pd, "h")).unwrap();
+        assert!(
+            d["spec"]["template"]["spec"]
+                .get("topologySpreadConstraints")
+                .is_none(),
+            "an empty list means no constraint"
+        );
     }
 }
