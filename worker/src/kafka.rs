@@ -9,6 +9,8 @@ use anyhow::Result;
 use rdkafka::ClientConfig;
 use rdkafka::ClientContext;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::KafkaError;
 use rdkafka::producer::FutureProducer;
 use rdkafka::types::RDKafkaErrorCode;
@@ -81,36 +83,54 @@ pub fn producer(config: &WorkerConfig, secrets: &Secrets) -> Result<FutureProduc
         .create()?)
 }
 
-/// Keeps the last error librdkafka reported for a client: a failed request only says "timed
-/// out" or "transport failure"; the reason (bad password, untrusted certificate) comes here.
+/// Keeps the last authentication or TLS failure librdkafka reported for a client: a failed
+/// request only says "timed out" or "transport failure", the reason (bad password, untrusted
+/// certificate) comes to the error callback, followed by transport errors that must not hide it.
 #[derive(Default)]
-struct LastError(Mutex<Option<KafkaError>>);
+struct SecurityFailure(Mutex<Option<String>>);
 
-impl ClientContext for LastError {
+impl ClientContext for SecurityFailure {
     fn error(&self, error: KafkaError, reason: &str) {
-        tracing::debug!(%error, reason, "Kafka client error");
-        *self.0.lock().expect("last error poisoned") = Some(error);
+        let refused = matches!(
+            error.rdkafka_error_code(),
+            Some(
+                RDKafkaErrorCode::Authentication
+                    | RDKafkaErrorCode::SaslAuthenticationFailed
+                    | RDKafkaErrorCode::SSL
+            )
+        ) || reason.contains("SASL authentication error")
+            || reason.contains("SSL handshake failed");
+        if refused {
+            *self.0.lock().expect("security failure poisoned") = Some(reason.to_string());
+        } else {
+            tracing::debug!(%error, reason, "Kafka client error");
+        }
     }
 }
 
-impl LastError {
-    /// The last error, if it was an authentication or TLS failure.
-    fn security_failure(&self) -> Option<KafkaError> {
-        self.0
-            .lock()
-            .expect("last error poisoned")
-            .clone()
-            .filter(|e| {
-                matches!(
-                    e.rdkafka_error_code(),
-                    Some(
-                        RDKafkaErrorCode::Authentication
-                            | RDKafkaErrorCode::SaslAuthenticationFailed
-                            | RDKafkaErrorCode::SSL
-                    )
-                )
-            })
+impl ConsumerContext for SecurityFailure {}
+
+impl SecurityFailure {
+    fn get(&self) -> Option<String> {
+        self.0.lock().expect("security failure poisoned").clone()
     }
+}
+
+/// librdkafka's words if Kafka refuses a client with the worker's settings. An admin client
+/// never polls the error events that carry them, so a throw-away consumer (no group: it joins
+/// none) fetches metadata and polls its own. Blocking, about a second or two.
+fn why_refused(config: &WorkerConfig, secrets: &Secrets) -> Option<String> {
+    let probe: BaseConsumer<SecurityFailure> = base(config, secrets)
+        .create_with_context(SecurityFailure::default())
+        .ok()?;
+    let _ = probe.fetch_metadata(None, Duration::from_secs(5));
+    for _ in 0..20 {
+        if let Some(reason) = probe.context().get() {
+            return Some(reason);
+        }
+        let _ = probe.poll(Duration::from_millis(50));
+    }
+    probe.context().get()
 }
 
 /// Create the DLQ and alerts topics with the input topic's partition count when missing
@@ -121,8 +141,7 @@ impl LastError {
 /// reconnecting, logging and counting each failure (`sluice_errors_total{error="poll"}`),
 /// and the operator's `Degraded` condition names the reason.
 pub async fn ensure_output_topics(config: &WorkerConfig, secrets: &Secrets) -> Result<()> {
-    let admin: AdminClient<LastError> =
-        base(config, secrets).create_with_context(LastError::default())?;
+    let admin: AdminClient<DefaultClientContext> = base(config, secrets).create()?;
     let partitions = {
         let topic = config.kafka.topic.clone();
         let meta = tokio::task::block_in_place(|| {
@@ -132,10 +151,10 @@ pub async fn ensure_output_topics(config: &WorkerConfig, secrets: &Secrets) -> R
         });
         let meta = match meta {
             Ok(meta) => meta,
-            Err(e) => match admin.inner().context().security_failure() {
+            Err(e) => match tokio::task::block_in_place(|| why_refused(config, secrets)) {
                 Some(refused) => {
                     tracing::error!(
-                        error = %refused,
+                        reason = %refused,
                         bootstrap = %config.kafka.bootstrap_servers,
                         "Kafka refused the worker's credentials or TLS settings; output topics not checked, the consumer keeps retrying"
                     );
