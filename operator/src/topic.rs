@@ -6,13 +6,19 @@
 //! The topic step of a reconcile is [`Topics::reconcile`]: [`TopicPlan::of`] decides whether
 //! the operator manages the topic at all, [`record`] turns the outcome into status
 //! observations and the Event to publish.
+//!
+//! `spec.kafka.topicSettings` (and the replication factor) are set on the topics the operator
+//! creates; on topics that exist they are compared ([`Topics::settings_differences`]) and the
+//! differences reported, never applied.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rdkafka::ClientConfig;
-use rdkafka::admin::{AdminClient, AdminOptions, NewPartitions, NewTopic, TopicReplication};
+use rdkafka::admin::{
+    AdminClient, AdminOptions, NewPartitions, NewTopic, ResourceSpecifier, TopicReplication,
+};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::types::RDKafkaErrorCode;
 
@@ -55,6 +61,8 @@ pub enum TopicError {
     Create { topic: String, code: String },
     #[error("add partitions to {topic}: {code}")]
     Grow { topic: String, code: String },
+    #[error("describe configs of {topic}: {message}")]
+    Describe { topic: String, message: String },
 }
 
 /// The topics of one pipeline.
@@ -66,6 +74,8 @@ pub struct TopicRequest {
     pub partitions: i32,
     pub replication_factor: i32,
     pub companions: Vec<String>,
+    /// Topic configs (`spec.kafka.topicSettings`) by topic name; topics without any are absent.
+    pub configs: BTreeMap<String, Vec<(&'static str, String)>>,
 }
 
 /// What the operator does about a pipeline's topic.
@@ -93,6 +103,16 @@ impl TopicPlan {
             return Self::NeedsCredentials;
         }
         let cfg = worker_config(pd).kafka;
+        let settings = k.topic_settings.clone().unwrap_or_default();
+        let configs = [
+            (k.topic.clone(), settings.input),
+            (cfg.dlq_topic(), settings.dlq),
+            (cfg.alerts_topic(), settings.alerts),
+        ]
+        .into_iter()
+        .filter_map(|(topic, s)| Some((topic, s?.configs())))
+        .filter(|(_, c)| !c.is_empty())
+        .collect();
         Self::Ensure(TopicRequest {
             bootstrap: k.bootstrap_servers.clone(),
             security_protocol: k.security_protocol.as_str().into(),
@@ -100,6 +120,7 @@ impl TopicPlan {
             partitions: k.partitions,
             replication_factor: k.replication_factor,
             companions: vec![cfg.dlq_topic(), cfg.alerts_topic()],
+            configs,
         })
     }
 }
@@ -241,9 +262,81 @@ impl Topics {
             }
             TopicPlan::Ensure(req) => {
                 let previous = pd.status.as_ref().and_then(|s| s.topic_partitions);
-                record(&req.topic, self.ensure(&req).await, previous, observed)
+                let step = record(&req.topic, self.ensure(&req).await, previous, observed);
+                if !step.failed {
+                    match self.settings_differences(&req).await {
+                        Ok(differences) => observed.topic_settings = Some(differences),
+                        Err(e) => {
+                            tracing::warn!(topic = %req.topic, error = %e, "topic settings not compared")
+                        }
+                    }
+                }
+                step
             }
         }
+    }
+
+    /// Where the pipeline's existing topics differ from the replication factor and the
+    /// configs the spec asks for (empty: they match). Read-only: nothing is altered.
+    pub async fn settings_differences(
+        &self,
+        req: &TopicRequest,
+    ) -> Result<Vec<String>, TopicError> {
+        let admin = self.client(req)?;
+        let timeout = self.timeout;
+        let replication = {
+            let admin = admin.clone();
+            let names: Vec<String> = std::iter::once(req.topic.clone())
+                .chain(req.companions.iter().cloned())
+                .collect();
+            tokio::task::spawn_blocking(move || {
+                admin.inner().fetch_metadata(None, timeout).map(|md| {
+                    md.topics()
+                        .iter()
+                        .filter(|t| t.error().is_none() && names.iter().any(|n| n == t.name()))
+                        .filter_map(|t| {
+                            let replicas = t.partitions().first()?.replicas().len();
+                            Some((t.name().to_string(), replicas as i32))
+                        })
+                        .collect::<HashMap<_, _>>()
+                })
+            })
+            .await
+            .map_err(|e| TopicError::Client(e.to_string()))?
+            .map_err(|e| TopicError::Unreachable {
+                bootstrap: req.bootstrap.clone(),
+                message: e.to_string(),
+            })?
+        };
+        let mut described = HashMap::new();
+        if !req.configs.is_empty() {
+            let opts = AdminOptions::new().request_timeout(Some(self.timeout));
+            let resources: Vec<ResourceSpecifier> = req
+                .configs
+                .keys()
+                .map(|t| ResourceSpecifier::Topic(t))
+                .collect();
+            let results = admin
+                .describe_configs(&resources, &opts)
+                .await
+                .map_err(|e| TopicError::Describe {
+                    topic: req.topic.clone(),
+                    message: e.to_string(),
+                })?;
+            for (topic, result) in req.configs.keys().zip(results) {
+                let resource = result.map_err(|code| TopicError::Describe {
+                    topic: topic.clone(),
+                    message: format!("{code:?}"),
+                })?;
+                let entries = resource
+                    .entries
+                    .into_iter()
+                    .map(|e| (e.name, e.value))
+                    .collect::<HashMap<_, _>>();
+                described.insert(topic.clone(), entries);
+            }
+        }
+        Ok(differences(req, &replication, &described))
     }
 
     /// Creates or grows the topic (never shrinks it) and creates missing companions.
@@ -263,10 +356,13 @@ impl Topics {
             let new: Vec<NewTopic> = missing
                 .iter()
                 .map(|c| {
-                    NewTopic::new(
-                        c,
-                        req.partitions,
-                        TopicReplication::Fixed(req.replication_factor),
+                    with_configs(
+                        NewTopic::new(
+                            c,
+                            req.partitions,
+                            TopicReplication::Fixed(req.replication_factor),
+                        ),
+                        req,
                     )
                 })
                 .collect();
@@ -280,10 +376,13 @@ impl Topics {
 
         match existing.get(&req.topic).copied() {
             None => {
-                let new = NewTopic::new(
-                    &req.topic,
-                    req.partitions,
-                    TopicReplication::Fixed(req.replication_factor),
+                let new = with_configs(
+                    NewTopic::new(
+                        &req.topic,
+                        req.partitions,
+                        TopicReplication::Fixed(req.replication_factor),
+                    ),
+                    req,
                 );
                 check(admin.create_topics([&new], &opts).await, |code| {
                     TopicError::Create {
@@ -311,6 +410,57 @@ impl Topics {
             Some(have) => Ok(TopicOutcome::Unchanged { partitions: have }),
         }
     }
+}
+
+/// `new` with the configs `req` asks for its topic.
+fn with_configs<'a>(new: NewTopic<'a>, req: &'a TopicRequest) -> NewTopic<'a> {
+    let configs = req
+        .configs
+        .get(new.name)
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    configs
+        .iter()
+        .fold(new, |new, (key, value)| new.set(key, value))
+}
+
+/// One line per setting where an existing topic differs from the spec, e.g.
+/// `payments: retention.ms is 604800000, spec asks 86400000`.
+fn differences(
+    req: &TopicRequest,
+    replication: &HashMap<String, i32>,
+    described: &HashMap<String, HashMap<String, Option<String>>>,
+) -> Vec<String> {
+    let mut out = Vec::new();
+    for topic in std::iter::once(&req.topic).chain(&req.companions) {
+        if let Some(&have) = replication.get(topic)
+            && have != req.replication_factor
+        {
+            out.push(format!(
+                "{topic}: replication factor is {have}, spec asks {}",
+                req.replication_factor
+            ));
+        }
+        for (key, want) in req
+            .configs
+            .get(topic)
+            .map(Vec::as_slice)
+            .unwrap_or_default()
+        {
+            let have = described
+                .get(topic)
+                .and_then(|c| c.get(*key))
+                .cloned()
+                .flatten();
+            if have.as_deref() != Some(want.as_str()) {
+                out.push(format!(
+                    "{topic}: {key} is {}, spec asks {want}",
+                    have.as_deref().unwrap_or("unset")
+                ));
+            }
+        }
+    }
+    out
 }
 
 /// Turns an admin result into an error unless every topic succeeded (or already existed:

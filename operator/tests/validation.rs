@@ -319,6 +319,40 @@ async fn invalid_pipelines_are_rejected_naming_the_field() {
             with("spec.workers.imagePullSecrets", json!([{"name": ""}])),
             "spec.workers.imagePullSecrets[0].name",
         ),
+        (
+            "startFrom neither earliest, latest nor a timestamp",
+            with("spec.kafka.startFrom", json!("yesterday")),
+            "spec.kafka.startFrom",
+        ),
+        (
+            "startFrom a date without a time",
+            with("spec.kafka.startFrom", json!("2026-01-31")),
+            "spec.kafka.startFrom",
+        ),
+        (
+            "minInsyncReplicas above the replication factor",
+            with(
+                "spec.kafka.topicSettings",
+                json!({"dlq": {"minInsyncReplicas": 2}}),
+            ),
+            "spec.kafka.topicSettings.dlq.minInsyncReplicas",
+        ),
+        (
+            "retention under an hour",
+            with(
+                "spec.kafka.topicSettings",
+                json!({"input": {"retentionMs": 60000}}),
+            ),
+            "spec.kafka.topicSettings.input.retentionMs",
+        ),
+        (
+            "retention bytes under a megabyte",
+            with(
+                "spec.kafka.topicSettings",
+                json!({"alerts": {"retentionBytes": 1000}}),
+            ),
+            "spec.kafka.topicSettings.alerts.retentionBytes",
+        ),
     ];
     let mut failures = Vec::new();
     for (what, obj, field) in cases {
@@ -367,6 +401,40 @@ async fn invalid_pipelines_are_rejected_naming_the_field() {
     .await
     .expect("more partitions are allowed");
     assert!(failures.is_empty(), "{failures:#?}");
+}
+
+#[tokio::test]
+async fn start_positions_and_topic_settings_within_bounds_are_accepted() {
+    let ns = TestNs::new("op-validation-ok").await;
+    let api: Api<DynamicObject> = Api::namespaced_with(
+        ns.client.clone(),
+        &ns.name,
+        &kube::api::ApiResource::erase::<PipelineDeployment>(&()),
+    );
+    let cases = [
+        ("spec.kafka.startFrom", json!("latest")),
+        ("spec.kafka.startFrom", json!("2026-01-31T00:00:00Z")),
+        (
+            "spec.kafka.startFrom",
+            json!("2026-01-31T01:02:03.456+02:00"),
+        ),
+        (
+            "spec.kafka.topicSettings",
+            json!({
+                "input": {"minInsyncReplicas": 1, "retentionMs": -1, "retentionBytes": -1},
+                "dlq": {"retentionMs": 3600000, "retentionBytes": 1048576},
+                "alerts": {"retentionMs": 604800000}
+            }),
+        ),
+    ];
+    for (i, (path, value)) in cases.into_iter().enumerate() {
+        let mut obj = with(path, value.clone());
+        obj["metadata"]["name"] = json!(format!("valid-{i}"));
+        let obj: DynamicObject = serde_json::from_value(obj).unwrap();
+        if let Err(e) = api.create(&PostParams::default(), &obj).await {
+            panic!("{path}: {value} refused: {e}");
+        }
+    }
 }
 
 #[test]

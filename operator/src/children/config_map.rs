@@ -39,6 +39,7 @@ pub fn worker_config(pd: &PipelineDeployment) -> WorkerConfig {
                 .map_or(base.kafka.sasl_mechanism.clone(), |x| {
                     x.mechanism.as_str().into()
                 }),
+            start_from: s.kafka.start_from.clone(),
             ..base.kafka
         },
         postgres: PostgresConfig {

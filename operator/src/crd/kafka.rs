@@ -5,6 +5,8 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use sluice_api::config::bounds;
 
+use super::topic_settings::TopicSettingsSpec;
+
 /// Kafka source of the pipeline.
 #[derive(KubeSchema, Serialize, Deserialize, Debug, Clone, PartialEq)]
 #[x_kube(validation = Rule::new("!self.securityProtocol.startsWith('SASL') || has(self.sasl)")
@@ -13,6 +15,15 @@ use sluice_api::config::bounds;
 #[x_kube(validation = Rule::new("self.topic != '.' && self.topic != '..'")
     .message("spec.kafka.topic cannot be . or .. (Kafka refuses those names)")
     .field_path(".topic"))]
+#[x_kube(validation = Rule::new("!has(self.topicSettings) || !has(self.topicSettings.input) || !has(self.topicSettings.input.minInsyncReplicas) || self.topicSettings.input.minInsyncReplicas <= self.replicationFactor")
+    .message("spec.kafka.topicSettings.input.minInsyncReplicas cannot exceed spec.kafka.replicationFactor (no write could ever be acknowledged)")
+    .field_path(".topicSettings.input.minInsyncReplicas"))]
+#[x_kube(validation = Rule::new("!has(self.topicSettings) || !has(self.topicSettings.dlq) || !has(self.topicSettings.dlq.minInsyncReplicas) || self.topicSettings.dlq.minInsyncReplicas <= self.replicationFactor")
+    .message("spec.kafka.topicSettings.dlq.minInsyncReplicas cannot exceed spec.kafka.replicationFactor (no write could ever be acknowledged)")
+    .field_path(".topicSettings.dlq.minInsyncReplicas"))]
+#[x_kube(validation = Rule::new("!has(self.topicSettings) || !has(self.topicSettings.alerts) || !has(self.topicSettings.alerts.minInsyncReplicas) || self.topicSettings.alerts.minInsyncReplicas <= self.replicationFactor")
+    .message("spec.kafka.topicSettings.alerts.minInsyncReplicas cannot exceed spec.kafka.replicationFactor (no write could ever be acknowledged)")
+    .field_path(".topicSettings.alerts.minInsyncReplicas"))]
 #[serde(rename_all = "camelCase")]
 pub struct KafkaSpec {
     /// Comma-separated `host:port` list of brokers, e.g. `kafka-0.kafka:9092,kafka-1.kafka:9092`.
@@ -51,6 +62,20 @@ pub struct KafkaSpec {
     /// SASL credentials, read by the workers from a Secret; required for SASL_* protocols.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sasl: Option<SaslSpec>,
+    /// Where a new pipeline starts reading: `earliest` (the whole topic, a backfill),
+    /// `latest` (only records produced from now on) or an RFC 3339 timestamp such as
+    /// `2026-01-31T00:00:00Z` (records at or after it). It applies only to partitions with no
+    /// stored offset; the position is chosen once per partition and stored, so changing this
+    /// on a running pipeline moves nothing (exactly-once holds).
+    #[serde(default = "default_start_from")]
+    #[schemars(length(min = 1, max = 64))]
+    #[x_kube(validation = Rule::new(START_FROM_RULE).message("spec.kafka.startFrom must be earliest, latest or an RFC 3339 timestamp such as 2026-01-31T00:00:00Z"))]
+    pub start_from: String,
+    /// Broker settings (`min.insync.replicas`, retention) of the input, DLQ and alerts topics,
+    /// set when the operator creates them; on existing topics differences are reported in the
+    /// `TopicSettingsInSync` condition, never applied.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub topic_settings: Option<TopicSettingsSpec>,
 }
 
 /// Kafka `security.protocol`.
@@ -121,6 +146,13 @@ pub struct SecretKeyRef {
     /// Key within the Secret.
     #[schemars(length(min = 1))]
     pub key: String,
+}
+
+/// `earliest`, `latest`, or an RFC 3339 date-time (the worker parses it; this catches typos).
+const START_FROM_RULE: &str = r"self == 'earliest' || self == 'latest' || self.matches('^[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])[Tt]([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\\.[0-9]+)?([Zz]|[+-]([01][0-9]|2[0-3]):[0-5][0-9])$')";
+
+fn default_start_from() -> String {
+    sluice_api::config::KafkaConfig::default().start_from
 }
 
 fn default_partitions() -> i32 {

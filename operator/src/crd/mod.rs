@@ -19,6 +19,7 @@ mod monitoring;
 mod postgres;
 mod records;
 mod status;
+mod topic_settings;
 mod workers;
 
 pub use autoscaling::{AutoscalingProvider, AutoscalingSpec};
@@ -27,6 +28,7 @@ pub use monitoring::{AlertThresholds, MonitoringSpec};
 pub use postgres::{CloudNativePgSpec, ExternalPostgresSpec, PostgresSpec};
 pub use records::{FraudSpec, QualitySpec};
 pub use status::{AutoscalingStatus, PipelineDeploymentStatus};
+pub use topic_settings::{TopicSettings, TopicSettingsSpec};
 pub use workers::{BatchSpec, PullPolicy, WorkersSpec};
 
 /// Desired state of one sluice pipeline: a Kafka topic consumed by a group of workers that
