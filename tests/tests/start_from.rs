@@ -2,9 +2,12 @@
 //! already held, a timestamp skips what came before it, and neither ever moves a partition
 //! that has a stored offset. The start position is chosen once per partition and stored, so
 //! a worker that takes over a `latest` partition before any record arrived does not skip
-//! what was produced in between.
+//! what was produced in between; a partition added to the topic later starts at its
+//! beginning.
 
 use chrono::{DateTime, SubsecRound, Utc};
+use rdkafka::admin::{AdminClient, AdminOptions, NewPartitions};
+use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use sluice_e2e::{Pipeline, Summary, wait_for};
@@ -138,5 +141,36 @@ async fn stored_offsets_win_over_a_changed_start() -> anyhow::Result<()> {
         .spawn()?;
     p.assert_all_landed_once(&both(&first, &second), TIMEOUT)
         .await?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partitions_added_later_start_at_their_beginning() -> anyhow::Result<()> {
+    let p = Pipeline::new("start_grown", PARTITIONS).await?;
+    produce(&p, "before", EVENTS, 7).await?;
+    let mut first = p
+        .worker()
+        .env("SLUICE_KAFKA__START_FROM", "latest")
+        .spawn()?;
+    wait_started(&p).await?;
+    first.terminate()?;
+    // The topic grows while no worker runs; records go to old and new partitions alike.
+    let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
+        .set("bootstrap.servers", &p.brokers)
+        .create()?;
+    let grow = NewPartitions::new(&p.topic, PARTITIONS as usize * 2);
+    for r in admin
+        .create_partitions([&grow], &AdminOptions::new())
+        .await?
+    {
+        r.map_err(|(t, e)| anyhow::anyhow!("adding partitions to {t}: {e}"))?;
+    }
+    let after = produce(&p, "after", EVENTS, 8).await?;
+    let _second = p
+        .worker()
+        .env("SLUICE_KAFKA__START_FROM", "latest")
+        .spawn()?;
+    // The new partitions were not there when the pipeline started: nothing of them skipped.
+    p.assert_all_landed_once(&after, TIMEOUT).await?;
     Ok(())
 }

@@ -1,7 +1,7 @@
 //! Partitions coming and going. On assignment each partition starts at its stored offset
-//! (a partition with none yet gets one from `kafka.start_from`, stored before it starts, so
-//! the choice is made once) and its customers' profiles are warmed before any record is
-//! taken; on revocation the
+//! (a new pipeline's first owner stores one for every partition from `kafka.start_from`, so
+//! the choice is made once; a partition added to the topic later starts at its beginning)
+//! and its customers' profiles are warmed before any record is taken; on revocation the
 //! batches already handed on may finish (within half the session timeout), so the next
 //! owner starts from their commit instead of being fenced by it.
 
@@ -14,7 +14,7 @@ use chrono::Utc;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
 use rdkafka::error::KafkaResult;
 use rdkafka::statistics::Statistics;
-use rdkafka::types::RDKafkaRespErr;
+use rdkafka::types::{RDKafkaErrorCode, RDKafkaRespErr};
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
 use sluice_api::config::StartFrom;
 use sqlx::PgPool;
@@ -75,9 +75,15 @@ impl Context {
         })
     }
 
-    /// The stored offsets of `partitions`, after storing a start offset (from `start_from`)
-    /// for each that had none: every returned offset is `Some`. Also returns the offsets of
-    /// the partitions that started now.
+    /// The stored offsets of `partitions`, after storing a start offset for each that had
+    /// none: every returned offset is `Some`. Also returns the offsets of the partitions that
+    /// started now.
+    ///
+    /// `start_from` is for a new pipeline: its first owner resolves it for every partition of
+    /// the topic at once, so workers joining later find their partitions' starts stored. Once
+    /// the pipeline has started, a partition with nothing stored was added to the topic since
+    /// and starts at its beginning (with `latest` it would skip what producers wrote to it
+    /// before this worker learnt of it).
     fn stored_or_started(
         &self,
         consumer: &BaseConsumer<Self>,
@@ -92,10 +98,26 @@ impl Context {
         if fresh.is_empty() {
             return (stored, Vec::new());
         }
-        let starts = self.retry_kafka("resolving start offsets", || {
-            start_offsets(consumer, &self.topic, &fresh, self.start_from)
+        let started = self.retry_db("reading whether the pipeline started", || {
+            db::pipeline_started(&self.pool, &self.group, &self.topic)
         });
-        tracing::info!(start_from = ?self.start_from, ?starts, "partitions start (nothing stored yet)");
+        let (start_from, targets) = if started {
+            (StartFrom::Earliest, fresh.clone())
+        } else {
+            let all = self.retry_kafka("reading the topic's partitions", || {
+                topic_partitions(consumer, &self.topic)
+            });
+            (self.start_from, all)
+        };
+        let starts = self.retry_kafka("resolving start offsets", || {
+            start_offsets(consumer, &self.topic, &targets, start_from)
+        });
+        tracing::info!(
+            ?start_from,
+            pipeline_started = started,
+            ?starts,
+            "partitions start (nothing stored yet)"
+        );
         self.retry_db("storing start offsets", || {
             db::store_start_offsets(&self.pool, &self.group, &self.topic, &starts)
         });
@@ -216,6 +238,18 @@ impl Context {
             tracing::error!(error = %e, suppressed, "incremental unassign failed");
         }
     }
+}
+
+/// Every partition of `topic`, from the brokers' metadata.
+fn topic_partitions<C: Consumer<Context>>(consumer: &C, topic: &str) -> KafkaResult<Vec<i32>> {
+    let md = consumer.fetch_metadata(Some(topic), START_QUERY_TIMEOUT)?;
+    let t = md.topics().iter().find(|t| t.name() == topic).ok_or(
+        rdkafka::error::KafkaError::MetadataFetch(RDKafkaErrorCode::UnknownTopicOrPartition),
+    )?;
+    if let Some(e) = t.error() {
+        return Err(rdkafka::error::KafkaError::MetadataFetch(e.into()));
+    }
+    Ok(t.partitions().iter().map(|p| p.id()).collect())
 }
 
 /// The offset each of `partitions` starts at when nothing is stored: the low or high
