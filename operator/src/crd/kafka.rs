@@ -64,9 +64,10 @@ pub struct KafkaSpec {
     pub sasl: Option<SaslSpec>,
     /// Where a new pipeline starts reading: `earliest` (the whole topic, a backfill),
     /// `latest` (only records produced from now on) or an RFC 3339 timestamp such as
-    /// `2026-01-31T00:00:00Z` (records at or after it). It applies only to partitions with no
-    /// stored offset; the position is chosen once per partition and stored, so changing this
-    /// on a running pipeline moves nothing (exactly-once holds).
+    /// `2026-01-31T00:00:00Z` (records at or after it). The position is chosen once, when the
+    /// pipeline first starts, and stored per partition: changing this on a running pipeline
+    /// moves nothing (exactly-once holds), and partitions added to the topic later are read
+    /// from their beginning.
     #[serde(default = "default_start_from")]
     #[schemars(length(min = 1, max = 64))]
     #[x_kube(validation = Rule::new(START_FROM_RULE).message("spec.kafka.startFrom must be earliest, latest or an RFC 3339 timestamp such as 2026-01-31T00:00:00Z"))]
