@@ -23,7 +23,8 @@ use rdkafka::client::DefaultClientContext;
 use rdkafka::types::RDKafkaErrorCode;
 
 use crate::children::config_map::worker_config;
-use crate::crd::{PipelineDeployment, SecurityProtocol};
+use crate::crd::PipelineDeployment;
+use crate::kafka_auth::KafkaAuth;
 use crate::status::Observed;
 
 /// What ensuring the topic did.
@@ -76,6 +77,9 @@ pub struct TopicRequest {
     pub companions: Vec<String>,
     /// Topic configs (`spec.kafka.topicSettings`) by topic name; topics without any are absent.
     pub configs: BTreeMap<String, Vec<(&'static str, String)>>,
+    /// SASL credentials and TLS PEMs from the pipeline's Secrets (empty from [`TopicPlan::of`];
+    /// [`Topics::reconcile`] fills it).
+    pub auth: KafkaAuth,
 }
 
 /// What the operator does about a pipeline's topic.
@@ -83,11 +87,9 @@ pub struct TopicRequest {
 pub enum TopicPlan {
     /// `spec.kafka.manageTopic: false`: the topic is managed elsewhere.
     Unmanaged,
-    /// Create or grow the topic and create its companions.
+    /// Create or grow the topic and create its companions (on any listener: the operator
+    /// authenticates with the pipeline's own Secrets, see `kafka_auth`).
     Ensure(TopicRequest),
-    /// `manageTopic` on a SASL listener: the operator holds no Kafka credentials (it never
-    /// reads Secrets), so it cannot; the pipeline is degraded with `TopicNotManaged`.
-    NeedsCredentials,
 }
 
 impl TopicPlan {
@@ -95,12 +97,6 @@ impl TopicPlan {
         let k = &pd.spec.kafka;
         if !k.manage_topic {
             return Self::Unmanaged;
-        }
-        if !matches!(
-            k.security_protocol,
-            SecurityProtocol::Plaintext | SecurityProtocol::Ssl
-        ) {
-            return Self::NeedsCredentials;
         }
         let cfg = worker_config(pd).kafka;
         let settings = k.topic_settings.clone().unwrap_or_default();
@@ -121,6 +117,7 @@ impl TopicPlan {
             replication_factor: k.replication_factor,
             companions: vec![cfg.dlq_topic(), cfg.alerts_topic()],
             configs,
+            auth: KafkaAuth::default(),
         })
     }
 }
@@ -179,19 +176,13 @@ pub fn record(
     }
 }
 
-/// Records that the topic cannot be managed, unless something else already degrades the
-/// pipeline.
-fn needs_credentials(observed: &mut Observed) {
-    observed.degraded.get_or_insert((
-        "TopicNotManaged".into(),
-        "spec.kafka.manageTopic needs a PLAINTEXT or SSL listener; set it to false for SASL clusters and create the topic elsewhere".into(),
-    ));
-}
+type Admin = Arc<AdminClient<DefaultClientContext>>;
 
 /// Admin-client cache and the topic operations.
 #[derive(Default)]
 pub struct Topics {
-    clients: Mutex<HashMap<String, Arc<AdminClient<DefaultClientContext>>>>,
+    /// By protocol, brokers and the Secrets used: (their versions, the client).
+    clients: Mutex<HashMap<String, (String, Admin)>>,
     timeout: Duration,
 }
 
@@ -203,25 +194,50 @@ impl Topics {
         }
     }
 
+    /// The cached client for `req`'s brokers and credentials. A Secret that changed (another
+    /// resourceVersion) replaces the client, so a rotated password is used from the next
+    /// reconcile on.
     fn client(
         &self,
         req: &TopicRequest,
     ) -> Result<Arc<AdminClient<DefaultClientContext>>, TopicError> {
-        let key = format!("{}|{}", req.security_protocol, req.bootstrap);
+        let versions = req.auth.identity();
+        let secrets: Vec<&str> = versions
+            .split(',')
+            .map(|s| s.split('@').next().unwrap_or_default())
+            .collect();
+        let key = format!(
+            "{}|{}|{}",
+            req.security_protocol,
+            req.bootstrap,
+            secrets.join(",")
+        );
         let mut clients = self.clients.lock().expect("topic client cache poisoned");
-        if let Some(c) = clients.get(&key) {
+        if let Some((v, c)) = clients.get(&key)
+            && v == versions
+        {
             return Ok(c.clone());
         }
-        let client: AdminClient<DefaultClientContext> = ClientConfig::new()
-            .set("bootstrap.servers", &req.bootstrap)
-            .set("security.protocol", &req.security_protocol)
-            .set("socket.timeout.ms", self.timeout.as_millis().to_string())
-            .set("client.id", "sluice-operator")
+        let client: AdminClient<DefaultClientContext> = self
+            .client_config(req)
             .create()
             .map_err(|e| TopicError::Client(e.to_string()))?;
         let client = Arc::new(client);
-        clients.insert(key, client.clone());
+        clients.insert(key, (versions.to_string(), client.clone()));
         Ok(client)
+    }
+
+    fn client_config(&self, req: &TopicRequest) -> ClientConfig {
+        let mut config = ClientConfig::new();
+        config
+            .set("bootstrap.servers", &req.bootstrap)
+            .set("security.protocol", &req.security_protocol)
+            .set("socket.timeout.ms", self.timeout.as_millis().to_string())
+            .set("client.id", "sluice-operator");
+        for (property, value) in req.auth.props() {
+            config.set(*property, value);
+        }
+        config
     }
 
     /// Partition count of each existing topic among `names` (absent topics are left out).
@@ -230,11 +246,11 @@ impl Topics {
         admin: &Arc<AdminClient<DefaultClientContext>>,
         req: &TopicRequest,
     ) -> Result<HashMap<String, i32>, TopicError> {
-        let admin = admin.clone();
+        let client = admin.clone();
         let timeout = self.timeout;
         // All-topics metadata: asking for one topic could auto-create it on brokers that allow it.
         let md = tokio::task::spawn_blocking(move || {
-            admin.inner().fetch_metadata(None, timeout).map(|md| {
+            client.inner().fetch_metadata(None, timeout).map(|md| {
                 md.topics()
                     .iter()
                     .filter(|t| t.error().is_none())
@@ -244,23 +260,41 @@ impl Topics {
         })
         .await
         .map_err(|e| TopicError::Client(e.to_string()))?;
-        md.map_err(|e| TopicError::Unreachable {
-            bootstrap: req.bootstrap.clone(),
-            message: e.to_string(),
-        })
+        match md {
+            Ok(md) => Ok(md),
+            Err(e) => {
+                let (config, timeout) = (self.client_config(req), self.timeout);
+                let message = tokio::task::spawn_blocking(move || {
+                    crate::kafka_auth::why_refused(&config, timeout, e.to_string())
+                })
+                .await
+                .map_err(|e| TopicError::Client(e.to_string()))?;
+                Err(TopicError::Unreachable {
+                    bootstrap: req.bootstrap.clone(),
+                    message,
+                })
+            }
+        }
     }
 
     /// The topic step of a reconcile: ensures the topic when the pipeline wants it managed and
     /// records what happened in `observed`. Failures degrade the pipeline and are retried;
     /// they do not stop the other steps.
-    pub async fn reconcile(&self, pd: &PipelineDeployment, observed: &mut Observed) -> TopicStep {
+    /// `auth` is the pipeline's Kafka credentials; when they could not be read, the topic is
+    /// left alone (`kafka_auth::explain` degrades the pipeline).
+    pub async fn reconcile(
+        &self,
+        pd: &PipelineDeployment,
+        auth: &Result<KafkaAuth, crate::kafka_auth::AuthError>,
+        observed: &mut Observed,
+    ) -> TopicStep {
         match TopicPlan::of(pd) {
             TopicPlan::Unmanaged => TopicStep::default(),
-            TopicPlan::NeedsCredentials => {
-                needs_credentials(observed);
-                TopicStep::default()
-            }
-            TopicPlan::Ensure(req) => {
+            TopicPlan::Ensure(_) if auth.is_err() => TopicStep::default(),
+            TopicPlan::Ensure(mut req) => {
+                if let Ok(auth) = auth {
+                    req.auth = auth.clone();
+                }
                 let previous = pd.status.as_ref().and_then(|s| s.topic_partitions);
                 let step = record(&req.topic, self.ensure(&req).await, previous, observed);
                 if !step.failed {

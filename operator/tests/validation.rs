@@ -81,6 +81,32 @@ async fn invalid_pipelines_are_rejected_naming_the_field() {
             "spec.kafka.securityProtocol",
         ),
         (
+            "TLS settings on a PLAINTEXT listener",
+            with(
+                "spec.kafka.tls",
+                json!({"ca": {"name": "kafka-ca", "key": "ca.crt"}}),
+            ),
+            "spec.kafka.tls",
+        ),
+        (
+            "a client certificate without its key",
+            with(
+                "spec.kafka",
+                json!({"bootstrapServers": "kafka:9093", "topic": "t", "securityProtocol": "SSL",
+                       "tls": {"clientCertificate": {"name": "kafka-client", "key": "tls.crt"}}}),
+            ),
+            "spec.kafka.tls.clientKey",
+        ),
+        (
+            "a Secret key with a slash",
+            with(
+                "spec.kafka",
+                json!({"bootstrapServers": "kafka:9093", "topic": "t", "securityProtocol": "SSL",
+                       "tls": {"ca": {"name": "kafka-ca", "key": "certs/ca.crt"}}}),
+            ),
+            "spec.kafka.tls.ca.key",
+        ),
+        (
             "zero partitions",
             with("spec.kafka.partitions", json!(0)),
             "spec.kafka.partitions",

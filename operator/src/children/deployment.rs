@@ -9,9 +9,10 @@ use k8s_openapi::api::apps::v1::{
 };
 use k8s_openapi::api::core::v1::{
     Capabilities, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource, EnvVar,
-    EnvVarSource, HTTPGetAction, ObjectFieldSelector, PodSecurityContext, PodSpec, PodTemplateSpec,
-    Probe, ResourceRequirements, SeccompProfile, SecretKeySelector, SecurityContext,
-    TopologySpreadConstraint, Volume, VolumeMount,
+    EnvVarSource, HTTPGetAction, KeyToPath, ObjectFieldSelector, PodSecurityContext, PodSpec,
+    PodTemplateSpec, Probe, ProjectedVolumeSource, ResourceRequirements, SeccompProfile,
+    SecretKeySelector, SecretProjection, SecurityContext, TopologySpreadConstraint, Volume,
+    VolumeMount, VolumeProjection,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
@@ -72,19 +73,24 @@ pub fn build_deployment(pd: &PipelineDeployment, config_hash: &str) -> Deploymen
             seccomp_profile: Some(runtime_default()),
             ..SecurityContext::default()
         }),
-        volume_mounts: Some(vec![
-            VolumeMount {
-                name: "config".into(),
-                mount_path: CONFIG_DIR.into(),
-                read_only: Some(true),
-                ..VolumeMount::default()
-            },
-            VolumeMount {
-                name: "tmp".into(),
-                mount_path: "/tmp".into(),
-                ..VolumeMount::default()
-            },
-        ]),
+        volume_mounts: Some(
+            [
+                VolumeMount {
+                    name: "config".into(),
+                    mount_path: CONFIG_DIR.into(),
+                    read_only: Some(true),
+                    ..VolumeMount::default()
+                },
+                VolumeMount {
+                    name: "tmp".into(),
+                    mount_path: "/tmp".into(),
+                    ..VolumeMount::default()
+                },
+            ]
+            .into_iter()
+            .chain(kafka_tls(pd).map(|(mount, _)| mount))
+            .collect(),
+        ),
         ..Container::default()
     };
     Deployment {
@@ -135,24 +141,29 @@ pub fn build_deployment(pd: &PipelineDeployment, config_hash: &str) -> Deploymen
                     topology_spread_constraints: topology_spread(pd),
                     priority_class_name: w.priority_class_name.clone(),
                     containers: vec![container],
-                    volumes: Some(vec![
-                        Volume {
-                            name: "config".into(),
-                            config_map: Some(ConfigMapVolumeSource {
-                                name: names.config.clone(),
-                                ..ConfigMapVolumeSource::default()
-                            }),
-                            ..Volume::default()
-                        },
-                        Volume {
-                            name: "tmp".into(),
-                            empty_dir: Some(EmptyDirVolumeSource {
-                                size_limit: Some(Quantity("64Mi".into())),
-                                ..EmptyDirVolumeSource::default()
-                            }),
-                            ..Volume::default()
-                        },
-                    ]),
+                    volumes: Some(
+                        [
+                            Volume {
+                                name: "config".into(),
+                                config_map: Some(ConfigMapVolumeSource {
+                                    name: names.config.clone(),
+                                    ..ConfigMapVolumeSource::default()
+                                }),
+                                ..Volume::default()
+                            },
+                            Volume {
+                                name: "tmp".into(),
+                                empty_dir: Some(EmptyDirVolumeSource {
+                                    size_limit: Some(Quantity("64Mi".into())),
+                                    ..EmptyDirVolumeSource::default()
+                                }),
+                                ..Volume::default()
+                            },
+                        ]
+                        .into_iter()
+                        .chain(kafka_tls(pd).map(|(_, volume)| volume))
+                        .collect(),
+                    ),
                     ..PodSpec::default()
                 }),
             },
@@ -236,7 +247,87 @@ fn env(pd: &PipelineDeployment) -> Vec<EnvVar> {
         env.push(secret_env("SLUICE_KAFKA_SASL_USERNAME", &sasl.username));
         env.push(secret_env("SLUICE_KAFKA_SASL_PASSWORD", &sasl.password));
     }
+    // The mounted TLS files (kafka_tls); paths only, the PEMs stay in the Secrets.
+    for (name, file, r) in kafka_tls_files(pd) {
+        if r.is_some() {
+            env.push(EnvVar {
+                name: name.into(),
+                value: Some(format!("{KAFKA_TLS_DIR}/{file}")),
+                ..EnvVar::default()
+            });
+        }
+    }
     env
+}
+
+/// Where the worker finds the Kafka TLS files.
+const KAFKA_TLS_DIR: &str = "/etc/sluice/kafka-tls";
+
+/// The worker setting, file name and Secret key of each TLS file `spec.kafka.tls` asks for.
+fn kafka_tls_files(
+    pd: &PipelineDeployment,
+) -> [(&'static str, &'static str, Option<&SecretKeyRef>); 3] {
+    let tls = pd.spec.kafka.tls.as_ref();
+    [
+        (
+            "SLUICE_KAFKA__SSL_CA_LOCATION",
+            "ca.crt",
+            tls.and_then(|t| t.ca.as_ref()),
+        ),
+        (
+            "SLUICE_KAFKA__SSL_CERTIFICATE_LOCATION",
+            "tls.crt",
+            tls.and_then(|t| t.client_certificate.as_ref()),
+        ),
+        (
+            "SLUICE_KAFKA__SSL_KEY_LOCATION",
+            "tls.key",
+            tls.and_then(|t| t.client_key.as_ref()),
+        ),
+    ]
+}
+
+/// The Kafka TLS files as one read-only projected volume of the referenced Secret keys
+/// (readable by the worker's group through `fsGroup`), when `spec.kafka.tls` names any.
+fn kafka_tls(pd: &PipelineDeployment) -> Option<(VolumeMount, Volume)> {
+    let sources: Vec<VolumeProjection> = kafka_tls_files(pd)
+        .into_iter()
+        .filter_map(|(_, file, r)| {
+            let r = r?;
+            Some(VolumeProjection {
+                secret: Some(SecretProjection {
+                    name: r.name.clone(),
+                    items: Some(vec![KeyToPath {
+                        key: r.key.clone(),
+                        path: file.into(),
+                        ..KeyToPath::default()
+                    }]),
+                    ..SecretProjection::default()
+                }),
+                ..VolumeProjection::default()
+            })
+        })
+        .collect();
+    if sources.is_empty() {
+        return None;
+    }
+    Some((
+        VolumeMount {
+            name: "kafka-tls".into(),
+            mount_path: KAFKA_TLS_DIR.into(),
+            read_only: Some(true),
+            ..VolumeMount::default()
+        },
+        Volume {
+            name: "kafka-tls".into(),
+            projected: Some(ProjectedVolumeSource {
+                default_mode: Some(0o440),
+                sources: Some(sources),
+                ..ProjectedVolumeSource::default()
+            }),
+            ..Volume::default()
+        },
+    ))
 }
 
 fn secret_env(name: &str, r: &SecretKeyRef) -> EnvVar {

@@ -153,12 +153,15 @@ pub async fn reconcile(pd: Arc<PipelineDeployment>, ctx: Arc<Context>) -> Result
         rollout.ready_replicas,
         max_workers(&pd),
     );
-    observed.autoscale = Some(observe_lag(&ctx, &pd, rollout).await);
+    // The Kafka credentials of the operator's own clients (lag, topic), from the pipeline's Secrets.
+    let kafka_auth = crate::kafka_auth::resolve(&ctx.client, &pd).await;
+    observed.autoscale = Some(observe_lag(&ctx, &pd, rollout, &kafka_auth).await);
     observe_database(&pd, caps, &stored, &mut observed);
     observe_keda(&pd, caps, &mut observed);
     observe_monitoring(&pd, caps, &mut observed);
     // The topic: failures degrade the pipeline and retry; they do not stop the reconcile.
-    let topic = ctx.topics.reconcile(&pd, &mut observed).await;
+    let topic = ctx.topics.reconcile(&pd, &kafka_auth, &mut observed).await;
+    crate::kafka_auth::explain(&kafka_auth, &mut observed);
     if topic.failed {
         ctx.metrics.failures.with_label_values(&["topic"]).inc();
     }

@@ -12,6 +12,9 @@ use super::topic_settings::TopicSettingsSpec;
 #[x_kube(validation = Rule::new("!self.securityProtocol.startsWith('SASL') || has(self.sasl)")
     .message("spec.kafka.sasl is required when spec.kafka.securityProtocol is SASL_PLAINTEXT or SASL_SSL")
     .field_path(".sasl"))]
+#[x_kube(validation = Rule::new("!has(self.tls) || self.securityProtocol == 'SSL' || self.securityProtocol == 'SASL_SSL'")
+    .message("spec.kafka.tls needs spec.kafka.securityProtocol SSL or SASL_SSL")
+    .field_path(".tls"))]
 #[x_kube(validation = Rule::new("self.topic != '.' && self.topic != '..'")
     .message("spec.kafka.topic cannot be . or .. (Kafka refuses those names)")
     .field_path(".topic"))]
@@ -62,6 +65,11 @@ pub struct KafkaSpec {
     /// SASL credentials, read by the workers from a Secret; required for SASL_* protocols.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sasl: Option<SaslSpec>,
+    /// TLS to the brokers (securityProtocol SSL or SASL_SSL): the CA to trust and, for mutual
+    /// TLS, the client certificate, each from a Secret. Unset: the system trust store, no client
+    /// certificate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<KafkaTls>,
     /// Where a new pipeline starts reading: `earliest` (the whole topic, a backfill),
     /// `latest` (only records produced from now on) or an RFC 3339 timestamp such as
     /// `2026-01-31T00:00:00Z` (records at or after it). The position is chosen once, when the
@@ -77,6 +85,27 @@ pub struct KafkaSpec {
     /// `TopicSettingsInSync` condition, never applied.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub topic_settings: Option<TopicSettingsSpec>,
+}
+
+/// TLS material from Secrets in the pipeline's namespace. The workers get the keys mounted as
+/// files; the operator reads them for its own topic and lag clients.
+#[derive(KubeSchema, Serialize, Deserialize, Debug, Clone, PartialEq, Default)]
+#[x_kube(validation = Rule::new("has(self.clientCertificate) == has(self.clientKey)")
+    .message("spec.kafka.tls.clientCertificate and clientKey go together (mutual TLS needs both)")
+    .field_path(".clientKey"))]
+#[serde(rename_all = "camelCase")]
+pub struct KafkaTls {
+    /// PEM bundle of the CA certificates that sign the brokers' certificates, e.g.
+    /// `{name: kafka-ca, key: ca.crt}`. Unset: the system trust store.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca: Option<SecretKeyRef>,
+    /// PEM client certificate for mutual TLS, e.g. `{name: kafka-client, key: tls.crt}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_certificate: Option<SecretKeyRef>,
+    /// PEM private key of the client certificate (unencrypted), e.g.
+    /// `{name: kafka-client, key: tls.key}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_key: Option<SecretKeyRef>,
 }
 
 /// Kafka `security.protocol`.
@@ -136,8 +165,9 @@ impl SaslMechanism {
     }
 }
 
-/// A key of a Secret in the PipelineDeployment's namespace. The operator never reads it: the
-/// worker pods receive it as an environment variable.
+/// A key of a Secret in the PipelineDeployment's namespace. The worker pods receive it as an
+/// environment variable or a mounted file; the operator reads it (`get` on that Secret only)
+/// for its own Kafka clients when it manages the topic or reads lag.
 #[derive(JsonSchema, Serialize, Deserialize, Debug, Clone, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct SecretKeyRef {
@@ -145,7 +175,7 @@ pub struct SecretKeyRef {
     #[schemars(length(min = 1, max = 253))]
     pub name: String,
     /// Key within the Secret.
-    #[schemars(length(min = 1))]
+    #[schemars(length(min = 1, max = 253), regex(pattern = r"^[-._a-zA-Z0-9]+$"))]
     pub key: String,
 }
 

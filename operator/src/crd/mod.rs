@@ -23,7 +23,7 @@ mod topic_settings;
 mod workers;
 
 pub use autoscaling::{AutoscalingProvider, AutoscalingSpec};
-pub use kafka::{KafkaSpec, SaslMechanism, SaslSpec, SecretKeyRef, SecurityProtocol};
+pub use kafka::{KafkaSpec, KafkaTls, SaslMechanism, SaslSpec, SecretKeyRef, SecurityProtocol};
 pub use monitoring::{AlertThresholds, MonitoringSpec};
 pub use postgres::{CloudNativePgSpec, ExternalPostgresSpec, PostgresSpec};
 pub use records::{FraudSpec, QualitySpec};

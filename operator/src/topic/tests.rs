@@ -1,5 +1,6 @@
 use super::*;
 use crate::children::testing::{BASIC, pipeline};
+use crate::crd::SecurityProtocol;
 
 #[test]
 fn plan_follows_manage_topic_and_the_protocol() {
@@ -18,9 +19,12 @@ fn plan_follows_manage_topic_and_the_protocol() {
     ssl.spec.kafka.security_protocol = SecurityProtocol::Ssl;
     assert!(matches!(TopicPlan::of(&ssl), TopicPlan::Ensure(r) if r.security_protocol == "SSL"));
 
+    // SASL too: the operator authenticates with the pipeline's Secrets (kafka_auth).
     let mut sasl = pd.clone();
     sasl.spec.kafka.security_protocol = SecurityProtocol::SaslSsl;
-    assert_eq!(TopicPlan::of(&sasl), TopicPlan::NeedsCredentials);
+    assert!(
+        matches!(TopicPlan::of(&sasl), TopicPlan::Ensure(r) if r.security_protocol == "SASL_SSL")
+    );
 
     let mut unmanaged = sasl.clone();
     unmanaged.spec.kafka.manage_topic = false;
@@ -69,14 +73,22 @@ fn outcomes_become_observations_and_events() {
 
 #[test]
 fn missing_credentials_do_not_hide_an_earlier_degradation() {
+    let missing = Err(crate::kafka_auth::AuthError::SecretMissing {
+        namespace: "ns".into(),
+        name: "kafka-user".into(),
+        field: "sasl.username",
+    });
     let mut o = Observed::default();
-    needs_credentials(&mut o);
-    assert_eq!(o.degraded.as_ref().unwrap().0, "TopicNotManaged");
+    crate::kafka_auth::explain(&missing, &mut o);
+    assert_eq!(
+        o.degraded.as_ref().unwrap().0,
+        crate::kafka_auth::CREDENTIALS_UNAVAILABLE
+    );
     let mut o = Observed {
         degraded: Some(("CloudNativePGMissing".into(), "m".into())),
         ..Observed::default()
     };
-    needs_credentials(&mut o);
+    crate::kafka_auth::explain(&missing, &mut o);
     assert_eq!(o.degraded.unwrap().0, "CloudNativePGMissing");
 }
 
