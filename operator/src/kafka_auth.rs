@@ -252,10 +252,19 @@ pub fn why_refused(config: &ClientConfig, timeout: std::time::Duration, message:
 }
 
 /// Makes the pipeline `Degraded` with a reason that names the Kafka security problem: the
-/// credentials could not be read, or the brokers refused them (seen by the topic step or the
-/// lag reading). Another degradation already recorded is kept.
-pub fn explain(auth: &Result<KafkaAuth, AuthError>, observed: &mut Observed) {
+/// brokers refused the credentials (seen by the topic step or the lag reading), or they could
+/// not be read while the operator manages the topic. (A missing Secret of a pipeline whose
+/// topic is managed elsewhere only leaves the lag unknown: like the database Secrets, it is the
+/// workers' to use, and their pods report it.) Another degradation already recorded is kept.
+pub fn explain(
+    pd: &PipelineDeployment,
+    auth: &Result<KafkaAuth, AuthError>,
+    observed: &mut Observed,
+) {
     if let Err(e) = auth {
+        if !pd.spec.kafka.manage_topic {
+            return;
+        }
         observed.degraded.get_or_insert((
             CREDENTIALS_UNAVAILABLE.into(),
             format!(
@@ -359,7 +368,7 @@ mod tests {
             }),
             ..Observed::default()
         };
-        explain(&Ok(KafkaAuth::default()), &mut o);
+        explain(&pipeline(BASIC), &Ok(KafkaAuth::default()), &mut o);
         assert_eq!(o.degraded.as_ref().unwrap().0, AUTHENTICATION_FAILED);
 
         capture.clear();
@@ -371,18 +380,22 @@ mod tests {
             topic_error: Some(capture.annotate("metadata: timed out".into())),
             ..Observed::default()
         };
-        explain(&Ok(KafkaAuth::default()), &mut o);
+        explain(&pipeline(BASIC), &Ok(KafkaAuth::default()), &mut o);
         assert_eq!(o.degraded.as_ref().unwrap().0, TLS_FAILED);
 
+        let missing = Err(AuthError::SecretMissing {
+            namespace: "ns".into(),
+            name: "kafka-user".into(),
+            field: "sasl.username",
+        });
         let mut o = Observed::default();
-        explain(
-            &Err(AuthError::SecretMissing {
-                namespace: "ns".into(),
-                name: "kafka-user".into(),
-                field: "sasl.username",
-            }),
-            &mut o,
-        );
+        explain(&pipeline(BASIC), &missing, &mut o);
         assert_eq!(o.degraded.as_ref().unwrap().0, CREDENTIALS_UNAVAILABLE);
+        // The topic managed elsewhere: the workers' pods report the missing Secret.
+        let mut unmanaged = pipeline(BASIC);
+        unmanaged.spec.kafka.manage_topic = false;
+        let mut o = Observed::default();
+        explain(&unmanaged, &missing, &mut o);
+        assert_eq!(o.degraded, None);
     }
 }

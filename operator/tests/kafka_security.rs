@@ -177,8 +177,12 @@ async fn topic_and_lag_over_sasl_ssl_scram_and_refusals_degrade() {
             .filter(|n| *n == 4)
     })
     .await;
-    let status = pds.get("secure").await.unwrap().status.unwrap();
-    assert_eq!(status.topic_partitions, Some(4));
+    // The status follows once the reconcile that grew the topic patches it.
+    let status = wait_for("topicPartitions 4 in the status", TIMEOUT, || async {
+        let status = pds.get("secure").await.ok()?.status?;
+        (status.topic_partitions == Some(4)).then_some(status)
+    })
+    .await;
     let degraded = status
         .conditions
         .iter()

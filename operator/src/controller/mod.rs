@@ -161,7 +161,7 @@ pub async fn reconcile(pd: Arc<PipelineDeployment>, ctx: Arc<Context>) -> Result
     observe_monitoring(&pd, caps, &mut observed);
     // The topic: failures degrade the pipeline and retry; they do not stop the reconcile.
     let topic = ctx.topics.reconcile(&pd, &kafka_auth, &mut observed).await;
-    crate::kafka_auth::explain(&kafka_auth, &mut observed);
+    crate::kafka_auth::explain(&pd, &kafka_auth, &mut observed);
     if topic.failed {
         ctx.metrics.failures.with_label_values(&["topic"]).inc();
     }

@@ -79,7 +79,7 @@ fn missing_credentials_do_not_hide_an_earlier_degradation() {
         field: "sasl.username",
     });
     let mut o = Observed::default();
-    crate::kafka_auth::explain(&missing, &mut o);
+    crate::kafka_auth::explain(&pipeline(BASIC), &missing, &mut o);
     assert_eq!(
         o.degraded.as_ref().unwrap().0,
         crate::kafka_auth::CREDENTIALS_UNAVAILABLE
@@ -88,7 +88,7 @@ fn missing_credentials_do_not_hide_an_earlier_degradation() {
         degraded: Some(("CloudNativePGMissing".into(), "m".into())),
         ..Observed::default()
     };
-    crate::kafka_auth::explain(&missing, &mut o);
+    crate::kafka_auth::explain(&pipeline(BASIC), &missing, &mut o);
     assert_eq!(o.degraded.unwrap().0, "CloudNativePGMissing");
 }
 
