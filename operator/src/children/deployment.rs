@@ -509,4 +509,79 @@ spec:
             "an empty list means no constraint"
         );
     }
+
+    #[test]
+    fn kafka_tls_files_are_mounted_from_their_secrets_and_named_by_path() {
+        let plain = serde_json::to_value(build_deployment(&pipeline(BASIC), "abc")).unwrap();
+        let volumes = plain["spec"]["template"]["spec"]["volumes"]
+            .as_array()
+            .unwrap();
+        assert!(!volumes.iter().any(|v| v["name"] == "kafka-tls"));
+
+        let mut pd = pipeline(BASIC);
+        pd.spec.kafka.security_protocol = crate::crd::SecurityProtocol::Ssl;
+        let key = |name: &str, key: &str| SecretKeyRef {
+            name: name.into(),
+            key: key.into(),
+        };
+        pd.spec.kafka.tls = Some(crate::crd::KafkaTls {
+            ca: Some(key("kafka-ca", "ca.crt")),
+            client_certificate: Some(key("kafka-client", "tls.crt")),
+            client_key: Some(key("kafka-client", "tls.key")),
+        });
+        let d = serde_json::to_value(build_deployment(&pd, "abc")).unwrap();
+        let pod = &d["spec"]["template"]["spec"];
+        let volume = pod["volumes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|v| v["name"] == "kafka-tls")
+            .unwrap();
+        let sources = volume["projected"]["sources"].as_array().unwrap();
+        let items: Vec<(&str, &str, &str)> = sources
+            .iter()
+            .map(|s| {
+                let item = &s["secret"]["items"][0];
+                (
+                    s["secret"]["name"].as_str().unwrap(),
+                    item["key"].as_str().unwrap(),
+                    item["path"].as_str().unwrap(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            items,
+            [
+                ("kafka-ca", "ca.crt", "ca.crt"),
+                ("kafka-client", "tls.crt", "tls.crt"),
+                ("kafka-client", "tls.key", "tls.key")
+            ]
+        );
+        let c = &pod["containers"][0];
+        let mount = c["volumeMounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["name"] == "kafka-tls")
+            .unwrap();
+        assert_eq!(mount["readOnly"], true);
+        let env = |name: &str| {
+            c["env"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|e| e["name"] == name)
+                .map(|e| e["value"].as_str().unwrap().to_string())
+        };
+        assert_eq!(
+            env("SLUICE_KAFKA__SSL_CA_LOCATION").as_deref(),
+            Some("/etc/sluice/kafka-tls/ca.crt")
+        );
+        assert_eq!(
+            env("SLUICE_KAFKA__SSL_KEY_LOCATION").as_deref(),
+            Some("/etc/sluice/kafka-tls/tls.key")
+        );
+        // Nothing secret in the pod spec itself: only references and paths.
+        assert!(!d.to_string().contains("BEGIN"));
+    }
 }
