@@ -48,6 +48,35 @@ async fn invalid_pipelines_are_rejected_naming_the_field() {
     );
     let cases: Vec<(&str, Value, &str)> = vec![
         (
+            "unknown deletion policy",
+            with("spec.deletionPolicy", json!("Destroy")),
+            "spec.deletionPolicy",
+        ),
+        (
+            "a Postgres parameter name with capitals and dashes",
+            with(
+                "spec.postgres",
+                json!({"cloudnativepg": {"parameters": {"Work-Mem": "64MB"}}}),
+            ),
+            "spec.postgres.cloudnativepg.parameters",
+        ),
+        (
+            "max_connections that is not a number",
+            with(
+                "spec.postgres",
+                json!({"cloudnativepg": {"parameters": {"max_connections": "lots"}}}),
+            ),
+            "spec.postgres.cloudnativepg.parameters",
+        ),
+        (
+            "a backup with neither object store nor volume snapshots",
+            with(
+                "spec.postgres",
+                json!({"cloudnativepg": {"backup": {"retentionPolicy": "30d"}}}),
+            ),
+            "spec.postgres.cloudnativepg.backup",
+        ),
+        (
             "min > max replicas",
             with(
                 "spec.workers",
@@ -480,3 +509,49 @@ trait Pipe: Sized {
     }
 }
 impl Pipe for Value {}
+
+#[tokio::test]
+async fn deletion_policies_and_postgres_settings_within_bounds_are_accepted() {
+    let ns = TestNs::new("op-validation-pg").await;
+    let api: Api<DynamicObject> = Api::namespaced_with(
+        ns.client.clone(),
+        &ns.name,
+        &kube::api::ApiResource::erase::<PipelineDeployment>(&()),
+    );
+    let cases = [
+        ("spec.deletionPolicy", json!("Retain")),
+        ("spec.deletionPolicy", json!("Delete")),
+        (
+            "spec.postgres",
+            json!({"cloudnativepg": {
+                "readReplicas": 0,
+                "enablePodMonitor": true,
+                "parameters": {"max_connections": "300", "shared_buffers": "256MB", "pg_stat_statements.max": "1000"},
+                "backup": {
+                    "barmanObjectStore": {"destinationPath": "s3://b/p", "s3Credentials": {"inheritFromIAMRole": true}},
+                    "retentionPolicy": "30d"
+                }
+            }}),
+        ),
+        (
+            "spec.postgres",
+            json!({"cloudnativepg": {"backup": {"volumeSnapshot": {"className": "csi-snap"}}}}),
+        ),
+    ];
+    for (i, (path, value)) in cases.into_iter().enumerate() {
+        let mut obj = with(path, value.clone());
+        obj["metadata"]["name"] = json!(format!("valid-{i}"));
+        let obj: DynamicObject = serde_json::from_value(obj).unwrap();
+        let stored = api
+            .create(&PostParams::default(), &obj)
+            .await
+            .unwrap_or_else(|e| panic!("{path}: {value} refused: {e}"));
+        // Nothing of the passthrough is pruned on the way in.
+        if let Some(backup) = value["cloudnativepg"].get("backup") {
+            assert_eq!(
+                &stored.data["spec"]["postgres"]["cloudnativepg"]["backup"],
+                backup
+            );
+        }
+    }
+}

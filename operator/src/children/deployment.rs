@@ -238,7 +238,8 @@ fn env(pd: &PipelineDeployment) -> Vec<EnvVar> {
         env.push(EnvVar {
             name: "DATABASE_READ_URL".into(),
             value: Some(format!(
-                "postgresql://$(DATABASE_USER):$(DATABASE_PASSWORD)@{db}-ro:5432/app"
+                "postgresql://$(DATABASE_USER):$(DATABASE_PASSWORD)@{}:5432/app",
+                super::cnpg::read_service(pd)
             )),
             ..EnvVar::default()
         });
