@@ -1,5 +1,5 @@
 //! The committed CRD (`crds/`, and its copy in the Helm chart) must be exactly what the Rust
-//! types generate: run `make crds` after changing `operator/src/crd.rs`.
+//! types generate: run `make crds` after changing `operator/src/crd/`.
 
 #[test]
 fn committed_crd_matches_the_code() {
@@ -8,8 +8,9 @@ fn committed_crd_matches_the_code() {
         "crds/sluice.dev_pipelinedeployments.yaml",
         "charts/sluice/files/sluice.dev_pipelinedeployments.yaml",
     ] {
-        let full = format!("{}/../{path}", env!("CARGO_MANIFEST_DIR"));
-        let committed = std::fs::read_to_string(&full).unwrap_or_else(|e| panic!("{path}: {e}"));
+        let full = sluice_harness::repo_root().join(path);
+        let committed =
+            std::fs::read_to_string(&full).unwrap_or_else(|e| panic!("{}: {e}", full.display()));
         assert!(committed == generated, "{path} is stale: run `make crds`");
     }
 }

@@ -2,13 +2,29 @@
 
 use std::path::{Path, PathBuf};
 
-/// The repository root (this crate lives in `tests/harness`).
+/// The repository root: the nearest workspace root above the running test's package
+/// (`CARGO_MANIFEST_DIR` as cargo sets it at run time) or the working directory. Not the
+/// path baked in at compile time: checkouts sharing one target directory reuse each other's
+/// unchanged artifacts, so a baked path can name another checkout.
 pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .ancestors()
-        .nth(2)
-        .expect("repo root")
-        .to_path_buf()
+    let starts = [
+        std::env::var_os("CARGO_MANIFEST_DIR").map(PathBuf::from),
+        std::env::current_dir().ok(),
+    ];
+    starts
+        .into_iter()
+        .flatten()
+        .find_map(|start| {
+            start
+                .ancestors()
+                .find(|dir| is_workspace_root(dir))
+                .map(Path::to_path_buf)
+        })
+        .expect("run from inside the sluice repository (no workspace Cargo.toml above)")
+}
+
+fn is_workspace_root(dir: &Path) -> bool {
+    std::fs::read_to_string(dir.join("Cargo.toml")).is_ok_and(|t| t.contains("[workspace]"))
 }
 
 /// Directory of the built binaries: `$SLUICE_BIN_DIR`, else the profile directory of the
