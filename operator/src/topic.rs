@@ -6,25 +6,18 @@
 //! The topic step of a reconcile is [`Topics::reconcile`]: [`TopicPlan::of`] decides whether
 //! the operator manages the topic at all, [`record`] turns the outcome into status
 //! observations and the Event to publish.
-//!
-//! `spec.kafka.topicSettings` (and the replication factor) are set on the topics the operator
-//! creates; on topics that exist they are compared ([`Topics::settings_differences`]) and the
-//! differences reported, never applied.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rdkafka::ClientConfig;
-use rdkafka::admin::{
-    AdminClient, AdminOptions, NewPartitions, NewTopic, ResourceSpecifier, TopicReplication,
-};
+use rdkafka::admin::{AdminClient, AdminOptions, NewPartitions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::types::RDKafkaErrorCode;
 
 use crate::children::config_map::worker_config;
-use crate::crd::PipelineDeployment;
-use crate::kafka_auth::KafkaAuth;
+use crate::crd::{PipelineDeployment, SecurityProtocol};
 use crate::status::Observed;
 
 /// What ensuring the topic did.
@@ -62,8 +55,6 @@ pub enum TopicError {
     Create { topic: String, code: String },
     #[error("add partitions to {topic}: {code}")]
     Grow { topic: String, code: String },
-    #[error("describe configs of {topic}: {message}")]
-    Describe { topic: String, message: String },
 }
 
 /// The topics of one pipeline.
@@ -75,11 +66,6 @@ pub struct TopicRequest {
     pub partitions: i32,
     pub replication_factor: i32,
     pub companions: Vec<String>,
-    /// Topic configs (`spec.kafka.topicSettings`) by topic name; topics without any are absent.
-    pub configs: BTreeMap<String, Vec<(&'static str, String)>>,
-    /// SASL credentials and TLS PEMs from the pipeline's Secrets (empty from [`TopicPlan::of`];
-    /// [`Topics::reconcile`] fills it).
-    pub auth: KafkaAuth,
 }
 
 /// What the operator does about a pipeline's topic.
@@ -87,9 +73,11 @@ pub struct TopicRequest {
 pub enum TopicPlan {
     /// `spec.kafka.manageTopic: false`: the topic is managed elsewhere.
     Unmanaged,
-    /// Create or grow the topic and create its companions (on any listener: the operator
-    /// authenticates with the pipeline's own Secrets, see `kafka_auth`).
+    /// Create or grow the topic and create its companions.
     Ensure(TopicRequest),
+    /// `manageTopic` on a SASL listener: the operator holds no Kafka credentials (it never
+    /// reads Secrets), so it cannot; the pipeline is degraded with `TopicNotManaged`.
+    NeedsCredentials,
 }
 
 impl TopicPlan {
@@ -98,17 +86,13 @@ impl TopicPlan {
         if !k.manage_topic {
             return Self::Unmanaged;
         }
+        if !matches!(
+            k.security_protocol,
+            SecurityProtocol::Plaintext | SecurityProtocol::Ssl
+        ) {
+            return Self::NeedsCredentials;
+        }
         let cfg = worker_config(pd).kafka;
-        let settings = k.topic_settings.clone().unwrap_or_default();
-        let configs = [
-            (k.topic.clone(), settings.input),
-            (cfg.dlq_topic(), settings.dlq),
-            (cfg.alerts_topic(), settings.alerts),
-        ]
-        .into_iter()
-        .filter_map(|(topic, s)| Some((topic, s?.configs())))
-        .filter(|(_, c)| !c.is_empty())
-        .collect();
         Self::Ensure(TopicRequest {
             bootstrap: k.bootstrap_servers.clone(),
             security_protocol: k.security_protocol.as_str().into(),
@@ -116,8 +100,6 @@ impl TopicPlan {
             partitions: k.partitions,
             replication_factor: k.replication_factor,
             companions: vec![cfg.dlq_topic(), cfg.alerts_topic()],
-            configs,
-            auth: KafkaAuth::default(),
         })
     }
 }
@@ -176,13 +158,19 @@ pub fn record(
     }
 }
 
-type Admin = Arc<AdminClient<DefaultClientContext>>;
+/// Records that the topic cannot be managed, unless something else already degrades the
+/// pipeline.
+fn needs_credentials(observed: &mut Observed) {
+    observed.degraded.get_or_insert((
+        "TopicNotManaged".into(),
+        "spec.kafka.manageTopic needs a PLAINTEXT or SSL listener; set it to false for SASL clusters and create the topic elsewhere".into(),
+    ));
+}
 
 /// Admin-client cache and the topic operations.
 #[derive(Default)]
 pub struct Topics {
-    /// By protocol, brokers and the Secrets used: (their versions, the client).
-    clients: Mutex<HashMap<String, (String, Admin)>>,
+    clients: Mutex<HashMap<String, Arc<AdminClient<DefaultClientContext>>>>,
     timeout: Duration,
 }
 
@@ -194,50 +182,25 @@ impl Topics {
         }
     }
 
-    /// The cached client for `req`'s brokers and credentials. A Secret that changed (another
-    /// resourceVersion) replaces the client, so a rotated password is used from the next
-    /// reconcile on.
     fn client(
         &self,
         req: &TopicRequest,
     ) -> Result<Arc<AdminClient<DefaultClientContext>>, TopicError> {
-        let versions = req.auth.identity();
-        let secrets: Vec<&str> = versions
-            .split(',')
-            .map(|s| s.split('@').next().unwrap_or_default())
-            .collect();
-        let key = format!(
-            "{}|{}|{}",
-            req.security_protocol,
-            req.bootstrap,
-            secrets.join(",")
-        );
+        let key = format!("{}|{}", req.security_protocol, req.bootstrap);
         let mut clients = self.clients.lock().expect("topic client cache poisoned");
-        if let Some((v, c)) = clients.get(&key)
-            && v == versions
-        {
+        if let Some(c) = clients.get(&key) {
             return Ok(c.clone());
         }
-        let client: AdminClient<DefaultClientContext> = self
-            .client_config(req)
-            .create()
-            .map_err(|e| TopicError::Client(e.to_string()))?;
-        let client = Arc::new(client);
-        clients.insert(key, (versions.to_string(), client.clone()));
-        Ok(client)
-    }
-
-    fn client_config(&self, req: &TopicRequest) -> ClientConfig {
-        let mut config = ClientConfig::new();
-        config
+        let client: AdminClient<DefaultClientContext> = ClientConfig::new()
             .set("bootstrap.servers", &req.bootstrap)
             .set("security.protocol", &req.security_protocol)
             .set("socket.timeout.ms", self.timeout.as_millis().to_string())
-            .set("client.id", "sluice-operator");
-        for (property, value) in req.auth.props() {
-            config.set(*property, value);
-        }
-        config
+            .set("client.id", "sluice-operator")
+            .create()
+            .map_err(|e| TopicError::Client(e.to_string()))?;
+        let client = Arc::new(client);
+        clients.insert(key, client.clone());
+        Ok(client)
     }
 
     /// Partition count of each existing topic among `names` (absent topics are left out).
@@ -246,11 +209,11 @@ impl Topics {
         admin: &Arc<AdminClient<DefaultClientContext>>,
         req: &TopicRequest,
     ) -> Result<HashMap<String, i32>, TopicError> {
-        let client = admin.clone();
+        let admin = admin.clone();
         let timeout = self.timeout;
         // All-topics metadata: asking for one topic could auto-create it on brokers that allow it.
         let md = tokio::task::spawn_blocking(move || {
-            client.inner().fetch_metadata(None, timeout).map(|md| {
+            admin.inner().fetch_metadata(None, timeout).map(|md| {
                 md.topics()
                     .iter()
                     .filter(|t| t.error().is_none())
@@ -260,117 +223,27 @@ impl Topics {
         })
         .await
         .map_err(|e| TopicError::Client(e.to_string()))?;
-        match md {
-            Ok(md) => Ok(md),
-            Err(e) => {
-                let (config, timeout) = (self.client_config(req), self.timeout);
-                let message = tokio::task::spawn_blocking(move || {
-                    crate::kafka_auth::why_refused(&config, timeout, e.to_string())
-                })
-                .await
-                .map_err(|e| TopicError::Client(e.to_string()))?;
-                Err(TopicError::Unreachable {
-                    bootstrap: req.bootstrap.clone(),
-                    message,
-                })
-            }
-        }
+        md.map_err(|e| TopicError::Unreachable {
+            bootstrap: req.bootstrap.clone(),
+            message: e.to_string(),
+        })
     }
 
     /// The topic step of a reconcile: ensures the topic when the pipeline wants it managed and
     /// records what happened in `observed`. Failures degrade the pipeline and are retried;
     /// they do not stop the other steps.
-    /// `auth` is the pipeline's Kafka credentials; when they could not be read, the topic is
-    /// left alone (`kafka_auth::explain` degrades the pipeline).
-    pub async fn reconcile(
-        &self,
-        pd: &PipelineDeployment,
-        auth: &Result<KafkaAuth, crate::kafka_auth::AuthError>,
-        observed: &mut Observed,
-    ) -> TopicStep {
+    pub async fn reconcile(&self, pd: &PipelineDeployment, observed: &mut Observed) -> TopicStep {
         match TopicPlan::of(pd) {
             TopicPlan::Unmanaged => TopicStep::default(),
-            TopicPlan::Ensure(_) if auth.is_err() => TopicStep::default(),
-            TopicPlan::Ensure(mut req) => {
-                if let Ok(auth) = auth {
-                    req.auth = auth.clone();
-                }
+            TopicPlan::NeedsCredentials => {
+                needs_credentials(observed);
+                TopicStep::default()
+            }
+            TopicPlan::Ensure(req) => {
                 let previous = pd.status.as_ref().and_then(|s| s.topic_partitions);
-                let step = record(&req.topic, self.ensure(&req).await, previous, observed);
-                if !step.failed {
-                    match self.settings_differences(&req).await {
-                        Ok(differences) => observed.topic_settings = Some(differences),
-                        Err(e) => {
-                            tracing::warn!(topic = %req.topic, error = %e, "topic settings not compared")
-                        }
-                    }
-                }
-                step
+                record(&req.topic, self.ensure(&req).await, previous, observed)
             }
         }
-    }
-
-    /// Where the pipeline's existing topics differ from the replication factor and the
-    /// configs the spec asks for (empty: they match). Read-only: nothing is altered.
-    pub async fn settings_differences(
-        &self,
-        req: &TopicRequest,
-    ) -> Result<Vec<String>, TopicError> {
-        let admin = self.client(req)?;
-        let timeout = self.timeout;
-        let replication = {
-            let admin = admin.clone();
-            let names: Vec<String> = std::iter::once(req.topic.clone())
-                .chain(req.companions.iter().cloned())
-                .collect();
-            tokio::task::spawn_blocking(move || {
-                admin.inner().fetch_metadata(None, timeout).map(|md| {
-                    md.topics()
-                        .iter()
-                        .filter(|t| t.error().is_none() && names.iter().any(|n| n == t.name()))
-                        .filter_map(|t| {
-                            let replicas = t.partitions().first()?.replicas().len();
-                            Some((t.name().to_string(), replicas as i32))
-                        })
-                        .collect::<HashMap<_, _>>()
-                })
-            })
-            .await
-            .map_err(|e| TopicError::Client(e.to_string()))?
-            .map_err(|e| TopicError::Unreachable {
-                bootstrap: req.bootstrap.clone(),
-                message: e.to_string(),
-            })?
-        };
-        let mut described = HashMap::new();
-        if !req.configs.is_empty() {
-            let opts = AdminOptions::new().request_timeout(Some(self.timeout));
-            let resources: Vec<ResourceSpecifier> = req
-                .configs
-                .keys()
-                .map(|t| ResourceSpecifier::Topic(t))
-                .collect();
-            let results = admin
-                .describe_configs(&resources, &opts)
-                .await
-                .map_err(|e| TopicError::Describe {
-                    topic: req.topic.clone(),
-                    message: e.to_string(),
-                })?;
-            for (topic, result) in req.configs.keys().zip(results) {
-                let resource = result.map_err(|code| TopicError::Describe {
-                    topic: topic.clone(),
-                    message: format!("{code:?}"),
-                })?;
-                let entries = resource
-                    .entries
-                    .into_iter()
-                    .map(|e| (e.name, e.value))
-                    .collect::<HashMap<_, _>>();
-                described.insert(topic.clone(), entries);
-            }
-        }
-        Ok(differences(req, &replication, &described))
     }
 
     /// Creates or grows the topic (never shrinks it) and creates missing companions.
@@ -390,13 +263,10 @@ impl Topics {
             let new: Vec<NewTopic> = missing
                 .iter()
                 .map(|c| {
-                    with_configs(
-                        NewTopic::new(
-                            c,
-                            req.partitions,
-                            TopicReplication::Fixed(req.replication_factor),
-                        ),
-                        req,
+                    NewTopic::new(
+                        c,
+                        req.partitions,
+                        TopicReplication::Fixed(req.replication_factor),
                     )
                 })
                 .collect();
@@ -410,13 +280,10 @@ impl Topics {
 
         match existing.get(&req.topic).copied() {
             None => {
-                let new = with_configs(
-                    NewTopic::new(
-                        &req.topic,
-                        req.partitions,
-                        TopicReplication::Fixed(req.replication_factor),
-                    ),
-                    req,
+                let new = NewTopic::new(
+                    &req.topic,
+                    req.partitions,
+                    TopicReplication::Fixed(req.replication_factor),
                 );
                 check(admin.create_topics([&new], &opts).await, |code| {
                     TopicError::Create {
@@ -444,57 +311,6 @@ impl Topics {
             Some(have) => Ok(TopicOutcome::Unchanged { partitions: have }),
         }
     }
-}
-
-/// `new` with the configs `req` asks for its topic.
-fn with_configs<'a>(new: NewTopic<'a>, req: &'a TopicRequest) -> NewTopic<'a> {
-    let configs = req
-        .configs
-        .get(new.name)
-        .map(Vec::as_slice)
-        .unwrap_or_default();
-    configs
-        .iter()
-        .fold(new, |new, (key, value)| new.set(key, value))
-}
-
-/// One line per setting where an existing topic differs from the spec, e.g.
-/// `payments: retention.ms is 604800000, spec asks 86400000`.
-fn differences(
-    req: &TopicRequest,
-    replication: &HashMap<String, i32>,
-    described: &HashMap<String, HashMap<String, Option<String>>>,
-) -> Vec<String> {
-    let mut out = Vec::new();
-    for topic in std::iter::once(&req.topic).chain(&req.companions) {
-        if let Some(&have) = replication.get(topic)
-            && have != req.replication_factor
-        {
-            out.push(format!(
-                "{topic}: replication factor is {have}, spec asks {}",
-                req.replication_factor
-            ));
-        }
-        for (key, want) in req
-            .configs
-            .get(topic)
-            .map(Vec::as_slice)
-            .unwrap_or_default()
-        {
-            let have = described
-                .get(topic)
-                .and_then(|c| c.get(*key))
-                .cloned()
-                .flatten();
-            if have.as_deref() != Some(want.as_str()) {
-                out.push(format!(
-                    "{topic}: {key} is {}, spec asks {want}",
-                    have.as_deref().unwrap_or("unset")
-                ));
-            }
-        }
-    }
-    out
 }
 
 /// Turns an admin result into an error unless every topic succeeded (or already existed:

@@ -24,11 +24,7 @@ pub fn pipeline_manifest(ns: &str, name: &str, spec: Value) -> String {
         "metadata": {"name": name, "namespace": ns},
         "spec": {
             "workers": {"image": WORKER_IMAGE, "imagePullPolicy": "IfNotPresent"},
-            // The schema the harness reads (`sluice.transactions`), not the pipeline's own default.
-            "postgres": {
-                "external": {"primaryUrl": {"name": "payments-db", "key": "primary"}},
-                "schema": "sluice",
-            },
+            "postgres": {"external": {"primaryUrl": {"name": "payments-db", "key": "primary"}}},
         },
     });
     merge(&mut manifest["spec"], spec);
