@@ -32,6 +32,10 @@ pub fn consumer_config(config: &WorkerConfig, secrets: &Secrets) -> ClientConfig
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")
+        // Partitions added to the topic are only seen at a metadata refresh, every 5 min by
+        // default: the operator grows topics, and records on a new partition would wait
+        // that long unread (the autoscaling test's 4 → 6 step missed 2/6 of its records).
+        .set("topic.metadata.refresh.interval.ms", "30000")
         .set(
             "session.timeout.ms",
             config.kafka.session_timeout_ms.to_string(),
