@@ -2,7 +2,11 @@
 # Real Apache Kafka (KRaft, one node acting as broker+controller) on 127.0.0.1.
 #
 #   hack/kafka.sh fetch               download jars into $SLUICE_CACHE/kafka/<version>/libs
-#   hack/kafka.sh start   [NAME]      start (or reuse) broker NAME; prints its env file
+#   hack/kafka.sh start   [NAME] [--secure]
+#                                     start (or reuse) broker NAME; prints its env file.
+#                                     --secure (first start only) adds a SASL_SSL listener
+#                                     (SCRAM-SHA-256/512) and an mTLS listener (SSL, client
+#                                     certificate required); see secure_env for what it prints
 #   hack/kafka.sh stop    [NAME]      stop it and delete its data
 #   hack/kafka.sh kill9   [NAME]      SIGKILL it (crash test); `start` brings it back, same port+data
 #   hack/kafka.sh status  [NAME]      "running" (exit 0) or "stopped" (exit 1)
@@ -80,8 +84,55 @@ running() { pid_alive "$(pid_of "$1")" "$(dir_of "$1")/server.properties"; }
 
 env_file() { echo "$SLUICE_RUN/kafka-$1.env"; }
 
+# Test certificates for --secure, made with openssl into DIR/tls: a CA, the broker's
+# certificate (SANs: localhost, 127.0.0.1, $SLUICE_HOST), a client certificate for mTLS and a
+# second CA that signed none of them (for "untrusted CA" tests). PEM throughout: Kafka reads
+# PEM key/trust stores (ssl.keystore.type=PEM, PKCS#8 key), librdkafka reads PEM files.
+make_certs() {
+  local t=$1/tls
+  mkdir -p "$t"
+  ossl() { openssl "$@" 2>/dev/null; }
+  ossl req -x509 -newkey rsa:2048 -nodes -days 30 -subj "/CN=sluice-test-ca" \
+    -keyout "$t/ca.key" -out "$t/ca.pem"
+  ossl req -x509 -newkey rsa:2048 -nodes -days 30 -subj "/CN=sluice-untrusted-ca" \
+    -keyout "$t/untrusted-ca.key" -out "$t/untrusted-ca.pem"
+  local who
+  for who in broker client; do
+    ossl req -newkey rsa:2048 -nodes -subj "/CN=sluice-$who" -keyout "$t/$who.key" -out "$t/$who.csr"
+    printf 'subjectAltName=DNS:localhost,IP:127.0.0.1,IP:%s\n' "$SLUICE_HOST" >"$t/$who.ext"
+    ossl x509 -req -in "$t/$who.csr" -CA "$t/ca.pem" -CAkey "$t/ca.key" -CAcreateserial \
+      -days 30 -extfile "$t/$who.ext" -out "$t/$who.pem"
+    # PKCS#8, unencrypted: what Kafka's PEM keystore accepts without ssl.key.password.
+    ossl pkcs8 -topk8 -nocrypt -in "$t/$who.key" -out "$t/$who.p8"
+    mv "$t/$who.p8" "$t/$who.key"
+    rm -f "$t/$who.csr" "$t/$who.ext"
+  done
+  cat "$t/broker.key" "$t/broker.pem" >"$t/broker-keystore.pem"
+  chmod 600 "$t"/*.key "$t/broker-keystore.pem"
+}
+
+# The extra listeners and credentials of a --secure broker, for the env file.
+secure_env() {
+  local dir=$1 host=$2
+  [[ -f $dir/secure ]] || return 0
+  local sasl mtls
+  sasl=$(sed -n 's|^advertised.listeners=.*SASL_SSL://[^:]*:\([0-9]*\).*|\1|p' "$dir/server.properties")
+  mtls=$(sed -n 's|^advertised.listeners=.*MTLS://[^:]*:\([0-9]*\).*|\1|p' "$dir/server.properties")
+  cat <<EOF
+KAFKA_SASL_SSL_BOOTSTRAP=$host:$sasl
+KAFKA_MTLS_BOOTSTRAP=$host:$mtls
+KAFKA_CA=$dir/tls/ca.pem
+KAFKA_UNTRUSTED_CA=$dir/tls/untrusted-ca.pem
+KAFKA_CLIENT_CERT=$dir/tls/client.pem
+KAFKA_CLIENT_KEY=$dir/tls/client.key
+KAFKA_SCRAM_USERNAME=sluice
+KAFKA_SCRAM_PASSWORD=$(cat "$dir/scram-password")
+EOF
+}
+
 start() {
-  local name=$1 dir; dir=$(dir_of "$name")
+  local name=$1 secure=${2:-} dir; dir=$(dir_of "$name")
+  [[ -z $secure || $secure == --secure ]] || die "unknown option $secure (want --secure)"
   if running "$name"; then
     log "kafka '$name' already running (pid $(pid_of "$name"))"
     cat "$(env_file "$name")"; return 0
@@ -92,17 +143,23 @@ start() {
     # First start: pick ports and format the storage. Later starts (e.g. after
     # kill9) reuse both, so clients keep their bootstrap address and the data.
     rm -rf "$dir/data"
-    local ports bport cport
-    ports=$(free_port 2); bport=${ports% *}; cport=${ports#* }
+    local ports bport cport sport mport listeners advertised
+    ports=$(free_port 4); read -r bport cport sport mport <<<"$ports"
+    listeners="PLAINTEXT://$SLUICE_HOST:$bport"
+    advertised="PLAINTEXT://$SLUICE_HOST:$bport"
+    if [[ -n $secure ]]; then
+      listeners+=",SASL_SSL://$SLUICE_HOST:$sport,MTLS://$SLUICE_HOST:$mport"
+      advertised+=",SASL_SSL://$SLUICE_HOST:$sport,MTLS://$SLUICE_HOST:$mport"
+    fi
     cat >"$dir/server.properties" <<EOF
 process.roles=broker,controller
 node.id=1
-listeners=PLAINTEXT://$SLUICE_HOST:$bport,CONTROLLER://127.0.0.1:$cport
-advertised.listeners=PLAINTEXT://$SLUICE_HOST:$bport
+listeners=$listeners,CONTROLLER://127.0.0.1:$cport
+advertised.listeners=$advertised
 inter.broker.listener.name=PLAINTEXT
 controller.listener.names=CONTROLLER
 controller.quorum.bootstrap.servers=127.0.0.1:$cport
-listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
+listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT,SASL_SSL:SASL_SSL,MTLS:SSL
 log.dirs=$dir/data
 # single broker: every internal topic with RF 1
 offsets.topic.replication.factor=1
@@ -123,6 +180,27 @@ broker.session.timeout.ms=3000
 num.network.threads=2
 num.io.threads=4
 EOF
+    local scram=()
+    if [[ -n $secure ]]; then
+      make_certs "$dir"
+      python3 -c 'import secrets; print(secrets.token_urlsafe(18))' >"$dir/scram-password"
+      local pw; pw=$(cat "$dir/scram-password")
+      # SCRAM users are written into the metadata log at format time (KRaft's bootstrap).
+      scram=(--add-scram "SCRAM-SHA-256=[name=sluice,password=$pw]"
+             --add-scram "SCRAM-SHA-512=[name=sluice,password=$pw]")
+      cat >>"$dir/server.properties" <<EOF
+# --secure: SASL_SSL with SCRAM, and MTLS (SSL that requires a client certificate)
+ssl.keystore.type=PEM
+ssl.keystore.location=$dir/tls/broker-keystore.pem
+ssl.truststore.type=PEM
+ssl.truststore.location=$dir/tls/ca.pem
+listener.name.mtls.ssl.client.auth=required
+sasl.enabled.mechanisms=SCRAM-SHA-256,SCRAM-SHA-512
+listener.name.sasl_ssl.scram-sha-256.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
+listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
+EOF
+      touch "$dir/secure"
+    fi
     # Cluster id: 16 random bytes, base64url without padding (22 chars), as
     # `StorageTool random-uuid` makes, but without paying a JVM start. Kafka's own
     # generator also avoids a leading '-', which CLI parsers take for an option.
@@ -132,12 +210,12 @@ while True:
     s = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
     if not s.startswith("-"): print(s); break')
     log "formatting kafka '$name' storage (cluster id $id)"
-    run_tool kafka.tools.StorageTool format --standalone -t "$id" -c "$dir/server.properties" >&2
+    run_tool kafka.tools.StorageTool format --standalone -t "$id" -c "$dir/server.properties" "${scram[@]}" >&2
     touch "$dir/meta.ok"
   fi
   local bport host
   host=$(sed -n 's|^advertised.listeners=PLAINTEXT://\([^:]*\):.*|\1|p' "$dir/server.properties")
-  bport=$(sed -n 's|^advertised.listeners=PLAINTEXT://[^:]*:||p' "$dir/server.properties")
+  bport=$(sed -n 's|^advertised.listeners=PLAINTEXT://[^:]*:\([0-9]*\).*|\1|p' "$dir/server.properties")
   [[ -f $dir/kafka.log ]] && mv "$dir/kafka.log" "$dir/kafka.log.1"
   log "starting kafka '$name' on $host:$bport"
   # setsid+nohup: the broker outlives this script and the caller's terminal/session.
@@ -158,7 +236,7 @@ while True:
     sleep 0.2
   done
   wait_for_port "$host" "$bport" 10
-  echo "KAFKA_BOOTSTRAP=$host:$bport" >"$(env_file "$name")"
+  { echo "KAFKA_BOOTSTRAP=$host:$bport"; secure_env "$dir" "$host"; } >"$(env_file "$name")"
   log "kafka '$name' ready (pid $(pid_of "$name"))"
   cat "$(env_file "$name")"
 }
@@ -191,12 +269,12 @@ bootstrap() {
 cmd=${1:-}; shift || true
 case $cmd in
   fetch) fetch ;;
-  start) start "${1:-default}" ;;
+  start) start "${1:-default}" "${2:-}" ;;
   stop) stop "${1:-default}" ;;
   kill9) kill9 "${1:-default}" ;;
   status) if running "${1:-default}"; then echo running; else echo stopped; exit 1; fi ;;
   env) cat "$(env_file "${1:-default}")" ;;
   topics) run_tool org.apache.kafka.tools.TopicCommand --bootstrap-server "$(bootstrap)" "$@" ;;
   run) run_tool "$@" ;;
-  *) sed -n '2,13s/^# \{0,1\}//p' "$0" >&2; exit 2 ;;
+  *) sed -n '2,16s/^# \{0,1\}//p' "$0" >&2; exit 2 ;;
 esac

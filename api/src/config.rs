@@ -64,10 +64,22 @@ pub struct KafkaConfig {
     pub security_protocol: String,
     /// SASL mechanism when SASL is used (PLAIN, SCRAM-SHA-256, SCRAM-SHA-512).
     pub sasl_mechanism: String,
+    /// PEM file of the CA certificates that sign the brokers' certificates (`ssl.ca.location`);
+    /// empty means the system's trust store. TLS protocols (SSL, SASL_SSL) only.
+    pub ssl_ca_location: String,
+    /// PEM file of the client certificate for mutual TLS (`ssl.certificate.location`); set
+    /// together with `ssl_key_location`, or neither.
+    pub ssl_certificate_location: String,
+    /// PEM file of the client certificate's private key (`ssl.key.location`).
+    pub ssl_key_location: String,
     /// Consumer session timeout: how long a dead worker keeps its partitions.
     pub session_timeout_ms: u32,
     /// Longest the broker holds a fetch when there is little data; bounds idle latency.
     pub fetch_wait_max_ms: u32,
+    /// Where a partition with no stored offset starts: `earliest`, `latest`, or an RFC 3339
+    /// timestamp (the first record at or after it). Resolved once per partition, at its first
+    /// assignment, and stored: a partition with a stored offset always resumes there.
+    pub start_from: String,
 }
 
 impl Default for KafkaConfig {
@@ -80,8 +92,12 @@ impl Default for KafkaConfig {
             alerts_topic: String::new(),
             security_protocol: "PLAINTEXT".into(),
             sasl_mechanism: "PLAIN".into(),
+            ssl_ca_location: String::new(),
+            ssl_certificate_location: String::new(),
+            ssl_key_location: String::new(),
             session_timeout_ms: 10_000,
             fetch_wait_max_ms: 10,
+            start_from: "earliest".into(),
         }
     }
 }
@@ -100,6 +116,34 @@ impl KafkaConfig {
             format!("{}.alerts", self.topic)
         } else {
             self.alerts_topic.clone()
+        }
+    }
+
+    /// `start_from` parsed; `None` when it is none of the accepted forms (`validate` says so).
+    pub fn start_from(&self) -> Option<StartFrom> {
+        StartFrom::parse(&self.start_from)
+    }
+}
+
+/// Where a partition with no stored offset starts (`kafka.start_from`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StartFrom {
+    /// The oldest record the topic still holds (backfill).
+    Earliest,
+    /// The end of the partition when it is first assigned: only records produced later.
+    Latest,
+    /// The first record whose Kafka timestamp is at or after this time (the end if none is).
+    Timestamp(chrono::DateTime<chrono::Utc>),
+}
+
+impl StartFrom {
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "earliest" => Some(Self::Earliest),
+            "latest" => Some(Self::Latest),
+            _ => chrono::DateTime::parse_from_rfc3339(text)
+                .ok()
+                .map(|t| Self::Timestamp(t.to_utc())),
         }
     }
 }

@@ -12,6 +12,7 @@ pub mod controller;
 pub mod crd;
 pub mod discovery;
 pub mod external_metrics;
+pub mod kafka_auth;
 pub mod leader;
 pub mod metrics;
 pub mod status;

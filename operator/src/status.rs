@@ -19,6 +19,10 @@ pub struct Observed {
     pub topic_partitions: Option<i32>,
     /// Why the topic could not be ensured.
     pub topic_error: Option<String>,
+    /// Where the existing topics differ from the spec's replication factor and
+    /// `topicSettings` (empty: they match); `None` when not compared (topic unmanaged or
+    /// unreachable).
+    pub topic_settings: Option<Vec<String>>,
     /// Why the database is not usable yet (CloudNativePG missing or still starting).
     pub database_waiting: Option<(String, String)>,
     /// A problem that needs a person (missing CRD, failed step).
@@ -36,6 +40,10 @@ pub struct Observed {
 /// Reason of `Ready=False` and `Degraded=True` when the spec calls for a worker config the
 /// worker would refuse.
 pub const INVALID_WORKER_CONFIG: &str = "InvalidWorkerConfig";
+
+/// Reason of `TopicSettingsInSync=False`: an existing topic's settings differ from the spec
+/// (reported, never altered).
+pub const TOPIC_SETTINGS_DIFFER: &str = "TopicSettingsDiffer";
 
 /// Reason of `MonitoringReady=False` when the Prometheus Operator CRDs are missing.
 pub const PROMETHEUS_OPERATOR_MISSING: &str = "PrometheusOperatorMissing";
@@ -96,7 +104,8 @@ pub struct Cond {
 }
 
 /// The conditions for an observation: Ready, Progressing, Degraded, LagKnown once the lag
-/// has been read, and MonitoringReady when monitoring objects are wanted. (Missing
+/// has been read, TopicSettingsInSync once a managed topic's settings were compared, and
+/// MonitoringReady when monitoring objects are wanted. (Missing
 /// monitoring does not make the pipeline un-Ready or Degraded: data still flows.)
 pub fn conditions(o: &Observed) -> Vec<Cond> {
     let c = |type_, status, reason: &str, message: String| Cond {
@@ -192,6 +201,26 @@ pub fn conditions(o: &Observed) -> Vec<Cond> {
                     why.clone()
                 },
             ),
+        });
+    }
+    if let Some(differences) = &o.topic_settings {
+        all.push(if differences.is_empty() {
+            c(
+                "TopicSettingsInSync",
+                true,
+                "TopicSettingsMatch",
+                "the topics have the replication factor and settings the spec asks for".into(),
+            )
+        } else {
+            c(
+                "TopicSettingsInSync",
+                false,
+                TOPIC_SETTINGS_DIFFER,
+                format!(
+                    "{}; the operator never alters an existing topic: change the topic (kafka-configs --alter) or the spec",
+                    differences.join("; ")
+                ),
+            )
         });
     }
     if let Some(m) = &o.monitoring {

@@ -6,18 +6,25 @@
 //! The topic step of a reconcile is [`Topics::reconcile`]: [`TopicPlan::of`] decides whether
 //! the operator manages the topic at all, [`record`] turns the outcome into status
 //! observations and the Event to publish.
+//!
+//! `spec.kafka.topicSettings` (and the replication factor) are set on the topics the operator
+//! creates; on topics that exist they are compared ([`Topics::settings_differences`]) and the
+//! differences reported, never applied.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rdkafka::ClientConfig;
-use rdkafka::admin::{AdminClient, AdminOptions, NewPartitions, NewTopic, TopicReplication};
+use rdkafka::admin::{
+    AdminClient, AdminOptions, NewPartitions, NewTopic, ResourceSpecifier, TopicReplication,
+};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::types::RDKafkaErrorCode;
 
 use crate::children::config_map::worker_config;
-use crate::crd::{PipelineDeployment, SecurityProtocol};
+use crate::crd::PipelineDeployment;
+use crate::kafka_auth::KafkaAuth;
 use crate::status::Observed;
 
 /// What ensuring the topic did.
@@ -55,6 +62,8 @@ pub enum TopicError {
     Create { topic: String, code: String },
     #[error("add partitions to {topic}: {code}")]
     Grow { topic: String, code: String },
+    #[error("describe configs of {topic}: {message}")]
+    Describe { topic: String, message: String },
 }
 
 /// The topics of one pipeline.
@@ -66,6 +75,11 @@ pub struct TopicRequest {
     pub partitions: i32,
     pub replication_factor: i32,
     pub companions: Vec<String>,
+    /// Topic configs (`spec.kafka.topicSettings`) by topic name; topics without any are absent.
+    pub configs: BTreeMap<String, Vec<(&'static str, String)>>,
+    /// SASL credentials and TLS PEMs from the pipeline's Secrets (empty from [`TopicPlan::of`];
+    /// [`Topics::reconcile`] fills it).
+    pub auth: KafkaAuth,
 }
 
 /// What the operator does about a pipeline's topic.
@@ -73,11 +87,9 @@ pub struct TopicRequest {
 pub enum TopicPlan {
     /// `spec.kafka.manageTopic: false`: the topic is managed elsewhere.
     Unmanaged,
-    /// Create or grow the topic and create its companions.
+    /// Create or grow the topic and create its companions (on any listener: the operator
+    /// authenticates with the pipeline's own Secrets, see `kafka_auth`).
     Ensure(TopicRequest),
-    /// `manageTopic` on a SASL listener: the operator holds no Kafka credentials (it never
-    /// reads Secrets), so it cannot; the pipeline is degraded with `TopicNotManaged`.
-    NeedsCredentials,
 }
 
 impl TopicPlan {
@@ -86,13 +98,17 @@ impl TopicPlan {
         if !k.manage_topic {
             return Self::Unmanaged;
         }
-        if !matches!(
-            k.security_protocol,
-            SecurityProtocol::Plaintext | SecurityProtocol::Ssl
-        ) {
-            return Self::NeedsCredentials;
-        }
         let cfg = worker_config(pd).kafka;
+        let settings = k.topic_settings.clone().unwrap_or_default();
+        let configs = [
+            (k.topic.clone(), settings.input),
+            (cfg.dlq_topic(), settings.dlq),
+            (cfg.alerts_topic(), settings.alerts),
+        ]
+        .into_iter()
+        .filter_map(|(topic, s)| Some((topic, s?.configs())))
+        .filter(|(_, c)| !c.is_empty())
+        .collect();
         Self::Ensure(TopicRequest {
             bootstrap: k.bootstrap_servers.clone(),
             security_protocol: k.security_protocol.as_str().into(),
@@ -100,6 +116,8 @@ impl TopicPlan {
             partitions: k.partitions,
             replication_factor: k.replication_factor,
             companions: vec![cfg.dlq_topic(), cfg.alerts_topic()],
+            configs,
+            auth: KafkaAuth::default(),
         })
     }
 }
@@ -158,19 +176,13 @@ pub fn record(
     }
 }
 
-/// Records that the topic cannot be managed, unless something else already degrades the
-/// pipeline.
-fn needs_credentials(observed: &mut Observed) {
-    observed.degraded.get_or_insert((
-        "TopicNotManaged".into(),
-        "spec.kafka.manageTopic needs a PLAINTEXT or SSL listener; set it to false for SASL clusters and create the topic elsewhere".into(),
-    ));
-}
+type Admin = Arc<AdminClient<DefaultClientContext>>;
 
 /// Admin-client cache and the topic operations.
 #[derive(Default)]
 pub struct Topics {
-    clients: Mutex<HashMap<String, Arc<AdminClient<DefaultClientContext>>>>,
+    /// By protocol, brokers and the Secrets used: (their versions, the client).
+    clients: Mutex<HashMap<String, (String, Admin)>>,
     timeout: Duration,
 }
 
@@ -182,25 +194,50 @@ impl Topics {
         }
     }
 
+    /// The cached client for `req`'s brokers and credentials. A Secret that changed (another
+    /// resourceVersion) replaces the client, so a rotated password is used from the next
+    /// reconcile on.
     fn client(
         &self,
         req: &TopicRequest,
     ) -> Result<Arc<AdminClient<DefaultClientContext>>, TopicError> {
-        let key = format!("{}|{}", req.security_protocol, req.bootstrap);
+        let versions = req.auth.identity();
+        let secrets: Vec<&str> = versions
+            .split(',')
+            .map(|s| s.split('@').next().unwrap_or_default())
+            .collect();
+        let key = format!(
+            "{}|{}|{}",
+            req.security_protocol,
+            req.bootstrap,
+            secrets.join(",")
+        );
         let mut clients = self.clients.lock().expect("topic client cache poisoned");
-        if let Some(c) = clients.get(&key) {
+        if let Some((v, c)) = clients.get(&key)
+            && v == versions
+        {
             return Ok(c.clone());
         }
-        let client: AdminClient<DefaultClientContext> = ClientConfig::new()
-            .set("bootstrap.servers", &req.bootstrap)
-            .set("security.protocol", &req.security_protocol)
-            .set("socket.timeout.ms", self.timeout.as_millis().to_string())
-            .set("client.id", "sluice-operator")
+        let client: AdminClient<DefaultClientContext> = self
+            .client_config(req)
             .create()
             .map_err(|e| TopicError::Client(e.to_string()))?;
         let client = Arc::new(client);
-        clients.insert(key, client.clone());
+        clients.insert(key, (versions.to_string(), client.clone()));
         Ok(client)
+    }
+
+    fn client_config(&self, req: &TopicRequest) -> ClientConfig {
+        let mut config = ClientConfig::new();
+        config
+            .set("bootstrap.servers", &req.bootstrap)
+            .set("security.protocol", &req.security_protocol)
+            .set("socket.timeout.ms", self.timeout.as_millis().to_string())
+            .set("client.id", "sluice-operator");
+        for (property, value) in req.auth.props() {
+            config.set(*property, value);
+        }
+        config
     }
 
     /// Partition count of each existing topic among `names` (absent topics are left out).
@@ -209,11 +246,11 @@ impl Topics {
         admin: &Arc<AdminClient<DefaultClientContext>>,
         req: &TopicRequest,
     ) -> Result<HashMap<String, i32>, TopicError> {
-        let admin = admin.clone();
+        let client = admin.clone();
         let timeout = self.timeout;
         // All-topics metadata: asking for one topic could auto-create it on brokers that allow it.
         let md = tokio::task::spawn_blocking(move || {
-            admin.inner().fetch_metadata(None, timeout).map(|md| {
+            client.inner().fetch_metadata(None, timeout).map(|md| {
                 md.topics()
                     .iter()
                     .filter(|t| t.error().is_none())
@@ -223,27 +260,117 @@ impl Topics {
         })
         .await
         .map_err(|e| TopicError::Client(e.to_string()))?;
-        md.map_err(|e| TopicError::Unreachable {
-            bootstrap: req.bootstrap.clone(),
-            message: e.to_string(),
-        })
+        match md {
+            Ok(md) => Ok(md),
+            Err(e) => {
+                let (config, timeout) = (self.client_config(req), self.timeout);
+                let message = tokio::task::spawn_blocking(move || {
+                    crate::kafka_auth::why_refused(&config, timeout, e.to_string())
+                })
+                .await
+                .map_err(|e| TopicError::Client(e.to_string()))?;
+                Err(TopicError::Unreachable {
+                    bootstrap: req.bootstrap.clone(),
+                    message,
+                })
+            }
+        }
     }
 
     /// The topic step of a reconcile: ensures the topic when the pipeline wants it managed and
     /// records what happened in `observed`. Failures degrade the pipeline and are retried;
     /// they do not stop the other steps.
-    pub async fn reconcile(&self, pd: &PipelineDeployment, observed: &mut Observed) -> TopicStep {
+    /// `auth` is the pipeline's Kafka credentials; when they could not be read, the topic is
+    /// left alone (`kafka_auth::explain` degrades the pipeline).
+    pub async fn reconcile(
+        &self,
+        pd: &PipelineDeployment,
+        auth: &Result<KafkaAuth, crate::kafka_auth::AuthError>,
+        observed: &mut Observed,
+    ) -> TopicStep {
         match TopicPlan::of(pd) {
             TopicPlan::Unmanaged => TopicStep::default(),
-            TopicPlan::NeedsCredentials => {
-                needs_credentials(observed);
-                TopicStep::default()
-            }
-            TopicPlan::Ensure(req) => {
+            TopicPlan::Ensure(_) if auth.is_err() => TopicStep::default(),
+            TopicPlan::Ensure(mut req) => {
+                if let Ok(auth) = auth {
+                    req.auth = auth.clone();
+                }
                 let previous = pd.status.as_ref().and_then(|s| s.topic_partitions);
-                record(&req.topic, self.ensure(&req).await, previous, observed)
+                let step = record(&req.topic, self.ensure(&req).await, previous, observed);
+                if !step.failed {
+                    match self.settings_differences(&req).await {
+                        Ok(differences) => observed.topic_settings = Some(differences),
+                        Err(e) => {
+                            tracing::warn!(topic = %req.topic, error = %e, "topic settings not compared")
+                        }
+                    }
+                }
+                step
             }
         }
+    }
+
+    /// Where the pipeline's existing topics differ from the replication factor and the
+    /// configs the spec asks for (empty: they match). Read-only: nothing is altered.
+    pub async fn settings_differences(
+        &self,
+        req: &TopicRequest,
+    ) -> Result<Vec<String>, TopicError> {
+        let admin = self.client(req)?;
+        let timeout = self.timeout;
+        let replication = {
+            let admin = admin.clone();
+            let names: Vec<String> = std::iter::once(req.topic.clone())
+                .chain(req.companions.iter().cloned())
+                .collect();
+            tokio::task::spawn_blocking(move || {
+                admin.inner().fetch_metadata(None, timeout).map(|md| {
+                    md.topics()
+                        .iter()
+                        .filter(|t| t.error().is_none() && names.iter().any(|n| n == t.name()))
+                        .filter_map(|t| {
+                            let replicas = t.partitions().first()?.replicas().len();
+                            Some((t.name().to_string(), replicas as i32))
+                        })
+                        .collect::<HashMap<_, _>>()
+                })
+            })
+            .await
+            .map_err(|e| TopicError::Client(e.to_string()))?
+            .map_err(|e| TopicError::Unreachable {
+                bootstrap: req.bootstrap.clone(),
+                message: e.to_string(),
+            })?
+        };
+        let mut described = HashMap::new();
+        if !req.configs.is_empty() {
+            let opts = AdminOptions::new().request_timeout(Some(self.timeout));
+            let resources: Vec<ResourceSpecifier> = req
+                .configs
+                .keys()
+                .map(|t| ResourceSpecifier::Topic(t))
+                .collect();
+            let results = admin
+                .describe_configs(&resources, &opts)
+                .await
+                .map_err(|e| TopicError::Describe {
+                    topic: req.topic.clone(),
+                    message: e.to_string(),
+                })?;
+            for (topic, result) in req.configs.keys().zip(results) {
+                let resource = result.map_err(|code| TopicError::Describe {
+                    topic: topic.clone(),
+                    message: format!("{code:?}"),
+                })?;
+                let entries = resource
+                    .entries
+                    .into_iter()
+                    .map(|e| (e.name, e.value))
+                    .collect::<HashMap<_, _>>();
+                described.insert(topic.clone(), entries);
+            }
+        }
+        Ok(differences(req, &replication, &described))
     }
 
     /// Creates or grows the topic (never shrinks it) and creates missing companions.
@@ -263,10 +390,13 @@ impl Topics {
             let new: Vec<NewTopic> = missing
                 .iter()
                 .map(|c| {
-                    NewTopic::new(
-                        c,
-                        req.partitions,
-                        TopicReplication::Fixed(req.replication_factor),
+                    with_configs(
+                        NewTopic::new(
+                            c,
+                            req.partitions,
+                            TopicReplication::Fixed(req.replication_factor),
+                        ),
+                        req,
                     )
                 })
                 .collect();
@@ -280,10 +410,13 @@ impl Topics {
 
         match existing.get(&req.topic).copied() {
             None => {
-                let new = NewTopic::new(
-                    &req.topic,
-                    req.partitions,
-                    TopicReplication::Fixed(req.replication_factor),
+                let new = with_configs(
+                    NewTopic::new(
+                        &req.topic,
+                        req.partitions,
+                        TopicReplication::Fixed(req.replication_factor),
+                    ),
+                    req,
                 );
                 check(admin.create_topics([&new], &opts).await, |code| {
                     TopicError::Create {
@@ -311,6 +444,57 @@ impl Topics {
             Some(have) => Ok(TopicOutcome::Unchanged { partitions: have }),
         }
     }
+}
+
+/// `new` with the configs `req` asks for its topic.
+fn with_configs<'a>(new: NewTopic<'a>, req: &'a TopicRequest) -> NewTopic<'a> {
+    let configs = req
+        .configs
+        .get(new.name)
+        .map(Vec::as_slice)
+        .unwrap_or_default();
+    configs
+        .iter()
+        .fold(new, |new, (key, value)| new.set(key, value))
+}
+
+/// One line per setting where an existing topic differs from the spec, e.g.
+/// `payments: retention.ms is 604800000, spec asks 86400000`.
+fn differences(
+    req: &TopicRequest,
+    replication: &HashMap<String, i32>,
+    described: &HashMap<String, HashMap<String, Option<String>>>,
+) -> Vec<String> {
+    let mut out = Vec::new();
+    for topic in std::iter::once(&req.topic).chain(&req.companions) {
+        if let Some(&have) = replication.get(topic)
+            && have != req.replication_factor
+        {
+            out.push(format!(
+                "{topic}: replication factor is {have}, spec asks {}",
+                req.replication_factor
+            ));
+        }
+        for (key, want) in req
+            .configs
+            .get(topic)
+            .map(Vec::as_slice)
+            .unwrap_or_default()
+        {
+            let have = described
+                .get(topic)
+                .and_then(|c| c.get(*key))
+                .cloned()
+                .flatten();
+            if have.as_deref() != Some(want.as_str()) {
+                out.push(format!(
+                    "{topic}: {key} is {}, spec asks {want}",
+                    have.as_deref().unwrap_or("unset")
+                ));
+            }
+        }
+    }
+    out
 }
 
 /// Turns an admin result into an error unless every topic succeeded (or already existed:

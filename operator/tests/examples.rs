@@ -108,6 +108,26 @@ async fn each_example_becomes_a_pipeline() {
             pod.service_account_name.as_deref(),
             Some(format!("{name}-worker").as_str())
         );
+        // The pod knobs (spec.workers) as the example sets them; worker_pods.rs checks each.
+        let w = &want.spec.workers;
+        assert_eq!(
+            pod.tolerations.clone().unwrap_or_default(),
+            w.tolerations,
+            "{file}: tolerations"
+        );
+        assert_eq!(
+            pod.node_selector.clone().unwrap_or_default(),
+            w.node_selector,
+            "{file}: nodeSelector"
+        );
+        assert_eq!(pod.affinity, w.affinity, "{file}: affinity");
+        if let Some(spread) = &w.topology_spread_constraints {
+            assert_eq!(
+                pod.topology_spread_constraints.as_ref(),
+                Some(spread).filter(|s| !s.is_empty()),
+                "{file}: topologySpreadConstraints"
+            );
+        }
         let c = &pod.containers[0];
         assert_eq!(c.image.as_deref(), Some(want.spec.workers.image.as_str()));
         assert_eq!(
@@ -188,7 +208,10 @@ async fn each_example_becomes_a_pipeline() {
             .unwrap();
         assert_eq!(cluster.is_some(), cnpg_wanted, "{file}: CNPG Cluster");
         if let Some(cluster) = cluster {
-            assert_owned(&cluster, &pd);
+            // The database outlives its pipeline (deletionPolicy Retain): no owner for the
+            // garbage collector to follow, the pipeline's labels instead.
+            assert!(cluster.owner_references().is_empty(), "{file}: Cluster owner");
+            assert!(cnpg::is_pipelines(&pd, &cluster.metadata), "{file}: Cluster labels");
             let replicas = want
                 .spec
                 .postgres

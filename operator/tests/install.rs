@@ -217,15 +217,21 @@ fn default_render_validates_on_the_server() {
             "{absent} rendered by default"
         );
     }
-    // Secrets: the operator reads none.
+    // Secrets: only `get`, of the Kafka credentials a pipeline names; never list or watch.
     let rules = &find(&d, "ClusterRole", "sluice-operator").unwrap()["rules"];
-    assert!(
-        !rules.as_array().unwrap().iter().any(|r| r["resources"]
-            .as_array()
-            .unwrap()
-            .contains(&"secrets".into())),
-        "{rules}"
-    );
+    let secret_verbs: Vec<&Value> = rules
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| {
+            r["resources"]
+                .as_array()
+                .unwrap()
+                .contains(&"secrets".into())
+        })
+        .flat_map(|r| r["verbs"].as_array().unwrap())
+        .collect();
+    assert_eq!(secret_verbs, [&Value::from("get")], "{rules}");
 }
 
 #[test]

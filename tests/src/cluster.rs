@@ -24,7 +24,11 @@ pub fn pipeline_manifest(ns: &str, name: &str, spec: Value) -> String {
         "metadata": {"name": name, "namespace": ns},
         "spec": {
             "workers": {"image": WORKER_IMAGE, "imagePullPolicy": "IfNotPresent"},
-            "postgres": {"external": {"primaryUrl": {"name": "payments-db", "key": "primary"}}},
+            // The schema the harness reads (`sluice.transactions`), not the pipeline's own default.
+            "postgres": {
+                "external": {"primaryUrl": {"name": "payments-db", "key": "primary"}},
+                "schema": "sluice",
+            },
         },
     });
     merge(&mut manifest["spec"], spec);

@@ -160,6 +160,47 @@ pub async fn load_stored_offsets(
         .collect())
 }
 
+/// Whether any partition of the pipeline has a stored offset: it has started, so partitions
+/// without one were added to the topic later.
+pub async fn pipeline_started(pool: &PgPool, group: &str, topic: &str) -> Result<bool> {
+    Ok(sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM consumer_offsets
+                        WHERE group_id = $1 AND topic = $2 AND next_offset IS NOT NULL)",
+    )
+    .bind(group)
+    .bind(topic)
+    .fetch_one(pool)
+    .await?)
+}
+
+/// Stores where partitions with nothing stored yet start (`starts`: partition, next offset),
+/// so the `kafka.start_from` choice is made once per partition: a later owner resumes there
+/// instead of resolving it again (`latest` again would skip what was produced in between).
+/// Partitions without a row get one; a row that already holds an offset is left alone
+/// (compare-and-set against NULL).
+pub async fn store_start_offsets(
+    pool: &PgPool,
+    group: &str,
+    topic: &str,
+    starts: &[(i32, i64)],
+) -> Result<()> {
+    let (partitions, offsets): (Vec<i32>, Vec<i64>) = starts.iter().copied().unzip();
+    sqlx::query(
+        "INSERT INTO consumer_offsets AS o (group_id, topic, partition, next_offset)
+         SELECT $1, $2, v.partition, v.next FROM unnest($3::int[], $4::bigint[]) AS v(partition, next)
+         ON CONFLICT (group_id, topic, partition) DO UPDATE
+           SET next_offset = EXCLUDED.next_offset, updated_at = now()
+           WHERE o.next_offset IS NULL",
+    )
+    .bind(group)
+    .bind(topic)
+    .bind(&partitions)
+    .bind(&offsets)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
 /// Persisted scoring state of the customers of `partitions`, to warm a worker that gains them.
 pub async fn load_profiles(pool: &PgPool, partitions: &[i32]) -> Result<Vec<ProfileRow>> {
     Ok(sqlx::query_as(

@@ -1,14 +1,21 @@
 //! Kafka client settings for the consumer and the DLQ/alerts producer, and creation of the
 //! output topics.
+//!
+//! TLS material comes as files (`kafka.ssl_*_location`, mounted from Secrets), SASL
+//! credentials from the environment ([`Secrets`]); neither is ever logged.
 
 use crate::config::Secrets;
 use anyhow::Result;
 use rdkafka::ClientConfig;
+use rdkafka::ClientContext;
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
+use rdkafka::error::KafkaError;
 use rdkafka::producer::FutureProducer;
 use rdkafka::types::RDKafkaErrorCode;
 use sluice_api::WorkerConfig;
+use std::sync::Mutex;
 use std::time::Duration;
 
 fn base(config: &WorkerConfig, secrets: &Secrets) -> ClientConfig {
@@ -16,6 +23,18 @@ fn base(config: &WorkerConfig, secrets: &Secrets) -> ClientConfig {
     c.set("bootstrap.servers", &config.kafka.bootstrap_servers)
         .set("security.protocol", &config.kafka.security_protocol)
         .set("client.id", format!("sluice-worker-{}", config.pipeline));
+    for (property, file) in [
+        ("ssl.ca.location", &config.kafka.ssl_ca_location),
+        (
+            "ssl.certificate.location",
+            &config.kafka.ssl_certificate_location,
+        ),
+        ("ssl.key.location", &config.kafka.ssl_key_location),
+    ] {
+        if !file.is_empty() {
+            c.set(property, file);
+        }
+    }
     if let Some((user, password)) = &secrets.kafka_sasl {
         c.set("sasl.mechanism", &config.kafka.sasl_mechanism)
             .set("sasl.username", user)
@@ -68,8 +87,63 @@ pub fn producer(config: &WorkerConfig, secrets: &Secrets) -> Result<FutureProduc
         .create()?)
 }
 
+/// Keeps the last authentication or TLS failure librdkafka reported for a client: a failed
+/// request only says "timed out" or "transport failure", the reason (bad password, untrusted
+/// certificate) comes to the error callback, followed by transport errors that must not hide it.
+#[derive(Default)]
+struct SecurityFailure(Mutex<Option<String>>);
+
+impl ClientContext for SecurityFailure {
+    fn error(&self, error: KafkaError, reason: &str) {
+        let refused = matches!(
+            error.rdkafka_error_code(),
+            Some(
+                RDKafkaErrorCode::Authentication
+                    | RDKafkaErrorCode::SaslAuthenticationFailed
+                    | RDKafkaErrorCode::SSL
+            )
+        ) || reason.contains("SASL authentication error")
+            || reason.contains("SSL handshake failed");
+        if refused {
+            *self.0.lock().expect("security failure poisoned") = Some(reason.to_string());
+        } else {
+            tracing::debug!(%error, reason, "Kafka client error");
+        }
+    }
+}
+
+impl ConsumerContext for SecurityFailure {}
+
+impl SecurityFailure {
+    fn get(&self) -> Option<String> {
+        self.0.lock().expect("security failure poisoned").clone()
+    }
+}
+
+/// librdkafka's words if Kafka refuses a client with the worker's settings. An admin client
+/// never polls the error events that carry them, so a throw-away consumer (no group: it joins
+/// none) fetches metadata and polls its own. Blocking, about a second or two.
+fn why_refused(config: &WorkerConfig, secrets: &Secrets) -> Option<String> {
+    let probe: BaseConsumer<SecurityFailure> = base(config, secrets)
+        .create_with_context(SecurityFailure::default())
+        .ok()?;
+    let _ = probe.fetch_metadata(None, Duration::from_secs(5));
+    for _ in 0..20 {
+        if let Some(reason) = probe.context().get() {
+            return Some(reason);
+        }
+        let _ = probe.poll(Duration::from_millis(50));
+    }
+    probe.context().get()
+}
+
 /// Create the DLQ and alerts topics with the input topic's partition count when missing
 /// (the operator normally does; a hand-run worker should not depend on auto-creation).
+///
+/// A broker that refuses the worker's credentials or certificate does not stop the worker:
+/// exiting would only crash-loop the pod. It logs why and goes on; the consumer keeps
+/// reconnecting, logging and counting each failure (`sluice_errors_total{error="poll"}`),
+/// and the operator's `Degraded` condition names the reason.
 pub async fn ensure_output_topics(config: &WorkerConfig, secrets: &Secrets) -> Result<()> {
     let admin: AdminClient<DefaultClientContext> = base(config, secrets).create()?;
     let partitions = {
@@ -78,7 +152,21 @@ pub async fn ensure_output_topics(config: &WorkerConfig, secrets: &Secrets) -> R
             admin
                 .inner()
                 .fetch_metadata(Some(&topic), Duration::from_secs(10))
-        })?;
+        });
+        let meta = match meta {
+            Ok(meta) => meta,
+            Err(e) => match tokio::task::block_in_place(|| why_refused(config, secrets)) {
+                Some(refused) => {
+                    tracing::error!(
+                        reason = %refused,
+                        bootstrap = %config.kafka.bootstrap_servers,
+                        "Kafka refused the worker's credentials or TLS settings; output topics not checked, the consumer keeps retrying"
+                    );
+                    return Ok(());
+                }
+                None => return Err(e.into()),
+            },
+        };
         meta.topics()
             .first()
             .map(|t| t.partitions().len())

@@ -24,12 +24,25 @@ const DESCRIPTIONS: &[(&str, &str)] = &[
         "PLAIN | SCRAM-SHA-256 | SCRAM-SHA-512",
     ),
     (
+        "kafka.ssl_ca_location",
+        "CA bundle (PEM file); empty = system trust",
+    ),
+    (
+        "kafka.ssl_certificate_location",
+        "mTLS client certificate (PEM file)",
+    ),
+    ("kafka.ssl_key_location", "mTLS client key (PEM file)"),
+    (
         "kafka.session_timeout_ms",
         "how long a dead worker keeps its partitions",
     ),
     (
         "kafka.fetch_wait_max_ms",
         "broker fetch wait; bounds latency at low rates",
+    ),
+    (
+        "kafka.start_from",
+        "new partitions: earliest | latest | RFC 3339 time",
     ),
     ("postgres.schema", "schema of the pipeline's tables"),
     ("postgres.max_connections", "pool size"),

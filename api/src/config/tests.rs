@@ -235,3 +235,65 @@ fn lateness_is_a_bounded_span() {
     assert_eq!(field(365 * 86_400), None);
     assert_eq!(field(u64::MAX), Some("analytics.allowed_lateness_secs"));
 }
+
+#[test]
+fn start_from_is_earliest_latest_or_a_timestamp() {
+    let field = |s: &str| refused_field(|c| c.kafka.start_from = s.into());
+    for good in [
+        "earliest",
+        "latest",
+        "2026-01-31T00:00:00Z",
+        "2026-01-31T01:02:03.456+02:00",
+    ] {
+        assert_eq!(field(good), None, "{good}");
+    }
+    for bad in ["", "Earliest", "now", "2026-01-31", "2026-01-31 00:00:00"] {
+        assert_eq!(field(bad), Some("kafka.start_from"), "{bad}");
+    }
+    let at = |s: &str| StartFrom::parse(s);
+    assert_eq!(at("earliest"), Some(StartFrom::Earliest));
+    assert_eq!(
+        at("2026-01-31T02:00:00+02:00"),
+        Some(StartFrom::Timestamp(
+            "2026-01-31T00:00:00Z".parse().unwrap()
+        ))
+    );
+}
+
+#[test]
+fn tls_files_need_a_tls_protocol_and_come_as_a_pair() {
+    let tls = |c: &mut WorkerConfig| c.kafka.security_protocol = "SASL_SSL".into();
+    assert_eq!(
+        refused_field(|c| {
+            tls(c);
+            c.kafka.ssl_ca_location = "/etc/ca.pem".into();
+        }),
+        None
+    );
+    assert_eq!(
+        refused_field(|c| c.kafka.ssl_ca_location = "/etc/ca.pem".into()),
+        Some("kafka.ssl_ca_location")
+    );
+    assert_eq!(
+        refused_field(|c| {
+            tls(c);
+            c.kafka.ssl_certificate_location = "/etc/tls.crt".into();
+        }),
+        Some("kafka.ssl_key_location")
+    );
+    assert_eq!(
+        refused_field(|c| {
+            tls(c);
+            c.kafka.ssl_key_location = "/etc/tls.key".into();
+        }),
+        Some("kafka.ssl_certificate_location")
+    );
+    assert_eq!(
+        refused_field(|c| {
+            tls(c);
+            c.kafka.ssl_certificate_location = "/etc/tls.crt".into();
+            c.kafka.ssl_key_location = "/etc/tls.key".into();
+        }),
+        None
+    );
+}

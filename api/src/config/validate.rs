@@ -191,6 +191,7 @@ fn kafka(k: &KafkaConfig) -> Result<(), ConfigError> {
         &k.sasl_mechanism,
         &bounds::SASL_MECHANISMS,
     )?;
+    kafka_tls(k)?;
     at_least(
         "kafka.session_timeout_ms",
         k.session_timeout_ms,
@@ -208,7 +209,54 @@ fn kafka(k: &KafkaConfig) -> Result<(), ConfigError> {
         k.fetch_wait_max_ms,
         bounds::MAX_FETCH_WAIT_MS,
         " (librdkafka: socket.timeout.ms - 1000)",
-    )
+    )?;
+    if k.start_from().is_none() {
+        return refuse(
+            "kafka.start_from",
+            format!(
+                "must be earliest, latest or an RFC 3339 timestamp (e.g. 2026-01-31T00:00:00Z), got {:?}",
+                k.start_from
+            ),
+        );
+    }
+    Ok(())
+}
+
+/// TLS files make sense only on a TLS protocol, and a client certificate needs its key.
+fn kafka_tls(k: &KafkaConfig) -> Result<(), ConfigError> {
+    let tls = k.security_protocol.to_ascii_uppercase().ends_with("SSL");
+    for (field, value) in [
+        ("kafka.ssl_ca_location", &k.ssl_ca_location),
+        (
+            "kafka.ssl_certificate_location",
+            &k.ssl_certificate_location,
+        ),
+        ("kafka.ssl_key_location", &k.ssl_key_location),
+    ] {
+        if !value.is_empty() && !tls {
+            return refuse(
+                field,
+                format!(
+                    "needs security_protocol SSL or SASL_SSL, got {}",
+                    k.security_protocol
+                ),
+            );
+        }
+    }
+    match (
+        k.ssl_certificate_location.is_empty(),
+        k.ssl_key_location.is_empty(),
+    ) {
+        (false, true) => refuse(
+            "kafka.ssl_key_location",
+            "must be set with ssl_certificate_location (the client certificate's key)",
+        ),
+        (true, false) => refuse(
+            "kafka.ssl_certificate_location",
+            "must be set with ssl_key_location (the key's certificate)",
+        ),
+        _ => Ok(()),
+    }
 }
 
 fn postgres(p: &PostgresConfig) -> Result<(), ConfigError> {

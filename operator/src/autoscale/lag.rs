@@ -37,7 +37,7 @@ use std::time::{Duration, SystemTime};
 use crate::crd::PipelineDeployment;
 
 /// Where one pipeline's lag is read: the brokers, the topic and the consumer group.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct LagTarget {
     /// `bootstrap.servers`.
     pub bootstrap: String,
@@ -46,9 +46,22 @@ pub struct LagTarget {
     pub topic: String,
     /// The workers' consumer group ([`PipelineDeployment::consumer_group`]).
     pub group: String,
-    /// Further librdkafka properties, e.g. SASL credentials the caller resolved (the operator
-    /// itself reads no Secrets, so SASL pipelines need the caller to supply them).
+    /// Further librdkafka properties: SASL credentials and TLS PEMs from the pipeline's
+    /// Secrets (`kafka_auth`). Secret values: never logged (the `Debug` of a target is not).
     pub extra: Vec<(String, String)>,
+}
+
+impl std::fmt::Debug for LagTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let extra: Vec<&str> = self.extra.iter().map(|(k, _)| k.as_str()).collect();
+        f.debug_struct("LagTarget")
+            .field("bootstrap", &self.bootstrap)
+            .field("security_protocol", &self.security_protocol)
+            .field("topic", &self.topic)
+            .field("group", &self.group)
+            .field("extra", &extra)
+            .finish()
+    }
 }
 
 impl LagTarget {

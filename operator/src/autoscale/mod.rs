@@ -154,6 +154,35 @@ impl Autoscaler {
             .await
     }
 
+    /// [`Self::observe`] with further client properties: the SASL credentials and TLS PEMs
+    /// read from the pipeline's Secrets (`kafka_auth`).
+    pub async fn observe_with(
+        &self,
+        pd: &PipelineDeployment,
+        props: &[(&'static str, String)],
+        ready_workers: i32,
+    ) -> Observation {
+        let mut target = LagTarget::of(pd);
+        target.extra = props
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.clone()))
+            .collect();
+        self.observe_target(&key(pd), &target, ready_workers).await
+    }
+
+    /// An Unknown reading of the pipeline's lag that was not even attempted (`reason`), e.g.
+    /// because its credentials could not be read.
+    pub fn unreadable(&self, pd: &PipelineDeployment, reason: String) -> Observation {
+        let target = LagTarget::of(pd);
+        self.record(
+            &key(pd),
+            &scope(&target),
+            LagReading::Unknown { reason },
+            0,
+            Instant::now(),
+        )
+    }
+
     /// [`Self::observe`] with an explicit target, e.g. with SASL properties in
     /// [`LagTarget::extra`]; `key` names the pipeline's rate window.
     pub async fn observe_target(

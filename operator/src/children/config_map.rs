@@ -39,10 +39,11 @@ pub fn worker_config(pd: &PipelineDeployment) -> WorkerConfig {
                 .map_or(base.kafka.sasl_mechanism.clone(), |x| {
                     x.mechanism.as_str().into()
                 }),
+            start_from: s.kafka.start_from.clone(),
             ..base.kafka
         },
         postgres: PostgresConfig {
-            schema: s.postgres.schema.clone(),
+            schema: pd.schema(),
             max_connections: u32::try_from(s.postgres.max_connections).unwrap_or(0),
             ..base.postgres
         },
@@ -163,7 +164,7 @@ mod tests {
                 p.spec.postgres.max_connections =
                     int(&["postgres", "maxConnections"], "maximum") as i32
             }),
-            Box::new(|p| p.spec.postgres.schema = "s".repeat(len(&["postgres", "schema"]))),
+            Box::new(|p| p.spec.postgres.schema = Some("s".repeat(len(&["postgres", "schema"])))),
             Box::new(|p| p.spec.kafka.topic = "t".repeat(len(&["kafka", "topic"]))),
             Box::new(|p| p.spec.kafka.topic = "...".into()),
             Box::new(|p| {
@@ -243,7 +244,15 @@ mod tests {
         assert_eq!(c.analytics, w.analytics);
         assert_eq!(c.retention, w.retention);
         assert_eq!(c.fraud, w.fraud);
-        assert_eq!(c.postgres, w.postgres);
+        // The schema alone differs: without spec.postgres.schema a pipeline has its own.
+        assert_eq!(c.postgres.schema, "sluice_ns_payments");
+        assert_eq!(
+            PostgresConfig {
+                schema: w.postgres.schema.clone(),
+                ..c.postgres.clone()
+            },
+            w.postgres
+        );
         assert_eq!(c.kafka.security_protocol, w.kafka.security_protocol);
         assert_eq!(c.kafka.sasl_mechanism, w.kafka.sasl_mechanism);
     }

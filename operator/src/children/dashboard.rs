@@ -51,10 +51,11 @@ pub fn pipeline_dashboard(pd: &PipelineDeployment) -> Value {
     let uid = format!("sluice-{uid}");
     d["uid"] = json!(&uid[..uid.len().min(MAX_UID_LEN)]);
     d["title"] = json!(format!("sluice {ns}/{name}"));
+    let schema = pd.schema();
     let defaults = [
         ("namespace", ns.as_str()),
         ("pipeline", name.as_str()),
-        ("schema", pd.spec.postgres.schema.as_str()),
+        ("schema", schema.as_str()),
     ];
     for var in d["templating"]["list"]
         .as_array_mut()
@@ -119,7 +120,8 @@ mod tests {
         for (var, value) in [
             ("namespace", "ns"),
             ("pipeline", "payments"),
-            ("schema", "sluice"),
+            // A pipeline without spec.postgres.schema has its own.
+            ("schema", "sluice_ns_payments"),
         ] {
             assert_eq!(variable(&d, var)["current"]["value"], value, "{var}");
         }
@@ -133,14 +135,14 @@ mod tests {
     fn uid_differs_per_pipeline_and_schema_follows_the_spec() {
         let mut a = pipeline(BASIC);
         a.metadata.uid = Some("11111111-2222-3333-4444-555555555555".into());
-        a.spec.postgres.schema = "eu_payments".into();
+        a.spec.postgres.schema = Some("eu_payments".into());
         let mut b = pipeline(BASIC);
         b.metadata.uid = Some("66666666-2222-3333-4444-555555555555".into());
         let (da, db) = (pipeline_dashboard(&a), pipeline_dashboard(&b));
         assert_ne!(da["uid"], db["uid"]);
         assert_eq!(da["uid"], pipeline_dashboard(&a)["uid"], "stable");
         assert_eq!(variable(&da, "schema")["query"], "eu_payments");
-        assert_eq!(variable(&db, "schema")["query"], "sluice");
+        assert_eq!(variable(&db, "schema")["query"], "sluice_ns_payments");
     }
 
     /// What Grafana needs of the file beyond its schema (`hack/dashcheck` checks that): unique

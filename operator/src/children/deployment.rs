@@ -9,9 +9,10 @@ use k8s_openapi::api::apps::v1::{
 };
 use k8s_openapi::api::core::v1::{
     Capabilities, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource, EnvVar,
-    EnvVarSource, HTTPGetAction, ObjectFieldSelector, PodSecurityContext, PodSpec, PodTemplateSpec,
-    Probe, ResourceRequirements, SeccompProfile, SecretKeySelector, SecurityContext, Volume,
-    VolumeMount,
+    EnvVarSource, HTTPGetAction, KeyToPath, ObjectFieldSelector, PodSecurityContext, PodSpec,
+    PodTemplateSpec, Probe, ProjectedVolumeSource, ResourceRequirements, SeccompProfile,
+    SecretKeySelector, SecretProjection, SecurityContext, TopologySpreadConstraint, Volume,
+    VolumeMount, VolumeProjection,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
@@ -30,8 +31,19 @@ const RUN_AS: i64 = 65532;
 pub fn build_deployment(pd: &PipelineDeployment, config_hash: &str) -> Deployment {
     let names = Names::of(pd);
     let w = &pd.spec.workers;
-    let mut template_labels = labels(pd, "worker");
+    // spec.workers.podLabels / podAnnotations first, so the operator's own win on a clash
+    // (the CRD refuses the clashing keys anyway).
+    let mut template_labels = w.pod_labels.clone();
+    template_labels.extend(labels(pd, "worker"));
     template_labels.remove("app.kubernetes.io/managed-by");
+    let mut template_annotations = w.pod_annotations.clone();
+    template_annotations.extend([
+        (CONFIG_HASH_ANNOTATION.to_string(), config_hash.to_string()),
+        (
+            "kubectl.kubernetes.io/default-container".into(),
+            "worker".into(),
+        ),
+    ]);
     let container = Container {
         name: "worker".into(),
         image: Some(w.image.clone()),
@@ -61,19 +73,24 @@ pub fn build_deployment(pd: &PipelineDeployment, config_hash: &str) -> Deploymen
             seccomp_profile: Some(runtime_default()),
             ..SecurityContext::default()
         }),
-        volume_mounts: Some(vec![
-            VolumeMount {
-                name: "config".into(),
-                mount_path: CONFIG_DIR.into(),
-                read_only: Some(true),
-                ..VolumeMount::default()
-            },
-            VolumeMount {
-                name: "tmp".into(),
-                mount_path: "/tmp".into(),
-                ..VolumeMount::default()
-            },
-        ]),
+        volume_mounts: Some(
+            [
+                VolumeMount {
+                    name: "config".into(),
+                    mount_path: CONFIG_DIR.into(),
+                    read_only: Some(true),
+                    ..VolumeMount::default()
+                },
+                VolumeMount {
+                    name: "tmp".into(),
+                    mount_path: "/tmp".into(),
+                    ..VolumeMount::default()
+                },
+            ]
+            .into_iter()
+            .chain(kafka_tls(pd).map(|(mount, _)| mount))
+            .collect(),
+        ),
         ..Container::default()
     };
     Deployment {
@@ -100,13 +117,7 @@ pub fn build_deployment(pd: &PipelineDeployment, config_hash: &str) -> Deploymen
             template: PodTemplateSpec {
                 metadata: Some(ObjectMeta {
                     labels: Some(template_labels),
-                    annotations: Some(BTreeMap::from([
-                        (CONFIG_HASH_ANNOTATION.into(), config_hash.into()),
-                        (
-                            "kubectl.kubernetes.io/default-container".into(),
-                            "worker".into(),
-                        ),
-                    ])),
+                    annotations: Some(template_annotations),
                     ..ObjectMeta::default()
                 }),
                 spec: Some(PodSpec {
@@ -122,31 +133,65 @@ pub fn build_deployment(pd: &PipelineDeployment, config_hash: &str) -> Deploymen
                         ..PodSecurityContext::default()
                     }),
                     termination_grace_period_seconds: Some(30),
+                    image_pull_secrets: (!w.image_pull_secrets.is_empty())
+                        .then(|| w.image_pull_secrets.clone()),
+                    node_selector: (!w.node_selector.is_empty()).then(|| w.node_selector.clone()),
+                    tolerations: (!w.tolerations.is_empty()).then(|| w.tolerations.clone()),
+                    affinity: w.affinity.clone(),
+                    topology_spread_constraints: topology_spread(pd),
+                    priority_class_name: w.priority_class_name.clone(),
                     containers: vec![container],
-                    volumes: Some(vec![
-                        Volume {
-                            name: "config".into(),
-                            config_map: Some(ConfigMapVolumeSource {
-                                name: names.config.clone(),
-                                ..ConfigMapVolumeSource::default()
-                            }),
-                            ..Volume::default()
-                        },
-                        Volume {
-                            name: "tmp".into(),
-                            empty_dir: Some(EmptyDirVolumeSource {
-                                size_limit: Some(Quantity("64Mi".into())),
-                                ..EmptyDirVolumeSource::default()
-                            }),
-                            ..Volume::default()
-                        },
-                    ]),
+                    volumes: Some(
+                        [
+                            Volume {
+                                name: "config".into(),
+                                config_map: Some(ConfigMapVolumeSource {
+                                    name: names.config.clone(),
+                                    ..ConfigMapVolumeSource::default()
+                                }),
+                                ..Volume::default()
+                            },
+                            Volume {
+                                name: "tmp".into(),
+                                empty_dir: Some(EmptyDirVolumeSource {
+                                    size_limit: Some(Quantity("64Mi".into())),
+                                    ..EmptyDirVolumeSource::default()
+                                }),
+                                ..Volume::default()
+                            },
+                        ]
+                        .into_iter()
+                        .chain(kafka_tls(pd).map(|(_, volume)| volume))
+                        .collect(),
+                    ),
                     ..PodSpec::default()
                 }),
             },
             ..DeploymentSpec::default()
         },
         status: None,
+    }
+}
+
+/// `spec.workers.topologySpreadConstraints`, or when unset one soft constraint spreading this
+/// pipeline's workers across nodes: losing a node then loses as few workers as possible, and
+/// a cluster with fewer nodes than workers still schedules them all. `pod-template-hash` makes
+/// the spread count only the current ReplicaSet's pods during a rollout.
+fn topology_spread(pd: &PipelineDeployment) -> Option<Vec<TopologySpreadConstraint>> {
+    match &pd.spec.workers.topology_spread_constraints {
+        Some(list) if list.is_empty() => None,
+        Some(list) => Some(list.clone()),
+        None => Some(vec![TopologySpreadConstraint {
+            max_skew: 1,
+            topology_key: "kubernetes.io/hostname".into(),
+            when_unsatisfiable: "ScheduleAnyway".into(),
+            label_selector: Some(LabelSelector {
+                match_labels: Some(selector_labels(pd)),
+                ..LabelSelector::default()
+            }),
+            match_label_keys: Some(vec!["pod-template-hash".into()]),
+            ..TopologySpreadConstraint::default()
+        }]),
     }
 }
 
@@ -193,7 +238,8 @@ fn env(pd: &PipelineDeployment) -> Vec<EnvVar> {
         env.push(EnvVar {
             name: "DATABASE_READ_URL".into(),
             value: Some(format!(
-                "postgresql://$(DATABASE_USER):$(DATABASE_PASSWORD)@{db}-ro:5432/app"
+                "postgresql://$(DATABASE_USER):$(DATABASE_PASSWORD)@{}:5432/app",
+                super::cnpg::read_service(pd)
             )),
             ..EnvVar::default()
         });
@@ -202,7 +248,87 @@ fn env(pd: &PipelineDeployment) -> Vec<EnvVar> {
         env.push(secret_env("SLUICE_KAFKA_SASL_USERNAME", &sasl.username));
         env.push(secret_env("SLUICE_KAFKA_SASL_PASSWORD", &sasl.password));
     }
+    // The mounted TLS files (kafka_tls); paths only, the PEMs stay in the Secrets.
+    for (name, file, r) in kafka_tls_files(pd) {
+        if r.is_some() {
+            env.push(EnvVar {
+                name: name.into(),
+                value: Some(format!("{KAFKA_TLS_DIR}/{file}")),
+                ..EnvVar::default()
+            });
+        }
+    }
     env
+}
+
+/// Where the worker finds the Kafka TLS files.
+const KAFKA_TLS_DIR: &str = "/etc/sluice/kafka-tls";
+
+/// The worker setting, file name and Secret key of each TLS file `spec.kafka.tls` asks for.
+fn kafka_tls_files(
+    pd: &PipelineDeployment,
+) -> [(&'static str, &'static str, Option<&SecretKeyRef>); 3] {
+    let tls = pd.spec.kafka.tls.as_ref();
+    [
+        (
+            "SLUICE_KAFKA__SSL_CA_LOCATION",
+            "ca.crt",
+            tls.and_then(|t| t.ca.as_ref()),
+        ),
+        (
+            "SLUICE_KAFKA__SSL_CERTIFICATE_LOCATION",
+            "tls.crt",
+            tls.and_then(|t| t.client_certificate.as_ref()),
+        ),
+        (
+            "SLUICE_KAFKA__SSL_KEY_LOCATION",
+            "tls.key",
+            tls.and_then(|t| t.client_key.as_ref()),
+        ),
+    ]
+}
+
+/// The Kafka TLS files as one read-only projected volume of the referenced Secret keys
+/// (readable by the worker's group through `fsGroup`), when `spec.kafka.tls` names any.
+fn kafka_tls(pd: &PipelineDeployment) -> Option<(VolumeMount, Volume)> {
+    let sources: Vec<VolumeProjection> = kafka_tls_files(pd)
+        .into_iter()
+        .filter_map(|(_, file, r)| {
+            let r = r?;
+            Some(VolumeProjection {
+                secret: Some(SecretProjection {
+                    name: r.name.clone(),
+                    items: Some(vec![KeyToPath {
+                        key: r.key.clone(),
+                        path: file.into(),
+                        ..KeyToPath::default()
+                    }]),
+                    ..SecretProjection::default()
+                }),
+                ..VolumeProjection::default()
+            })
+        })
+        .collect();
+    if sources.is_empty() {
+        return None;
+    }
+    Some((
+        VolumeMount {
+            name: "kafka-tls".into(),
+            mount_path: KAFKA_TLS_DIR.into(),
+            read_only: Some(true),
+            ..VolumeMount::default()
+        },
+        Volume {
+            name: "kafka-tls".into(),
+            projected: Some(ProjectedVolumeSource {
+                default_mode: Some(0o440),
+                sources: Some(sources),
+                ..ProjectedVolumeSource::default()
+            }),
+            ..Volume::default()
+        },
+    ))
 }
 
 fn secret_env(name: &str, r: &SecretKeyRef) -> EnvVar {
@@ -299,5 +425,164 @@ mod tests {
             "abc"
         );
         assert_eq!(c["args"][1], "/etc/sluice/config.yaml");
+    }
+
+    const KNOBS: &str = r#"
+apiVersion: sluice.dev/v1alpha1
+kind: PipelineDeployment
+metadata: {name: payments, namespace: ns, generation: 1}
+spec:
+  kafka: {bootstrapServers: "kafka:9092", topic: payments}
+  workers:
+    image: "sluice-worker:test"
+    imagePullSecrets: [{name: registry}]
+    nodeSelector: {kubernetes.io/arch: amd64}
+    tolerations: [{key: dedicated, operator: Equal, value: stream, effect: NoSchedule}]
+    affinity:
+      nodeAffinity:
+        requiredDuringSchedulingIgnoredDuringExecution:
+          nodeSelectorTerms: [{matchExpressions: [{key: pool, operator: In, values: [stream]}]}]
+    topologySpreadConstraints:
+      - {maxSkew: 2, topologyKey: topology.kubernetes.io/zone, whenUnsatisfiable: DoNotSchedule}
+    podAnnotations: {sidecar.istio.io/inject: "false"}
+    podLabels: {team: payments}
+    priorityClassName: streaming
+  postgres:
+    external:
+      primaryUrl: {name: db, key: url}
+"#;
+
+    #[test]
+    fn pod_knobs_reach_the_pod_template_and_the_operators_labels_stay() {
+        let d = serde_json::to_value(build_deployment(&pipeline(KNOBS), "abc")).unwrap();
+        let meta = &d["spec"]["template"]["metadata"];
+        let pod = &d["spec"]["template"]["spec"];
+        assert_eq!(pod["imagePullSecrets"][0]["name"], "registry");
+        assert_eq!(pod["nodeSelector"]["kubernetes.io/arch"], "amd64");
+        assert_eq!(pod["tolerations"][0]["value"], "stream");
+        assert_eq!(
+            pod["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"]
+                [0]["matchExpressions"][0]["values"][0],
+            "stream"
+        );
+        let spread = pod["topologySpreadConstraints"].as_array().unwrap();
+        assert_eq!(
+            spread.len(),
+            1,
+            "the spec's constraints replace the default"
+        );
+        assert_eq!(spread[0]["topologyKey"], "topology.kubernetes.io/zone");
+        assert_eq!(pod["priorityClassName"], "streaming");
+        assert_eq!(meta["labels"]["team"], "payments");
+        assert_eq!(meta["labels"]["sluice.dev/pipeline"], "payments");
+        assert_eq!(meta["annotations"]["sidecar.istio.io/inject"], "false");
+        assert_eq!(meta["annotations"][CONFIG_HASH_ANNOTATION], "abc");
+    }
+
+    #[test]
+    fn workers_spread_across_nodes_unless_told_otherwise() {
+        let mut pd = pipeline(BASIC);
+        let d = serde_json::to_value(build_deployment(&pd, "h")).unwrap();
+        let pod = &d["spec"]["template"]["spec"];
+        let spread = &pod["topologySpreadConstraints"][0];
+        assert_eq!(spread["topologyKey"], "kubernetes.io/hostname");
+        assert_eq!(spread["maxSkew"], 1);
+        assert_eq!(spread["whenUnsatisfiable"], "ScheduleAnyway");
+        assert_eq!(
+            spread["labelSelector"]["matchLabels"],
+            serde_json::to_value(selector_labels(&pd)).unwrap()
+        );
+        for absent in [
+            "imagePullSecrets",
+            "nodeSelector",
+            "tolerations",
+            "affinity",
+        ] {
+            assert!(pod.get(absent).is_none(), "{absent} set without a spec");
+        }
+
+        pd.spec.workers.topology_spread_constraints = Some(vec![]);
+        let d = serde_json::to_value(build_deployment(&pd, "h")).unwrap();
+        assert!(
+            d["spec"]["template"]["spec"]
+                .get("topologySpreadConstraints")
+                .is_none(),
+            "an empty list means no constraint"
+        );
+    }
+
+    #[test]
+    fn kafka_tls_files_are_mounted_from_their_secrets_and_named_by_path() {
+        let plain = serde_json::to_value(build_deployment(&pipeline(BASIC), "abc")).unwrap();
+        let volumes = plain["spec"]["template"]["spec"]["volumes"]
+            .as_array()
+            .unwrap();
+        assert!(!volumes.iter().any(|v| v["name"] == "kafka-tls"));
+
+        let mut pd = pipeline(BASIC);
+        pd.spec.kafka.security_protocol = crate::crd::SecurityProtocol::Ssl;
+        let key = |name: &str, key: &str| SecretKeyRef {
+            name: name.into(),
+            key: key.into(),
+        };
+        pd.spec.kafka.tls = Some(crate::crd::KafkaTls {
+            ca: Some(key("kafka-ca", "ca.crt")),
+            client_certificate: Some(key("kafka-client", "tls.crt")),
+            client_key: Some(key("kafka-client", "tls.key")),
+        });
+        let d = serde_json::to_value(build_deployment(&pd, "abc")).unwrap();
+        let pod = &d["spec"]["template"]["spec"];
+        let volume = pod["volumes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|v| v["name"] == "kafka-tls")
+            .unwrap();
+        let sources = volume["projected"]["sources"].as_array().unwrap();
+        let items: Vec<(&str, &str, &str)> = sources
+            .iter()
+            .map(|s| {
+                let item = &s["secret"]["items"][0];
+                (
+                    s["secret"]["name"].as_str().unwrap(),
+                    item["key"].as_str().unwrap(),
+                    item["path"].as_str().unwrap(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            items,
+            [
+                ("kafka-ca", "ca.crt", "ca.crt"),
+                ("kafka-client", "tls.crt", "tls.crt"),
+                ("kafka-client", "tls.key", "tls.key")
+            ]
+        );
+        let c = &pod["containers"][0];
+        let mount = c["volumeMounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["name"] == "kafka-tls")
+            .unwrap();
+        assert_eq!(mount["readOnly"], true);
+        let env = |name: &str| {
+            c["env"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|e| e["name"] == name)
+                .map(|e| e["value"].as_str().unwrap().to_string())
+        };
+        assert_eq!(
+            env("SLUICE_KAFKA__SSL_CA_LOCATION").as_deref(),
+            Some("/etc/sluice/kafka-tls/ca.crt")
+        );
+        assert_eq!(
+            env("SLUICE_KAFKA__SSL_KEY_LOCATION").as_deref(),
+            Some("/etc/sluice/kafka-tls/tls.key")
+        );
+        // Nothing secret in the pod spec itself: only references and paths.
+        assert!(!d.to_string().contains("BEGIN"));
     }
 }

@@ -48,6 +48,12 @@ pub enum Error {
     },
     #[error("failed to patch status: {0}")]
     Status(#[source] kube::Error),
+    /// Patching the pipeline's own metadata: its finalizer or the created-topics annotation.
+    #[error("failed to patch the pipeline's metadata: {0}")]
+    Finalizer(#[source] kube::Error),
+    /// Listing the namespace's pipelines (to find one sharing this one's schema).
+    #[error("failed to list pipelines: {0}")]
+    ListPipelines(#[source] kube::Error),
     #[error("object has no namespace")]
     NoNamespace,
 }
@@ -62,6 +68,8 @@ impl Error {
                 format!("{}_{}", step.label(), kind.to_ascii_lowercase())
             }
             Self::Status(_) => "status".into(),
+            Self::Finalizer(_) => "metadata".into(),
+            Self::ListPipelines(_) => "list_pipelines".into(),
             Self::NoNamespace => "invalid_object".into(),
         }
     }

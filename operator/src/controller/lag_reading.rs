@@ -8,6 +8,7 @@ use kube::runtime::reflector::ObjectRef;
 use super::{Context, LAG_SAMPLE_INTERVAL, SAMPLE_INTERVAL};
 use crate::autoscale::{Autoscaler, SizingOptions, Verdict};
 use crate::crd::{AutoscalingStatus, PipelineDeployment};
+use crate::kafka_auth::{AuthError, KafkaAuth};
 use crate::status::{self, AutoscaleObserved};
 
 /// How often the lag of a pipeline is read: every [`SAMPLE_INTERVAL`] when it is autoscaled,
@@ -28,6 +29,7 @@ pub(super) async fn observe_lag(
     ctx: &Context,
     pd: &PipelineDeployment,
     rollout: status::Rollout,
+    kafka_auth: &Result<KafkaAuth, AuthError>,
 ) -> AutoscaleObserved {
     let key = ObjectRef::from(pd);
     let cached = ctx
@@ -42,7 +44,16 @@ pub(super) async fn observe_lag(
     {
         return reading;
     }
-    let obs = ctx.autoscaler.observe(pd, rollout.ready_replicas).await;
+    let obs = match kafka_auth {
+        Ok(auth) => {
+            ctx.autoscaler
+                .observe_with(pd, auth.props(), rollout.ready_replicas)
+                .await
+        }
+        Err(e) => ctx
+            .autoscaler
+            .unreadable(pd, format!("Kafka credentials: {e}")),
+    };
     let unknown = obs.lag.as_result().err().map(str::to_owned);
     let status = if pd.autoscaled() {
         Some(decide_size(ctx, pd, rollout, &obs, unknown.as_deref()))

@@ -18,6 +18,8 @@
 //! not set (e.g. `spec.replicas` under an HPA) stay with whoever set them.
 
 mod apply;
+mod database;
+mod deletion;
 mod desired;
 mod error;
 mod lag_reading;
@@ -29,12 +31,15 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use kube::api::Api;
 use kube::runtime::controller::Action;
 use kube::runtime::events::{EventType, Recorder, Reporter};
 use kube::runtime::reflector::ObjectRef;
 use kube::{Client, ResourceExt};
 use tracing::warn;
 
+pub use database::{CONNECTIONS_OVER_BUDGET, SCHEMA_IN_USE, over_connection_budget, schema_in_use};
+pub use deletion::{CREATED_TOPICS, Cleanup, FINALIZER, GIVE_UP_AFTER};
 pub use desired::{Children, Desired, Unwanted, desired_children};
 pub use error::{Error, Step};
 pub use run::run;
@@ -127,9 +132,37 @@ pub const SAMPLE_INTERVAL: Duration = Duration::from_secs(10);
 pub async fn reconcile(pd: Arc<PipelineDeployment>, ctx: Arc<Context>) -> Result<Action, Error> {
     let _timer = ctx.metrics.timer();
     let ns = pd.namespace().ok_or(Error::NoNamespace)?;
+    if pd.metadata.deletion_timestamp.is_some() {
+        return deletion::finish(&ctx, &ns, &pd).await;
+    }
+    deletion::sync_finalizer(&ctx, &ns, &pd).await?;
     let caps = ctx.capabilities.get().await;
 
-    let children = desired_children(&pd, caps);
+    let mut children = desired_children(&pd, caps);
+    // A schema another pipeline of this database already uses: no workers of this one may
+    // write there, so its config and workers are left as they are (none, for a new one).
+    let schema_taken = if pd.spec.postgres.external.is_some() {
+        let all = Api::<PipelineDeployment>::namespaced(ctx.client.clone(), &ns)
+            .list(&Default::default())
+            .await
+            .map_err(Error::ListPipelines)?;
+        schema_in_use(&pd, &all.items).map(|other| {
+            format!(
+                "schema {} of this database is already used by pipeline {}: set spec.postgres.schema to another name (or leave it unset for one of this pipeline's own)",
+                pd.schema(),
+                other.name_any()
+            )
+        })
+    } else {
+        None
+    };
+    if schema_taken.is_some() {
+        let names = crate::children::Names::of(&pd);
+        children.apply.retain(|d| {
+            !(d.kind() == "ConfigMap" && d.name() == names.config
+                || d.kind() == "Deployment" && d.name() == names.worker)
+        });
+    }
     for unwanted in &children.prune {
         prune_child(&ctx, &ns, &pd, unwanted).await?;
     }
@@ -139,10 +172,15 @@ pub async fn reconcile(pd: Arc<PipelineDeployment>, ctx: Arc<Context>) -> Result
         generation: pd.metadata.generation.unwrap_or_default(),
         ..Observed::default()
     };
-    let rollout = match &children.invalid_config {
-        None => status::rollout(&observe_workers(&pd, &stored)?),
-        Some(invalid) => {
+    let rollout = match (&children.invalid_config, &schema_taken) {
+        (None, None) => status::rollout(&observe_workers(&pd, &stored)?),
+        (Some(invalid), _) => {
             observed.invalid_config = Some(invalid.to_string());
+            read_workers(&ctx, &ns, &pd).await?
+        }
+        (None, Some(taken)) => {
+            observed.database_waiting = Some((SCHEMA_IN_USE.into(), taken.clone()));
+            observed.degraded = Some((SCHEMA_IN_USE.into(), taken.clone()));
             read_workers(&ctx, &ns, &pd).await?
         }
     };
@@ -153,16 +191,31 @@ pub async fn reconcile(pd: Arc<PipelineDeployment>, ctx: Arc<Context>) -> Result
         rollout.ready_replicas,
         max_workers(&pd),
     );
-    observed.autoscale = Some(observe_lag(&ctx, &pd, rollout).await);
+    // The Kafka credentials of the operator's own clients (lag, topic), from the pipeline's Secrets.
+    let kafka_auth = crate::kafka_auth::resolve(&ctx.client, &pd).await;
+    observed.autoscale = Some(observe_lag(&ctx, &pd, rollout, &kafka_auth).await);
     observe_database(&pd, caps, &stored, &mut observed);
+    if let Some(over) = over_connection_budget(&pd) {
+        observed.degraded.get_or_insert(over);
+    }
     observe_keda(&pd, caps, &mut observed);
     observe_monitoring(&pd, caps, &mut observed);
     // The topic: failures degrade the pipeline and retry; they do not stop the reconcile.
-    let topic = ctx.topics.reconcile(&pd, &mut observed).await;
+    let topic = ctx.topics.reconcile(&pd, &kafka_auth, &mut observed).await;
+    crate::kafka_auth::explain(&pd, &kafka_auth, &mut observed);
     if topic.failed {
         ctx.metrics.failures.with_label_values(&["topic"]).inc();
     }
     if let Some(ev) = topic.event {
+        if ev.reason == "TopicCreated" {
+            // Only a topic the operator created goes with a `Delete` pipeline.
+            // A failed record errs on the safe side: the topic is then kept.
+            if let Err(e) =
+                deletion::record_created_topic(&ctx, &ns, &pd, &pd.spec.kafka.topic).await
+            {
+                warn!(error = %e, "could not record the created topic");
+            }
+        }
         publish(&ctx, &pd, EventType::Normal, ev.reason, ev.note).await;
     }
 

@@ -15,7 +15,7 @@ use kube::api::{Api, DynamicObject, PartialObjectMeta};
 use kube::runtime::controller::Controller;
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{WatchStreamExt, watcher};
-use kube::{Client, Resource};
+use kube::{Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 use tracing::warn;
 
@@ -99,7 +99,13 @@ pub async fn run(
             let stream = cache
                 .track(&ar.kind, watcher::watcher(api, owned()))
                 .touched_objects();
-            controller = controller.owns_stream_with(stream, ar.clone());
+            controller = if ar.kind == "Cluster" {
+                // The CloudNativePG Cluster has no owner reference (it outlives a retained
+                // pipeline): its label names the pipeline instead.
+                controller.watches_stream_with(stream, pipeline_of_labels, ar.clone())
+            } else {
+                controller.owns_stream_with(stream, ar.clone())
+            };
         }
     }
     ctx.metrics
@@ -128,6 +134,14 @@ pub async fn run(
         })
         .await;
     sweeper.abort();
+}
+
+/// The pipeline a child names in its [`PIPELINE_LABEL`](children::PIPELINE_LABEL).
+fn pipeline_of_labels(
+    obj: PartialObjectMeta<DynamicObject>,
+) -> Option<ObjectRef<PipelineDeployment>> {
+    let name = obj.labels().get(children::PIPELINE_LABEL)?;
+    Some(ObjectRef::new(name).within(obj.namespace().as_deref()?))
 }
 
 /// How often the gauges of deleted pipelines are looked for.

@@ -5,14 +5,28 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use sluice_api::config::bounds;
 
+use super::topic_settings::TopicSettingsSpec;
+
 /// Kafka source of the pipeline.
 #[derive(KubeSchema, Serialize, Deserialize, Debug, Clone, PartialEq)]
 #[x_kube(validation = Rule::new("!self.securityProtocol.startsWith('SASL') || has(self.sasl)")
     .message("spec.kafka.sasl is required when spec.kafka.securityProtocol is SASL_PLAINTEXT or SASL_SSL")
     .field_path(".sasl"))]
+#[x_kube(validation = Rule::new("!has(self.tls) || self.securityProtocol == 'SSL' || self.securityProtocol == 'SASL_SSL'")
+    .message("spec.kafka.tls needs spec.kafka.securityProtocol SSL or SASL_SSL")
+    .field_path(".tls"))]
 #[x_kube(validation = Rule::new("self.topic != '.' && self.topic != '..'")
     .message("spec.kafka.topic cannot be . or .. (Kafka refuses those names)")
     .field_path(".topic"))]
+#[x_kube(validation = Rule::new("!has(self.topicSettings) || !has(self.topicSettings.input) || !has(self.topicSettings.input.minInsyncReplicas) || self.topicSettings.input.minInsyncReplicas <= self.replicationFactor")
+    .message("spec.kafka.topicSettings.input.minInsyncReplicas cannot exceed spec.kafka.replicationFactor (no write could ever be acknowledged)")
+    .field_path(".topicSettings.input.minInsyncReplicas"))]
+#[x_kube(validation = Rule::new("!has(self.topicSettings) || !has(self.topicSettings.dlq) || !has(self.topicSettings.dlq.minInsyncReplicas) || self.topicSettings.dlq.minInsyncReplicas <= self.replicationFactor")
+    .message("spec.kafka.topicSettings.dlq.minInsyncReplicas cannot exceed spec.kafka.replicationFactor (no write could ever be acknowledged)")
+    .field_path(".topicSettings.dlq.minInsyncReplicas"))]
+#[x_kube(validation = Rule::new("!has(self.topicSettings) || !has(self.topicSettings.alerts) || !has(self.topicSettings.alerts.minInsyncReplicas) || self.topicSettings.alerts.minInsyncReplicas <= self.replicationFactor")
+    .message("spec.kafka.topicSettings.alerts.minInsyncReplicas cannot exceed spec.kafka.replicationFactor (no write could ever be acknowledged)")
+    .field_path(".topicSettings.alerts.minInsyncReplicas"))]
 #[serde(rename_all = "camelCase")]
 pub struct KafkaSpec {
     /// Comma-separated `host:port` list of brokers, e.g. `kafka-0.kafka:9092,kafka-1.kafka:9092`.
@@ -51,6 +65,47 @@ pub struct KafkaSpec {
     /// SASL credentials, read by the workers from a Secret; required for SASL_* protocols.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sasl: Option<SaslSpec>,
+    /// TLS to the brokers (securityProtocol SSL or SASL_SSL): the CA to trust and, for mutual
+    /// TLS, the client certificate, each from a Secret. Unset: the system trust store, no client
+    /// certificate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<KafkaTls>,
+    /// Where a new pipeline starts reading: `earliest` (the whole topic, a backfill),
+    /// `latest` (only records produced from now on) or an RFC 3339 timestamp such as
+    /// `2026-01-31T00:00:00Z` (records at or after it). The position is chosen once, when the
+    /// pipeline first starts, and stored per partition: changing this on a running pipeline
+    /// moves nothing (exactly-once holds), and partitions added to the topic later are read
+    /// from their beginning.
+    #[serde(default = "default_start_from")]
+    #[schemars(length(min = 1, max = 64))]
+    #[x_kube(validation = Rule::new(START_FROM_RULE).message("spec.kafka.startFrom must be earliest, latest or an RFC 3339 timestamp such as 2026-01-31T00:00:00Z"))]
+    pub start_from: String,
+    /// Broker settings (`min.insync.replicas`, retention) of the input, DLQ and alerts topics,
+    /// set when the operator creates them; on existing topics differences are reported in the
+    /// `TopicSettingsInSync` condition, never applied.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub topic_settings: Option<TopicSettingsSpec>,
+}
+
+/// TLS material from Secrets in the pipeline's namespace. The workers get the keys mounted as
+/// files; the operator reads them for its own topic and lag clients.
+#[derive(KubeSchema, Serialize, Deserialize, Debug, Clone, PartialEq, Default)]
+#[x_kube(validation = Rule::new("has(self.clientCertificate) == has(self.clientKey)")
+    .message("spec.kafka.tls.clientCertificate and clientKey go together (mutual TLS needs both)")
+    .field_path(".clientKey"))]
+#[serde(rename_all = "camelCase")]
+pub struct KafkaTls {
+    /// PEM bundle of the CA certificates that sign the brokers' certificates, e.g.
+    /// `{name: kafka-ca, key: ca.crt}`. Unset: the system trust store.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca: Option<SecretKeyRef>,
+    /// PEM client certificate for mutual TLS, e.g. `{name: kafka-client, key: tls.crt}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_certificate: Option<SecretKeyRef>,
+    /// PEM private key of the client certificate (unencrypted), e.g.
+    /// `{name: kafka-client, key: tls.key}`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_key: Option<SecretKeyRef>,
 }
 
 /// Kafka `security.protocol`.
@@ -110,8 +165,9 @@ impl SaslMechanism {
     }
 }
 
-/// A key of a Secret in the PipelineDeployment's namespace. The operator never reads it: the
-/// worker pods receive it as an environment variable.
+/// A key of a Secret in the PipelineDeployment's namespace. The worker pods receive it as an
+/// environment variable or a mounted file; the operator reads it (`get` on that Secret only)
+/// for its own Kafka clients when it manages the topic or reads lag.
 #[derive(JsonSchema, Serialize, Deserialize, Debug, Clone, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct SecretKeyRef {
@@ -119,8 +175,15 @@ pub struct SecretKeyRef {
     #[schemars(length(min = 1, max = 253))]
     pub name: String,
     /// Key within the Secret.
-    #[schemars(length(min = 1))]
+    #[schemars(length(min = 1, max = 253), regex(pattern = r"^[-._a-zA-Z0-9]+$"))]
     pub key: String,
+}
+
+/// `earliest`, `latest`, or an RFC 3339 date-time (the worker parses it; this catches typos).
+const START_FROM_RULE: &str = r"self == 'earliest' || self == 'latest' || self.matches('^[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])[Tt]([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\\.[0-9]+)?([Zz]|[+-]([01][0-9]|2[0-3]):[0-5][0-9])$')";
+
+fn default_start_from() -> String {
+    sluice_api::config::KafkaConfig::default().start_from
 }
 
 fn default_partitions() -> i32 {

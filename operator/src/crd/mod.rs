@@ -11,6 +11,7 @@
 //! what a worker would (`WorkerConfig::validate`).
 
 use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 mod autoscaling;
@@ -19,14 +20,19 @@ mod monitoring;
 mod postgres;
 mod records;
 mod status;
+mod topic_settings;
 mod workers;
 
 pub use autoscaling::{AutoscalingProvider, AutoscalingSpec};
-pub use kafka::{KafkaSpec, SaslMechanism, SaslSpec, SecretKeyRef, SecurityProtocol};
+pub use kafka::{KafkaSpec, KafkaTls, SaslMechanism, SaslSpec, SecretKeyRef, SecurityProtocol};
 pub use monitoring::{AlertThresholds, MonitoringSpec};
-pub use postgres::{CloudNativePgSpec, ExternalPostgresSpec, PostgresSpec};
+pub use postgres::{
+    CloudNativePgSpec, ExternalPostgresSpec, POSTGRES_DEFAULT_MAX_CONNECTIONS, PostgresSpec,
+    pipeline_schema,
+};
 pub use records::{FraudSpec, QualitySpec};
 pub use status::{AutoscalingStatus, PipelineDeploymentStatus};
+pub use topic_settings::{TopicSettings, TopicSettingsSpec};
 pub use workers::{BatchSpec, PullPolicy, WorkersSpec};
 
 /// Desired state of one sluice pipeline: a Kafka topic consumed by a group of workers that
@@ -121,6 +127,25 @@ pub struct PipelineDeploymentSpec {
     /// Prometheus Operator objects and the Grafana dashboard.
     #[serde(default)]
     pub monitoring: MonitoringSpec,
+    /// What deleting this pipeline does to its data. `Retain` (default): the CloudNativePG
+    /// Cluster (it has no owner reference, so garbage collection never takes it), the Kafka
+    /// topics and the consumer group stay; re-creating the pipeline with the same name picks
+    /// them up again. `Delete`: the operator removes what sluice made (the CloudNativePG
+    /// Cluster, the DLQ and alerts topics, the input topic if the operator created it, the
+    /// consumer group) before the pipeline goes, through a finalizer that gives up after 5
+    /// minutes with a Warning Event naming what is left.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deletion_policy: Option<DeletionPolicy>,
+}
+
+/// What deleting a pipeline does to its data.
+#[derive(JsonSchema, Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DeletionPolicy {
+    /// Keep the database, the topics and the consumer group.
+    #[default]
+    Retain,
+    /// Remove what sluice made.
+    Delete,
 }
 
 fn default_true() -> bool {
@@ -145,6 +170,19 @@ impl PipelineDeployment {
                 self.metadata.name.as_deref().unwrap_or_default()
             )
         })
+    }
+
+    /// The Postgres schema of the pipeline's tables (`spec.postgres.schema` or its own).
+    pub fn schema(&self) -> String {
+        self.spec.postgres.schema_of(
+            self.metadata.namespace.as_deref().unwrap_or("default"),
+            self.metadata.name.as_deref().unwrap_or_default(),
+        )
+    }
+
+    /// `spec.deletionPolicy`, `Retain` when unset.
+    pub fn deletion_policy(&self) -> DeletionPolicy {
+        self.spec.deletion_policy.unwrap_or_default()
     }
 
     /// Whether an autoscaler, not the operator, owns the worker count.

@@ -2,6 +2,8 @@
 
 use kube::KubeSchema;
 use schemars::JsonSchema;
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 use sluice_api::WorkerConfig;
 use sluice_api::config::bounds;
@@ -21,13 +23,16 @@ pub struct PostgresSpec {
     /// Use an existing database whose connection URLs are in Secrets.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub external: Option<ExternalPostgresSpec>,
-    /// Schema holding the pipeline's tables, so pipelines can share a database.
-    #[serde(default = "default_schema")]
+    /// Schema holding the pipeline's tables, so pipelines can share a database. Unset: a
+    /// schema of this pipeline's own, `sluice_<namespace>_<name>` (lower case, other
+    /// characters as `_`, at most 63 characters). Two pipelines of one namespace on the same
+    /// database never share a schema: the later one is Degraded with `SchemaInUse`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(
         length(min = 1, max = bounds::MAX_SCHEMA_LEN),
         regex(pattern = r"^[a-z_][a-z0-9_]*$")
     )]
-    pub schema: String,
+    pub schema: Option<String>,
     /// Connections each worker opens to the primary: at least 2 (the writer and partition
     /// maintenance).
     #[serde(default = "default_max_connections")]
@@ -58,6 +63,38 @@ pub struct CloudNativePgSpec {
     /// PostgreSQL image; the CloudNativePG operator's default when unset.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image_name: Option<String>,
+    /// PostgreSQL settings (`postgresql.conf`), passed to the Cluster's
+    /// `spec.postgresql.parameters`, e.g. `max_connections: "200"`. CloudNativePG refuses the
+    /// settings it manages itself. `max_connections` (default 100) is also the budget the
+    /// workers' pools are checked against (`ConnectionsOverBudget`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(schema_with = "parameters_schema")]
+    pub parameters: BTreeMap<String, String>,
+    /// Backups, passed unchanged to the Cluster's `spec.backup` (CloudNativePG's
+    /// `BackupConfiguration`: `barmanObjectStore` for an object store, `volumeSnapshot`,
+    /// `retentionPolicy`, …); CloudNativePG validates it. Scheduled backups are CloudNativePG
+    /// `ScheduledBackup` objects, made by you.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "backup_schema")]
+    pub backup: Option<serde_json::Value>,
+    /// Have CloudNativePG create a Prometheus Operator `PodMonitor` for the instances
+    /// (`spec.monitoring.enablePodMonitor`; needs the Prometheus Operator CRDs).
+    #[serde(default)]
+    pub enable_pod_monitor: bool,
+}
+
+/// `max_connections` of a PostgreSQL left at its default.
+pub const POSTGRES_DEFAULT_MAX_CONNECTIONS: i64 = 100;
+
+impl CloudNativePgSpec {
+    /// The server's `max_connections`: the parameter when set (and a number), else
+    /// PostgreSQL's default.
+    pub fn server_max_connections(&self) -> i64 {
+        self.parameters
+            .get("max_connections")
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(POSTGRES_DEFAULT_MAX_CONNECTIONS)
+    }
 }
 
 /// An existing PostgreSQL reached through URLs kept in Secrets.
@@ -71,8 +108,73 @@ pub struct ExternalPostgresSpec {
     pub read_url: Option<SecretKeyRef>,
 }
 
-fn default_schema() -> String {
-    WorkerConfig::default().postgres.schema
+impl PostgresSpec {
+    /// The schema the pipeline `namespace/name` uses: `spec.postgres.schema`, or its own.
+    pub fn schema_of(&self, namespace: &str, name: &str) -> String {
+        self.schema
+            .clone()
+            .unwrap_or_else(|| pipeline_schema(namespace, name))
+    }
+}
+
+/// `sluice_<namespace>_<name>` as a plain Postgres identifier: lower case, every other
+/// character `_`, at most 63 characters (longer names end in a hash of the whole, so two
+/// long names sharing a prefix still differ).
+pub fn pipeline_schema(namespace: &str, name: &str) -> String {
+    let full: String = format!("sluice_{namespace}_{name}")
+        .chars()
+        .map(|c| match c.to_ascii_lowercase() {
+            c @ ('a'..='z' | '0'..='9' | '_') => c,
+            _ => '_',
+        })
+        .collect();
+    if full.len() <= bounds::MAX_SCHEMA_LEN {
+        return full;
+    }
+    // FNV-1a: stable across releases and platforms, unlike the std hasher.
+    let hash = full.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    });
+    let suffix = format!("_{:08x}", hash as u32);
+    format!("{}{suffix}", &full[..bounds::MAX_SCHEMA_LEN - suffix.len()])
+}
+
+/// `spec.postgres.cloudnativepg.parameters`: PostgreSQL setting names, string values.
+fn parameters_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "object",
+        "maxProperties": 64,
+        "additionalProperties": { "type": "string", "maxLength": 1024 },
+        "x-kubernetes-validations": [
+            {
+                "rule": "self.all(k, k.matches('^[a-z_][a-z0-9_.]*$') && k.size() <= 63)",
+                "message": "spec.postgres.cloudnativepg.parameters keys must be PostgreSQL setting names (lower case letters, digits, _ and .)",
+            },
+            {
+                "rule": "!('max_connections' in self) || self['max_connections'].matches('^[0-9]+$')",
+                "message": "spec.postgres.cloudnativepg.parameters.max_connections must be a whole number",
+            },
+        ],
+    })
+}
+
+/// `spec.postgres.cloudnativepg.backup`: CloudNativePG's own schema applies to it there.
+fn backup_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "type": "object",
+        "x-kubernetes-preserve-unknown-fields": true,
+        // Declared so CEL can see them (it cannot see preserved unknown fields).
+        "properties": {
+            "barmanObjectStore": { "type": "object", "x-kubernetes-preserve-unknown-fields": true },
+            "volumeSnapshot": { "type": "object", "x-kubernetes-preserve-unknown-fields": true },
+        },
+        "x-kubernetes-validations": [
+            {
+                "rule": "has(self.barmanObjectStore) || has(self.volumeSnapshot)",
+                "message": "spec.postgres.cloudnativepg.backup needs barmanObjectStore (object store) or volumeSnapshot",
+            },
+        ],
+    })
 }
 
 fn default_max_connections() -> i32 {

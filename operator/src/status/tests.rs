@@ -172,3 +172,38 @@ fn transition_time_kept_while_status_holds() {
     let third = merge(&second, conditions(&o), 2, t1.clone());
     assert_eq!(third[0].last_transition_time, t1);
 }
+
+#[test]
+fn topic_settings_differences_are_reported_not_degrading() {
+    let mut o = Observed {
+        desired_replicas: 1,
+        ready_replicas: 1,
+        rolled_out: true,
+        ..Observed::default()
+    };
+    assert!(
+        !conditions(&o)
+            .iter()
+            .any(|c| c.type_ == "TopicSettingsInSync")
+    );
+    o.topic_settings = Some(vec![]);
+    let all = conditions(&o);
+    let c = all
+        .iter()
+        .find(|c| c.type_ == "TopicSettingsInSync")
+        .unwrap();
+    assert!(c.status);
+    o.topic_settings = Some(vec!["t: retention.ms is 1, spec asks 2".into()]);
+    let all = conditions(&o);
+    let c = all
+        .iter()
+        .find(|c| c.type_ == "TopicSettingsInSync")
+        .unwrap();
+    assert_eq!(
+        (c.status, c.reason.as_str()),
+        (false, TOPIC_SETTINGS_DIFFER)
+    );
+    assert!(c.message.starts_with("t: retention.ms is 1, spec asks 2; "));
+    assert!(all[0].status, "still Ready");
+    assert!(!all[2].status, "not Degraded");
+}

@@ -19,6 +19,7 @@ use rdkafka::message::{BorrowedMessage, Message};
 use rdkafka::{Offset, TopicPartitionList};
 use rebalance::Context;
 use sluice_api::WorkerConfig;
+use sluice_api::config::StartFrom;
 use sqlx::PgPool;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -70,6 +71,8 @@ impl ConsumerLoop {
             inflight: parts.inflight,
             metrics: parts.metrics,
             revoke_deadline: Duration::from_millis(u64::from(config.kafka.session_timeout_ms) / 2),
+            // Validated at start: an unparsable value never gets here.
+            start_from: config.kafka.start_from().unwrap_or(StartFrom::Earliest),
         };
         let consumer: BaseConsumer<Context> = kafka.create_with_context(context)?;
         consumer.subscribe(&[&config.kafka.topic])?;

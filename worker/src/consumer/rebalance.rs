@@ -1,4 +1,6 @@
 //! Partitions coming and going. On assignment each partition starts at its stored offset
+//! (a new pipeline's first owner stores one for every partition from `kafka.start_from`, so
+//! the choice is made once; a partition added to the topic later starts at its beginning)
 //! and its customers' profiles are warmed before any record is taken; on revocation the
 //! batches already handed on may finish (within half the session timeout), so the next
 //! owner starts from their commit instead of being fenced by it.
@@ -9,11 +11,12 @@ use crate::error_events::ErrorKind;
 use crate::metrics::Metrics;
 use crate::score::ProfileRow;
 use chrono::Utc;
-use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
 use rdkafka::error::KafkaResult;
 use rdkafka::statistics::Statistics;
-use rdkafka::types::RDKafkaRespErr;
+use rdkafka::types::{RDKafkaErrorCode, RDKafkaRespErr};
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
+use sluice_api::config::StartFrom;
 use sqlx::PgPool;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -32,7 +35,12 @@ pub struct Context {
     pub(super) inflight: Arc<AtomicUsize>,
     pub(super) metrics: Arc<Metrics>,
     pub(super) revoke_deadline: Duration,
+    /// Where a partition with nothing stored starts (`kafka.start_from`).
+    pub(super) start_from: StartFrom,
 }
+
+/// Bound on each broker query made while resolving start offsets.
+const START_QUERY_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl Context {
     pub(super) fn batcher(&self) -> MutexGuard<'_, Batcher> {
@@ -67,6 +75,79 @@ impl Context {
         })
     }
 
+    /// The stored offsets of `partitions`, after storing a start offset for each that had
+    /// none: every returned offset is `Some`. Also returns the offsets of the partitions that
+    /// started now.
+    ///
+    /// `start_from` is for a new pipeline: its first owner resolves it for every partition of
+    /// the topic at once, so workers joining later find their partitions' starts stored. Once
+    /// the pipeline has started, a partition with nothing stored was added to the topic since
+    /// and starts at its beginning (with `latest` it would skip what producers wrote to it
+    /// before this worker learnt of it).
+    fn stored_or_started(
+        &self,
+        consumer: &BaseConsumer<Self>,
+        partitions: &[i32],
+    ) -> (Vec<StoredOffset>, Vec<(i32, i64)>) {
+        let stored = self.stored_offsets(partitions);
+        let fresh: Vec<i32> = stored
+            .iter()
+            .filter(|s| s.next.is_none())
+            .map(|s| s.partition)
+            .collect();
+        if fresh.is_empty() {
+            return (stored, Vec::new());
+        }
+        let started = self.retry_db("reading whether the pipeline started", || {
+            db::pipeline_started(&self.pool, &self.group, &self.topic)
+        });
+        let (start_from, targets) = if started {
+            (StartFrom::Earliest, fresh.clone())
+        } else {
+            let all = self.retry_kafka("reading the topic's partitions", || {
+                topic_partitions(consumer, &self.topic)
+            });
+            (self.start_from, all)
+        };
+        let starts = self.retry_kafka("resolving start offsets", || {
+            start_offsets(consumer, &self.topic, &targets, start_from)
+        });
+        tracing::info!(
+            ?start_from,
+            pipeline_started = started,
+            ?starts,
+            "partitions start (nothing stored yet)"
+        );
+        self.retry_db("storing start offsets", || {
+            db::store_start_offsets(&self.pool, &self.group, &self.topic, &starts)
+        });
+        // Read back: another worker may have stored its choice first, and that one stands.
+        let stored = self.stored_offsets(partitions);
+        let started = stored
+            .iter()
+            .filter(|s| fresh.contains(&s.partition))
+            .filter_map(|s| Some((s.partition, s.next?)))
+            .collect();
+        (stored, started)
+    }
+
+    /// Run a broker query until it succeeds, backing off, like [`Self::retry_db`].
+    fn retry_kafka<T>(&self, what: &str, query: impl Fn() -> KafkaResult<T>) -> T {
+        let mut delay = Duration::from_millis(100);
+        loop {
+            match query() {
+                Ok(value) => return value,
+                Err(e) => {
+                    if let Some(suppressed) = self.metrics.errors.occurred(ErrorKind::Assignment) {
+                        tracing::warn!(error = %e, suppressed, "{what} failed; retrying");
+                    }
+                    std::thread::sleep(delay);
+                    delay = (delay * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+    }
+
     /// Warm the scoring stage with the persisted state of `partitions`.
     pub(super) fn warm_scorer(&self, partitions: &[i32]) {
         if !self.batcher().scorer.stateful() {
@@ -94,7 +175,7 @@ impl Context {
 
     fn on_assign(&self, consumer: &BaseConsumer<Self>, tpl: &mut TopicPartitionList) {
         let partitions: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
-        let stored = self.stored_offsets(&partitions);
+        let (stored, started) = self.stored_or_started(consumer, &partitions);
         self.warm_scorer(&partitions);
         let mut b = self.batcher();
         for s in stored {
@@ -113,6 +194,18 @@ impl Context {
         }
         // After the assign: a record produced from now on is fetched without waiting.
         self.metrics.partitions_assigned.set(owned as i64);
+        // Kafka's copy of a start no record has moved yet: without it, tools and the operator's
+        // lag reading count an uncommitted partition from its log start, i.e. also what
+        // `latest` or a timestamp skipped. Best effort, like every mirror.
+        if !started.is_empty() {
+            let mut mirror = TopicPartitionList::new();
+            for (p, next) in started {
+                let _ = mirror.add_partition_offset(&self.topic, p, Offset::Offset(next));
+            }
+            if let Err(e) = consumer.commit(&mirror, CommitMode::Async) {
+                tracing::debug!(error = %e, "mirroring start offsets to Kafka failed (Postgres holds the truth)");
+            }
+        }
     }
 
     fn on_revoke(&self, consumer: &BaseConsumer<Self>, tpl: &TopicPartitionList) {
@@ -143,6 +236,62 @@ impl Context {
             && let Some(suppressed) = self.metrics.errors.occurred(ErrorKind::Assignment)
         {
             tracing::error!(error = %e, suppressed, "incremental unassign failed");
+        }
+    }
+}
+
+/// Every partition of `topic`, from the brokers' metadata.
+fn topic_partitions<C: Consumer<Context>>(consumer: &C, topic: &str) -> KafkaResult<Vec<i32>> {
+    let md = consumer.fetch_metadata(Some(topic), START_QUERY_TIMEOUT)?;
+    let t = md.topics().iter().find(|t| t.name() == topic).ok_or(
+        rdkafka::error::KafkaError::MetadataFetch(RDKafkaErrorCode::UnknownTopicOrPartition),
+    )?;
+    if let Some(e) = t.error() {
+        return Err(rdkafka::error::KafkaError::MetadataFetch(e.into()));
+    }
+    Ok(t.partitions().iter().map(|p| p.id()).collect())
+}
+
+/// The offset each of `partitions` starts at when nothing is stored: the low or high
+/// watermark, or the first offset at or after a timestamp (the high watermark when no record
+/// is that recent).
+fn start_offsets<C: Consumer<Context>>(
+    consumer: &C,
+    topic: &str,
+    partitions: &[i32],
+    start_from: StartFrom,
+) -> KafkaResult<Vec<(i32, i64)>> {
+    let end = |p: i32| -> KafkaResult<i64> {
+        Ok(consumer.fetch_watermarks(topic, p, START_QUERY_TIMEOUT)?.1)
+    };
+    match start_from {
+        StartFrom::Earliest => partitions
+            .iter()
+            .map(|&p| {
+                Ok((
+                    p,
+                    consumer.fetch_watermarks(topic, p, START_QUERY_TIMEOUT)?.0,
+                ))
+            })
+            .collect(),
+        StartFrom::Latest => partitions.iter().map(|&p| Ok((p, end(p)?))).collect(),
+        StartFrom::Timestamp(at) => {
+            let mut query = TopicPartitionList::new();
+            for &p in partitions {
+                query.add_partition_offset(topic, p, Offset::Offset(at.timestamp_millis()))?;
+            }
+            let found = consumer.offsets_for_times(query, START_QUERY_TIMEOUT)?;
+            found
+                .elements()
+                .iter()
+                .map(|e| {
+                    e.error()?;
+                    match e.offset() {
+                        Offset::Offset(o) => Ok((e.partition(), o)),
+                        _ => Ok((e.partition(), end(e.partition())?)),
+                    }
+                })
+                .collect()
         }
     }
 }

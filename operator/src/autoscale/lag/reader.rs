@@ -28,6 +28,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{Offset, TopicPartitionList};
 
 use super::{GroupState, LagReading, LagSnapshot, LagTarget, PartitionLag, TimeLag};
+use crate::kafka_auth::ErrorCapture;
 
 /// `group.id` of the timestamp probe: librdkafka needs one for `assign()`; it is never joined
 /// and never committed to.
@@ -93,98 +94,119 @@ impl LagReader {
         target: &LagTarget,
         deadline: Instant,
     ) -> Result<(Vec<PartitionLag>, Option<GroupState>), String> {
-        let topic = &target.topic;
         let mut config = base_config(target, self.timeout);
         config
             .set("group.id", &target.group)
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false");
-        let consumer: BaseConsumer = config
-            .create()
+        let consumer: BaseConsumer<ErrorCapture> = config
+            .create_with_context(ErrorCapture::default())
             .map_err(|e| format!("kafka client for {}: {e}", target.bootstrap))?;
-
-        // One topic only; a consumer has allow.auto.create.topics=false, so asking for a topic
-        // that does not exist does not create it.
-        let md = consumer
-            .fetch_metadata(Some(topic), remaining(deadline)?)
-            .map_err(|e| format!("metadata from {}: {e}", target.bootstrap))?;
-        let t = md
-            .topics()
-            .iter()
-            .find(|t| t.name() == topic)
-            .ok_or_else(|| format!("topic {topic} missing from the metadata"))?;
-        if let Some(err) = t.error() {
-            return Err(format!(
-                "topic {topic}: {:?}",
-                rdkafka::types::RDKafkaErrorCode::from(err)
-            ));
-        }
-        let mut ids: Vec<i32> = t.partitions().iter().map(|p| p.id()).collect();
-        ids.sort_unstable();
-        if ids.is_empty() {
-            return Err(format!("topic {topic} has no partitions"));
-        }
-        // Partition ids are 0..n; a gap means the metadata is incomplete.
-        if ids.iter().enumerate().any(|(i, &p)| p != i as i32) {
-            return Err(format!("topic {topic}: incomplete partition list {ids:?}"));
-        }
-
-        let mut watermarks = Vec::with_capacity(ids.len());
-        for &p in &ids {
-            let (low, high) = consumer
-                .fetch_watermarks(topic, p, remaining(deadline)?)
-                .map_err(|e| format!("watermarks of {topic}/{p}: {e}"))?;
-            watermarks.push((p, low, high));
-        }
-
-        let mut tpl = TopicPartitionList::with_capacity(ids.len());
-        for &p in &ids {
-            tpl.add_partition(topic, p);
-        }
-        let committed = consumer
-            .committed_offsets(tpl, remaining(deadline)?)
-            .map_err(|e| format!("committed offsets of group {}: {e}", target.group))?;
-        let mut partitions = Vec::with_capacity(ids.len());
-        for (p, low, high) in watermarks {
-            let elem = committed.find_partition(topic, p).ok_or_else(|| {
-                format!(
-                    "committed offsets of group {}: {topic}/{p} missing",
-                    target.group
-                )
-            })?;
-            elem.error().map_err(|e| {
-                format!(
-                    "committed offset of group {} on {topic}/{p}: {e}",
-                    target.group
-                )
-            })?;
-            let committed = match elem.offset() {
-                Offset::Offset(o) if o >= 0 => Some(o),
-                _ => None,
-            };
-            partitions.push(PartitionLag::new(p, low, high, committed));
-        }
-
-        // Best effort: a description that fails or times out leaves the state unknown.
-        let group_state = remaining(deadline)
-            .ok()
-            .and_then(|left| {
-                consumer
-                    .client()
-                    .fetch_group_list(Some(&target.group), left)
-                    .ok()
-            })
-            .and_then(|list| {
-                list.groups()
-                    .iter()
-                    .find(|g| g.name() == target.group)
-                    .map(|g| GroupState {
-                        state: g.state().to_string(),
-                        members: g.members().len(),
-                    })
-            });
-        Ok((partitions, group_state))
+        read_offsets_with(&consumer, target, deadline).map_err(|e| why_failed(&consumer, e))
     }
+}
+
+/// `message` with the reason Kafka refused the client, if it did: the failed call only says it
+/// timed out, the cause waits in the client's event queue.
+fn why_failed(consumer: &BaseConsumer<ErrorCapture>, message: String) -> String {
+    for _ in 0..20 {
+        if consumer.context().refused() {
+            break;
+        }
+        let _ = consumer.poll(Duration::from_millis(50));
+    }
+    consumer.context().annotate(message)
+}
+
+/// Offsets and lag of every partition of the target topic, and the group's state.
+fn read_offsets_with(
+    consumer: &BaseConsumer<ErrorCapture>,
+    target: &LagTarget,
+    deadline: Instant,
+) -> Result<(Vec<PartitionLag>, Option<GroupState>), String> {
+    let topic = &target.topic;
+
+    // One topic only; a consumer has allow.auto.create.topics=false, so asking for a topic
+    // that does not exist does not create it.
+    let md = consumer
+        .fetch_metadata(Some(topic), remaining(deadline)?)
+        .map_err(|e| format!("metadata from {}: {e}", target.bootstrap))?;
+    let t = md
+        .topics()
+        .iter()
+        .find(|t| t.name() == topic)
+        .ok_or_else(|| format!("topic {topic} missing from the metadata"))?;
+    if let Some(err) = t.error() {
+        return Err(format!(
+            "topic {topic}: {:?}",
+            rdkafka::types::RDKafkaErrorCode::from(err)
+        ));
+    }
+    let mut ids: Vec<i32> = t.partitions().iter().map(|p| p.id()).collect();
+    ids.sort_unstable();
+    if ids.is_empty() {
+        return Err(format!("topic {topic} has no partitions"));
+    }
+    // Partition ids are 0..n; a gap means the metadata is incomplete.
+    if ids.iter().enumerate().any(|(i, &p)| p != i as i32) {
+        return Err(format!("topic {topic}: incomplete partition list {ids:?}"));
+    }
+
+    let mut watermarks = Vec::with_capacity(ids.len());
+    for &p in &ids {
+        let (low, high) = consumer
+            .fetch_watermarks(topic, p, remaining(deadline)?)
+            .map_err(|e| format!("watermarks of {topic}/{p}: {e}"))?;
+        watermarks.push((p, low, high));
+    }
+
+    let mut tpl = TopicPartitionList::with_capacity(ids.len());
+    for &p in &ids {
+        tpl.add_partition(topic, p);
+    }
+    let committed = consumer
+        .committed_offsets(tpl, remaining(deadline)?)
+        .map_err(|e| format!("committed offsets of group {}: {e}", target.group))?;
+    let mut partitions = Vec::with_capacity(ids.len());
+    for (p, low, high) in watermarks {
+        let elem = committed.find_partition(topic, p).ok_or_else(|| {
+            format!(
+                "committed offsets of group {}: {topic}/{p} missing",
+                target.group
+            )
+        })?;
+        elem.error().map_err(|e| {
+            format!(
+                "committed offset of group {} on {topic}/{p}: {e}",
+                target.group
+            )
+        })?;
+        let committed = match elem.offset() {
+            Offset::Offset(o) if o >= 0 => Some(o),
+            _ => None,
+        };
+        partitions.push(PartitionLag::new(p, low, high, committed));
+    }
+
+    // Best effort: a description that fails or times out leaves the state unknown.
+    let group_state = remaining(deadline)
+        .ok()
+        .and_then(|left| {
+            consumer
+                .client()
+                .fetch_group_list(Some(&target.group), left)
+                .ok()
+        })
+        .and_then(|list| {
+            list.groups()
+                .iter()
+                .find(|g| g.name() == target.group)
+                .map(|g| GroupState {
+                    state: g.state().to_string(),
+                    members: g.members().len(),
+                })
+        });
+    Ok((partitions, group_state))
 }
 
 /// Client properties shared by both consumers, in `topic.rs`'s style.
@@ -196,7 +218,7 @@ fn base_config(target: &LagTarget, timeout: Duration) -> ClientConfig {
         .set("client.id", "sluice-operator-lag")
         .set("allow.auto.create.topics", "false");
     for (k, v) in &target.extra {
-        c.set(k, v);
+        c.set(k.as_str(), v);
     }
     c
 }
@@ -243,14 +265,15 @@ fn time_lag(
         .set("max.partition.fetch.bytes", "1024")
         .set("queued.min.messages", "1")
         .set("fetch.wait.max.ms", "100");
-    let consumer: BaseConsumer = match config.create() {
-        Ok(c) => c,
-        Err(e) => {
-            return TimeLag::Unknown {
-                reason: format!("kafka client: {e}"),
-            };
-        }
-    };
+    let consumer: BaseConsumer<ErrorCapture> =
+        match config.create_with_context(ErrorCapture::default()) {
+            Ok(c) => c,
+            Err(e) => {
+                return TimeLag::Unknown {
+                    reason: format!("kafka client: {e}"),
+                };
+            }
+        };
     let mut tpl = TopicPartitionList::with_capacity(lagging.len());
     for p in &lagging {
         if let Err(e) =
