@@ -210,8 +210,14 @@ async fn each_example_becomes_a_pipeline() {
         if let Some(cluster) = cluster {
             // The database outlives its pipeline (deletionPolicy Retain): no owner for the
             // garbage collector to follow, the pipeline's labels instead.
-            assert!(cluster.owner_references().is_empty(), "{file}: Cluster owner");
-            assert!(cnpg::is_pipelines(&pd, &cluster.metadata), "{file}: Cluster labels");
+            assert!(
+                cluster.owner_references().is_empty(),
+                "{file}: Cluster owner"
+            );
+            assert!(
+                cnpg::is_pipelines(&pd, &cluster.metadata),
+                "{file}: Cluster labels"
+            );
             let replicas = want
                 .spec
                 .postgres
