@@ -1,80 +1,27 @@
-//! What deleting a pipeline does to its data, on a real API server and a real broker:
-//! `Retain` (the default) keeps the CloudNativePG Cluster, the topics with every record and
-//! the consumer group; `Delete` removes them through a finalizer. Also: the rendered Cluster
-//! (backup, parameters, PodMonitor, reads from the primary without replicas), the
-//! connection budget, and two pipelines refused one schema.
+//! What deleting a pipeline does to its data, on a real API server, a real broker and a real
+//! Postgres: `Retain` (the default) keeps the CloudNativePG Cluster, the topics with every
+//! record, the consumer group and, on an external database, every row a real `sluice-worker`
+//! landed; `Delete` removes them through a finalizer, on an external database the sluice
+//! tables and the schema, never a table of the user's. Also: the rendered Cluster (backup,
+//! parameters, PodMonitor, reads from the primary without replicas), the connection budget,
+//! and two pipelines refused one schema.
 
 mod common;
-
-use std::time::Duration;
+mod landing;
 
 use common::*;
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::Event;
 use kube::ResourceExt;
-use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams, PostParams};
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
-use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
-use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use kube::api::{Api, DynamicObject, Patch, PatchParams, PostParams};
 use serde_json::json;
 use sluice_operator::children::cnpg;
-use sluice_operator::controller::{CREATED_TOPICS, FINALIZER};
+use sluice_operator::controller::FINALIZER;
 use sluice_operator::crd::PipelineDeployment;
 
-const RECORDS: i64 = 25;
-
-fn kafka() -> ClientConfig {
-    let mut c = ClientConfig::new();
-    c.set("bootstrap.servers", &setup().kafka);
-    c
-}
-
-/// Records on partition 0 of `topic` (its high watermark), or None when it does not exist.
-fn records(topic: &str) -> Option<i64> {
-    let c: BaseConsumer = kafka().create().unwrap();
-    let md = c.fetch_metadata(None, Duration::from_secs(5)).ok()?;
-    md.topics()
-        .iter()
-        .find(|t| t.name() == topic && t.error().is_none())?;
-    c.fetch_watermarks(topic, 0, Duration::from_secs(5))
-        .ok()
-        .map(|(_, high)| high)
-}
-
-fn produce(topic: &str) {
-    let p: BaseProducer = kafka().create().unwrap();
-    for i in 0..RECORDS {
-        let key = format!("k{i}");
-        p.send(BaseRecord::to(topic).key(&key).payload("{}").partition(0))
-            .unwrap();
-    }
-    p.flush(Duration::from_secs(10)).unwrap();
-}
-
-/// Commits an offset for `group` on `topic`, as the workers do: the group then exists.
-fn commit(group: &str, topic: &str) {
-    let c: BaseConsumer = kafka().set("group.id", group).create().unwrap();
-    let mut tpl = TopicPartitionList::new();
-    tpl.add_partition_offset(topic, 0, Offset::Offset(RECORDS))
-        .unwrap();
-    c.commit(&tpl, CommitMode::Sync).unwrap();
-}
-
-/// Whether the broker knows `group`.
-fn group_exists(group: &str) -> bool {
-    let c: BaseConsumer = kafka().create().unwrap();
-    c.fetch_group_list(Some(group), Duration::from_secs(5))
-        .map(|l| {
-            l.groups()
-                .iter()
-                .any(|g| g.name() == group && g.state() != "Dead")
-        })
-        .unwrap_or(true)
-}
-
-async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
-    tokio::task::spawn_blocking(f).await.unwrap()
-}
+use landing::kafka::*;
+use landing::{
+    TRANSACTIONS, create, delete_and_wait, has_event, land, sluice_tables, wait_topics_deleted,
+};
 
 /// A CloudNativePG pipeline managing its topic on the test broker, with the Postgres
 /// settings passed through.
@@ -111,11 +58,10 @@ fn cnpg_pipeline(ns: &str, policy: Option<&str>) -> PipelineDeployment {
     pd
 }
 
-/// Creates the pipeline and waits until its Cluster and topic exist; then gives the topic
-/// records and the group a committed offset.
+/// Creates the CloudNativePG pipeline and waits until its Cluster and topic exist; then gives
+/// the topic records and the group a committed offset.
 async fn start(ns: &TestNs, pd: &PipelineDeployment) -> (Api<DynamicObject>, String, String) {
-    let pds: Api<PipelineDeployment> = ns.api();
-    pds.create(&PostParams::default(), pd).await.unwrap();
+    create(ns, pd).await;
     let clusters =
         Api::<DynamicObject>::namespaced_with(ns.client.clone(), &ns.name, &cnpg::api_resource());
     let db = format!("{}-db", pd.name_any());
@@ -124,12 +70,6 @@ async fn start(ns: &TestNs, pd: &PipelineDeployment) -> (Api<DynamicObject>, Str
     })
     .await;
     let topic = pd.spec.kafka.topic.clone();
-    let t = topic.clone();
-    wait_for("the input topic", TIMEOUT, || {
-        let t = t.clone();
-        async move { blocking(move || records(&t)).await }
-    })
-    .await;
     let group = pd.consumer_group();
     let (t, g) = (topic.clone(), group.clone());
     blocking(move || {
@@ -138,13 +78,6 @@ async fn start(ns: &TestNs, pd: &PipelineDeployment) -> (Api<DynamicObject>, Str
     })
     .await;
     (clusters, topic, group)
-}
-
-async fn wait_gone(pds: &Api<PipelineDeployment>, name: &str) {
-    wait_for(&format!("pipeline {name} gone"), TIMEOUT, || async {
-        pds.get_opt(name).await.ok()?.is_none().then_some(())
-    })
-    .await;
 }
 
 #[tokio::test]
@@ -208,19 +141,9 @@ async fn retain_keeps_the_database_the_records_and_the_group() {
     })
     .await;
 
-    pds.delete(&name, &DeleteParams::default()).await.unwrap();
-    wait_gone(&pds, &name).await;
-    // The garbage collector has taken the owned children…
-    wait_for("the worker Deployment collected", TIMEOUT, || async {
-        deployments
-            .get_opt(&format!("{name}-worker"))
-            .await
-            .ok()?
-            .is_none()
-            .then_some(())
-    })
-    .await;
-    // …and left the database, the records and the group.
+    // The garbage collector takes the owned children…
+    delete_and_wait(&ns, &name).await;
+    // …and leaves the database, the records and the group.
     let kept = clusters.get(&format!("{name}-db")).await.unwrap();
     assert_eq!(kept.uid(), uid, "the same Cluster, never deleted");
     let t = topic.clone();
@@ -249,25 +172,11 @@ async fn retain_keeps_the_database_the_records_and_the_group() {
 async fn delete_removes_the_database_the_topics_and_the_group() {
     let ns = TestNs::new("op-delete").await;
     let _op = Operator::start(&ns.name, "delete");
-    let pds: Api<PipelineDeployment> = ns.api();
     let pd = cnpg_pipeline(&ns.name, Some("Delete"));
     let name = pd.name_any();
     let (clusters, topic, group) = start(&ns, &pd).await;
-    let stored = wait_for(
-        "the finalizer and the created-topic record",
-        TIMEOUT,
-        || async {
-            let pd = pds.get(&name).await.ok()?;
-            (pd.finalizers().iter().any(|f| f == FINALIZER)
-                && pd.annotations().get(CREATED_TOPICS) == Some(&topic))
-            .then_some(pd)
-        },
-    )
-    .await;
-    assert_eq!(stored.finalizers(), [FINALIZER]);
 
-    pds.delete(&name, &DeleteParams::default()).await.unwrap();
-    wait_gone(&pds, &name).await;
+    delete_and_wait(&ns, &name).await;
     wait_for("the Cluster deleted", TIMEOUT, || async {
         clusters
             .get_opt(&format!("{name}-db"))
@@ -277,37 +186,15 @@ async fn delete_removes_the_database_the_topics_and_the_group() {
             .then_some(())
     })
     .await;
-    let deployments: Api<Deployment> = ns.api();
-    wait_for("the worker Deployment deleted", TIMEOUT, || async {
-        deployments
-            .get_opt(&format!("{name}-worker"))
-            .await
-            .ok()?
-            .is_none()
-            .then_some(())
-    })
-    .await;
-    for t in [
+    wait_topics_deleted(&[
         topic.clone(),
         format!("{topic}.dlq"),
         format!("{topic}.alerts"),
-    ] {
-        wait_for(&format!("topic {t} deleted"), TIMEOUT, || {
-            let t = t.clone();
-            async move { blocking(move || records(&t).is_none().then_some(())).await }
-        })
-        .await;
-    }
+    ])
+    .await;
     let g = group.clone();
     assert!(!blocking(move || group_exists(&g)).await, "group {group}");
-    let events: Api<Event> = ns.api();
-    let list = events.list(&ListParams::default()).await.unwrap();
-    assert!(
-        list.items
-            .iter()
-            .any(|e| e.reason.as_deref() == Some("DataDeleted")),
-        "a DataDeleted Event"
-    );
+    assert!(has_event(&ns, "DataDeleted").await, "a DataDeleted Event");
 }
 
 #[tokio::test]
@@ -318,11 +205,6 @@ async fn a_delete_pipeline_switched_to_retain_keeps_its_data() {
     let pd = cnpg_pipeline(&ns.name, Some("Delete"));
     let name = pd.name_any();
     let (clusters, topic, _) = start(&ns, &pd).await;
-    wait_for("the finalizer", TIMEOUT, || async {
-        let pd = pds.get(&name).await.ok()?;
-        pd.finalizers().iter().any(|f| f == FINALIZER).then_some(())
-    })
-    .await;
     pds.patch(
         &name,
         &PatchParams::default(),
@@ -335,8 +217,7 @@ async fn a_delete_pipeline_switched_to_retain_keeps_its_data() {
         pd.finalizers().is_empty().then_some(())
     })
     .await;
-    pds.delete(&name, &DeleteParams::default()).await.unwrap();
-    wait_gone(&pds, &name).await;
+    delete_and_wait(&ns, &name).await;
     assert!(
         clusters
             .get_opt(&format!("{name}-db"))
@@ -397,4 +278,87 @@ async fn two_pipelines_on_one_database_never_share_a_schema() {
     let yaml = &config.data.unwrap()["config.yaml"];
     let want = format!("schema: sluice_{}_refunds", ns.name.replace('-', "_"));
     assert!(yaml.contains(&want), "{yaml}");
+}
+
+#[tokio::test]
+async fn retain_keeps_every_row_a_worker_landed_in_an_external_database() {
+    let ns = TestNs::new("op-retain-pg").await;
+    let _op = Operator::start(&ns.name, "retain-pg");
+    let landed = land(&ns, "payments", None).await;
+    let relations = landed.relations().await;
+    let tables = [
+        "transactions",
+        "transaction_ids",
+        "consumer_offsets",
+        "analytics_summaries",
+        "quality_summaries",
+        "customer_profiles",
+    ];
+    let mut before = Vec::new();
+    for t in tables {
+        before.push(landed.count(t).await);
+    }
+    assert_eq!(before[0], TRANSACTIONS);
+    assert_eq!(before[1], TRANSACTIONS, "one idempotency key per row");
+    assert!(before[2] > 0, "stored offsets");
+
+    delete_and_wait(&ns, "payments").await;
+    assert_eq!(landed.relations().await, relations, "every table kept");
+    for (t, n) in tables.iter().zip(&before) {
+        assert_eq!(landed.count(t).await, *n, "rows of {t}");
+    }
+    let (topics, group) = kafka_names(&landed.pd);
+    for t in topics {
+        let topic = t.clone();
+        assert!(blocking(move || records(&topic)).await.is_some(), "{t}");
+    }
+    assert!(blocking(move || group_exists(&group)).await);
+}
+
+#[tokio::test]
+async fn delete_drops_the_sluice_tables_of_an_external_database_never_a_users_table() {
+    let ns = TestNs::new("op-delete-pg").await;
+    let _op = Operator::start(&ns.name, "delete-pg");
+    let gone = land(&ns, "payments", Some("Delete")).await;
+    let kept = land(&ns, "refunds", Some("Delete")).await;
+    for l in [&gone, &kept] {
+        let relations = l.relations().await;
+        assert!(sluice_tables(&relations).len() >= 10, "{relations:?}");
+    }
+    // A table of the user's in one pipeline's schema: it keeps the schema alive.
+    let user_table = format!(
+        "CREATE TABLE \"{}\".notes (id int); INSERT INTO \"{}\".notes VALUES (1)",
+        kept.schema, kept.schema
+    );
+    sqlx::raw_sql(sqlx::AssertSqlSafe(user_table))
+        .execute(&mut kept.connect().await)
+        .await
+        .unwrap();
+
+    for l in [&gone, &kept] {
+        delete_and_wait(&ns, &l.pd.name_any()).await;
+    }
+    assert!(
+        !gone.schema_exists().await,
+        "schema {} dropped",
+        gone.schema
+    );
+    assert!(
+        kept.schema_exists().await,
+        "schema {} kept for the user's table",
+        kept.schema
+    );
+    assert_eq!(
+        kept.relations().await,
+        ["notes"],
+        "only the user's table left"
+    );
+    assert_eq!(kept.count("notes").await, 1);
+    for l in [&gone, &kept] {
+        let (topics, group) = kafka_names(&l.pd);
+        wait_topics_deleted(&topics).await;
+        let g = group.clone();
+        assert!(!blocking(move || group_exists(&g)).await, "group {group}");
+    }
+    assert!(has_event(&ns, "DataDeleted").await, "a DataDeleted Event");
 }
