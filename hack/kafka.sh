@@ -5,8 +5,9 @@
 #   hack/kafka.sh start   [NAME] [--secure]
 #                                     start (or reuse) broker NAME; prints its env file.
 #                                     --secure (first start only) adds a SASL_SSL listener
-#                                     (SCRAM-SHA-256/512) and an mTLS listener (SSL, client
-#                                     certificate required); see secure_env for what it prints
+#                                     (SCRAM-SHA-256/512 and PLAIN) and an mTLS listener (SSL,
+#                                     client certificate required); see secure_env for what it
+#                                     prints
 #   hack/kafka.sh stop    [NAME]      stop it and delete its data
 #   hack/kafka.sh kill9   [NAME]      SIGKILL it (crash test); `start` brings it back, same port+data
 #   hack/kafka.sh status  [NAME]      "running" (exit 0) or "stopped" (exit 1)
@@ -127,6 +128,8 @@ KAFKA_CLIENT_CERT=$dir/tls/client.pem
 KAFKA_CLIENT_KEY=$dir/tls/client.key
 KAFKA_SCRAM_USERNAME=sluice
 KAFKA_SCRAM_PASSWORD=$(cat "$dir/scram-password")
+KAFKA_PLAIN_USERNAME=sluice-plain
+KAFKA_PLAIN_PASSWORD=$(cat "$dir/plain-password")
 EOF
 }
 
@@ -183,22 +186,29 @@ EOF
     local scram=()
     if [[ -n $secure ]]; then
       make_certs "$dir"
-      python3 -c 'import secrets; print(secrets.token_urlsafe(18))' >"$dir/scram-password"
-      local pw; pw=$(cat "$dir/scram-password")
+      # token_urlsafe: [A-Za-z0-9_-] only, safe inside the JAAS line's quotes below.
+      local f
+      for f in scram-password plain-password; do
+        python3 -c 'import secrets; print(secrets.token_urlsafe(18))' >"$dir/$f"
+      done
+      local pw plain_pw; pw=$(cat "$dir/scram-password"); plain_pw=$(cat "$dir/plain-password")
       # SCRAM users are written into the metadata log at format time (KRaft's bootstrap).
       scram=(--add-scram "SCRAM-SHA-256=[name=sluice,password=$pw]"
              --add-scram "SCRAM-SHA-512=[name=sluice,password=$pw]")
       cat >>"$dir/server.properties" <<EOF
-# --secure: SASL_SSL with SCRAM, and MTLS (SSL that requires a client certificate)
+# --secure: SASL_SSL with SCRAM and PLAIN, and MTLS (SSL that requires a client certificate)
 ssl.keystore.type=PEM
 ssl.keystore.location=$dir/tls/broker-keystore.pem
 ssl.truststore.type=PEM
 ssl.truststore.location=$dir/tls/ca.pem
 listener.name.mtls.ssl.client.auth=required
-sasl.enabled.mechanisms=SCRAM-SHA-256,SCRAM-SHA-512
+sasl.enabled.mechanisms=SCRAM-SHA-256,SCRAM-SHA-512,PLAIN
 listener.name.sasl_ssl.scram-sha-256.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
 listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required;
+# PLAIN users live in this JAAS line (user_<name>="<password>"), not in the metadata log.
+listener.name.sasl_ssl.plain.sasl.jaas.config=org.apache.kafka.common.security.plain.PlainLoginModule required user_sluice-plain="$plain_pw";
 EOF
+      chmod 600 "$dir/server.properties"
       touch "$dir/secure"
     fi
     # Cluster id: 16 random bytes, base64url without padding (22 chars), as

@@ -28,8 +28,8 @@ use crate::status::Observed;
 pub const CREDENTIALS_UNAVAILABLE: &str = "KafkaCredentialsUnavailable";
 /// `Degraded` reason: the brokers refused the SASL credentials.
 pub const AUTHENTICATION_FAILED: &str = "KafkaAuthenticationFailed";
-/// `Degraded` reason: the TLS handshake failed (e.g. the broker's certificate is not signed by
-/// the configured CA, or the broker refused the client certificate).
+/// `Degraded` reason: TLS failed (e.g. the broker's certificate is not signed by the configured
+/// CA, or the broker refused the client certificate).
 pub const TLS_FAILED: &str = "KafkaTlsFailed";
 
 /// librdkafka properties that authenticate a client, and which Secret versions they came from.
@@ -196,7 +196,14 @@ impl ClientContext for ErrorCapture {
             }
             Some(RDKafkaErrorCode::SSL) => Some(TLS_FAILED),
             _ if reason.contains("SASL authentication error") => Some(AUTHENTICATION_FAILED),
-            _ if reason.contains("SSL handshake failed") => Some(TLS_FAILED),
+            // A client certificate the broker refuses shows as a transport failure with OpenSSL's
+            // words for its alert ("…SSL routines::sslv3 alert bad certificate: SSL alert…").
+            _ if ["SSL handshake failed", "SSL routines", "SSL alert"]
+                .iter()
+                .any(|words| reason.contains(words)) =>
+            {
+                Some(TLS_FAILED)
+            }
             _ => None,
         };
         match refused {
@@ -382,6 +389,14 @@ mod tests {
         };
         explain(&pipeline(BASIC), &Ok(KafkaAuth::default()), &mut o);
         assert_eq!(o.degraded.as_ref().unwrap().0, TLS_FAILED);
+        // The broker refusing the client certificate: a transport failure, OpenSSL's words.
+        capture.clear();
+        capture.error(
+            KafkaError::Global(RDKafkaErrorCode::BrokerTransportFailure),
+            "ssl://k:9093/bootstrap: Receive failed: error:0A000412:SSL routines::sslv3 alert \
+             bad certificate: SSL alert number 42 (after 1ms in state APIVERSION_QUERY)",
+        );
+        assert!(capture.annotate(String::new()).starts_with(TLS_FAILED));
 
         let missing = Err(AuthError::SecretMissing {
             namespace: "ns".into(),

@@ -1,12 +1,13 @@
-//! Kafka as production clusters run it: workers consume over SASL_SSL with SCRAM and over
-//! mutual TLS from a broker of the test's own (`hack/kafka.sh start NAME --secure`: its
-//! certificates made with openssl, its SCRAM users with Kafka's own `kafka-storage format
-//! --add-scram`); a worker whose password Kafka refuses stays up, saying why, instead of
-//! crash-looping; and batches compressed with zstd, lz4 or snappy land.
+//! Kafka as production clusters run it: workers consume over SASL_SSL with SCRAM and with
+//! PLAIN, and over mutual TLS, from a broker of the test's own (`hack/kafka.sh start NAME
+//! --secure`: its certificates made with openssl, its SCRAM users with Kafka's own
+//! `kafka-storage format --add-scram`, its PLAIN user in the listener's JAAS line, passwords
+//! generated per broker); a worker whose password Kafka refuses stays up, saying why, instead
+//! of crash-looping; and batches compressed with zstd, lz4 or snappy land.
 
 use rdkafka::ClientConfig;
 use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
-use sluice_e2e::{GeneratorConfig, Pipeline, Services, Summary, env_value, hack, wait_for};
+use sluice_e2e::{GeneratorConfig, Pipeline, Services, Summary, Worker, env_value, hack, wait_for};
 use sluice_loadgen::{EventKind, Generator};
 use std::time::Duration;
 
@@ -43,39 +44,17 @@ async fn produce(p: &Pipeline, count: u64, seed: u64) -> anyhow::Result<Summary>
     p.produce(p.load(count, 0, seed)).await
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn workers_consume_over_sasl_ssl_scram_and_mutual_tls() -> anyhow::Result<()> {
-    let kafka = SecureKafka::start("e2e-secure")?;
-    let database_url = Services::from_env().database_url;
-    let plaintext = kafka.get("KAFKA_BOOTSTRAP");
+/// The username and password of the broker's `KIND` (SCRAM or PLAIN) user.
+fn sasl_user(kafka: &SecureKafka, kind: &str) -> (String, String) {
+    (
+        kafka.get(&format!("KAFKA_{kind}_USERNAME")),
+        kafka.get(&format!("KAFKA_{kind}_PASSWORD")),
+    )
+}
 
-    // SASL_SSL + SCRAM-SHA-512, the broker's certificate checked against the test's CA.
-    let scram = Pipeline::on("kafka_scram", PARTITIONS, &plaintext, &database_url).await?;
-    let scram_events = produce(&scram, EVENTS, 1).await?;
-    let _scram_worker = scram
-        .worker()
-        .env(
-            "SLUICE_KAFKA__BOOTSTRAP_SERVERS",
-            kafka.get("KAFKA_SASL_SSL_BOOTSTRAP"),
-        )
-        .env("SLUICE_KAFKA__SECURITY_PROTOCOL", "SASL_SSL")
-        .env("SLUICE_KAFKA__SASL_MECHANISM", "SCRAM-SHA-512")
-        .env("SLUICE_KAFKA__SSL_CA_LOCATION", kafka.get("KAFKA_CA"))
-        .env(
-            "SLUICE_KAFKA_SASL_USERNAME",
-            kafka.get("KAFKA_SCRAM_USERNAME"),
-        )
-        .env(
-            "SLUICE_KAFKA_SASL_PASSWORD",
-            kafka.get("KAFKA_SCRAM_PASSWORD"),
-        )
-        .spawn()?;
-
-    // Mutual TLS: a listener that refuses clients without a certificate its CA signed.
-    let mtls = Pipeline::on("kafka_mtls", PARTITIONS, &plaintext, &database_url).await?;
-    let mtls_events = produce(&mtls, EVENTS, 2).await?;
-    let _mtls_worker = mtls
-        .worker()
+/// A worker of `p` consuming over mutual TLS with the client certificate the broker's CA signed.
+fn mtls_worker(p: &Pipeline, kafka: &SecureKafka) -> anyhow::Result<Worker> {
+    p.worker()
         .env(
             "SLUICE_KAFKA__BOOTSTRAP_SERVERS",
             kafka.get("KAFKA_MTLS_BOOTSTRAP"),
@@ -90,30 +69,76 @@ async fn workers_consume_over_sasl_ssl_scram_and_mutual_tls() -> anyhow::Result<
             "SLUICE_KAFKA__SSL_KEY_LOCATION",
             kafka.get("KAFKA_CLIENT_KEY"),
         )
-        .spawn()?;
+        .spawn()
+}
 
-    scram.assert_all_landed_once(&scram_events, TIMEOUT).await?;
-    mtls.assert_all_landed_once(&mtls_events, TIMEOUT).await?;
-
-    // A wrong password: the worker says why and keeps retrying (its pod would not
-    // crash-loop), counting the failed polls; nothing lands.
-    let refused = Pipeline::on("kafka_refused", PARTITIONS, &plaintext, &database_url).await?;
-    produce(&refused, 100, 3).await?;
-    let mut refused_worker = refused
-        .worker()
+/// A worker of `p` consuming over SASL_SSL with `mechanism`, the broker's certificate checked
+/// against the test's CA.
+fn sasl_worker(
+    p: &Pipeline,
+    kafka: &SecureKafka,
+    mechanism: &str,
+    username: &str,
+    password: &str,
+) -> anyhow::Result<Worker> {
+    p.worker()
         .env(
             "SLUICE_KAFKA__BOOTSTRAP_SERVERS",
             kafka.get("KAFKA_SASL_SSL_BOOTSTRAP"),
         )
         .env("SLUICE_KAFKA__SECURITY_PROTOCOL", "SASL_SSL")
-        .env("SLUICE_KAFKA__SASL_MECHANISM", "SCRAM-SHA-256")
+        .env("SLUICE_KAFKA__SASL_MECHANISM", mechanism)
         .env("SLUICE_KAFKA__SSL_CA_LOCATION", kafka.get("KAFKA_CA"))
-        .env(
-            "SLUICE_KAFKA_SASL_USERNAME",
-            kafka.get("KAFKA_SCRAM_USERNAME"),
-        )
-        .env("SLUICE_KAFKA_SASL_PASSWORD", "not-the-password")
-        .spawn()?;
+        .env("SLUICE_KAFKA_SASL_USERNAME", username)
+        .env("SLUICE_KAFKA_SASL_PASSWORD", password)
+        .spawn()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workers_consume_over_sasl_ssl_scram_and_plain_and_mutual_tls() -> anyhow::Result<()> {
+    let kafka = SecureKafka::start("e2e-secure")?;
+    let database_url = Services::from_env().database_url;
+    let plaintext = kafka.get("KAFKA_BOOTSTRAP");
+
+    // One pipeline a way in: SASL_SSL with SCRAM-SHA-512, and with PLAIN (another user, from
+    // the listener's JAAS line); mutual TLS, a listener that refuses clients without a
+    // certificate its CA signed.
+    let scram = sasl_user(&kafka, "SCRAM");
+    let plain = sasl_user(&kafka, "PLAIN");
+    let mut running = Vec::new();
+    for (seed, (name, sasl)) in [
+        ("kafka_scram", Some(("SCRAM-SHA-512", &scram))),
+        ("kafka_plain", Some(("PLAIN", &plain))),
+        ("kafka_mtls", None),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let p = Pipeline::on(name, PARTITIONS, &plaintext, &database_url).await?;
+        let events = produce(&p, EVENTS, seed as u64 + 1).await?;
+        let worker = match sasl {
+            Some((mechanism, (user, password))) => {
+                sasl_worker(&p, &kafka, mechanism, user, password)?
+            }
+            None => mtls_worker(&p, &kafka)?,
+        };
+        running.push((p, events, worker));
+    }
+    for (p, events, _worker) in &running {
+        p.assert_all_landed_once(events, TIMEOUT).await?;
+    }
+
+    // A wrong password: the worker says why and keeps retrying (its pod would not
+    // crash-loop), counting the failed polls; nothing lands.
+    let refused = Pipeline::on("kafka_refused", PARTITIONS, &plaintext, &database_url).await?;
+    produce(&refused, 100, 4).await?;
+    let mut refused_worker = sasl_worker(
+        &refused,
+        &kafka,
+        "SCRAM-SHA-256",
+        &scram.0,
+        "not-the-password",
+    )?;
     let w = &refused_worker;
     wait_for(
         "the worker's failed polls counted",
