@@ -137,8 +137,10 @@ fn why_refused(config: &WorkerConfig, secrets: &Secrets) -> Option<String> {
     probe.context().get()
 }
 
-/// Create the DLQ and alerts topics with the input topic's partition count when missing
-/// (the operator normally does; a hand-run worker should not depend on auto-creation).
+/// Create the DLQ and alerts topics with the input topic's partition count when missing.
+/// This is the fallback for a hand-run worker, which should not depend on auto-creation: it
+/// uses the broker's defaults. Under the operator the topics already exist, created with
+/// `spec.kafka.topicSettings` before the worker Deployment is applied.
 ///
 /// A broker that refuses the worker's credentials or certificate does not stop the worker:
 /// exiting would only crash-loop the pod. It logs why and goes on; the consumer keeps

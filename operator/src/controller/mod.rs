@@ -1,17 +1,21 @@
 //! The reconciler. One reconcile of a PipelineDeployment:
 //!
-//! 1. [`desired_children`] (`desired.rs`) builds every child the pipeline should have
+//! 1. the Kafka topics (`topic::Topics::reconcile`) are ensured before any child exists: a
+//!    worker that starts first creates the DLQ and alerts topics itself, with the broker's
+//!    defaults instead of `spec.kafka.topicSettings`. A failure degrades the pipeline and is
+//!    retried; the children are still applied;
+//! 2. [`desired_children`] (`desired.rs`) builds every child the pipeline should have
 //!    ([`Desired`], in apply order) and names the ones it should not have ([`Unwanted`]); a
 //!    worker config the worker would refuse leaves its ConfigMap and Deployment out
 //!    (`InvalidWorkerConfig`);
-//! 2. [`apply::prune_child`] deletes each unwanted child this pipeline controls — first, so
+//! 3. [`apply::prune_child`] deletes each unwanted child this pipeline controls — first, so
 //!    that a replaced autoscaler (HPA ↔ KEDA ScaledObject) is gone before its successor is
 //!    applied: KEDA's admission webhook rejects a ScaledObject whose target another HPA scales;
-//! 3. [`apply::apply_child`] server-side applies each desired child — one path for every kind,
+//! 4. [`apply::apply_child`] server-side applies each desired child — one path for every kind,
 //!    typed or dynamic;
-//! 4. the workers' rollout, the database (`observe.rs`), the lag (`lag_reading.rs`) and the
-//!    Kafka topic (`topic::Topics::reconcile`) are observed, and the status is patched with
-//!    Events on transitions (`publish.rs`). `run.rs` is the watch loop around it.
+//! 5. the workers' rollout, the database (`observe.rs`) and the lag (`lag_reading.rs`) are
+//!    observed, and the status is patched with Events on transitions (`publish.rs`). `run.rs`
+//!    is the watch loop around it.
 //!
 //! Every apply uses one field manager and `force`: the operator is the authority on the fields
 //! it sets, so a hand edit of one of them is taken back on the next reconcile. Fields it does
@@ -127,7 +131,8 @@ pub const LAG_SAMPLE_INTERVAL: Duration = Duration::from_secs(30);
 /// How often an autoscaled pipeline's lag is read (its reconcile is requeued this often).
 pub const SAMPLE_INTERVAL: Duration = Duration::from_secs(10);
 
-/// Reconciles one PipelineDeployment: build the children → apply → prune → observe → status.
+/// Reconciles one PipelineDeployment: topics → build the children → prune → apply → observe →
+/// status.
 #[tracing::instrument(skip_all, fields(ns = pd.namespace(), name = pd.name_any()))]
 pub async fn reconcile(pd: Arc<PipelineDeployment>, ctx: Arc<Context>) -> Result<Action, Error> {
     let _timer = ctx.metrics.timer();
@@ -137,6 +142,16 @@ pub async fn reconcile(pd: Arc<PipelineDeployment>, ctx: Arc<Context>) -> Result
     }
     deletion::sync_finalizer(&ctx, &ns, &pd).await?;
     let caps = ctx.capabilities.get().await;
+
+    let mut observed = Observed {
+        generation: pd.metadata.generation.unwrap_or_default(),
+        ..Observed::default()
+    };
+    // The Kafka credentials of the operator's own clients (lag, topic), from the pipeline's Secrets.
+    let kafka_auth = crate::kafka_auth::resolve(&ctx.client, &pd).await;
+    // Before the children: see step 1 of the module doc. Reads only the spec and Secrets the
+    // user made, nothing applied below.
+    topic_step(&ctx, &ns, &pd, &kafka_auth, &mut observed).await;
 
     let mut children = desired_children(&pd, caps);
     // A schema another pipeline of this database already uses: no workers of this one may
@@ -168,10 +183,6 @@ pub async fn reconcile(pd: Arc<PipelineDeployment>, ctx: Arc<Context>) -> Result
     }
     let stored = apply_all(&ctx, &ns, &children.apply).await?;
 
-    let mut observed = Observed {
-        generation: pd.metadata.generation.unwrap_or_default(),
-        ..Observed::default()
-    };
     let rollout = match (&children.invalid_config, &schema_taken) {
         (None, None) => status::rollout(&observe_workers(&pd, &stored)?),
         (Some(invalid), _) => {
@@ -191,8 +202,6 @@ pub async fn reconcile(pd: Arc<PipelineDeployment>, ctx: Arc<Context>) -> Result
         rollout.ready_replicas,
         max_workers(&pd),
     );
-    // The Kafka credentials of the operator's own clients (lag, topic), from the pipeline's Secrets.
-    let kafka_auth = crate::kafka_auth::resolve(&ctx.client, &pd).await;
     observed.autoscale = Some(observe_lag(&ctx, &pd, rollout, &kafka_auth).await);
     observe_database(&pd, caps, &stored, &mut observed);
     if let Some(over) = over_connection_budget(&pd) {
@@ -200,24 +209,8 @@ pub async fn reconcile(pd: Arc<PipelineDeployment>, ctx: Arc<Context>) -> Result
     }
     observe_keda(&pd, caps, &mut observed);
     observe_monitoring(&pd, caps, &mut observed);
-    // The topic: failures degrade the pipeline and retry; they do not stop the reconcile.
-    let topic = ctx.topics.reconcile(&pd, &kafka_auth, &mut observed).await;
+    // After the lag reading: it explains a refused connection from the topic or the lag.
     crate::kafka_auth::explain(&pd, &kafka_auth, &mut observed);
-    if topic.failed {
-        ctx.metrics.failures.with_label_values(&["topic"]).inc();
-    }
-    if let Some(ev) = topic.event {
-        if ev.reason == "TopicCreated" {
-            // Only a topic the operator created goes with a `Delete` pipeline.
-            // A failed record errs on the safe side: the topic is then kept.
-            if let Err(e) =
-                deletion::record_created_topic(&ctx, &ns, &pd, &pd.spec.kafka.topic).await
-            {
-                warn!(error = %e, "could not record the created topic");
-            }
-        }
-        publish(&ctx, &pd, EventType::Normal, ev.reason, ev.note).await;
-    }
 
     let ready_now = patch_status(&ctx, &ns, &pd, &observed).await?;
     ctx.metrics.reconciliations.with_label_values(&["ok"]).inc();
@@ -234,6 +227,32 @@ pub async fn reconcile(pd: Arc<PipelineDeployment>, ctx: Arc<Context>) -> Result
         // monitoring CRDs installed meanwhile are picked up without a restart.
         Action::requeue(LAG_SAMPLE_INTERVAL.min(CAPABILITIES_TTL))
     })
+}
+
+/// The topic step: ensures the pipeline's topics and records the outcome in `observed`.
+/// Failures degrade the pipeline and retry; they do not stop the reconcile.
+async fn topic_step(
+    ctx: &Context,
+    ns: &str,
+    pd: &PipelineDeployment,
+    kafka_auth: &Result<crate::kafka_auth::KafkaAuth, crate::kafka_auth::AuthError>,
+    observed: &mut Observed,
+) {
+    let topic = ctx.topics.reconcile(pd, kafka_auth, observed).await;
+    if topic.failed {
+        ctx.metrics.failures.with_label_values(&["topic"]).inc();
+    }
+    if let Some(ev) = topic.event {
+        if ev.reason == "TopicCreated" {
+            // Only a topic the operator created goes with a `Delete` pipeline.
+            // A failed record errs on the safe side: the topic is then kept.
+            if let Err(e) = deletion::record_created_topic(ctx, ns, pd, &pd.spec.kafka.topic).await
+            {
+                warn!(error = %e, "could not record the created topic");
+            }
+        }
+        publish(ctx, pd, EventType::Normal, ev.reason, ev.note).await;
+    }
 }
 
 /// Logs and counts the failure, then retries with exponential backoff per object
