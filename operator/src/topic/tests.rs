@@ -1,3 +1,8 @@
+use std::collections::BTreeMap;
+
+use rdkafka::admin::{NewTopic, TopicReplication};
+
+use super::settings::{differences, with_configs};
 use super::*;
 use crate::children::testing::{BASIC, pipeline};
 use crate::crd::SecurityProtocol;
