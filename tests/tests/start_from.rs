@@ -10,7 +10,7 @@ use rdkafka::admin::{AdminClient, AdminOptions, NewPartitions};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
-use sluice_e2e::{Pipeline, Summary, wait_for};
+use sluice_e2e::{Pipeline, Summary, Worker, wait_for};
 use std::time::Duration;
 
 const PARTITIONS: i32 = 4;
@@ -22,6 +22,22 @@ async fn produce(p: &Pipeline, tag: &str, count: u64, seed: u64) -> anyhow::Resu
     let mut spec = p.load(count, 0, seed);
     spec.generator.id_prefix = format!("{}-{tag}", p.name);
     p.produce(spec).await
+}
+
+/// A worker of `p` told to start from `latest`.
+fn latest_worker(p: &Pipeline) -> anyhow::Result<Worker> {
+    p.worker().env("SLUICE_KAFKA__START_FROM", "latest").spawn()
+}
+
+/// A new `latest` pipeline over `EVENTS` records produced beforehand (tag `before`): returns
+/// its first worker once every partition has a stored offset, that is once it has chosen
+/// where each starts.
+async fn started_at_latest(name: &str, seed: u64) -> anyhow::Result<(Pipeline, Worker)> {
+    let p = Pipeline::new(name, PARTITIONS).await?;
+    produce(&p, "before", EVENTS, seed).await?;
+    let first = latest_worker(&p)?;
+    wait_started(&p).await?;
+    Ok((p, first))
 }
 
 /// Wait until every partition has a stored offset: a worker has chosen where each starts.
@@ -77,13 +93,7 @@ fn both(a: &Summary, b: &Summary) -> Summary {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn latest_skips_what_was_there_and_is_chosen_once() -> anyhow::Result<()> {
-    let p = Pipeline::new("start_latest", PARTITIONS).await?;
-    produce(&p, "before", EVENTS, 1).await?;
-    let mut first = p
-        .worker()
-        .env("SLUICE_KAFKA__START_FROM", "latest")
-        .spawn()?;
-    wait_started(&p).await?;
+    let (p, mut first) = started_at_latest("start_latest", 1).await?;
     // Mirrored to Kafka, so lag readers do not count the skipped backlog as lag.
     wait_for("the start offsets mirrored to Kafka", TIMEOUT, || async {
         let p = p.clone();
@@ -94,10 +104,7 @@ async fn latest_skips_what_was_there_and_is_chosen_once() -> anyhow::Result<()> 
     // runs must still land: the next owner resumes at the stored start, not at a new end.
     first.terminate()?;
     let after = produce(&p, "after", EVENTS, 2).await?;
-    let _second = p
-        .worker()
-        .env("SLUICE_KAFKA__START_FROM", "latest")
-        .spawn()?;
+    let _second = latest_worker(&p)?;
     // Exactly the later batch: nothing of the earlier one, stored or rejected.
     p.assert_all_landed_once(&after, TIMEOUT).await?;
     Ok(())
@@ -135,10 +142,7 @@ async fn stored_offsets_win_over_a_changed_start() -> anyhow::Result<()> {
     // Produced while no worker runs, then the config says `latest`: the stored offsets
     // still rule, so nothing is skipped.
     let second = produce(&p, "second", EVENTS, 6).await?;
-    let _worker = p
-        .worker()
-        .env("SLUICE_KAFKA__START_FROM", "latest")
-        .spawn()?;
+    let _worker = latest_worker(&p)?;
     p.assert_all_landed_once(&both(&first, &second), TIMEOUT)
         .await?;
     Ok(())
@@ -146,13 +150,7 @@ async fn stored_offsets_win_over_a_changed_start() -> anyhow::Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn partitions_added_later_start_at_their_beginning() -> anyhow::Result<()> {
-    let p = Pipeline::new("start_grown", PARTITIONS).await?;
-    produce(&p, "before", EVENTS, 7).await?;
-    let mut first = p
-        .worker()
-        .env("SLUICE_KAFKA__START_FROM", "latest")
-        .spawn()?;
-    wait_started(&p).await?;
+    let (p, mut first) = started_at_latest("start_grown", 7).await?;
     first.terminate()?;
     // The topic grows while no worker runs; records go to old and new partitions alike.
     let admin: AdminClient<DefaultClientContext> = ClientConfig::new()
@@ -166,10 +164,7 @@ async fn partitions_added_later_start_at_their_beginning() -> anyhow::Result<()>
         r.map_err(|(t, e)| anyhow::anyhow!("adding partitions to {t}: {e}"))?;
     }
     let after = produce(&p, "after", EVENTS, 8).await?;
-    let _second = p
-        .worker()
-        .env("SLUICE_KAFKA__START_FROM", "latest")
-        .spawn()?;
+    let _second = latest_worker(&p)?;
     // The new partitions were not there when the pipeline started: nothing of them skipped.
     p.assert_all_landed_once(&after, TIMEOUT).await?;
     Ok(())

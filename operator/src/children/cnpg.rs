@@ -70,21 +70,20 @@ pub fn read_service(pd: &PipelineDeployment) -> String {
 /// Cluster has no owner reference, see the module header).
 pub fn is_pipelines(pd: &PipelineDeployment, obj: &kube::api::ObjectMeta) -> bool {
     use kube::ResourceExt;
-    obj.labels
-        .as_ref()
-        .and_then(|l| l.get(super::PIPELINE_LABEL))
-        .is_some_and(|n| *n == pd.name_any())
-        && obj
-            .labels
-            .as_ref()
-            .and_then(|l| l.get("app.kubernetes.io/managed-by"))
-            .is_some_and(|m| m == super::MANAGED_BY)
+    let label = |key: &str| obj.labels.as_ref().and_then(|l| l.get(key));
+    label(super::PIPELINE_LABEL).is_some_and(|n| *n == pd.name_any())
+        && label("app.kubernetes.io/managed-by").is_some_and(|m| m == super::MANAGED_BY)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::children::testing::pipeline;
+    use crate::crd::CloudNativePgSpec;
+
+    fn cnpg(pd: &mut PipelineDeployment) -> &mut CloudNativePgSpec {
+        pd.spec.postgres.cloudnativepg.as_mut().unwrap()
+    }
 
     const CNPG: &str = r#"
 apiVersion: sluice.dev/v1alpha1
@@ -109,7 +108,7 @@ spec:
 
     #[test]
     fn settings_pass_through_to_the_cluster() {
-        let pd = pipeline(CNPG);
+        let mut pd = pipeline(CNPG);
         let c = build_cnpg_cluster(&pd).unwrap();
         let spec = &c.data["spec"];
         assert_eq!(spec["instances"], 1);
@@ -121,21 +120,13 @@ spec:
             "s3://backups/payments"
         );
         assert_eq!(spec["backup"]["retentionPolicy"], "30d");
-        assert_eq!(
-            pd.spec
-                .postgres
-                .cloudnativepg
-                .as_ref()
-                .unwrap()
-                .server_max_connections(),
-            300
-        );
+        assert_eq!(cnpg(&mut pd).server_max_connections(), 300);
     }
 
     #[test]
     fn unset_settings_are_left_to_cloudnativepg() {
         let mut pd = pipeline(CNPG);
-        let c = pd.spec.postgres.cloudnativepg.as_mut().unwrap();
+        let c = cnpg(&mut pd);
         c.parameters.clear();
         c.backup = None;
         c.enable_pod_monitor = false;
@@ -144,12 +135,7 @@ spec:
             assert!(spec.get(absent).is_none(), "{absent}");
         }
         assert_eq!(
-            pd.spec
-                .postgres
-                .cloudnativepg
-                .as_ref()
-                .unwrap()
-                .server_max_connections(),
+            cnpg(&mut pd).server_max_connections(),
             crate::crd::POSTGRES_DEFAULT_MAX_CONNECTIONS
         );
     }
@@ -158,12 +144,7 @@ spec:
     fn reads_go_to_the_primary_without_replicas() {
         let mut pd = pipeline(CNPG);
         assert_eq!(read_service(&pd), "payments-db-rw");
-        pd.spec
-            .postgres
-            .cloudnativepg
-            .as_mut()
-            .unwrap()
-            .read_replicas = 1;
+        cnpg(&mut pd).read_replicas = 1;
         assert_eq!(read_service(&pd), "payments-db-ro");
     }
 
