@@ -4,6 +4,8 @@
 
 pub mod config;
 pub mod event;
+pub mod kafka_refusal;
 
 pub use config::{ConfigError, WorkerConfig, settings_help};
 pub use event::{Channel, PaymentMethod, Transaction};
+pub use kafka_refusal::{KafkaRefusal, kafka_refusal};

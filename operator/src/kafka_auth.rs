@@ -20,6 +20,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext};
 use rdkafka::error::KafkaError;
 use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{ClientConfig, ClientContext};
+use sluice_api::{KafkaRefusal, kafka_refusal};
 
 use crate::crd::{PipelineDeployment, SecretKeyRef};
 use crate::status::Observed;
@@ -195,16 +196,10 @@ impl ClientContext for ErrorCapture {
                 Some(AUTHENTICATION_FAILED)
             }
             Some(RDKafkaErrorCode::SSL) => Some(TLS_FAILED),
-            _ if reason.contains("SASL authentication error") => Some(AUTHENTICATION_FAILED),
-            // A client certificate the broker refuses shows as a transport failure with OpenSSL's
-            // words for its alert ("…SSL routines::sslv3 alert bad certificate: SSL alert…").
-            _ if ["SSL handshake failed", "SSL routines", "SSL alert"]
-                .iter()
-                .any(|words| reason.contains(words)) =>
-            {
-                Some(TLS_FAILED)
-            }
-            _ => None,
+            _ => kafka_refusal(reason).map(|refusal| match refusal {
+                KafkaRefusal::Authentication => AUTHENTICATION_FAILED,
+                KafkaRefusal::Tls => TLS_FAILED,
+            }),
         };
         match refused {
             Some(kind) => {

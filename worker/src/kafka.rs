@@ -102,8 +102,7 @@ impl ClientContext for SecurityFailure {
                     | RDKafkaErrorCode::SaslAuthenticationFailed
                     | RDKafkaErrorCode::SSL
             )
-        ) || reason.contains("SASL authentication error")
-            || reason.contains("SSL handshake failed");
+        ) || sluice_api::kafka_refusal(reason).is_some();
         if refused {
             *self.0.lock().expect("security failure poisoned") = Some(reason.to_string());
         } else {
