@@ -1,6 +1,7 @@
 //! A batch: the records of one Postgres transaction, and how it moves each partition's
 //! stored offset.
 
+use crate::batch_timing::{Stage, StageTimes};
 use crate::score::ProfileRow;
 use crate::validate::{Reason, ValidTransaction};
 use chrono::{DateTime, Utc};
@@ -69,6 +70,12 @@ pub struct Batch {
     /// Scoring state changed by this batch's records (latest per customer), committed with them.
     pub profiles: BTreeMap<String, ProfileRow>,
     pub opened_at: Instant,
+    /// When its first record was taken (the start of its wall time).
+    pub first_taken: Option<Instant>,
+    /// When it went to the sink (the start of its queue time).
+    pub handed_on_at: Option<Instant>,
+    /// The consumer thread's stages (decode, profile reload, score), summed over its records.
+    pub times: StageTimes,
     ids: HashSet<String>,
     /// `accepted[..scored]` went through the scoring stage. Scoring waits for the hand-on
     /// (see `batcher`), and a batch the sink had no room for keeps growing after it.
@@ -84,6 +91,9 @@ impl Batch {
             offsets: BTreeMap::new(),
             profiles: BTreeMap::new(),
             opened_at: Instant::now(),
+            first_taken: None,
+            handed_on_at: None,
+            times: StageTimes::default(),
             ids: HashSet::new(),
             scored: 0,
         }
@@ -117,6 +127,12 @@ impl Batch {
                 next: offset + 1,
                 watermark,
             });
+    }
+
+    /// A record taken at `started` was decoded and placed: its time counts as decode.
+    pub fn took(&mut self, started: Instant) {
+        self.first_taken.get_or_insert(started);
+        self.times.add(Stage::Decode, started.elapsed());
     }
 
     /// Whether a valid record with this id is already in the batch: a second copy is a

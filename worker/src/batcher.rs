@@ -8,6 +8,7 @@
 //! and which records are taken but not yet committed.
 
 use crate::batch::{Accepted, Batch, Rejected, duplicate};
+use crate::batch_timing::{Laps, Stage};
 use crate::db::StoredOffset;
 use crate::score::{ProfileRow, ScoringStage};
 use crate::summaries::Watermark;
@@ -156,6 +157,7 @@ impl Batcher {
         if offset < owned.seen {
             return;
         }
+        let started = Instant::now();
         let bounds = TimeBounds::around(Utc::now(), self.retention_days, self.max_future_skew_secs);
         match validate(payload, bounds) {
             Ok(valid) if self.batch.holds(&valid.tx.transaction_id) => {
@@ -180,7 +182,7 @@ impl Batcher {
                     partition,
                     offset,
                     kafka_timestamp,
-                    received_at: Instant::now(),
+                    received_at: started,
                     raw: payload.to_vec(),
                     verdict: None,
                     late,
@@ -200,12 +202,17 @@ impl Batcher {
         owned.uncommitted.take(offset, kafka_timestamp);
         self.batch
             .advance(partition, offset, owned.stored, owned.watermark.get());
+        self.batch.took(started);
     }
 
     /// Score the batch's records not scored yet, in order, after reading back in one query
     /// (`reload`) the profiles of customers that were evicted from memory. Scoring here rather
     /// than as records arrive is what lets that read be one per batch.
-    fn score_unscored(&mut self, reload: impl FnOnce(&[String]) -> Vec<ProfileRow>) {
+    fn score_unscored(
+        &mut self,
+        reload: impl FnOnce(&[String]) -> Vec<ProfileRow>,
+        laps: &mut Laps,
+    ) {
         let to_reload = {
             let mut customers = self
                 .batch
@@ -215,7 +222,9 @@ impl Batcher {
             self.scorer.to_reload(&mut customers)
         };
         if !to_reload.is_empty() {
+            laps.lap(Stage::Score);
             self.scorer.warm(reload(&to_reload));
+            laps.lap(Stage::ProfileReload);
         }
         let scorer = &mut self.scorer;
         self.batch
@@ -233,9 +242,13 @@ impl Batcher {
         if sink.capacity() == 0 {
             return false; // the sink has a batch waiting already
         }
-        self.score_unscored(reload);
+        let mut laps = Laps::start();
+        self.score_unscored(reload, &mut laps);
         let dirty = self.scorer.take_dirty();
         self.batch.add_profiles(dirty);
+        laps.lap(Stage::Score);
+        self.batch.times.merge(&laps.times);
+        self.batch.handed_on_at = Some(Instant::now());
         let next = Batch::new(self.generation);
         let batch = std::mem::replace(&mut self.batch, next);
         let moves: Vec<(i32, i64)> = batch.offsets.iter().map(|(p, m)| (*p, m.next)).collect();

@@ -13,8 +13,8 @@
 //! - [`summaries`]: lateness and the per-minute summaries a batch adds.
 //!
 //! Around them: [`config`] (load, validate, hot reload), [`db`] (pool, migrations,
-//! partitions, stored offsets), [`kafka`] (client settings), [`metrics`] and
-//! [`error_events`], [`http`] (probes, metrics and the [`analytics`] read API), and
+//! partitions, stored offsets), [`kafka`] (client settings), [`metrics`],
+//! [`batch_timing`] (where a batch's time goes) and [`error_events`], [`http`] (probes, metrics and the [`analytics`] read API), and
 //! [`copy_text`] (the bench's COPY baseline, not on the worker's path).
 
 // Stages, in data order (kept apart so rustfmt leaves the order alone).
@@ -38,6 +38,7 @@ pub mod summaries;
 
 // Around the stages.
 pub mod analytics;
+pub mod batch_timing;
 pub mod config;
 pub mod copy_text;
 pub mod db;

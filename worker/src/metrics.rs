@@ -1,9 +1,10 @@
 //! Prometheus metrics of the worker (contract §3 names; more are welcome, these stay).
 
+use crate::batch_timing::{Stage, StageTimes};
 use crate::error_events::ErrorEvents;
 use prometheus::{
-    Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
-    exponential_buckets,
+    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, exponential_buckets,
 };
 use std::collections::VecDeque;
 use std::sync::Mutex;
@@ -24,6 +25,10 @@ pub struct Metrics {
     pub quality_score: prometheus::Gauge,
     pub batch_size: Histogram,
     pub batch_write_seconds: Histogram,
+    /// Per committed batch, the time of each [`Stage`] (see [`crate::batch_timing`]).
+    batch_stage_seconds: HistogramVec,
+    /// Per committed batch, from its first record taken to its commit.
+    batch_wall_seconds: Histogram,
     /// Failed batch writes in Postgres by `kind`; Kafka produce failures are not among them
     /// (they count in [`Metrics::errors`]).
     pub db_errors: IntCounterVec,
@@ -122,7 +127,26 @@ impl Metrics {
             .expect("metric"),
             batch_write_seconds: Histogram::with_opts(
                 HistogramOpts::new("sluice_batch_write_seconds", "Time to write and commit one batch.")
-                    .buckets(latency_buckets),
+                    .buckets(latency_buckets.clone()),
+            )
+            .expect("metric"),
+            batch_stage_seconds: HistogramVec::new(
+                HistogramOpts::new(
+                    "sluice_batch_stage_seconds",
+                    "Time of one committed batch in each stage: decode, profile_reload, score (consumer \
+                     thread, summed over its records), queue (waiting for the sink), retry, then each \
+                     statement of its transaction, the DLQ and alerts produce, and commit.",
+                )
+                .buckets(exponential_buckets(0.0001, 2.0, 18).expect("buckets")),
+                &["stage"],
+            )
+            .expect("metric"),
+            batch_wall_seconds: Histogram::with_opts(
+                HistogramOpts::new(
+                    "sluice_batch_wall_seconds",
+                    "From the first record taken into a batch to its commit.",
+                )
+                .buckets(latency_buckets),
             )
             .expect("metric"),
             db_errors: IntCounterVec::new(
@@ -185,6 +209,8 @@ impl Metrics {
             Box::new(m.quality_score.clone()),
             Box::new(m.batch_size.clone()),
             Box::new(m.batch_write_seconds.clone()),
+            Box::new(m.batch_stage_seconds.clone()),
+            Box::new(m.batch_wall_seconds.clone()),
             Box::new(m.db_errors.clone()),
             Box::new(m.fenced_batches.clone()),
             Box::new(m.consumer_lag_seconds.clone()),
@@ -206,7 +232,21 @@ impl Metrics {
         for result in ["applied", "refused"] {
             m.config_reloads.with_label_values(&[result]);
         }
+        for stage in Stage::ALL {
+            m.batch_stage_seconds.with_label_values(&[stage.as_str()]);
+        }
         m
+    }
+
+    /// One committed batch's time split: every stage is observed (0 included), so each
+    /// stage's `_count` is the number of batches and `_sum / _count` its mean.
+    pub fn observe_batch(&self, times: &StageTimes, wall: Duration) {
+        for stage in Stage::ALL {
+            self.batch_stage_seconds
+                .with_label_values(&[stage.as_str()])
+                .observe(times.get(stage).as_secs_f64());
+        }
+        self.batch_wall_seconds.observe(wall.as_secs_f64());
     }
 
     pub fn count(&self, outcome: Outcome, n: u64) {
@@ -309,6 +349,8 @@ mod tests {
             "sluice_db_errors_total{kind=\"connection\",pipeline=\"p\"} 0",
             "sluice_dlq_records_total{pipeline=\"p\"} 0",
             "sluice_errors_total{error=\"dlq_produce\",pipeline=\"p\"} 0",
+            "sluice_batch_stage_seconds_count{stage=\"claim_ids\",pipeline=\"p\"} 0",
+            "sluice_batch_wall_seconds_count{pipeline=\"p\"} 0",
         ] {
             assert!(text.contains(name), "missing {name} in\n{text}");
         }

@@ -7,6 +7,7 @@ mod publish;
 mod rows;
 
 use crate::batch::{Accepted, Batch, Rejected, duplicate_of};
+use crate::batch_timing::{Laps, Stage, StageTimes};
 use crate::error_events::ErrorKind;
 use crate::metrics::{Metrics, Outcome};
 use crate::summaries::{add_quality, add_summaries};
@@ -88,6 +89,8 @@ struct Written {
     rejected: u64,
     flagged: u64,
     late: u64,
+    /// The sink's stages of the attempt that committed.
+    times: StageTimes,
 }
 
 impl Sink {
@@ -102,12 +105,13 @@ impl Sink {
                 continue;
             }
             let mut delay = self.retry_initial;
+            let first_attempt = Instant::now();
             loop {
                 let started = Instant::now();
                 match self.write(&batch).await {
                     Ok(w) => {
                         self.db_ok.store(true, Ordering::Relaxed);
-                        self.record_success(&batch, &w, started);
+                        self.record_success(&batch, &w, first_attempt, started);
                         let offsets = batch.offsets.iter().map(|(p, m)| (*p, m.next)).collect();
                         let _ = acks.send(Ack::Committed { offsets });
                         break;
@@ -144,9 +148,20 @@ impl Sink {
         }
     }
 
-    fn record_success(&self, batch: &Batch, w: &Written, started: Instant) {
+    fn record_success(&self, batch: &Batch, w: &Written, first_attempt: Instant, started: Instant) {
         let m = &self.metrics;
         let now = Instant::now();
+        let mut times = batch.times.clone();
+        times.merge(&w.times);
+        if let Some(handed_on) = batch.handed_on_at {
+            times.add(
+                Stage::Queue,
+                first_attempt.saturating_duration_since(handed_on),
+            );
+        }
+        times.add(Stage::Retry, started.duration_since(first_attempt));
+        let first = batch.first_taken.unwrap_or(batch.opened_at);
+        m.observe_batch(&times, now.duration_since(first));
         let wall = Utc::now();
         m.count(Outcome::Accepted, w.inserted);
         m.count(Outcome::Duplicate, w.duplicates);
@@ -170,37 +185,51 @@ impl Sink {
     }
 
     async fn write(&self, batch: &Batch) -> Result<Written, WriteError> {
+        // Each lap charges the time since the previous one to the stage just finished.
+        let mut laps = Laps::start();
         let mut tx = self.pool.begin().await?;
+        laps.lap(Stage::Begin);
 
         // Claim the ids first, then insert only the new rows: each row is written once.
         let new_ids = rows::claim_ids(&mut tx, &batch.accepted).await?;
+        laps.lap(Stage::ClaimIds);
         let (fresh, repeated): (Vec<&Accepted>, Vec<&Accepted>) = batch
             .accepted
             .iter()
             .partition(|r| new_ids.contains(&r.valid.tx.transaction_id));
         if !fresh.is_empty() {
             rows::insert_rows(&mut tx, &fresh).await?;
+            laps.lap(Stage::InsertRows);
             add_summaries(&mut tx, &fresh).await?;
+            laps.lap(Stage::Summaries);
             rows::insert_alerts(&mut tx, &fresh).await?;
+            laps.lap(Stage::InsertAlerts);
         }
         let duplicates: Vec<Rejected> = repeated.iter().map(|r| duplicate_of(r)).collect();
         let rejected: Vec<&Rejected> = batch.rejected.iter().chain(duplicates.iter()).collect();
         if !rejected.is_empty() {
             rows::insert_rejected(&mut tx, &self.topic, &rejected).await?;
         }
+        laps.lap(Stage::InsertRejected);
         if !batch.is_empty() {
             add_quality(&mut tx, &fresh, &rejected).await?;
         }
+        laps.lap(Stage::Quality);
 
         rows::upsert_profiles(&mut tx, &batch.profiles).await?;
+        laps.lap(Stage::UpsertProfiles);
         self.move_offsets(&mut tx, batch).await?;
+        laps.lap(Stage::MoveOffsets);
         self.publish_dlq(&rejected)
             .await
             .map_err(WriteError::DlqProduce)?;
+        laps.lap(Stage::ProduceDlq);
         self.publish_alerts(&fresh)
             .await
             .map_err(WriteError::AlertProduce)?;
+        laps.lap(Stage::ProduceAlerts);
         tx.commit().await?;
+        laps.lap(Stage::Commit);
 
         let duplicates_total = rejected
             .iter()
@@ -218,6 +247,7 @@ impl Sink {
             rejected: rejected.len() as u64 - duplicates_total,
             flagged: fresh.iter().filter(|r| r.flagged()).count() as u64,
             late: fresh.iter().filter(|r| r.late).count() as u64,
+            times: laps.times,
         })
     }
 
