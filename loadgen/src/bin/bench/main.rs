@@ -3,23 +3,30 @@
 //! (2) the worker draining a pre-produced backlog, (3) end-to-end latency at a fixed offered
 //! rate, (4) the same backlog drain with fraud scoring off vs on (fresh database each, same
 //! events, alternating order); then checks what landed and writes `report.json` and `report.svg`.
+//! Beside each phase's figures it reports where a batch's time went inside the worker
+//! ([`split`]) and what Postgres did meanwhile ([`pg_view`]).
+
+mod activity;
+mod compare;
+mod copy;
+mod latency;
+mod pg_view;
+mod plot;
+mod split;
+mod worker;
 
 use anyhow::{Context, Result, ensure};
 use chrono::Utc;
 use clap::Parser;
-use plotters::prelude::*;
+use compare::{ScoringCompare, scoring_compare};
 use serde_json::json;
-use sluice_harness::{Process, free_port, get, metrics, wait_for};
-use sluice_loadgen::{
-    EventClock, EventKind, Generator, GeneratorConfig, LoadSpec, ensure_topic, produce,
-};
-use sluice_worker::batch::Accepted;
-use sluice_worker::copy_text::{COPY_TRANSACTIONS, encode_copy};
-use sluice_worker::validate::{TimeBounds, validate};
+use sluice_harness::free_port;
+use sluice_loadgen::{GeneratorConfig, LoadSpec, ensure_topic, produce};
+use split::{Counters, Split};
 use sqlx::{Connection, PgConnection, PgPool};
 use std::path::PathBuf;
-use std::process::Command;
 use std::time::{Duration, Instant};
+use worker::{peak_rss_mb, scrape, spawn_worker, stop, wait_handled, watch_drain};
 
 #[derive(Parser)]
 #[command(name = "sluice-bench")]
@@ -76,13 +83,24 @@ async fn main() -> Result<()> {
         "{}/{run}",
         &args.database_url[..args.database_url.rfind('/').expect("db url has a path")]
     );
+    if let Err(e) = pg_view::enable_statements(&mut admin).await {
+        eprintln!("   warning: no pg_stat_statements ({e:#}); the statements view stays empty");
+    }
+    let mut db = PgConnection::connect(&db_url).await?;
+    let mut pg_views = serde_json::Map::new();
+    let pg_start = pg_view::snapshot(&mut admin, &mut db, &run).await?;
 
     eprintln!(
         "== 1/4 raw COPY baseline: {} rows into the same schema",
         args.copy_rows
     );
-    let copy_tps = copy_baseline(&db_url, args.copy_rows).await?;
+    let copy_started = Instant::now();
+    let copy_tps = copy::copy_baseline(&db_url, args.copy_rows).await?;
     eprintln!("   {copy_tps:.0} rows/s");
+    let pg_copied = pg_view::snapshot(&mut admin, &mut db, &run).await?;
+    let view = pg_view::delta(&pg_start, &pg_copied, copy_started.elapsed().as_secs_f64());
+    pg_view::print("the COPY baseline", &view, false);
+    pg_views.insert("copy_baseline".into(), view);
 
     eprintln!(
         "== 2/4 backlog: producing {} events, then draining with one worker",
@@ -107,15 +125,21 @@ async fn main() -> Result<()> {
         let spec = backlog.clone();
         tokio::task::spawn_blocking(move || produce(&spec)).await??
     };
+    let pg_before_drain = pg_view::snapshot(&mut admin, &mut db, &run).await?;
+    let drain_started = Instant::now();
     let port = free_port()?;
     let mut worker = spawn_worker(&args, &db_url, &topic, port, "worker.log", &[])?;
-    let samples = watch_drain(
+    let drain = watch_drain(
         port,
         produced.produced,
         &mut worker,
         Duration::from_millis(250),
     )
     .await?;
+    let samples = drain.samples;
+    let drained = Counters::parse(&drain.last_page);
+    let drain_seconds = drain_started.elapsed().as_secs_f64();
+    let pg_drained = pg_view::snapshot(&mut admin, &mut db, &run).await?;
     let (t0, n0) = *samples
         .iter()
         .find(|(_, n)| *n > 0)
@@ -132,7 +156,12 @@ async fn main() -> Result<()> {
         "== 3/4 latency at {} tx/s for {}s",
         args.latency_rate, args.latency_seconds
     );
+    let view = pg_view::delta(&pg_before_drain, &pg_drained, drain_seconds);
+    pg_view::print("the backlog drain", &view, false);
+    pg_views.insert("backlog".into(), view);
     let phase_start = Utc::now();
+    let latency_started = Instant::now();
+    let beside = activity::watch(args.database_url.clone(), phase_start);
     let latency_spec = LoadSpec {
         brokers: args.brokers.clone(),
         topic: topic.clone(),
@@ -151,19 +180,27 @@ async fn main() -> Result<()> {
     let offered = tokio::task::spawn_blocking(move || produce(&latency_spec)).await??;
     let expected_total = produced.produced + offered.produced;
     wait_handled(port, expected_total).await?;
+    let latency_split = Split {
+        counters: Counters::parse(&scrape(port).await?).since(&drained),
+        seconds: latency_started.elapsed().as_secs_f64(),
+    };
+    // Over the span the throughput is measured on: first progress to drained.
+    let drain_split = Split {
+        counters: drained.since(&Counters::parse(&drain.first_page)),
+        seconds: (t1 - t0).max(1e-3),
+    };
+    let beside = beside.finish().await;
+    activity::print(&beside);
     let rss_peak_mb = peak_rss_mb(worker.id());
     stop(&mut worker);
+    let pg_latency = pg_view::snapshot(&mut admin, &mut db, &run).await?;
+    let view = pg_view::delta(&pg_drained, &pg_latency, latency_split.seconds);
+    pg_view::print("the latency phase", &view, false);
+    pg_views.insert("latency".into(), view);
 
     let pool = PgPool::connect(&db_url).await?;
-    let latencies: Vec<f64> = sqlx::query_scalar(
-        "SELECT extract(epoch FROM ingested_at - kafka_timestamp)::float8 * 1000
-         FROM sluice.transactions WHERE kafka_timestamp >= $1 ORDER BY 1",
-    )
-    .bind(phase_start)
-    .fetch_all(&pool)
-    .await?;
-    ensure!(!latencies.is_empty(), "no rows from the latency phase");
-    let pct = |q: f64| latencies[((latencies.len() - 1) as f64 * q).round() as usize];
+    let latencies = latency::Latencies::read(&pool, phase_start).await?;
+    let pct = |q: f64| latencies.pct(q);
     let (stored, distinct): (i64, i64) =
         sqlx::query_as("SELECT count(*), count(DISTINCT transaction_id) FROM sluice.transactions")
             .fetch_one(&pool)
@@ -188,12 +225,29 @@ async fn main() -> Result<()> {
             }
         };
     let compare_json = compare.as_ref().map(ScoringCompare::to_json);
+    let compare_splits = compare.as_ref().map(|c| (c.split(false), c.split(true)));
+    let mut phases: Vec<(&str, &Split)> =
+        vec![("backlog", &drain_split), ("latency", &latency_split)];
+    if let Some((off, on)) = &compare_splits {
+        phases.extend([("scoring off", off), ("scoring on", on)]);
+    }
+    split::print(&phases);
+    let mut split_json: serde_json::Map<String, serde_json::Value> = phases
+        .iter()
+        .map(|(name, s)| (name.replace(' ', "_"), s.to_json()))
+        .collect();
+    split_json.insert("meaning".into(), split::meaning());
+    pg_views.insert("meaning".into(), pg_view::meaning());
+    pg_views.insert(
+        "scoring_drains".into(),
+        json!("each drain's view is scoring_compare.runs[].postgres"),
+    );
 
     let report = json!({
         "offered_rate_tps": args.latency_rate,
         "throughput_tps": throughput.round(),
         "duration_s": ((t1 - t0) * 10.0).round() / 10.0,
-        "latency_ms": {"p50": round2(pct(0.50)), "p95": round2(pct(0.95)), "p99": round2(pct(0.99)), "max": round2(*latencies.last().unwrap())},
+        "latency_ms": {"p50": round2(pct(0.50)), "p95": round2(pct(0.95)), "p99": round2(pct(0.99)), "max": round2(*latencies.sorted_ms.last().unwrap())},
         "copy_baseline_tps": copy_tps.round(),
         "ratio_to_copy": round2(throughput / copy_tps),
         "rows_expected": produced.valid + offered.valid,
@@ -210,6 +264,9 @@ async fn main() -> Result<()> {
         "throughput_scoring_on_tps": compare.as_ref().map(|c| c.on_tps.round()),
         "scoring_on_ratio": compare.as_ref().map(|c| round2(c.on_tps / c.off_tps)),
         "scoring_compare": compare_json.unwrap_or_else(|| json!({"skipped": compare_error.is_none(), "error": compare_error})),
+        "batch_time_split": split_json,
+        "postgres_view": pg_views,
+        "latency_over_time": latencies.per_second_json(&beside),
     });
     let report_path = args.out.join("report.json");
     std::fs::write(&report_path, serde_json::to_string_pretty(&report)? + "\n")?;
@@ -218,11 +275,13 @@ async fn main() -> Result<()> {
         .flat_map(|c| &c.runs)
         .map(|r| (r.scoring, r.samples.as_slice()))
         .collect();
-    plot(
+    plot::plot(
         &args.out.join("report.svg"),
         &samples,
         &compare_samples,
-        &latencies,
+        &latencies.sorted_ms,
+        &latencies.per_second,
+        &beside,
     )?;
     println!("{}", serde_json::to_string_pretty(&report)?);
     if let Some(c) = &compare {
@@ -251,458 +310,6 @@ async fn main() -> Result<()> {
     Ok(())
 }
 
-/// One drain of the scoring comparison.
-struct CompareRun {
-    scoring: bool,
-    tps: f64,
-    /// Records handled between the first progress sample and the end, and that span.
-    handled: u64,
-    seconds: f64,
-    /// CPU the worker used from start to drained (user + system): less sensitive to other
-    /// load on a shared machine than the wall-clock rate.
-    cpu_s: f64,
-    rows_stored: i64,
-    alerts: i64,
-    profiles: i64,
-    samples: Vec<(f64, u64)>,
-}
-
-struct ScoringCompare {
-    event_clock: String,
-    events: u64,
-    rows_expected: u64,
-    runs: Vec<CompareRun>,
-    off_tps: f64,
-    on_tps: f64,
-}
-
-impl ScoringCompare {
-    /// [slowest, fastest] drain of a mode: how far apart repeats of the same drain land.
-    fn range(&self, on: bool) -> [f64; 2] {
-        let tps = self
-            .runs
-            .iter()
-            .filter(|r| r.scoring == on)
-            .map(|r| r.tps.round());
-        [
-            tps.clone().fold(f64::INFINITY, f64::min),
-            tps.fold(0.0, f64::max),
-        ]
-    }
-
-    fn cpu_us_per_event(&self, on: bool) -> f64 {
-        let runs = self.runs.iter().filter(|r| r.scoring == on);
-        runs.clone().map(|r| r.cpu_s).sum::<f64>() * 1e6
-            / (runs.count() as f64 * self.events as f64)
-    }
-
-    fn to_json(&self) -> serde_json::Value {
-        json!({
-            "events_per_drain": self.events,
-            "event_clock": self.event_clock,
-            "rows_expected_per_drain": self.rows_expected,
-            "order": self.runs.iter().map(|r| if r.scoring { "on" } else { "off" }).collect::<Vec<_>>(),
-            "runs": self.runs.iter().map(|r| json!({
-                "scoring": if r.scoring { "on" } else { "off" },
-                "throughput_tps": r.tps.round(),
-                "duration_s": (r.seconds * 10.0).round() / 10.0,
-                "worker_cpu_s": round2(r.cpu_s),
-                "rows_stored": r.rows_stored,
-                "fraud_alerts": r.alerts,
-                "customer_profiles": r.profiles,
-            })).collect::<Vec<_>>(),
-            "throughput_is": "per mode: records handled / seconds, summed over that mode's drains",
-            "worker_cpu_us_per_event": {"off": self.cpu_us_per_event(false).round(), "on": self.cpu_us_per_event(true).round()},
-            "throughput_tps_range": {"off": self.range(false), "on": self.range(true)},
-            "scoring_off_means": "worker started with fraud.enabled=false (SLUICE_FRAUD__ENABLED=false); runs[].customer_profiles shows whether it still kept per-customer state",
-        })
-    }
-}
-
-/// (4) Drain the same backlog with scoring off and on, alternating off,on | on,off | …: one
-/// topic produced once (byte-identical input), then per drain a fresh database, a fresh
-/// consumer group, a CHECKPOINT so no drain pays for the previous one's dirty pages, and a
-/// fresh worker. Progress is sampled every 100 ms (the drains are short).
-async fn scoring_compare(args: &Args, template: &LoadSpec, run: &str) -> Result<ScoringCompare> {
-    let drains = 2 * args.scoring_compare_rounds;
-    eprintln!(
-        "== 4/4 scoring off vs on: producing {} events, then {drains} drains (fresh database each)",
-        args.scoring_compare_events
-    );
-    let topic = format!("{}-scoring", run.replace('_', "-"));
-    ensure_topic(&args.brokers, &topic, args.partitions).await?;
-    let spec = LoadSpec {
-        topic: topic.clone(),
-        count: Some(args.scoring_compare_events),
-        generator: GeneratorConfig {
-            seed: 42,
-            id_prefix: "scoring".into(),
-            event_clock: match args.scoring_compare_clock.as_str() {
-                "wall" => EventClock::Wall,
-                _ => EventClock::Simulated,
-            },
-            ..GeneratorConfig::default()
-        },
-        ..template.clone()
-    };
-    let produced = tokio::task::spawn_blocking(move || produce(&spec)).await??;
-    let mut admin = PgConnection::connect(&args.database_url).await?;
-    let base = &args.database_url[..args.database_url.rfind('/').expect("db url has a path")];
-    let mut runs = Vec::new();
-    for i in 0..drains {
-        let scoring = matches!(i % 4, 1 | 2);
-        let mode = if scoring { "on" } else { "off" };
-        let name = format!("{run}_scoring{i}_{mode}");
-        sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-            .execute(&mut admin)
-            .await?;
-        sqlx::raw_sql("CHECKPOINT").execute(&mut admin).await?;
-        let db_url = format!("{base}/{name}");
-        let port = free_port()?;
-        let env = [
-            ("SLUICE_FRAUD__ENABLED", scoring.to_string()),
-            ("SLUICE_KAFKA__GROUP_ID", format!("{name}-group")),
-        ];
-        let mut worker = spawn_worker(
-            args,
-            &db_url,
-            &topic,
-            port,
-            &format!("worker-scoring{i}-{mode}.log"),
-            &env,
-        )?;
-        let drained = watch_drain(
-            port,
-            produced.produced,
-            &mut worker,
-            Duration::from_millis(100),
-        )
-        .await;
-        let cpu_s = cpu_seconds(worker.id());
-        stop(&mut worker);
-        let samples = drained?;
-        let (t0, n0) = *samples
-            .iter()
-            .find(|(_, n)| *n > 0)
-            .context("worker made no progress")?;
-        let (t1, n1) = *samples.last().expect("samples");
-        let (handled, seconds) = (n1 - n0, (t1 - t0).max(1e-3));
-        let pool = PgPool::connect(&db_url).await?;
-        let count = |table: &str| format!("SELECT count(*) FROM sluice.{table}");
-        let rows_stored: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(count("transactions")))
-            .fetch_one(&pool)
-            .await?;
-        let alerts: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(count("fraud_alerts")))
-            .fetch_one(&pool)
-            .await?;
-        let profiles: i64 = sqlx::query_scalar(sqlx::AssertSqlSafe(count("customer_profiles")))
-            .fetch_one(&pool)
-            .await?;
-        pool.close().await;
-        let tps = handled as f64 / seconds;
-        eprintln!(
-            "   drain {}/{drains} scoring {mode:>3}: {tps:.0} tx/s ({seconds:.1}s, worker cpu {cpu_s:.1}s), {rows_stored} rows, {alerts} alerts, {profiles} profiles",
-            i + 1
-        );
-        ensure!(
-            rows_stored as u64 == produced.valid,
-            "scoring {mode} drain stored {rows_stored} rows, expected {}",
-            produced.valid
-        );
-        ensure!(
-            scoring || alerts == 0,
-            "scoring off still raised {alerts} alerts: the switch did not apply"
-        );
-        if scoring && alerts == 0 {
-            eprintln!("   warning: scoring on raised no alerts");
-        }
-        runs.push(CompareRun {
-            scoring,
-            tps,
-            handled,
-            seconds,
-            cpu_s,
-            rows_stored,
-            alerts,
-            profiles,
-            samples,
-        });
-    }
-    let mode_tps = |on: bool| {
-        let (n, s) = runs
-            .iter()
-            .filter(|r| r.scoring == on)
-            .fold((0, 0.0), |(n, s), r| (n + r.handled, s + r.seconds));
-        n as f64 / s
-    };
-    Ok(ScoringCompare {
-        event_clock: args.scoring_compare_clock.clone(),
-        events: produced.produced,
-        rows_expected: produced.valid,
-        off_tps: mode_tps(false),
-        on_tps: mode_tps(true),
-        runs,
-    })
-}
-
 fn round2(x: f64) -> f64 {
     (x * 100.0).round() / 100.0
-}
-
-/// COPY the generator's valid rows straight into `transactions` (same indexes, same daily
-/// partitions), 50,000 rows per committed COPY: what Postgres can take on this box.
-async fn copy_baseline(db_url: &str, rows: usize) -> Result<f64> {
-    let pool = sluice_worker::db::connect(db_url, "copy_baseline", 2, true).await?;
-    sluice_worker::db::migrate(&pool, "copy_baseline").await?;
-    sluice_worker::db::maintain_partitions(&pool, Utc::now(), 30, 3).await?;
-    let mut generator = Generator::new(GeneratorConfig {
-        seed: 42,
-        invalid_ratio: 0.0,
-        duplicate_ratio: 0.0,
-        id_prefix: "copy".into(),
-        ..GeneratorConfig::default()
-    });
-    let now = Utc::now();
-    let bounds = TimeBounds::around(now, 30, 300);
-    let mut records = Vec::with_capacity(rows);
-    while records.len() < rows {
-        let e = generator.next(now);
-        if e.kind != EventKind::Valid {
-            continue;
-        }
-        let valid = validate(&e.payload, bounds)
-            .map_err(|r| anyhow::anyhow!("generator made an invalid event: {r:?}"))?;
-        records.push(Accepted {
-            valid,
-            partition: (records.len() % 8) as i32,
-            offset: records.len() as i64,
-            kafka_timestamp: now,
-            received_at: Instant::now(),
-            raw: Vec::new(),
-            verdict: None,
-            late: false,
-        });
-    }
-    let mut conn = pool.acquire().await?;
-    let started = Instant::now();
-    for chunk in records.chunks(50_000) {
-        let mut buf = Vec::with_capacity(chunk.len() * 256);
-        encode_copy(chunk, &mut buf);
-        let mut tx = conn.begin().await?;
-        let mut copy = tx.copy_in_raw(COPY_TRANSACTIONS).await?;
-        copy.send(buf).await?;
-        copy.finish().await?;
-        tx.commit().await?;
-    }
-    Ok(rows as f64 / started.elapsed().as_secs_f64())
-}
-
-/// `env` is applied last, so it overrides the defaults here.
-fn spawn_worker(
-    args: &Args,
-    db_url: &str,
-    topic: &str,
-    port: u16,
-    log_name: &str,
-    env: &[(&str, String)],
-) -> Result<Process> {
-    Process::spawn(
-        Command::new(args.bin_dir.join("sluice-worker"))
-            .env("DATABASE_URL", db_url)
-            .env("SLUICE_PIPELINE", "bench")
-            .env("SLUICE_KAFKA__BOOTSTRAP_SERVERS", &args.brokers)
-            .env("SLUICE_KAFKA__TOPIC", topic)
-            .env("SLUICE_KAFKA__GROUP_ID", format!("{topic}-group"))
-            .env("SLUICE_HTTP__LISTEN", format!("127.0.0.1:{port}"))
-            .envs(env.iter().map(|(k, v)| (k, v))),
-        args.out.join(log_name),
-    )
-    .context("starting sluice-worker")
-}
-
-/// SIGTERM the worker and wait for it to stop; a failed stop is reported, not fatal (what
-/// was measured stands).
-fn stop(worker: &mut Process) {
-    if let Err(e) = worker.terminate(Duration::from_secs(60)) {
-        eprintln!("   warning: {e:#}");
-    }
-}
-
-/// Records the worker has handled, from its `sluice_transactions_total`.
-async fn handled(port: u16) -> Result<u64> {
-    let page = get(port, "/metrics").await?.ok()?;
-    Ok(metrics::sum(&page, "sluice_transactions_total", &[]) as u64)
-}
-
-/// Sample the worker's counters every `every` until `expected` records are handled.
-async fn watch_drain(
-    port: u16,
-    expected: u64,
-    worker: &mut Process,
-    every: Duration,
-) -> Result<Vec<(f64, u64)>> {
-    let started = Instant::now();
-    let mut samples = Vec::new();
-    loop {
-        ensure!(
-            worker.exited()?.is_none(),
-            "the worker exited during the drain"
-        );
-        if let Ok(n) = handled(port).await {
-            samples.push((started.elapsed().as_secs_f64(), n));
-            if n >= expected {
-                return Ok(samples);
-            }
-        }
-        ensure!(
-            started.elapsed() < Duration::from_secs(900),
-            "backlog not drained in 15 minutes"
-        );
-        tokio::time::sleep(every).await;
-    }
-}
-
-async fn wait_handled(port: u16, expected: u64) -> Result<()> {
-    wait_for(
-        "the latency phase drained",
-        Duration::from_secs(300),
-        || async { handled(port).await.is_ok_and(|n| n >= expected) },
-    )
-    .await
-}
-
-/// User + system CPU seconds of a process so far (USER_HZ = 100 on Linux).
-fn cpu_seconds(pid: u32) -> f64 {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|s| {
-            let f: Vec<&str> = s.rsplit_once(')')?.1.split_whitespace().collect();
-            Some((f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?) / 100.0)
-        })
-        .unwrap_or(0.0)
-}
-
-fn peak_rss_mb(pid: u32) -> f64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))?
-                .split_whitespace()
-                .nth(1)?
-                .parse::<f64>()
-                .ok()
-        })
-        .map_or(0.0, |kb| (kb / 1024.0 * 10.0).round() / 10.0)
-}
-
-/// Rate over a trailing window of about one second, at every sample.
-fn rates_1s(samples: &[(f64, u64)]) -> Vec<(f64, f64)> {
-    let mut j = 0;
-    let mut out = Vec::new();
-    for (i, &(t, n)) in samples.iter().enumerate() {
-        while j + 1 < i && t - samples[j + 1].0 >= 1.0 {
-            j += 1;
-        }
-        if i > j && t - samples[j].0 >= 0.9 {
-            out.push((t, (n - samples[j].1) as f64 / (t - samples[j].0)));
-        }
-    }
-    out
-}
-
-/// `compare`: the scoring comparison's drains (scoring on?, samples), drawn over the backlog's.
-fn plot(
-    path: &std::path::Path,
-    samples: &[(f64, u64)],
-    compare: &[(bool, &[(f64, u64)])],
-    latencies_ms: &[f64],
-) -> Result<()> {
-    let root = SVGBackend::new(path, (1200, 450)).into_drawing_area();
-    root.fill(&WHITE)?;
-    let (left, right) = root.split_horizontally(600);
-
-    let rates: Vec<(f64, f64)> = samples
-        .windows(5)
-        .map(|w| {
-            (
-                w[4].0,
-                (w[4].1 - w[0].1) as f64 / (w[4].0 - w[0].0).max(1e-3),
-            )
-        })
-        .collect();
-    let compare: Vec<(bool, Vec<(f64, f64)>)> =
-        compare.iter().map(|(on, s)| (*on, rates_1s(s))).collect();
-    let all = || rates.iter().chain(compare.iter().flat_map(|c| &c.1));
-    let max_rate = all().map(|r| r.1).fold(1.0, f64::max) * 1.1;
-    let max_t = all()
-        .map(|r| r.0)
-        .fold(samples.last().map_or(1.0, |s| s.0), f64::max);
-    let mut chart = ChartBuilder::on(&left)
-        .caption(
-            "Backlog drain: throughput (tx/s, 1 s window)",
-            ("sans-serif", 18),
-        )
-        .margin(15)
-        .x_label_area_size(35)
-        .y_label_area_size(60)
-        .build_cartesian_2d(0f64..max_t, 0f64..max_rate)?;
-    chart
-        .configure_mesh()
-        .x_desc("seconds since worker start")
-        .y_desc("tx/s")
-        .draw()?;
-    chart
-        .draw_series(LineSeries::new(rates, &BLUE))?
-        .label("backlog (scoring on)")
-        .legend(|(x, y)| PathElement::new([(x, y), (x + 20, y)], BLUE));
-    for on in [false, true] {
-        let color = if on { RED.mix(0.7) } else { GREEN.mix(0.7) };
-        for (i, (_, r)) in compare.iter().filter(|c| c.0 == on).enumerate() {
-            let series = chart.draw_series(LineSeries::new(r.iter().copied(), color))?;
-            if i == 0 {
-                let label = if on {
-                    "comparison: scoring on"
-                } else {
-                    "comparison: scoring off"
-                };
-                series
-                    .label(label)
-                    .legend(move |(x, y)| PathElement::new([(x, y), (x + 20, y)], color));
-            }
-        }
-    }
-    chart
-        .configure_series_labels()
-        .background_style(WHITE.mix(0.8))
-        .border_style(BLACK)
-        .draw()?;
-
-    let cap = latencies_ms[((latencies_ms.len() - 1) as f64 * 0.999) as usize].max(1.0);
-    let bins = 50usize;
-    let width = cap / bins as f64;
-    let mut counts = vec![0u32; bins];
-    for &l in latencies_ms {
-        counts[((l / width) as usize).min(bins - 1)] += 1;
-    }
-    let max_count = counts.iter().copied().max().unwrap_or(1);
-    let mut chart = ChartBuilder::on(&right)
-        .caption("End-to-end latency at fixed rate (ms)", ("sans-serif", 18))
-        .margin(15)
-        .x_label_area_size(35)
-        .y_label_area_size(60)
-        .build_cartesian_2d(0f64..cap, 0u32..max_count + max_count / 10 + 1)?;
-    chart
-        .configure_mesh()
-        .x_desc("Kafka timestamp -> row written (ms), to p99.9")
-        .y_desc("rows")
-        .draw()?;
-    chart.draw_series(counts.iter().enumerate().map(|(i, &c)| {
-        Rectangle::new(
-            [(i as f64 * width, 0), ((i + 1) as f64 * width, c)],
-            BLUE.mix(0.6).filled(),
-        )
-    }))?;
-    root.present()?;
-    Ok(())
 }
