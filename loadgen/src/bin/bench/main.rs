@@ -152,13 +152,14 @@ async fn main() -> Result<()> {
         t1 - t0
     );
 
+    let view = pg_view::delta(&pg_before_drain, &pg_drained, drain_seconds);
+    pg_view::print("the backlog drain", &view, false);
+    pg_views.insert("backlog".into(), view);
+
     eprintln!(
         "== 3/4 latency at {} tx/s for {}s",
         args.latency_rate, args.latency_seconds
     );
-    let view = pg_view::delta(&pg_before_drain, &pg_drained, drain_seconds);
-    pg_view::print("the backlog drain", &view, false);
-    pg_views.insert("backlog".into(), view);
     let phase_start = Utc::now();
     let latency_started = Instant::now();
     let beside = activity::watch(args.database_url.clone(), phase_start);
