@@ -1,6 +1,6 @@
-//! What Postgres ran beside the latency phase, on the phase's clock: checkpoints and
-//! autovacuum workers, sampled every 250 ms from its own connection, so the plot can put
-//! them under the latency per second.
+//! What Postgres ran beside the latency phase, on the phase's clock: checkpoints in
+//! progress and autovacuum workers, sampled every 250 ms from `pg_stat_activity` on its own
+//! connection, so the plot can put them under the latency per second.
 
 use anyhow::Result;
 use chrono::{DateTime, Utc};
@@ -51,66 +51,56 @@ impl Watch {
     }
 }
 
-/// A checkpoint shows in `pg_stat_bgwriter` when it ends; its write + sync time place its
-/// start. An autovacuum worker shows in `pg_stat_activity` while it runs.
+/// Sampled: the checkpointer is in a checkpoint while it waits on anything but its idle
+/// main loop (`CheckpointerMain`); an autovacuum worker shows while it runs.
 async fn sample(url: &str, start: DateTime<Utc>, stop: &AtomicBool) -> Result<Vec<Span>> {
     let mut conn = PgConnection::connect(url).await?;
     let secs = |t: DateTime<Utc>| (t - start).num_milliseconds() as f64 / 1000.0;
     let mut spans = Vec::new();
-    let mut running: BTreeMap<String, f64> = BTreeMap::new();
-    let mut last: Option<(f64, f64, f64)> = None;
+    // what → (first seen, seen on the first sample)
+    let mut running: BTreeMap<String, (f64, bool)> = BTreeMap::new();
+    let mut first = true;
+    let close = |what: String, (from_s, at_start): (f64, bool), to_s: f64| Span {
+        what: if at_start {
+            format!("{what} (running when the phase began)")
+        } else {
+            what
+        },
+        from_s,
+        to_s,
+    };
     while !stop.load(Ordering::Relaxed) {
-        sqlx::raw_sql("SELECT pg_stat_clear_snapshot()")
-            .execute(&mut conn)
-            .await?;
-        let (timed, requested, ms): (f64, f64, f64) = sqlx::query_as(
-            "SELECT checkpoints_timed::float8, checkpoints_req::float8,
-                    (checkpoint_write_time + checkpoint_sync_time)::float8 FROM pg_stat_bgwriter",
-        )
-        .fetch_one(&mut conn)
-        .await?;
-        let vacuums: Vec<String> = sqlx::query_scalar(
-            "SELECT coalesce(query, 'autovacuum') FROM pg_stat_activity
-             WHERE backend_type = 'autovacuum worker'",
+        let seen: Vec<String> = sqlx::query_scalar(
+            "SELECT CASE WHEN backend_type = 'checkpointer' THEN 'checkpoint'
+                         ELSE coalesce(nullif(query, ''), 'autovacuum') END
+             FROM pg_stat_activity
+             WHERE backend_type = 'autovacuum worker'
+                OR (backend_type = 'checkpointer' AND wait_event IS DISTINCT FROM 'CheckpointerMain')",
         )
         .fetch_all(&mut conn)
         .await?;
         let now = secs(Utc::now());
-        if let Some((t0, r0, ms0)) = last
-            && timed + requested > t0 + r0
-        {
-            let kind = if requested > r0 { "requested" } else { "timed" };
-            spans.push(Span {
-                what: format!("checkpoint ({kind})"),
-                from_s: now - (ms - ms0) / 1000.0,
-                to_s: now,
-            });
-        }
-        last = Some((timed, requested, ms));
-        for v in &vacuums {
-            running.entry(v.clone()).or_insert(now);
+        for what in &seen {
+            running.entry(what.clone()).or_insert((now, first));
         }
         let ended: Vec<String> = running
             .keys()
-            .filter(|k| !vacuums.contains(k))
+            .filter(|k| !seen.contains(k))
             .cloned()
             .collect();
-        for k in ended {
-            let from_s = running.remove(&k).unwrap_or(now);
-            spans.push(Span {
-                what: k,
-                from_s,
-                to_s: now,
-            });
+        for what in ended {
+            let since = running.remove(&what).unwrap_or((now, false));
+            spans.push(close(what, since, now));
         }
+        first = false;
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     let now = secs(Utc::now());
-    spans.extend(running.into_iter().map(|(what, from_s)| Span {
-        what: format!("{what} (still running)"),
-        from_s,
-        to_s: now,
-    }));
+    spans.extend(
+        running
+            .into_iter()
+            .map(|(what, since)| close(format!("{what} (still running at the end)"), since, now)),
+    );
     Ok(spans)
 }
 

@@ -64,7 +64,7 @@ impl Latencies {
         json!({
             "measured_as": "per second of the latency phase by Kafka timestamp: rows produced in that second and their latency percentiles (ms)",
             "beside": activity::to_json(beside),
-            "beside_means": "checkpoints (placed by their end and write + sync time) and autovacuum workers seen in Postgres during the phase, seconds on the same clock",
+            "beside_means": "checkpoints in progress (checkpointer not idle) and autovacuum workers seen in pg_stat_activity every 250 ms during the phase, seconds on the same clock",
             "seconds": self.per_second.iter().map(|p| json!({
                 "s": p.second, "rows": p.rows, "p50": r2(p.p50), "p95": r2(p.p95), "p99": r2(p.p99), "max": r2(p.max),
             })).collect::<Vec<_>>(),
