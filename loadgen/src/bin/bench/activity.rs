@@ -60,11 +60,12 @@ async fn sample(url: &str, start: DateTime<Utc>, stop: &AtomicBool) -> Result<Ve
     // what → (first seen, seen on the first sample)
     let mut running: BTreeMap<String, (f64, bool)> = BTreeMap::new();
     let mut first = true;
-    let close = |what: String, (from_s, at_start): (f64, bool), to_s: f64| Span {
-        what: if at_start {
-            format!("{what} (running when the phase began)")
-        } else {
-            what
+    let close = |what: String, (from_s, at_start): (f64, bool), to_s: f64, at_end: bool| Span {
+        what: match (at_start, at_end) {
+            (true, true) => format!("{what} (throughout the phase)"),
+            (true, false) => format!("{what} (running when the phase began)"),
+            (false, true) => format!("{what} (still running at the end)"),
+            (false, false) => what,
         },
         from_s,
         to_s,
@@ -90,7 +91,7 @@ async fn sample(url: &str, start: DateTime<Utc>, stop: &AtomicBool) -> Result<Ve
             .collect();
         for what in ended {
             let since = running.remove(&what).unwrap_or((now, false));
-            spans.push(close(what, since, now));
+            spans.push(close(what, since, now, false));
         }
         first = false;
         tokio::time::sleep(Duration::from_millis(250)).await;
@@ -99,7 +100,7 @@ async fn sample(url: &str, start: DateTime<Utc>, stop: &AtomicBool) -> Result<Ve
     spans.extend(
         running
             .into_iter()
-            .map(|(what, since)| close(format!("{what} (still running at the end)"), since, now)),
+            .map(|(what, since)| close(what, since, now, true)),
     );
     Ok(spans)
 }
