@@ -116,7 +116,9 @@ pub fn to_json(spans: &[Span]) -> Value {
 
 pub fn print(spans: &[Span]) {
     if spans.is_empty() {
-        eprintln!("   beside the latency phase: no checkpoint ended, no autovacuum worker seen");
+        eprintln!(
+            "   beside the latency phase: no checkpoint in progress, no autovacuum worker seen"
+        );
     }
     for s in spans {
         eprintln!(
