@@ -8,13 +8,10 @@
 mod common;
 
 use std::process::Command;
-use std::time::Duration;
 
 use common::*;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{Api, Patch, PatchParams, PostParams};
-use rdkafka::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer};
 use serde_json::json;
 use sluice_operator::crd::{
     KafkaTls, PipelineDeployment, SaslMechanism, SaslSpec, SecretKeyRef, SecurityProtocol,
@@ -49,26 +46,13 @@ impl Drop for SecureKafka {
     }
 }
 
-/// Partitions of `topic`, read through the broker's plaintext listener.
-fn partitions(bootstrap: &str, topic: &str) -> Option<usize> {
-    let c: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", bootstrap)
-        .create()
-        .unwrap();
-    let md = c.fetch_metadata(None, Duration::from_secs(5)).ok()?;
-    md.topics()
-        .iter()
-        .find(|t| t.name() == topic && t.error().is_none())
-        .map(|t| t.partitions().len())
-}
-
 async fn wait_partitions(bootstrap: &str, topic: &str, want: usize) {
     wait_for(
         &format!("topic {topic} with {want} partitions"),
         TIMEOUT,
         || async {
             let (b, t) = (bootstrap.to_owned(), topic.to_owned());
-            tokio::task::spawn_blocking(move || partitions(&b, &t))
+            tokio::task::spawn_blocking(move || topic_partitions(&b, &t))
                 .await
                 .ok()
                 .flatten()

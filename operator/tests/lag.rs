@@ -21,13 +21,9 @@ const PER_PARTITION: i64 = 50;
 
 fn kafka() -> &'static str {
     static KAFKA: OnceLock<String> = OnceLock::new();
-    KAFKA.get_or_init(|| match std::env::var("KAFKA_BOOTSTRAP") {
-        Ok(k) if !k.is_empty() => k,
-        _ => {
-            let out = sluice_harness::hack("kafka.sh", &["start", "lag"]).unwrap();
-            sluice_harness::env_value(&out, "KAFKA_BOOTSTRAP")
-                .expect("kafka.sh prints KAFKA_BOOTSTRAP=")
-        }
+    KAFKA.get_or_init(|| {
+        sluice_harness::service_address("KAFKA_BOOTSTRAP", "kafka.sh", &["start", "lag"])
+            .unwrap_or_else(|e| panic!("{e:#}"))
     })
 }
 

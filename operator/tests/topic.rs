@@ -3,25 +3,13 @@
 
 mod common;
 
-use std::time::Duration;
-
 use common::*;
 use kube::api::{Api, Patch, PatchParams, PostParams};
-use rdkafka::ClientConfig;
-use rdkafka::consumer::{BaseConsumer, Consumer};
 use serde_json::json;
 use sluice_operator::crd::PipelineDeployment;
 
 fn partitions(topic: &str) -> Option<usize> {
-    let c: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", &setup().kafka)
-        .create()
-        .unwrap();
-    let md = c.fetch_metadata(None, Duration::from_secs(5)).ok()?;
-    md.topics()
-        .iter()
-        .find(|t| t.name() == topic && t.error().is_none())
-        .map(|t| t.partitions().len())
+    topic_partitions(&setup().kafka, topic)
 }
 
 #[tokio::test]

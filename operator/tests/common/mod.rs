@@ -53,14 +53,12 @@ pub fn setup() -> &'static Setup {
                 )
             }
         };
-        let kafka = match std::env::var("KAFKA_BOOTSTRAP") {
-            Ok(k) if !k.is_empty() => k,
-            _ => {
-                let out = sluice_harness::hack("kafka.sh", &["start", "operator-e2e"]).unwrap();
-                sluice_harness::env_value(&out, "KAFKA_BOOTSTRAP")
-                    .expect("kafka.sh prints KAFKA_BOOTSTRAP=")
-            }
-        };
+        let kafka = sluice_harness::service_address(
+            "KAFKA_BOOTSTRAP",
+            "kafka.sh",
+            &["start", "operator-e2e"],
+        )
+        .unwrap_or_else(|e| panic!("{e:#}"));
         let setup = Setup {
             repo: repo.clone(),
             kubeconfig,
@@ -84,6 +82,21 @@ pub fn setup() -> &'static Setup {
         ]));
         setup
     })
+}
+
+/// Partitions of `topic` as the broker at `bootstrap` (a plaintext listener) reports them;
+/// `None` while the topic does not exist.
+pub fn topic_partitions(bootstrap: &str, topic: &str) -> Option<usize> {
+    use rdkafka::consumer::{BaseConsumer, Consumer};
+    let c: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .create()
+        .unwrap();
+    let md = c.fetch_metadata(None, Duration::from_secs(5)).ok()?;
+    md.topics()
+        .iter()
+        .find(|t| t.name() == topic && t.error().is_none())
+        .map(|t| t.partitions().len())
 }
 
 /// CRD files of CloudNativePG, the Prometheus Operator and KEDA, from their published Go

@@ -170,13 +170,9 @@ pub fn sluice_tables(relations: &[String]) -> Vec<&String> {
 /// URL of the test server's `postgres` database (superuser `sluice`).
 fn admin_url() -> &'static str {
     static URL: OnceLock<String> = OnceLock::new();
-    URL.get_or_init(|| match std::env::var("DATABASE_URL") {
-        Ok(u) if !u.is_empty() => u,
-        _ => {
-            let out = sluice_harness::hack("postgres.sh", &["start", "operator-e2e"]).unwrap();
-            sluice_harness::env_value(&out, "DATABASE_URL")
-                .expect("postgres.sh prints DATABASE_URL=")
-        }
+    URL.get_or_init(|| {
+        sluice_harness::service_address("DATABASE_URL", "postgres.sh", &["start", "operator-e2e"])
+            .unwrap_or_else(|e| panic!("{e:#}"))
     })
 }
 

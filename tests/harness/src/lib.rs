@@ -15,5 +15,5 @@ pub mod wait;
 
 pub use http::{Response, free_port, get, get_blocking};
 pub use paths::{bin_dir, cache_dir, go, go_mod_cache, repo_root};
-pub use process::{Process, env_value, hack, helm_binary, run};
+pub use process::{Process, env_value, hack, helm_binary, run, service_address};
 pub use wait::{Outcome, wait_for, wait_for_blocking};

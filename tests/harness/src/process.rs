@@ -142,3 +142,15 @@ pub fn env_value(env: &str, key: &str) -> Option<String> {
         .find_map(|l| l.strip_prefix(key)?.strip_prefix('='))
         .map(|v| v.trim().to_owned())
 }
+
+/// A service's address: `$key` when set and not empty, else what `hack/<script> <args>`
+/// prints as `key=…` after starting (or reusing) the service.
+pub fn service_address(key: &str, script: &str, args: &[&str]) -> Result<String> {
+    if let Ok(v) = std::env::var(key)
+        && !v.trim().is_empty()
+    {
+        return Ok(v.trim().to_owned());
+    }
+    let out = hack(script, args)?;
+    env_value(&out, key).with_context(|| format!("hack/{script} printed no {key}="))
+}
