@@ -162,6 +162,19 @@ pub struct PostgresConfig {
     /// offsets are lost together on a Postgres crash and re-read from Kafka) but can repeat
     /// DLQ and alert messages after such a crash.
     pub synchronous_commit: bool,
+    /// Batch transactions written at once, each on its own connection and over its own share
+    /// of the batch's partitions. Capped at `max_connections` - 1 (one stays for maintenance
+    /// and the consumer's profile reads).
+    pub sink_lanes: u32,
+}
+
+impl PostgresConfig {
+    /// The lanes the sink really runs: `sink_lanes` within the pool.
+    pub fn effective_sink_lanes(&self) -> usize {
+        self.sink_lanes
+            .min(self.max_connections.saturating_sub(1))
+            .max(1) as usize
+    }
 }
 
 impl Default for PostgresConfig {
@@ -172,6 +185,7 @@ impl Default for PostgresConfig {
             retry_initial_ms: 100,
             retry_max_ms: 5_000,
             synchronous_commit: false,
+            sink_lanes: 1,
         }
     }
 }
@@ -275,6 +289,10 @@ pub struct FraudConfig {
     /// Customer profiles kept in memory (about 350 bytes each); idle ones beyond it are
     /// evicted and reloaded from Postgres when they come back. Read at start only.
     pub profile_capacity: usize,
+    /// Changed profiles are written at most this often instead of with every batch; after a
+    /// crash the records since the last write are replayed into them (0: every batch). Read
+    /// at start only.
+    pub profile_checkpoint_ms: u64,
 }
 
 impl Default for FraudConfig {
@@ -284,6 +302,7 @@ impl Default for FraudConfig {
             threshold: 0.5,
             disabled_rules: Vec::new(),
             profile_capacity: 200_000,
+            profile_checkpoint_ms: 5_000,
         }
     }
 }

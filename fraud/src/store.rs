@@ -125,6 +125,12 @@ impl ProfileStore {
         Ok(())
     }
 
+    /// About how many profiles are dirty (an upper bound: a profile retained away since it
+    /// was dirtied still counts until the next [`take_dirty`](Self::take_dirty)).
+    pub fn dirty_len(&self) -> usize {
+        self.dirty.len()
+    }
+
     /// Encoded profiles changed since the last call, to persist in the batch transaction.
     /// The worker must call this once per committed batch; if the commit fails it must
     /// replay the batch (which re-dirties the same customers).

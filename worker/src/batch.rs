@@ -6,7 +6,7 @@ use crate::score::ProfileRow;
 use crate::validate::{Reason, ValidTransaction};
 use chrono::{DateTime, Utc};
 use sluice_fraud::Verdict;
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::Instant;
 
 /// A valid record, scored, waiting to be written.
@@ -57,8 +57,11 @@ pub struct OffsetMove {
     /// write time means another worker moved the partition on: this batch is stale.
     pub expected: Option<i64>,
     pub next: i64,
-    /// The partition's watermark once this batch's records are counted.
+    /// The partition's watermark once this batch's records are counted (`None`: unchanged).
     pub watermark: Option<DateTime<Utc>>,
+    /// Set when the batch checkpoints the customer profiles: the offset the partition's
+    /// persisted profiles will be current to.
+    pub profiles_at: Option<i64>,
 }
 
 pub struct Batch {
@@ -126,7 +129,70 @@ impl Batch {
                 expected: stored,
                 next: offset + 1,
                 watermark,
+                profiles_at: None,
             });
+    }
+
+    /// Checkpoint the profiles of `partition` (stored offset `stored`) at `profiles_at`. A
+    /// partition without records in the batch gets a move that leaves its offset: the
+    /// compare-and-set still fences a stale writer.
+    pub fn checkpoint(&mut self, partition: i32, stored: i64, profiles_at: i64) {
+        self.offsets
+            .entry(partition)
+            .or_insert(OffsetMove {
+                expected: Some(stored),
+                next: stored,
+                watermark: None,
+                profiles_at: None,
+            })
+            .profiles_at = Some(profiles_at);
+    }
+
+    /// Whether the batch writes customer profiles and their checkpoint offsets.
+    pub fn checkpoints(&self) -> bool {
+        self.offsets.values().any(|m| m.profiles_at.is_some())
+    }
+
+    /// Split into at most `lanes` batches over disjoint sets of partitions, each written in
+    /// its own transaction. Partitions are dealt round-robin in order, so any set of owned
+    /// partitions spreads evenly. The consumer thread's stage times stay with the first.
+    pub fn split(mut self, lanes: usize) -> Vec<Batch> {
+        let partitions: Vec<i32> = self.offsets.keys().copied().collect();
+        if lanes <= 1 || partitions.len() <= 1 {
+            return vec![self];
+        }
+        let lane_of: HashMap<i32, usize> = partitions
+            .iter()
+            .enumerate()
+            .map(|(i, p)| (*p, i % lanes))
+            .collect();
+        let mut out: Vec<Batch> = (0..lanes.min(partitions.len()))
+            .map(|_| Batch {
+                opened_at: self.opened_at,
+                first_taken: self.first_taken,
+                handed_on_at: self.handed_on_at,
+                ..Batch::new(self.generation)
+            })
+            .collect();
+        out[0].times = std::mem::take(&mut self.times);
+        for r in self.accepted {
+            out[lane_of[&r.partition]].accepted.push(r);
+        }
+        for r in self.rejected {
+            out[lane_of[&r.partition]].rejected.push(r);
+        }
+        for (p, m) in self.offsets {
+            out[lane_of[&p]].offsets.insert(p, m);
+        }
+        for (customer, row) in self.profiles {
+            // A customer whose partition is not known goes with the first lane.
+            let lane = row.partition.and_then(|p| lane_of.get(&p)).copied();
+            out[lane.unwrap_or(0)].profiles.insert(customer, row);
+        }
+        for b in &mut out {
+            b.scored = b.accepted.len();
+        }
+        out
     }
 
     /// A record taken at `started` was decoded and placed: its time counts as decode.
@@ -280,8 +346,65 @@ mod tests {
             OffsetMove {
                 expected: Some(10),
                 next: 12,
-                watermark: Some(t)
+                watermark: Some(t),
+                profiles_at: None,
             }
         );
+    }
+
+    #[test]
+    fn a_checkpoint_covers_partitions_without_records_and_fences_them() {
+        let mut b = Batch::new(0);
+        b.advance(1, 5, Some(5), None);
+        b.checkpoint(1, 5, 6);
+        b.checkpoint(2, 40, 37);
+        assert!(b.checkpoints());
+        assert_eq!(b.offsets[&1].profiles_at, Some(6));
+        assert_eq!(
+            b.offsets[&2],
+            OffsetMove {
+                expected: Some(40),
+                next: 40,
+                watermark: None,
+                profiles_at: Some(37),
+            }
+        );
+    }
+
+    #[test]
+    fn lanes_get_disjoint_partitions_and_everything_lands_in_one() {
+        let mut b = Batch::new(3);
+        for p in [0, 2, 4, 6, 7] {
+            b.push_accepted(accepted(p, 0));
+            b.advance(p, 0, Some(0), None);
+        }
+        b.add_profiles(vec![
+            ProfileRow {
+                customer_id: "a".into(),
+                partition: Some(6),
+                profile: vec![1],
+            },
+            ProfileRow {
+                customer_id: "b".into(),
+                partition: None,
+                profile: vec![2],
+            },
+        ]);
+        let lanes = b.split(2);
+        assert_eq!(lanes.len(), 2);
+        let parts = |l: &Batch| l.offsets.keys().copied().collect::<Vec<_>>();
+        assert_eq!(parts(&lanes[0]), [0, 4, 7]);
+        assert_eq!(parts(&lanes[1]), [2, 6]);
+        for l in &lanes {
+            assert_eq!(l.generation, 3);
+            assert!(
+                l.accepted
+                    .iter()
+                    .all(|r| l.offsets.contains_key(&r.partition))
+            );
+        }
+        assert_eq!(lanes[1].profiles.keys().collect::<Vec<_>>(), ["a"]);
+        assert_eq!(lanes[0].profiles.keys().collect::<Vec<_>>(), ["b"]);
+        assert_eq!(Batch::new(0).split(4).len(), 1);
     }
 }

@@ -22,12 +22,15 @@ pub enum Stage {
     Begin,
     ClaimIds,
     InsertRows,
-    Summaries,
     InsertAlerts,
     InsertRejected,
-    Quality,
+    /// Only in batches that checkpoint the profiles.
     UpsertProfiles,
     MoveOffsets,
+    Summaries,
+    Quality,
+    /// Kafka deliveries still awaited after the last statement (they are sent when the ids
+    /// are claimed and run beside the statements).
     ProduceDlq,
     ProduceAlerts,
     Commit,
@@ -45,12 +48,12 @@ impl Stage {
         Stage::Begin,
         Stage::ClaimIds,
         Stage::InsertRows,
-        Stage::Summaries,
         Stage::InsertAlerts,
         Stage::InsertRejected,
-        Stage::Quality,
         Stage::UpsertProfiles,
         Stage::MoveOffsets,
+        Stage::Summaries,
+        Stage::Quality,
         Stage::ProduceDlq,
         Stage::ProduceAlerts,
         Stage::Commit,
@@ -119,9 +122,15 @@ impl Laps {
     }
 
     pub fn lap(&mut self, stage: Stage) {
-        let now = Instant::now();
-        self.times.add(stage, now.duration_since(self.last));
-        self.last = now;
+        self.lap_until(stage, Instant::now());
+    }
+
+    /// Charge `stage` with the time from the last lap to `at`, if any (work that ran beside
+    /// the timed stages costs only what is left of it after them).
+    pub fn lap_until(&mut self, stage: Stage, at: Instant) {
+        self.times
+            .add(stage, at.saturating_duration_since(self.last));
+        self.last = self.last.max(at);
     }
 }
 
@@ -155,5 +164,11 @@ mod tests {
         laps.lap(Stage::Commit);
         assert!(laps.times.get(Stage::Begin) >= Duration::from_millis(5));
         assert!(laps.times.get(Stage::Commit) < Duration::from_millis(5));
+        // Work that finished before the last lap costs nothing more.
+        laps.lap_until(
+            Stage::ProduceDlq,
+            Instant::now() - Duration::from_millis(50),
+        );
+        assert_eq!(laps.times.get(Stage::ProduceDlq), Duration::ZERO);
     }
 }

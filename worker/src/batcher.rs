@@ -6,14 +6,22 @@
 //! It also keeps what the consumer knows of every owned partition: the stored offset the
 //! batches handed on so far will leave, the next offset expected from Kafka, the watermark,
 //! and which records are taken but not yet committed.
+//!
+//! Customer profiles are checkpointed on a cadence (`fraud.profile_checkpoint_ms`), not with
+//! every batch: a checkpoint batch carries every profile changed since the last one and,
+//! per owned partition, the offset they are current to. A worker that takes a partition over
+//! warms its profiles and replays the records between that offset and the stored one into
+//! them (scored, never written again): the Flink way, one profile write per customer per
+//! checkpoint instead of one per batch.
 
 use crate::batch::{Accepted, Batch, Rejected, duplicate};
 use crate::batch_timing::{Laps, Stage};
 use crate::db::StoredOffset;
 use crate::score::{ProfileRow, ScoringStage};
 use crate::summaries::Watermark;
-use crate::validate::{TimeBounds, mask_pans, validate};
+use crate::validate::{TimeBounds, ValidTransaction, mask_pans, validate};
 use chrono::{DateTime, Utc};
+use prometheus::IntCounter;
 use sluice_api::WorkerConfig;
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -35,15 +43,47 @@ pub struct OwnedPartition {
     watermark: Watermark,
     /// Taken, not yet committed (`sluice_consumer_lag_seconds`).
     pub uncommitted: Uncommitted,
+    /// Records below this offset are stored already: they are only replayed into the
+    /// profiles, which were persisted at an earlier offset.
+    replay_until: i64,
 }
 
 impl OwnedPartition {
-    pub fn at(stored: &StoredOffset) -> Self {
+    /// A partition at its stored offset; with `replay`, first replaying the records since
+    /// its profiles were persisted.
+    pub fn at(stored: &StoredOffset, replay: bool) -> Self {
+        let replay_from = match (stored.profiles_offset, stored.next) {
+            (Some(from), Some(next)) if replay && from < next => Some(from),
+            _ => None,
+        };
         Self {
             stored: stored.next,
-            seen: stored.next.unwrap_or(0),
+            seen: replay_from.or(stored.next).unwrap_or(0),
             watermark: Watermark::stored(stored.watermark),
             uncommitted: Uncommitted::default(),
+            replay_until: stored.next.unwrap_or(0),
+        }
+    }
+
+    /// Where fetching starts: the replay's first record, or the stored offset (`None`:
+    /// nothing stored).
+    pub fn fetch_from(&self) -> Option<i64> {
+        self.stored.map(|_| self.seen)
+    }
+
+    /// Records still to replay before the stored offset (a lower bound: offsets without a
+    /// record, e.g. transaction markers, are never delivered).
+    pub fn replay_left(&self) -> i64 {
+        (self.replay_until - self.seen).max(0)
+    }
+
+    /// The offset this partition's profiles are current to once everything handed on so
+    /// far commits: all its records handed on are scored, and so is every record replayed.
+    fn profiles_at(&self) -> Option<i64> {
+        if self.seen < self.replay_until {
+            Some(self.seen)
+        } else {
+            self.stored
         }
     }
 }
@@ -89,6 +129,16 @@ pub struct Batcher {
     pub generation: u64,
     pub owned: HashMap<i32, OwnedPartition>,
     pub scorer: Box<dyn ScoringStage>,
+    /// Valid records before their partition's stored offset, to replay into the profiles.
+    replay: Vec<(ValidTransaction, i32)>,
+    /// Checkpoint the profiles at most this often (zero: with every batch)…
+    checkpoint_every: Duration,
+    /// …or once this many are dirty, which bounds memory (dirty profiles are never evicted).
+    checkpoint_dirty_limit: usize,
+    last_checkpoint: Instant,
+    checkpoint_requested: bool,
+    replayed: IntCounter,
+    checkpoints: IntCounter,
     max_records: usize,
     max_wait: Duration,
     retention_days: u32,
@@ -97,12 +147,26 @@ pub struct Batcher {
 }
 
 impl Batcher {
-    pub fn new(config: &WorkerConfig, scorer: Box<dyn ScoringStage>) -> Self {
+    /// `replayed` and `checkpoints` count records replayed into profiles and checkpoints
+    /// handed on.
+    pub fn new(
+        config: &WorkerConfig,
+        scorer: Box<dyn ScoringStage>,
+        replayed: IntCounter,
+        checkpoints: IntCounter,
+    ) -> Self {
         Self {
             batch: Batch::new(0),
             generation: 0,
             owned: HashMap::new(),
             scorer,
+            replay: Vec::new(),
+            checkpoint_every: Duration::from_millis(config.fraud.profile_checkpoint_ms),
+            checkpoint_dirty_limit: (config.fraud.profile_capacity / 2).max(1),
+            last_checkpoint: Instant::now(),
+            checkpoint_requested: false,
+            replayed,
+            checkpoints,
             max_records: config.batch.max_records,
             max_wait: Duration::from_millis(config.batch.max_wait_ms),
             retention_days: config.retention.days,
@@ -117,11 +181,30 @@ impl Batcher {
         self.owned.keys().copied().collect()
     }
 
-    /// Full, or its first record waited `batch.max_wait_ms`: hand it on when the sink has room.
+    /// Full, or its first record waited `batch.max_wait_ms`, or profiles wait for their
+    /// checkpoint: hand it on when the sink has room.
     pub fn due(&self) -> bool {
-        !self.batch.is_empty()
+        let full_or_waited = !self.batch.is_empty()
             && (self.batch.len() >= self.max_records
-                || self.batch.opened_at.elapsed() >= self.max_wait)
+                || self.batch.opened_at.elapsed() >= self.max_wait);
+        full_or_waited || (self.checkpoint_due() && self.scorer.dirty_len() > 0)
+    }
+
+    fn checkpoint_due(&self) -> bool {
+        self.scorer.stateful()
+            && (self.checkpoint_requested
+                || self.last_checkpoint.elapsed() >= self.checkpoint_every
+                || self.scorer.dirty_len() >= self.checkpoint_dirty_limit)
+    }
+
+    /// Make the next hand-on a checkpoint (shutting down: the next owner replays nothing).
+    pub fn request_checkpoint(&mut self) {
+        self.checkpoint_requested = true;
+    }
+
+    /// Records waiting to be replayed into the profiles.
+    pub fn replay_buffered(&self) -> usize {
+        self.replay.len()
     }
 
     /// While the sink is busy the batch keeps growing (a bigger insert is cheaper per row);
@@ -159,6 +242,15 @@ impl Batcher {
         }
         let started = Instant::now();
         let bounds = TimeBounds::around(Utc::now(), self.retention_days, self.max_future_skew_secs);
+        if offset < owned.replay_until {
+            // Stored already; only its effect on the customer's profile is missing. A record
+            // rejected the first time changed no profile, so it is skipped again.
+            if let Ok(valid) = validate(payload, bounds) {
+                self.replay.push((valid, partition));
+            }
+            owned.seen = offset + 1;
+            return;
+        }
         match validate(payload, bounds) {
             Ok(valid) if self.batch.holds(&valid.tx.transaction_id) => {
                 // A repeat within the batch: rejected without touching the customer's profile.
@@ -208,11 +300,7 @@ impl Batcher {
     /// Score the batch's records not scored yet, in order, after reading back in one query
     /// (`reload`) the profiles of customers that were evicted from memory. Scoring here rather
     /// than as records arrive is what lets that read be one per batch.
-    fn score_unscored(
-        &mut self,
-        reload: impl FnOnce(&[String]) -> Vec<ProfileRow>,
-        laps: &mut Laps,
-    ) {
+    fn score_unscored(&mut self, reload: &dyn Fn(&[String]) -> Vec<ProfileRow>, laps: &mut Laps) {
         let to_reload = {
             let mut customers = self
                 .batch
@@ -231,31 +319,78 @@ impl Batcher {
             .score_unscored(|r| scorer.score(&r.valid, r.partition));
     }
 
+    /// Replay the buffered records into the profiles, in order, after reading back the
+    /// evicted customers among them (as [`Self::score_unscored`] does). Nothing else of them
+    /// is kept: they were stored before.
+    pub fn score_replay(&mut self, reload: &dyn Fn(&[String]) -> Vec<ProfileRow>) {
+        if self.replay.is_empty() {
+            return;
+        }
+        let replay = std::mem::take(&mut self.replay);
+        let to_reload = {
+            let mut customers = replay.iter().map(|(v, _)| v.tx.customer_id.as_str());
+            self.scorer.to_reload(&mut customers)
+        };
+        if !to_reload.is_empty() {
+            self.scorer.warm(reload(&to_reload));
+        }
+        for (valid, partition) in &replay {
+            self.scorer.score(valid, *partition);
+        }
+        self.replayed.inc_by(replay.len() as u64);
+    }
+
+    /// Put every changed profile into the open batch with, for each owned partition that has
+    /// a stored offset, the offset they are current to.
+    fn add_checkpoint(&mut self) {
+        let dirty = self.scorer.take_dirty();
+        self.batch.add_profiles(dirty);
+        for (&p, owned) in &self.owned {
+            if let Some(m) = self.batch.offsets.get_mut(&p) {
+                m.profiles_at = Some(m.next); // its records in the batch are scored
+            } else if let (Some(stored), Some(at)) = (owned.stored, owned.profiles_at()) {
+                self.batch.checkpoint(p, stored, at);
+            }
+        }
+    }
+
     /// Hand the open batch to the sink if it has room; each partition's stored offset then
     /// moves to what the batch will store. `inflight` counts batches the sink has not finished.
     pub fn try_hand_on(
         &mut self,
         sink: &mpsc::Sender<Batch>,
         inflight: &AtomicUsize,
-        reload: impl FnOnce(&[String]) -> Vec<ProfileRow>,
+        reload: &dyn Fn(&[String]) -> Vec<ProfileRow>,
     ) -> bool {
         if sink.capacity() == 0 {
             return false; // the sink has a batch waiting already
         }
         let mut laps = Laps::start();
+        // Replayed records come before any record of their partition in the batch.
+        self.score_replay(reload);
         self.score_unscored(reload, &mut laps);
-        let dirty = self.scorer.take_dirty();
-        self.batch.add_profiles(dirty);
+        if self.checkpoint_due() {
+            self.add_checkpoint();
+        }
         laps.lap(Stage::Score);
+        if self.batch.is_empty() {
+            return false; // a checkpoint with no partition to record it for
+        }
         self.batch.times.merge(&laps.times);
         self.batch.handed_on_at = Some(Instant::now());
         let next = Batch::new(self.generation);
         let batch = std::mem::replace(&mut self.batch, next);
         let moves: Vec<(i32, i64)> = batch.offsets.iter().map(|(p, m)| (*p, m.next)).collect();
+        let checkpoint = batch.checkpoints();
         inflight.fetch_add(1, Ordering::SeqCst);
         match sink.try_send(batch) {
             Ok(()) => {
                 self.scorer.handed_on();
+                if checkpoint {
+                    self.checkpoints.inc();
+                    self.last_checkpoint = Instant::now();
+                    self.checkpoint_requested = false;
+                }
                 for (p, next) in moves {
                     if let Some(owned) = self.owned.get_mut(&p) {
                         owned.stored = Some(next);
@@ -285,6 +420,7 @@ impl Batcher {
         }
         self.generation = fenced_generation + 1;
         self.batch = Batch::new(self.generation);
+        self.replay.clear();
         let partitions = self.owned_partitions();
         // In-memory scoring state may be ahead of what committed: start from the store.
         self.scorer.forget_partitions(&partitions);
@@ -297,6 +433,7 @@ impl Batcher {
     /// Give up `partitions` (revoked): their records leave the open batch.
     pub fn revoke(&mut self, partitions: &[i32]) {
         self.batch.retain_partitions(|p| !partitions.contains(&p));
+        self.replay.retain(|(_, p)| !partitions.contains(p));
         for p in partitions {
             self.owned.remove(p);
         }

@@ -28,7 +28,9 @@ pub async fn connect(
             Box::pin(async move {
                 // The schema is a checked identifier (WorkerConfig::validate), so formatting it in is safe.
                 let sync = if synchronous_commit { "on" } else { "off" };
-                let setup = format!("SET search_path TO \"{schema}\"; SET TIME ZONE 'UTC'; SET synchronous_commit = {sync}");
+                // sluice.profile_checkpoints: this worker moves profiles_offset itself (see
+                // migration 0005).
+                let setup = format!("SET search_path TO \"{schema}\"; SET TIME ZONE 'UTC'; SET synchronous_commit = {sync}; SET sluice.profile_checkpoints = on");
                 sqlx::raw_sql(AssertSqlSafe(setup)).execute(&mut *conn).await?;
                 Ok(())
             })
@@ -116,11 +118,14 @@ pub async fn maintain_partitions(
 /// A partition's stored offset (`consumer_offsets`): the next offset to consume, `None`
 /// when nothing is stored yet, and the event-time watermark reached with it. It moves in
 /// the transaction that stores the rows before it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, sqlx::FromRow)]
 pub struct StoredOffset {
     pub partition: i32,
     pub next: Option<i64>,
     pub watermark: Option<DateTime<Utc>>,
+    /// The offset the partition's persisted customer profiles are current to; the records
+    /// from there to `next` are replayed into them.
+    pub profiles_offset: Option<i64>,
 }
 
 /// The stored offsets of `partitions`, creating rows with nothing stored (NULL) for new
@@ -141,23 +146,9 @@ pub async fn load_stored_offsets(
     .bind(partitions)
     .execute(pool)
     .await?;
-    let rows: Vec<(i32, Option<i64>, Option<DateTime<Utc>>)> = sqlx::query_as(
-        "SELECT partition, next_offset, watermark FROM consumer_offsets
-         WHERE group_id = $1 AND topic = $2 AND partition = ANY($3)",
-    )
-    .bind(group)
-    .bind(topic)
-    .bind(partitions)
-    .fetch_all(pool)
-    .await?;
-    Ok(rows
-        .into_iter()
-        .map(|(partition, next, watermark)| StoredOffset {
-            partition,
-            next,
-            watermark,
-        })
-        .collect())
+    Ok(load_partition_state(pool, group, topic, partitions, false)
+        .await?
+        .0)
 }
 
 /// Whether any partition of the pipeline has a stored offset: it has started, so partitions
@@ -173,7 +164,8 @@ pub async fn pipeline_started(pool: &PgPool, group: &str, topic: &str) -> Result
     .await?)
 }
 
-/// Stores where partitions with nothing stored yet start (`starts`: partition, next offset),
+/// Stores where partitions with nothing stored yet start (`starts`: partition, next offset;
+/// their profiles are current there, having seen nothing),
 /// so the `kafka.start_from` choice is made once per partition: a later owner resumes there
 /// instead of resolving it again (`latest` again would skip what was produced in between).
 /// Partitions without a row get one; a row that already holds an offset is left alone
@@ -186,10 +178,11 @@ pub async fn store_start_offsets(
 ) -> Result<()> {
     let (partitions, offsets): (Vec<i32>, Vec<i64>) = starts.iter().copied().unzip();
     sqlx::query(
-        "INSERT INTO consumer_offsets AS o (group_id, topic, partition, next_offset)
-         SELECT $1, $2, v.partition, v.next FROM unnest($3::int[], $4::bigint[]) AS v(partition, next)
+        "INSERT INTO consumer_offsets AS o (group_id, topic, partition, next_offset, profiles_offset)
+         SELECT $1, $2, v.partition, v.next, v.next FROM unnest($3::int[], $4::bigint[]) AS v(partition, next)
          ON CONFLICT (group_id, topic, partition) DO UPDATE
-           SET next_offset = EXCLUDED.next_offset, updated_at = now()
+           SET next_offset = EXCLUDED.next_offset, profiles_offset = EXCLUDED.next_offset,
+               updated_at = now()
            WHERE o.next_offset IS NULL",
     )
     .bind(group)
@@ -199,6 +192,43 @@ pub async fn store_start_offsets(
     .execute(pool)
     .await?;
     Ok(())
+}
+
+/// The stored offsets of `partitions` and, with `profiles`, their customers' persisted
+/// profiles, read in one snapshot: the profiles are exactly those current to the
+/// `profiles_offset` read with them, even if another worker commits in between.
+pub async fn load_partition_state(
+    pool: &PgPool,
+    group: &str,
+    topic: &str,
+    partitions: &[i32],
+    profiles: bool,
+) -> Result<(Vec<StoredOffset>, Vec<ProfileRow>)> {
+    let mut tx = pool.begin().await?;
+    sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+        .execute(&mut *tx)
+        .await?;
+    let stored: Vec<StoredOffset> = sqlx::query_as(
+        "SELECT partition, next_offset AS next, watermark, profiles_offset FROM consumer_offsets
+         WHERE group_id = $1 AND topic = $2 AND partition = ANY($3)",
+    )
+    .bind(group)
+    .bind(topic)
+    .bind(partitions)
+    .fetch_all(&mut *tx)
+    .await?;
+    let profiles = if profiles {
+        sqlx::query_as(
+            "SELECT customer_id, partition, profile FROM customer_profiles WHERE partition = ANY($1)",
+        )
+        .bind(partitions)
+        .fetch_all(&mut *tx)
+        .await?
+    } else {
+        Vec::new()
+    };
+    tx.commit().await?;
+    Ok((stored, profiles))
 }
 
 /// Persisted scoring state of the customers of `partitions`, to warm a worker that gains them.

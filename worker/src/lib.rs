@@ -8,8 +8,9 @@
 //! - [`score`]: the scoring stage seam; [`fraud`] is the stage the worker runs;
 //! - [`batcher`]: takes records into the open batch, hands it on, backpressure; [`batch`]
 //!   is what it hands on;
-//! - [`sink`]: one Postgres transaction per batch (rows, rejections, profiles, summaries,
-//!   stored offsets) and the DLQ / alerts topics;
+//! - [`sink`]: a batch written as concurrent Postgres transactions over disjoint partitions
+//!   (rows, rejections, checkpointed profiles, summaries, stored offsets) and the DLQ /
+//!   alerts topics;
 //! - [`summaries`]: lateness and the per-minute summaries a batch adds.
 //!
 //! Around them: [`config`] (load, validate, hot reload), [`db`] (pool, migrations,
@@ -121,6 +122,7 @@ pub async fn run(
         metrics: metrics.clone(),
         retry_initial: Duration::from_millis(config.postgres.retry_initial_ms),
         retry_max: Duration::from_millis(config.postgres.retry_max_ms),
+        lanes: config.postgres.effective_sink_lanes(),
         inflight: inflight.clone(),
         db_ok,
     };

@@ -37,6 +37,10 @@ pub struct Metrics {
     pub fenced_batches: IntCounter,
     pub late_events: IntCounter,
     pub profiles_reloaded: IntCounter,
+    /// Records replayed into customer profiles persisted before the stored offset.
+    pub profiles_replayed: IntCounter,
+    /// Batches handed on that checkpoint the customer profiles.
+    pub profile_checkpoints: IntCounter,
     /// Config file changes by `result`: `applied` or `refused` (did not load or validate).
     pub config_reloads: IntCounterVec,
     /// Records produced to the DLQ topic (delivered; a batch retried after a failed commit
@@ -172,6 +176,16 @@ impl Metrics {
                 "Customer profiles read back from Postgres after eviction from memory (raise fraud.profile_capacity if high).",
             )
             .expect("metric"),
+            profiles_replayed: IntCounter::new(
+                "sluice_profiles_replayed_total",
+                "Records replayed into customer profiles after taking a partition over (the records since its profiles were last persisted).",
+            )
+            .expect("metric"),
+            profile_checkpoints: IntCounter::new(
+                "sluice_profile_checkpoints_total",
+                "Batches that persisted the changed customer profiles (fraud.profile_checkpoint_ms apart, or sooner when many are dirty).",
+            )
+            .expect("metric"),
             config_reloads: IntCounterVec::new(
                 Opts::new(
                     "sluice_config_reloads_total",
@@ -200,6 +214,8 @@ impl Metrics {
             Box::new(m.fraud_detected.clone()),
             Box::new(m.late_events.clone()),
             Box::new(m.profiles_reloaded.clone()),
+            Box::new(m.profiles_replayed.clone()),
+            Box::new(m.profile_checkpoints.clone()),
             Box::new(m.config_reloads.clone()),
             Box::new(m.processing_latency.clone()),
             Box::new(m.end_to_end_latency.clone()),

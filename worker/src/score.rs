@@ -16,7 +16,8 @@ pub struct ProfileRow {
 }
 
 /// A stage that scores transactions of the partitions this worker owns, in partition order.
-/// Its per-customer state is persisted with each batch and warmed when partitions arrive.
+/// Its per-customer state is persisted on a cadence (see `batcher`) and warmed when
+/// partitions arrive; the records since the last persisted state are replayed into it.
 pub trait ScoringStage: Send {
     /// The verdict on `tx`; `None` when nothing scored it (scoring off, or a repeat of a
     /// transaction already scored).
@@ -36,9 +37,13 @@ pub trait ScoringStage: Send {
     }
     /// A batch went to the sink.
     fn handed_on(&mut self) {}
-    /// State changed since the last call, to commit with the next batch.
+    /// State changed since the last call, to commit with the next batch that checkpoints.
     fn take_dirty(&mut self) -> Vec<ProfileRow> {
         Vec::new()
+    }
+    /// About how many customers [`ScoringStage::take_dirty`] would return.
+    fn dirty_len(&self) -> usize {
+        0
     }
     /// New fraud switches from a reloaded configuration. True when the stage started its
     /// state afresh: the caller then warms it for the partitions it owns.

@@ -55,6 +55,10 @@ const DESCRIPTIONS: &[(&str, &str)] = &[
         "postgres.synchronous_commit",
         "wait for the WAL flush at each batch commit",
     ),
+    (
+        "postgres.sink_lanes",
+        "concurrent batch transactions (< max_connections)",
+    ),
     ("batch.max_records", "write a batch at this many records..."),
     (
         "batch.max_wait_ms",
@@ -85,6 +89,10 @@ const DESCRIPTIONS: &[(&str, &str)] = &[
         "customer profiles kept in memory (read at start)",
     ),
     (
+        "fraud.profile_checkpoint_ms",
+        "write changed profiles this often; 0 = every batch",
+    ),
+    (
         "analytics.allowed_lateness_secs",
         "later events are stored but not summarised",
     ),
@@ -100,6 +108,8 @@ fn bound(key: &str) -> Option<String> {
         ),
         "kafka.fetch_wait_max_ms" => format!("<= {}", bounds::MAX_FETCH_WAIT_MS),
         "postgres.max_connections" => format!(">= {}", bounds::MIN_MAX_CONNECTIONS),
+        "postgres.sink_lanes" => format!("1-{}", bounds::MAX_SINK_LANES),
+        "fraud.profile_checkpoint_ms" => format!("<= {}", bounds::MAX_PROFILE_CHECKPOINT_MS),
         "fraud.threshold" => "0-1".into(),
         _ => return None,
     })

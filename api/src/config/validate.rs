@@ -30,6 +30,10 @@ pub mod bounds {
     pub const MAX_RETENTION_DAYS: u32 = 36_500;
     /// Daily partitions created ahead of today.
     pub const MAX_DAYS_AHEAD: u32 = 366;
+    /// Concurrent batch transactions of one worker.
+    pub const MAX_SINK_LANES: u32 = 16;
+    /// Records since the last profile write are replayed after a crash: keep that short.
+    pub const MAX_PROFILE_CHECKPOINT_MS: u64 = 600_000;
 }
 
 /// A setting outside its bounds: `field` is its path in the YAML file.
@@ -163,6 +167,12 @@ pub(super) fn worker_config(c: &WorkerConfig) -> Result<(), ConfigError> {
         );
     }
     at_most(
+        "fraud.profile_checkpoint_ms",
+        c.fraud.profile_checkpoint_ms,
+        bounds::MAX_PROFILE_CHECKPOINT_MS,
+        " (records since the last profile write are replayed after a crash)",
+    )?;
+    at_most(
         "analytics.allowed_lateness_secs",
         c.analytics.allowed_lateness_secs,
         bounds::MAX_TIME_SPAN_SECS,
@@ -287,6 +297,18 @@ fn postgres(p: &PostgresConfig) -> Result<(), ConfigError> {
         p.max_connections,
         bounds::MIN_MAX_CONNECTIONS,
         " (writer + maintenance)",
+    )?;
+    at_least(
+        "postgres.sink_lanes",
+        p.sink_lanes,
+        1,
+        " (concurrent batch transactions)",
+    )?;
+    at_most(
+        "postgres.sink_lanes",
+        p.sink_lanes,
+        bounds::MAX_SINK_LANES,
+        "",
     )?;
     at_least(
         "postgres.retry_initial_ms",

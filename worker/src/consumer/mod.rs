@@ -31,6 +31,10 @@ use tokio::sync::mpsc;
 /// How long a batch past the hard cap waits for the sink before the partitions are paused.
 const SINK_WAIT_WITHOUT_POLLING: Duration = Duration::from_secs(2);
 
+/// Records replayed into the profiles at once (one read-back of evicted customers each):
+/// bounds the memory a long replay takes.
+const REPLAY_CHUNK: usize = 2_000;
+
 pub struct ConsumerLoop {
     consumer: BaseConsumer<Context>,
     topic: String,
@@ -67,7 +71,12 @@ impl ConsumerLoop {
             runtime: parts.runtime,
             group: config.kafka.group_id.clone(),
             topic: config.kafka.topic.clone(),
-            batcher: Mutex::new(Batcher::new(config, parts.scorer)),
+            batcher: Mutex::new(Batcher::new(
+                config,
+                parts.scorer,
+                parts.metrics.profiles_replayed.clone(),
+                parts.metrics.profile_checkpoints.clone(),
+            )),
             inflight: parts.inflight,
             metrics: parts.metrics,
             revoke_deadline: Duration::from_millis(u64::from(config.kafka.session_timeout_ms) / 2),
@@ -157,19 +166,24 @@ impl ConsumerLoop {
             .to_millis()
             .and_then(DateTime::<Utc>::from_timestamp_millis)
             .unwrap_or_else(Utc::now);
-        self.batcher().take(
+        let context = self.consumer.context();
+        let mut b = context.batcher();
+        b.take(
             msg.partition(),
             msg.offset(),
             msg.payload().unwrap_or_default(),
             kafka_timestamp,
         );
+        if b.replay_buffered() >= REPLAY_CHUNK {
+            b.score_replay(&|customers| context.reload_profiles(customers));
+        }
     }
 
     fn try_hand_on(&self) -> bool {
         let context = self.consumer.context();
         context
             .batcher()
-            .try_hand_on(&self.batches, &context.inflight, |customers| {
+            .try_hand_on(&self.batches, &context.inflight, &|customers| {
                 context.reload_profiles(customers)
             })
     }
@@ -254,16 +268,18 @@ impl ConsumerLoop {
             return;
         };
         let context = self.consumer.context();
-        context.warm_scorer(&partitions);
-        for s in context.stored_offsets(&partitions) {
-            if let Some(owned) = self.batcher().owned.get_mut(&s.partition) {
-                *owned = OwnedPartition::at(&s);
+        let replay = self.batcher().scorer.stateful();
+        for s in context.load_partitions(&partitions) {
+            let owned = OwnedPartition::at(&s, replay);
+            let from = owned.fetch_from();
+            if let Some(o) = self.batcher().owned.get_mut(&s.partition) {
+                *o = owned;
             }
-            if let Some(next) = s.next
+            if let Some(from) = from
                 && let Err(e) = self.consumer.seek(
                     &self.topic,
                     s.partition,
-                    Offset::Offset(next),
+                    Offset::Offset(from),
                     Duration::from_secs(5),
                 )
                 && let Some(suppressed) = context.metrics.errors.occurred(ErrorKind::Assignment)
@@ -275,9 +291,12 @@ impl ConsumerLoop {
     }
 
     fn shut_down(self) {
-        tracing::info!("shutting down: flushing the last batch");
+        tracing::info!("shutting down: flushing the last batch and the profiles");
         let deadline = Instant::now() + Duration::from_secs(30);
-        while !self.batcher().batch.is_empty() && !self.try_hand_on() && Instant::now() < deadline {
+        // A checkpoint with the last batch: whoever takes the partitions over replays nothing.
+        self.batcher().request_checkpoint();
+        let pending = |b: &Batcher| !b.batch.is_empty() || b.due();
+        while pending(&self.batcher()) && !self.try_hand_on() && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(5));
             self.handle_acks();
         }

@@ -1,7 +1,8 @@
 //! Partitions coming and going. On assignment each partition starts at its stored offset
 //! (a new pipeline's first owner stores one for every partition from `kafka.start_from`, so
 //! the choice is made once; a partition added to the topic later starts at its beginning)
-//! and its customers' profiles are warmed before any record is taken; on revocation the
+//! and its customers' profiles are warmed before any record is taken, then brought up to the
+//! stored offset by replaying the records since they were persisted; on revocation the
 //! batches already handed on may finish (within half the session timeout), so the next
 //! owner starts from their commit instead of being fenced by it.
 
@@ -148,6 +149,24 @@ impl Context {
         }
     }
 
+    /// The stored offsets of `partitions`, with the scoring stage warmed by their customers'
+    /// profiles read in the same snapshot (see [`db::load_partition_state`]).
+    pub(super) fn load_partitions(&self, partitions: &[i32]) -> Vec<StoredOffset> {
+        let stateful = self.batcher().scorer.stateful();
+        let (stored, profiles) = self.retry_db("loading partitions and profiles", || {
+            db::load_partition_state(&self.pool, &self.group, &self.topic, partitions, stateful)
+        });
+        if stateful {
+            tracing::info!(
+                ?partitions,
+                profiles = profiles.len(),
+                "warmed customer profiles"
+            );
+            self.batcher().scorer.warm(profiles);
+        }
+        stored
+    }
+
     /// Warm the scoring stage with the persisted state of `partitions`.
     pub(super) fn warm_scorer(&self, partitions: &[i32]) {
         if !self.batcher().scorer.stateful() {
@@ -175,18 +194,28 @@ impl Context {
 
     fn on_assign(&self, consumer: &BaseConsumer<Self>, tpl: &mut TopicPartitionList) {
         let partitions: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
-        let (stored, started) = self.stored_or_started(consumer, &partitions);
-        self.warm_scorer(&partitions);
+        let (_, started) = self.stored_or_started(consumer, &partitions);
+        let stored = self.load_partitions(&partitions);
         let mut b = self.batcher();
+        let replay = b.scorer.stateful();
+        let mut replaying = Vec::new();
         for s in stored {
-            if let Some(next) = s.next {
-                let _ = tpl.set_partition_offset(&self.topic, s.partition, Offset::Offset(next));
+            let owned = OwnedPartition::at(&s, replay);
+            if let Some(from) = owned.fetch_from() {
+                let _ = tpl.set_partition_offset(&self.topic, s.partition, Offset::Offset(from));
             }
-            b.owned.insert(s.partition, OwnedPartition::at(&s));
+            if owned.replay_left() > 0 {
+                replaying.push((s.partition, owned.replay_left()));
+            }
+            b.owned.insert(s.partition, owned);
         }
         let owned = b.owned.len();
         drop(b);
-        tracing::info!(?partitions, "partitions assigned");
+        tracing::info!(
+            ?partitions,
+            ?replaying,
+            "partitions assigned (replaying records since the profiles were persisted: partition, records)"
+        );
         if let Err(e) = consumer.incremental_assign(tpl)
             && let Some(suppressed) = self.metrics.errors.occurred(ErrorKind::Assignment)
         {

@@ -1,6 +1,7 @@
 //! The fraud stage: [`sluice_fraud`]'s model and per-customer profiles behind the worker's
 //! [`ScoringStage`] seam. Profiles of the partitions this worker owns live in a bounded store;
-//! changed ones are committed with every batch and warmed when a partition arrives.
+//! changed ones are committed with the batches that checkpoint and warmed when a partition
+//! arrives.
 //!
 //! A customer evicted from the store (idle while more than `fraud.profile_capacity` others
 //! were active) is reloaded before it is scored again. Its freshest state may still be in a
@@ -217,6 +218,10 @@ impl ScoringStage for FraudScorer {
             .collect()
     }
 
+    fn dirty_len(&self) -> usize {
+        self.store.dirty_len()
+    }
+
     fn reconfigure(&mut self, config: &FraudConfig) -> bool {
         self.scorer.set_config(config.clone());
         false
@@ -280,6 +285,10 @@ impl ScoringStage for FraudStage {
             .as_mut()
             .map(FraudScorer::take_dirty)
             .unwrap_or_default()
+    }
+
+    fn dirty_len(&self) -> usize {
+        self.active.as_ref().map_or(0, ScoringStage::dirty_len)
     }
 
     fn reconfigure(&mut self, config: &FraudConfig) -> bool {

@@ -1,7 +1,10 @@
-//! The sink: one Postgres transaction per batch holding the rows ([`rows`]), the
-//! rejections, the summary deltas ([`crate::summaries`]), the customer profiles and the
-//! stored offsets it moves. Its Kafka outputs ([`publish`]) are delivered before the commit.
-//! A batch that fails is retried until it commits; one that was fenced is dropped.
+//! The sink: a batch is split into lanes over disjoint sets of its partitions, each written
+//! in its own Postgres transaction on its own connection, all at once: the rows ([`rows`]),
+//! the rejections, the customer profiles when the batch checkpoints them, the stored offsets
+//! it moves and the summary deltas ([`crate::summaries`]). Its Kafka outputs ([`publish`])
+//! are delivered before the commit. A lane that fails is retried until it commits; one that
+//! was fenced is dropped. The next batch starts when every lane of this one is settled, so a
+//! partition's batches commit in order whichever lane they take.
 
 mod publish;
 mod rows;
@@ -76,6 +79,8 @@ pub struct Sink {
     pub metrics: Arc<Metrics>,
     pub retry_initial: Duration,
     pub retry_max: Duration,
+    /// Transactions written at once per batch (`postgres.sink_lanes` within the pool).
+    pub lanes: usize,
     /// Batches handed over and not yet finished; the consumer waits on it before giving up
     /// partitions.
     pub inflight: Arc<AtomicUsize>,
@@ -94,57 +99,66 @@ struct Written {
 }
 
 impl Sink {
-    /// Write batches in order until the channel closes. A failed batch is retried with
-    /// backoff until it commits; a fenced one is dropped together with everything of its
-    /// generation, and the consumer resyncs.
+    /// Write batches in order until the channel closes, each batch's lanes at once. A lane
+    /// that fails is retried with backoff until it commits; a fenced one is dropped together
+    /// with everything of its generation, and the consumer resyncs.
     pub async fn run(self, mut batches: mpsc::Receiver<Batch>, acks: std::sync::mpsc::Sender<Ack>) {
         let mut min_generation = 0;
         while let Some(batch) = batches.recv().await {
-            if batch.generation < min_generation {
-                self.inflight.fetch_sub(1, Ordering::SeqCst);
-                continue;
-            }
-            let mut delay = self.retry_initial;
-            let first_attempt = Instant::now();
-            loop {
-                let started = Instant::now();
-                match self.write(&batch).await {
-                    Ok(w) => {
-                        self.db_ok.store(true, Ordering::Relaxed);
-                        self.record_success(&batch, &w, first_attempt, started);
-                        let offsets = batch.offsets.iter().map(|(p, m)| (*p, m.next)).collect();
-                        let _ = acks.send(Ack::Committed { offsets });
-                        break;
-                    }
-                    Err(WriteError::Fenced { partition }) => {
-                        self.metrics.fenced_batches.inc();
-                        tracing::warn!(
-                            partition,
-                            generation = batch.generation,
-                            "batch fenced: offsets moved by another worker; resyncing"
-                        );
-                        min_generation = batch.generation + 1;
-                        let _ = acks.send(Ack::Fenced {
-                            generation: batch.generation,
-                        });
-                        break;
-                    }
-                    Err(e) => {
-                        if let Some(kind) = e.db_error_kind() {
-                            self.metrics.db_errors.with_label_values(&[kind]).inc();
-                            self.db_ok.store(false, Ordering::Relaxed);
-                        }
-                        if let Some(suppressed) =
-                            e.error_kind().and_then(|k| self.metrics.errors.occurred(k))
-                        {
-                            tracing::warn!(error = %e, suppressed, retry_in_ms = delay.as_millis() as u64, records = batch.len(), "batch write failed; retrying");
-                        }
-                        tokio::time::sleep(delay).await;
-                        delay = (delay * 2).min(self.retry_max);
-                    }
+            if batch.generation >= min_generation {
+                let generation = batch.generation;
+                let lanes = batch.split(self.lanes);
+                let settled = futures::future::join_all(lanes.iter().map(|b| self.settle(b))).await;
+                let offsets: Vec<(i32, i64)> =
+                    settled.iter().flatten().flatten().copied().collect();
+                if !offsets.is_empty() {
+                    let _ = acks.send(Ack::Committed { offsets });
+                }
+                if settled.iter().any(Option::is_none) {
+                    min_generation = generation + 1;
+                    let _ = acks.send(Ack::Fenced { generation });
                 }
             }
             self.inflight.fetch_sub(1, Ordering::SeqCst);
+        }
+    }
+
+    /// Write one lane until it commits (`Some`: the partitions' new stored offsets) or is
+    /// fenced (`None`).
+    async fn settle(&self, batch: &Batch) -> Option<Vec<(i32, i64)>> {
+        let mut delay = self.retry_initial;
+        let first_attempt = Instant::now();
+        loop {
+            let started = Instant::now();
+            match self.write(batch).await {
+                Ok(w) => {
+                    self.db_ok.store(true, Ordering::Relaxed);
+                    self.record_success(batch, &w, first_attempt, started);
+                    return Some(batch.offsets.iter().map(|(p, m)| (*p, m.next)).collect());
+                }
+                Err(WriteError::Fenced { partition }) => {
+                    self.metrics.fenced_batches.inc();
+                    tracing::warn!(
+                        partition,
+                        generation = batch.generation,
+                        "batch fenced: offsets moved by another worker; resyncing"
+                    );
+                    return None;
+                }
+                Err(e) => {
+                    if let Some(kind) = e.db_error_kind() {
+                        self.metrics.db_errors.with_label_values(&[kind]).inc();
+                        self.db_ok.store(false, Ordering::Relaxed);
+                    }
+                    if let Some(suppressed) =
+                        e.error_kind().and_then(|k| self.metrics.errors.occurred(k))
+                    {
+                        tracing::warn!(error = %e, suppressed, retry_in_ms = delay.as_millis() as u64, records = batch.len(), "batch write failed; retrying");
+                    }
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(self.retry_max);
+                }
+            }
         }
     }
 
@@ -197,37 +211,33 @@ impl Sink {
             .accepted
             .iter()
             .partition(|r| new_ids.contains(&r.valid.tx.transaction_id));
-        if !fresh.is_empty() {
-            rows::insert_rows(&mut tx, &fresh).await?;
-            laps.lap(Stage::InsertRows);
-            add_summaries(&mut tx, &fresh).await?;
-            laps.lap(Stage::Summaries);
-            rows::insert_alerts(&mut tx, &fresh).await?;
-            laps.lap(Stage::InsertAlerts);
-        }
         let duplicates: Vec<Rejected> = repeated.iter().map(|r| duplicate_of(r)).collect();
         let rejected: Vec<&Rejected> = batch.rejected.iter().chain(duplicates.iter()).collect();
-        if !rejected.is_empty() {
-            rows::insert_rejected(&mut tx, &self.topic, &rejected).await?;
-        }
-        laps.lap(Stage::InsertRejected);
-        if !batch.is_empty() {
-            add_quality(&mut tx, &fresh, &rejected).await?;
-        }
-        laps.lap(Stage::Quality);
 
-        rows::upsert_profiles(&mut tx, &batch.profiles).await?;
-        laps.lap(Stage::UpsertProfiles);
-        self.move_offsets(&mut tx, batch).await?;
-        laps.lap(Stage::MoveOffsets);
-        self.publish_dlq(&rejected)
-            .await
-            .map_err(WriteError::DlqProduce)?;
-        laps.lap(Stage::ProduceDlq);
-        self.publish_alerts(&fresh)
-            .await
-            .map_err(WriteError::AlertProduce)?;
-        laps.lap(Stage::ProduceAlerts);
+        // The Kafka outputs go out now and are delivered while the statements run; only what
+        // is still undelivered after the last statement holds the commit back.
+        let publish = async {
+            tokio::try_join!(
+                async {
+                    self.publish_dlq(&rejected)
+                        .await
+                        .map_err(WriteError::DlqProduce)?;
+                    Ok::<_, WriteError>(Instant::now())
+                },
+                async {
+                    self.publish_alerts(&fresh)
+                        .await
+                        .map_err(WriteError::AlertProduce)?;
+                    Ok(Instant::now())
+                },
+            )
+        };
+        let statements = self.statements(&mut tx, batch, &fresh, &rejected, laps);
+        let (statements_done, (dlq_delivered, alerts_delivered)) =
+            tokio::try_join!(statements, publish)?;
+        laps = statements_done;
+        laps.lap_until(Stage::ProduceDlq, dlq_delivered);
+        laps.lap_until(Stage::ProduceAlerts, alerts_delivered);
         tx.commit().await?;
         laps.lap(Stage::Commit);
 
@@ -251,8 +261,46 @@ impl Sink {
         })
     }
 
-    /// Compare-and-set every partition's stored offset (NULL: nothing stored yet). The row lock serialises two writers
-    /// of one partition; the loser sees a value it did not expect and is fenced.
+    /// The batch's statements after the id claim, timed on `laps`.
+    async fn statements(
+        &self,
+        tx: &mut sqlx::PgConnection,
+        batch: &Batch,
+        fresh: &[&Accepted],
+        rejected: &[&Rejected],
+        mut laps: Laps,
+    ) -> Result<Laps, WriteError> {
+        if !fresh.is_empty() {
+            rows::insert_rows(&mut *tx, fresh).await?;
+            laps.lap(Stage::InsertRows);
+            rows::insert_alerts(&mut *tx, fresh).await?;
+            laps.lap(Stage::InsertAlerts);
+        }
+        if !rejected.is_empty() {
+            rows::insert_rejected(&mut *tx, &self.topic, rejected).await?;
+        }
+        laps.lap(Stage::InsertRejected);
+        rows::upsert_profiles(&mut *tx, &batch.profiles).await?;
+        laps.lap(Stage::UpsertProfiles);
+        self.move_offsets(&mut *tx, batch).await?;
+        laps.lap(Stage::MoveOffsets);
+        // Last: every lane adds to the same per-minute rows, and a row's lock is held from
+        // here to the commit, so the lanes wait on each other only this long.
+        if !fresh.is_empty() {
+            add_summaries(&mut *tx, fresh).await?;
+        }
+        laps.lap(Stage::Summaries);
+        if !batch.is_empty() {
+            add_quality(&mut *tx, fresh, rejected).await?;
+        }
+        laps.lap(Stage::Quality);
+        Ok(laps)
+    }
+
+    /// Compare-and-set every partition's stored offset (NULL: nothing stored yet), and where
+    /// the batch checkpoints the profiles, the offset they are current to. The row lock
+    /// serialises two writers of one partition; the loser sees a value it did not expect and
+    /// is fenced.
     async fn move_offsets(
         &self,
         tx: &mut sqlx::PgConnection,
@@ -263,9 +311,13 @@ impl Sink {
         let next: Vec<i64> = batch.offsets.values().map(|m| m.next).collect();
         let watermarks: Vec<Option<DateTime<Utc>>> =
             batch.offsets.values().map(|m| m.watermark).collect();
+        let profiles_at: Vec<Option<i64>> = batch.offsets.values().map(|m| m.profiles_at).collect();
         let moved: Vec<i32> = sqlx::query_scalar(
-            "UPDATE consumer_offsets o SET next_offset = v.next, watermark = v.watermark, updated_at = now()
-             FROM unnest($3::int[], $4::bigint[], $5::bigint[], $6::timestamptz[]) AS v(partition, expected, next, watermark)
+            "UPDATE consumer_offsets o SET next_offset = v.next,
+                 watermark = coalesce(v.watermark, o.watermark),
+                 profiles_offset = coalesce(v.profiles_at, o.profiles_offset), updated_at = now()
+             FROM unnest($3::int[], $4::bigint[], $5::bigint[], $6::timestamptz[], $7::bigint[])
+               AS v(partition, expected, next, watermark, profiles_at)
              WHERE o.group_id = $1 AND o.topic = $2 AND o.partition = v.partition
                AND o.next_offset IS NOT DISTINCT FROM v.expected
              RETURNING o.partition",
@@ -276,6 +328,7 @@ impl Sink {
         .bind(&expected)
         .bind(&next)
         .bind(&watermarks)
+        .bind(&profiles_at)
         .fetch_all(&mut *tx)
         .await?;
         match partitions.iter().copied().find(|p| !moved.contains(p)) {

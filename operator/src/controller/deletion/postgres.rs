@@ -32,6 +32,9 @@ pub const TABLES: &[&str] = &[
 ];
 /// The views the worker's migrations create.
 pub const VIEWS: &[&str] = &["quality_rates"];
+/// The trigger functions the worker's migrations create (no arguments); their triggers go
+/// with their tables.
+pub const FUNCTIONS: &[&str] = &["profiles_follow_offsets"];
 
 /// Bound of the connection attempt, and of each statement and lock wait: a database that does
 /// not answer is retried by the finalizer, never waited on.
@@ -104,6 +107,10 @@ async fn drop_in(conn: &mut PgConnection, schema: &str) -> Result<String, sqlx::
     for sql in [
         format!("DROP VIEW IF EXISTS {} RESTRICT", qualified(VIEWS)),
         format!("DROP TABLE IF EXISTS {} RESTRICT", qualified(TABLES)),
+        format!(
+            "DROP FUNCTION IF EXISTS {} RESTRICT",
+            qualified(FUNCTIONS).replace(", ", "(), ") + "()"
+        ),
     ] {
         sqlx::raw_sql(AssertSqlSafe(sql)).execute(&mut *tx).await?;
     }
@@ -159,6 +166,7 @@ mod tests {
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../worker/migrations");
         let mut tables = vec!["_sqlx_migrations".to_string()];
         let mut views = Vec::new();
+        let mut functions = Vec::new();
         for entry in std::fs::read_dir(&dir).unwrap() {
             let sql = std::fs::read_to_string(entry.unwrap().path()).unwrap();
             for line in sql.lines().map(|l| l.trim().to_ascii_lowercase()) {
@@ -166,7 +174,11 @@ mod tests {
                 match words.as_slice() {
                     ["create", "table", name, ..] => tables.push(name.to_string()),
                     ["create", "view" | "materialized", ..] => views.push(words[2].to_string()),
-                    ["create", "index" | "unique", ..] => {} // dropped with their tables
+                    ["create", "function", name, ..] => {
+                        functions.push(name.split('(').next().unwrap().to_string())
+                    }
+                    // Dropped with their tables.
+                    ["create", "index" | "unique" | "trigger", ..] => {}
                     ["create", other, ..] => panic!("a migration creates a {other}: drop it too"),
                     _ => {}
                 }
@@ -178,6 +190,7 @@ mod tests {
         want.sort();
         assert_eq!(tables, want);
         assert_eq!(views, VIEWS);
+        assert_eq!(functions, FUNCTIONS);
     }
 
     #[test]
