@@ -135,14 +135,27 @@ impl ProfileStore {
     /// The worker must call this once per committed batch; if the commit fails it must
     /// replay the batch (which re-dirties the same customers).
     pub fn take_dirty(&mut self) -> Vec<(String, Vec<u8>)> {
-        let mut out = Vec::with_capacity(self.dirty.len());
+        self.take_dirty_if(|_| true)
+    }
+
+    /// Like [`take_dirty`](Self::take_dirty), for the customers `pick` chooses; the others
+    /// stay dirty.
+    pub fn take_dirty_if(&mut self, mut pick: impl FnMut(&str) -> bool) -> Vec<(String, Vec<u8>)> {
+        let mut out = Vec::new();
+        let mut kept = Vec::new();
         for i in std::mem::take(&mut self.dirty) {
             let slot = &mut self.slots[i];
-            if slot.dirty {
+            if !slot.dirty {
+                continue;
+            }
+            if pick(&slot.customer) {
                 slot.dirty = false;
                 out.push((slot.customer.to_string(), slot.profile.encode()));
+            } else {
+                kept.push(i);
             }
         }
+        self.dirty = kept;
         out
     }
 
@@ -228,6 +241,25 @@ impl ProfileStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dirty_profiles_can_be_taken_in_parts() {
+        let mut s = ProfileStore::new(10);
+        s.entry("a");
+        s.entry("b");
+        let first = s.take_dirty_if(|c| c == "a");
+        assert_eq!(
+            first.iter().map(|(c, _)| c.as_str()).collect::<Vec<_>>(),
+            ["a"]
+        );
+        assert_eq!(s.dirty_len(), 1);
+        let rest = s.take_dirty();
+        assert_eq!(
+            rest.iter().map(|(c, _)| c.as_str()).collect::<Vec<_>>(),
+            ["b"]
+        );
+        assert!(s.take_dirty().is_empty());
+    }
 
     #[test]
     fn dirty_profiles_are_reported_once() {

@@ -8,8 +8,10 @@
 //! and which records are taken but not yet committed.
 //!
 //! Customer profiles are checkpointed on a cadence (`fraud.profile_checkpoint_ms`), not with
-//! every batch: a checkpoint batch carries every profile changed since the last one and,
-//! per owned partition, the offset they are current to. A worker that takes a partition over
+//! every batch: a checkpoint carries the profiles of one partition's customers changed since
+//! its last one, and the offset they are current to. The owned partitions take turns, evenly
+//! spread over the cadence, so no batch carries every profile at once (that one batch would
+//! be a latency spike); all of them go together at shutdown and when too many are dirty. A worker that takes a partition over
 //! warms its profiles and replays the records between that offset and the stored one into
 //! them (scored, never written again): the Flink way, one profile write per customer per
 //! checkpoint instead of one per batch.
@@ -135,7 +137,9 @@ pub struct Batcher {
     checkpoint_every: Duration,
     /// …or once this many are dirty, which bounds memory (dirty profiles are never evicted).
     checkpoint_dirty_limit: usize,
+    /// When the last partition's turn was, and which partition it was.
     last_checkpoint: Instant,
+    last_checkpointed: i32,
     checkpoint_requested: bool,
     replayed: IntCounter,
     checkpoints: IntCounter,
@@ -164,6 +168,7 @@ impl Batcher {
             checkpoint_every: Duration::from_millis(config.fraud.profile_checkpoint_ms),
             checkpoint_dirty_limit: (config.fraud.profile_capacity / 2).max(1),
             last_checkpoint: Instant::now(),
+            last_checkpointed: -1,
             checkpoint_requested: false,
             replayed,
             checkpoints,
@@ -187,14 +192,43 @@ impl Batcher {
         let full_or_waited = !self.batch.is_empty()
             && (self.batch.len() >= self.max_records
                 || self.batch.opened_at.elapsed() >= self.max_wait);
-        full_or_waited || (self.checkpoint_due() && self.scorer.dirty_len() > 0)
+        full_or_waited || (self.scorer.dirty_len() > 0 && self.checkpoint_turn())
     }
 
-    fn checkpoint_due(&self) -> bool {
+    /// Whether a partition's checkpoint is due (cheap: asked before every poll).
+    fn checkpoint_turn(&self) -> bool {
         self.scorer.stateful()
             && (self.checkpoint_requested
-                || self.last_checkpoint.elapsed() >= self.checkpoint_every
-                || self.scorer.dirty_len() >= self.checkpoint_dirty_limit)
+                || self.scorer.dirty_len() >= self.checkpoint_dirty_limit
+                || self.last_checkpoint.elapsed()
+                    >= self.checkpoint_every / self.owned.len().max(1) as u32)
+    }
+
+    /// The partitions whose profiles the next hand-on checkpoints (those with a stored
+    /// offset): all of them when asked to, when too many profiles are dirty or without a
+    /// cadence; otherwise the next one in turn once its share of the cadence has passed.
+    fn checkpoint_plan(&self) -> Vec<i32> {
+        if !self.checkpoint_turn() {
+            return Vec::new();
+        }
+        let mut stored: Vec<i32> = self
+            .owned
+            .iter()
+            .filter(|(_, o)| o.stored.is_some())
+            .map(|(p, _)| *p)
+            .collect();
+        stored.sort_unstable();
+        if self.checkpoint_requested
+            || self.checkpoint_every.is_zero()
+            || self.scorer.dirty_len() >= self.checkpoint_dirty_limit
+        {
+            return stored;
+        }
+        let next = stored
+            .iter()
+            .find(|p| **p > self.last_checkpointed)
+            .or(stored.first());
+        next.map(|p| vec![*p]).unwrap_or_default()
     }
 
     /// Make the next hand-on a checkpoint (shutting down: the next owner replays nothing).
@@ -340,12 +374,16 @@ impl Batcher {
         self.replayed.inc_by(replay.len() as u64);
     }
 
-    /// Put every changed profile into the open batch with, for each owned partition that has
-    /// a stored offset, the offset they are current to.
-    fn add_checkpoint(&mut self) {
-        let dirty = self.scorer.take_dirty();
+    /// Put the changed profiles of `partitions`' customers into the open batch with, for
+    /// each of those partitions, the offset they are current to.
+    fn add_checkpoint(&mut self, partitions: &[i32]) {
+        let dirty = if partitions.len() == self.owned.len() {
+            self.scorer.take_dirty()
+        } else {
+            self.scorer.take_dirty_of(partitions)
+        };
         self.batch.add_profiles(dirty);
-        for (&p, owned) in &self.owned {
+        for (&p, owned) in self.owned.iter().filter(|(p, _)| partitions.contains(p)) {
             if let Some(m) = self.batch.offsets.get_mut(&p) {
                 m.profiles_at = Some(m.next); // its records in the batch are scored
             } else if let (Some(stored), Some(at)) = (owned.stored, owned.profiles_at()) {
@@ -369,8 +407,9 @@ impl Batcher {
         // Replayed records come before any record of their partition in the batch.
         self.score_replay(reload);
         self.score_unscored(reload, &mut laps);
-        if self.checkpoint_due() {
-            self.add_checkpoint();
+        let checkpoint = self.checkpoint_plan();
+        if !checkpoint.is_empty() {
+            self.add_checkpoint(&checkpoint);
         }
         laps.lap(Stage::Score);
         if self.batch.is_empty() {
@@ -381,14 +420,14 @@ impl Batcher {
         let next = Batch::new(self.generation);
         let batch = std::mem::replace(&mut self.batch, next);
         let moves: Vec<(i32, i64)> = batch.offsets.iter().map(|(p, m)| (*p, m.next)).collect();
-        let checkpoint = batch.checkpoints();
         inflight.fetch_add(1, Ordering::SeqCst);
         match sink.try_send(batch) {
             Ok(()) => {
                 self.scorer.handed_on();
-                if checkpoint {
+                if let Some(last) = checkpoint.last() {
                     self.checkpoints.inc();
                     self.last_checkpoint = Instant::now();
+                    self.last_checkpointed = *last;
                     self.checkpoint_requested = false;
                 }
                 for (p, next) in moves {

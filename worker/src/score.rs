@@ -41,6 +41,11 @@ pub trait ScoringStage: Send {
     fn take_dirty(&mut self) -> Vec<ProfileRow> {
         Vec::new()
     }
+    /// Like [`ScoringStage::take_dirty`], for the customers of `partitions` only (and those
+    /// whose partition is not known).
+    fn take_dirty_of(&mut self, _partitions: &[i32]) -> Vec<ProfileRow> {
+        Vec::new()
+    }
     /// About how many customers [`ScoringStage::take_dirty`] would return.
     fn dirty_len(&self) -> usize {
         0

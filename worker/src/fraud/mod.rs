@@ -114,6 +114,20 @@ impl FraudScorer {
         }
     }
 
+    fn profile_rows(&self, dirty: Vec<(String, Vec<u8>)>) -> Vec<ProfileRow> {
+        dirty
+            .into_iter()
+            .map(|(customer_id, profile)| {
+                let partition = self.partition_of.get(&customer_id).copied();
+                ProfileRow {
+                    customer_id,
+                    partition,
+                    profile,
+                }
+            })
+            .collect()
+    }
+
     /// Put a customer evicted during the last hand-ons back from memory.
     fn restore_recent(&mut self, customer_id: &str) {
         let found = self
@@ -205,17 +219,15 @@ impl ScoringStage for FraudScorer {
 
     fn take_dirty(&mut self) -> Vec<ProfileRow> {
         let dirty = self.store.take_dirty();
-        dirty
-            .into_iter()
-            .map(|(customer_id, profile)| {
-                let partition = self.partition_of.get(&customer_id).copied();
-                ProfileRow {
-                    customer_id,
-                    partition,
-                    profile,
-                }
-            })
-            .collect()
+        self.profile_rows(dirty)
+    }
+
+    fn take_dirty_of(&mut self, partitions: &[i32]) -> Vec<ProfileRow> {
+        let partition_of = &self.partition_of;
+        let dirty = self
+            .store
+            .take_dirty_if(|c| partition_of.get(c).is_none_or(|p| partitions.contains(p)));
+        self.profile_rows(dirty)
     }
 
     fn dirty_len(&self) -> usize {
@@ -284,6 +296,13 @@ impl ScoringStage for FraudStage {
         self.active
             .as_mut()
             .map(FraudScorer::take_dirty)
+            .unwrap_or_default()
+    }
+
+    fn take_dirty_of(&mut self, partitions: &[i32]) -> Vec<ProfileRow> {
+        self.active
+            .as_mut()
+            .map(|s| s.take_dirty_of(partitions))
             .unwrap_or_default()
     }
 
