@@ -41,13 +41,21 @@ pub async fn connect(
 }
 
 /// Create the schema and run migrations (sqlx takes an advisory lock, so workers starting
-/// together are safe).
+/// together are safe; so is the schema's creation).
 pub async fn migrate(pool: &PgPool, schema: &str) -> Result<()> {
-    sqlx::raw_sql(AssertSqlSafe(format!(
+    // IF NOT EXISTS does not hold between two sessions creating it at once: the loser gets
+    // a unique violation on pg_namespace although the schema now exists.
+    let created = sqlx::raw_sql(AssertSqlSafe(format!(
         "CREATE SCHEMA IF NOT EXISTS \"{schema}\""
     )))
     .execute(pool)
-    .await?;
+    .await;
+    match created {
+        Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("23505") => {}
+        other => {
+            other?;
+        }
+    }
     sqlx::migrate!("./migrations")
         .run(pool)
         .await
