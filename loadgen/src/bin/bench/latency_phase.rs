@@ -1,5 +1,7 @@
 //! One latency phase: a fixed offered rate against the running worker, on a warmed system.
-//! A `CHECKPOINT` first, so one begun by the drain before does not spill into the phase; then
+//! First `VACUUM (ANALYZE)` (unless `--latency-vacuum-first false`), so the maintenance the
+//! drain before left owing is paid outside the phase, and a `CHECKPOINT`, so a checkpoint
+//! begun by the drain (or by that vacuum) does not spill into the phase; then
 //! the rate is offered without a break for `warmup + seconds`. Rows produced (Kafka
 //! timestamp) in the first `warmup` seconds are the start-up, reported apart; the rest are
 //! the steady state, the figures the bars are held to. What Postgres ran beside
@@ -37,8 +39,10 @@ pub struct LatencyPhase {
     /// Steady-state start until every offered record was handled.
     pub split: Split,
     pub postgres: Value,
-    /// Wall time of the whole phase, checkpoint to last record handled.
+    /// Wall time of the whole phase, vacuum to last record handled.
     pub seconds: f64,
+    /// How long the `VACUUM (ANALYZE)` before the phase took, if it ran.
+    pub vacuum_s: Option<f64>,
 }
 
 /// `id_prefix` and `seed` keep each phase's transaction ids apart from every other's.
@@ -52,6 +56,12 @@ pub async fn run(
 ) -> Result<LatencyPhase> {
     let started = Instant::now();
     let (warmup_s, steady_s) = (args.latency_warmup_seconds, args.latency_seconds);
+    let vacuum_s = if args.latency_vacuum_first {
+        sqlx::raw_sql("VACUUM (ANALYZE)").execute(&mut *db).await?;
+        Some(started.elapsed().as_secs_f64())
+    } else {
+        None
+    };
     pg_view::checkpoint(&mut *admin).await?;
     let pg_before = pg_view::snapshot(admin, db, target.db_name).await?;
     let handled_before = handled(target.port).await?;
@@ -105,6 +115,7 @@ pub async fn run(
         split,
         postgres,
         seconds,
+        vacuum_s,
     })
 }
 
@@ -132,7 +143,8 @@ impl LatencyPhase {
             "seconds": self.steady_s,
             "warmup_seconds": self.warmup_s,
             "phase_wall_s": round2(self.seconds),
-            "spans_are": "by Kafka timestamp: start-up = rows produced in the first warmup_seconds of a rate offered without a break, steady = the rest; CHECKPOINT before the phase",
+            "vacuum_before_s": self.vacuum_s.map(round2),
+            "spans_are": "by Kafka timestamp: start-up = rows produced in the first warmup_seconds of a rate offered without a break, steady = the rest; before the phase VACUUM (ANALYZE) of the bench database (vacuum_before_s; null: not run) and CHECKPOINT",
         })
     }
 
@@ -147,6 +159,9 @@ impl LatencyPhase {
                 l.sorted_ms.len()
             )
         };
+        if let Some(v) = self.vacuum_s {
+            eprintln!("   VACUUM (ANALYZE) before the phase took {v:.1}s");
+        }
         eprintln!(
             "   offered {:.0} tx/s of {} requested ({} events due in {}s, sent and flushed in {:.1}s)",
             self.achieved_tps(),

@@ -9,6 +9,7 @@
 //! ([`split`]) and what Postgres did meanwhile ([`pg_view`]).
 
 mod activity;
+mod args;
 mod compare;
 mod copy;
 mod latency;
@@ -21,6 +22,7 @@ mod split;
 mod worker;
 
 use anyhow::{Context, Result, ensure};
+use args::{Args, vacuum_first};
 use chrono::Utc;
 use clap::Parser;
 use compare::{ScoringCompare, scoring_compare};
@@ -30,66 +32,8 @@ use sluice_harness::free_port;
 use sluice_loadgen::{GeneratorConfig, LoadSpec, ensure_topic, produce};
 use split::{Counters, Split};
 use sqlx::{Connection, PgConnection, PgPool};
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 use worker::{peak_rss_mb, spawn_worker, stop, watch_drain};
-
-#[derive(Parser)]
-#[command(name = "sluice-bench")]
-struct Args {
-    #[arg(long, env = "KAFKA_BOOTSTRAP")]
-    brokers: String,
-    /// Admin URL of the Postgres cluster (a fresh database is created in it).
-    #[arg(long, env = "DATABASE_URL")]
-    database_url: String,
-    /// Events pre-produced before the worker starts.
-    #[arg(long, default_value_t = 1_000_000)]
-    backlog: u64,
-    /// Rows for the raw COPY baseline.
-    #[arg(long, default_value_t = 300_000)]
-    copy_rows: usize,
-    /// Offered rate of the latency phase.
-    #[arg(long, default_value_t = 2_000)]
-    latency_rate: u64,
-    /// Offered rate of the second latency phase; 0 skips it.
-    #[arg(long, env = "BENCH_LATENCY_RATE_HIGH", default_value_t = 10_000)]
-    latency_rate_high: u64,
-    /// Steady-state seconds of each latency phase (after its warm-up).
-    #[arg(long, default_value_t = 30)]
-    latency_seconds: u64,
-    /// Seconds each latency phase offers its rate before the steady state: reported apart
-    /// as the start-up.
-    #[arg(long, default_value_t = 10)]
-    latency_warmup_seconds: u64,
-    #[arg(long, default_value_t = 8)]
-    partitions: i32,
-    /// Events per drain of the scoring off/on comparison; 0 skips the comparison.
-    #[arg(long, env = "BENCH_SCORING_COMPARE_EVENTS", default_value_t = 250_000)]
-    scoring_compare_events: u64,
-    /// Rounds of the comparison; a round drains once with scoring off and once with it on,
-    /// in the order off,on | on,off | off,on … so a steady drift of the machine cancels out.
-    #[arg(long, env = "BENCH_SCORING_COMPARE_ROUNDS", default_value_t = 2)]
-    scoring_compare_rounds: u32,
-    /// Event times of the comparison's stream. `simulated`: ~3 purchases per customer per
-    /// day, as in `make eval` (about 1% flagged). `wall`: the backlog's compressed span, where
-    /// every customer buys many times a minute and velocity rules flag ~9%.
-    #[arg(long, env = "BENCH_SCORING_COMPARE_CLOCK", default_value = "simulated", value_parser = ["simulated", "wall"])]
-    scoring_compare_clock: String,
-    /// Events per drain of the scaling curve; 0 skips it.
-    #[arg(long, env = "BENCH_SCALING_EVENTS", default_value_t = 300_000)]
-    scaling_events: u64,
-    /// Partition counts the scaling curve drains one worker over (one topic each).
-    #[arg(long, value_delimiter = ',', default_value = "1,2,4,8")]
-    scaling_partitions: Vec<i32>,
-    /// Worker counts the scaling curve tries on the largest partition count.
-    #[arg(long, value_delimiter = ',', default_value = "1,2")]
-    scaling_workers: Vec<usize>,
-    /// Directory of the sluice-worker binary.
-    #[arg(long, env = "SLUICE_BIN_DIR")]
-    bin_dir: PathBuf,
-    #[arg(long, default_value = "target/bench")]
-    out: PathBuf,
-}
 
 #[tokio::main]
 async fn main() -> Result<()> {
@@ -194,8 +138,11 @@ async fn main() -> Result<()> {
         pool: &pool,
     };
     eprintln!(
-        "== 3/6 latency at {} tx/s: CHECKPOINT, {}s start-up, {}s steady state",
-        args.latency_rate, args.latency_warmup_seconds, args.latency_seconds
+        "== 3/6 latency at {} tx/s: {}CHECKPOINT, {}s start-up, {}s steady state",
+        args.latency_rate,
+        vacuum_first(&args),
+        args.latency_warmup_seconds,
+        args.latency_seconds
     );
     let low = latency_phase::run(
         &args,
@@ -215,8 +162,11 @@ async fn main() -> Result<()> {
         None
     } else {
         eprintln!(
-            "== 4/6 latency at {} tx/s: CHECKPOINT, {}s start-up, {}s steady state",
-            args.latency_rate_high, args.latency_warmup_seconds, args.latency_seconds
+            "== 4/6 latency at {} tx/s: {}CHECKPOINT, {}s start-up, {}s steady state",
+            args.latency_rate_high,
+            vacuum_first(&args),
+            args.latency_warmup_seconds,
+            args.latency_seconds
         );
         let high = latency_phase::run(
             &args,
