@@ -49,8 +49,9 @@ pub struct Args {
     /// every customer buys many times a minute and velocity rules flag ~9%.
     #[arg(long, env = "BENCH_SCORING_COMPARE_CLOCK", default_value = "simulated", value_parser = ["simulated", "wall"])]
     pub scoring_compare_clock: String,
-    /// Events per drain of the scaling curve; 0 skips it.
-    #[arg(long, env = "BENCH_SCALING_EVENTS", default_value_t = 300_000)]
+    /// Events per drain of the scaling curve; 0 skips it. Producing them takes about 3 s of
+    /// each drain: enough events that the span after that stays several seconds long.
+    #[arg(long, env = "BENCH_SCALING_EVENTS", default_value_t = 500_000)]
     pub scaling_events: u64,
     /// Partition counts the scaling curve drains one worker over (one topic each).
     #[arg(long, value_delimiter = ',', default_value = "1,2,4,8")]
