@@ -181,7 +181,7 @@ impl Scaling {
                 "after_produced_tps": p.after_produced.map(|a| a.0.round()),
                 "after_produced_s": p.after_produced.map(|a| round2(a.1)),
                 "worker_cpu_s": round2(p.cpu_s),
-                "worker_cpu_s_per_1k_events": (self.cpu_s_per_1k(p) * 1000.0).round() / 1000.0,
+                "worker_cpu_s_per_1k_events": (self.cpu_s_per_1k(p) * 10_000.0).round() / 10_000.0,
                 "group_settled_s": round2(p.settle_s),
             })).collect::<Vec<_>>(),
             "measured_as": "backlog drain with scoring on; per point a fresh topic, database and consumer group, CHECKPOINT before; the workers start on the empty topic and the events are produced at full speed once every worker has partitions (group_settled_s), so no start-up rebalance is measured. throughput = records handled (all workers summed) from the first progress sample to all handled / that span, the producer still running in its first part; after_produced = the same from the last event produced (the producer no longer competing for CPU); worker_cpu_s = user+system CPU of the point's workers from start to drained (/proc)",
@@ -195,7 +195,7 @@ impl Scaling {
                 .after_produced
                 .map_or("-".into(), |a| format!("{:.0}", a.0));
             eprintln!(
-                "   {:>10}  {:>7}  {:>7.0}  {after:>14}  {:>22.3}",
+                "   {:>10}  {:>7}  {:>7.0}  {after:>14}  {:>22.4}",
                 p.partitions,
                 p.workers,
                 p.drain.0,
