@@ -1,4 +1,4 @@
-//! What Postgres ran beside the latency phase, on the phase's clock: checkpoints in
+//! What Postgres ran beside a latency phase's steady state, on its clock: checkpoints in
 //! progress and autovacuum workers, sampled every 250 ms from `pg_stat_activity` on its own
 //! connection, so the plot can put them under the latency per second.
 
@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use tokio::task::JoinHandle;
 
-/// Something that ran from `from_s` to `to_s` seconds after the phase start.
+/// Something that ran from `from_s` to `to_s` seconds after the sampled span began.
 #[derive(Clone, Debug)]
 pub struct Span {
     pub what: String,
@@ -25,7 +25,7 @@ pub struct Watch {
     task: JoinHandle<Result<Vec<Span>>>,
 }
 
-/// Start sampling; `start` is the phase's zero.
+/// Start sampling; `start` is the span's zero.
 pub fn watch(admin_url: String, start: DateTime<Utc>) -> Watch {
     let stop = Arc::new(AtomicBool::new(false));
     let flag = stop.clone();
@@ -62,8 +62,8 @@ async fn sample(url: &str, start: DateTime<Utc>, stop: &AtomicBool) -> Result<Ve
     let mut first = true;
     let close = |what: String, (from_s, at_start): (f64, bool), to_s: f64, at_end: bool| Span {
         what: match (at_start, at_end) {
-            (true, true) => format!("{what} (throughout the phase)"),
-            (true, false) => format!("{what} (running when the phase began)"),
+            (true, true) => format!("{what} (throughout the steady state)"),
+            (true, false) => format!("{what} (running when the steady state began)"),
             (false, true) => format!("{what} (still running at the end)"),
             (false, false) => what,
         },
@@ -114,15 +114,14 @@ pub fn to_json(spans: &[Span]) -> Value {
     )
 }
 
-pub fn print(spans: &[Span]) {
+/// `span`: what was sampled, e.g. "the 2000 tx/s steady state".
+pub fn print(span: &str, spans: &[Span]) {
     if spans.is_empty() {
-        eprintln!(
-            "   beside the latency phase: no checkpoint in progress, no autovacuum worker seen"
-        );
+        eprintln!("   beside {span}: no checkpoint in progress, no autovacuum worker seen");
     }
     for s in spans {
         eprintln!(
-            "   beside the latency phase: {} from {:.1}s to {:.1}s",
+            "   beside {span}: {} from {:.1}s to {:.1}s",
             s.what, s.from_s, s.to_s
         );
     }

@@ -105,7 +105,7 @@ pub async fn scoring_compare(
 ) -> Result<ScoringCompare> {
     let drains = 2 * args.scoring_compare_rounds;
     eprintln!(
-        "== 4/4 scoring off vs on: producing {} events, then {drains} drains (fresh database each)",
+        "== 5/6 scoring off vs on: producing {} events, then {drains} drains (fresh database each)",
         args.scoring_compare_events
     );
     let topic = format!("{}-scoring", run.replace('_', "-"));
@@ -135,7 +135,7 @@ pub async fn scoring_compare(
         sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
             .execute(&mut admin)
             .await?;
-        sqlx::raw_sql("CHECKPOINT").execute(&mut admin).await?;
+        pg_view::checkpoint(&mut admin).await?;
         let db_url = format!("{base}/{name}");
         let mut db = PgConnection::connect(&db_url).await?;
         let pg_before = pg_view::snapshot(&mut admin, &mut db, &name).await?;
@@ -153,9 +153,9 @@ pub async fn scoring_compare(
             &env,
         )?;
         let drained = watch_drain(
-            port,
+            &[port],
             produced.produced,
-            &mut worker,
+            std::slice::from_mut(&mut worker),
             Duration::from_millis(100),
         )
         .await;

@@ -1,6 +1,6 @@
-//! End-to-end latency of the latency phase's stored rows (`ingested_at - Kafka timestamp`):
-//! the distribution, and percentiles per second of the phase (by Kafka timestamp) so a tail
-//! can be matched to the moment it happened.
+//! End-to-end latency of the rows of one span of a latency phase (`ingested_at - Kafka
+//! timestamp`, rows chosen by Kafka timestamp): the distribution, and percentiles per second
+//! of the span so a tail can be matched to the moment it happened.
 
 use super::activity::{self, Span};
 use anyhow::{Result, ensure};
@@ -25,16 +25,19 @@ pub struct Latencies {
 }
 
 impl Latencies {
-    pub async fn read(pool: &PgPool, phase_start: DateTime<Utc>) -> Result<Self> {
+    /// The rows produced in `[from, to)` (Kafka timestamp); seconds count from `from`.
+    pub async fn read(pool: &PgPool, from: DateTime<Utc>, to: DateTime<Utc>) -> Result<Self> {
         let rows: Vec<(f64, f64)> = sqlx::query_as(
             "SELECT extract(epoch FROM kafka_timestamp - $1)::float8,
                     extract(epoch FROM ingested_at - kafka_timestamp)::float8 * 1000
-             FROM sluice.transactions WHERE kafka_timestamp >= $1 ORDER BY 1",
+             FROM sluice.transactions WHERE kafka_timestamp >= $1 AND kafka_timestamp < $2
+             ORDER BY 1",
         )
-        .bind(phase_start)
+        .bind(from)
+        .bind(to)
         .fetch_all(pool)
         .await?;
-        ensure!(!rows.is_empty(), "no rows from the latency phase");
+        ensure!(!rows.is_empty(), "no rows produced between {from} and {to}");
         let mut per_second = Vec::new();
         let mut bucket: Vec<f64> = Vec::new();
         let mut second = rows[0].0.floor();
@@ -60,11 +63,19 @@ impl Latencies {
         quantile(&self.sorted_ms, q)
     }
 
+    /// `{p50, p95, p99, max}` in ms, plus the rows they are over.
+    pub fn summary_json(&self) -> Value {
+        json!({
+            "p50": r2(self.pct(0.50)), "p95": r2(self.pct(0.95)), "p99": r2(self.pct(0.99)),
+            "max": r2(self.sorted_ms.last().copied().unwrap_or(0.0)), "rows": self.sorted_ms.len(),
+        })
+    }
+
     pub fn per_second_json(&self, beside: &[Span]) -> Value {
         json!({
-            "measured_as": "per second of the latency phase by Kafka timestamp: rows produced in that second and their latency percentiles (ms)",
+            "measured_as": "per second of the steady state by Kafka timestamp: rows produced in that second and their latency percentiles (ms)",
             "beside": activity::to_json(beside),
-            "beside_means": "checkpoints in progress (checkpointer not idle) and autovacuum workers seen in pg_stat_activity every 250 ms during the phase, seconds on the same clock",
+            "beside_means": "checkpoints in progress (checkpointer not idle) and autovacuum workers seen in pg_stat_activity every 250 ms from the steady state's start until its rows were all handled, seconds on the same clock",
             "seconds": self.per_second.iter().map(|p| json!({
                 "s": p.second, "rows": p.rows, "p50": r2(p.p50), "p95": r2(p.p95), "p99": r2(p.p99), "max": r2(p.max),
             })).collect::<Vec<_>>(),

@@ -1,72 +1,39 @@
 //! `sluice-bench` (run by `make bench`): on the Kafka and Postgres that hack/ started,
 //! measures in one run (1) the raw COPY rate of the rows into the same schema — the limit,
-//! (2) the worker draining a pre-produced backlog, (3) end-to-end latency at a fixed offered
-//! rate, (4) the same backlog drain with fraud scoring off vs on (fresh database each, same
-//! events, alternating order); then checks what landed and writes `report.json` and `report.svg`.
+//! (2) the worker draining a pre-produced backlog, (3, 4) end-to-end latency at a fixed
+//! offered rate, low and high, each after a warm-up reported apart ([`latency_phase`]), (5) the
+//! same backlog drain with fraud scoring off vs on (fresh database each, same events,
+//! alternating order), (6) the scaling curve over workers and partitions ([`scaling`]); then
+//! checks what landed and writes `report.json` and `report.svg`.
 //! Beside each phase's figures it reports where a batch's time went inside the worker
 //! ([`split`]) and what Postgres did meanwhile ([`pg_view`]).
 
 mod activity;
+mod args;
 mod compare;
 mod copy;
 mod latency;
+mod latency_phase;
 mod pg_view;
+mod phase_clock;
 mod plot;
+mod scaling;
 mod split;
 mod worker;
 
 use anyhow::{Context, Result, ensure};
+use args::{Args, vacuum_first};
 use chrono::Utc;
 use clap::Parser;
 use compare::{ScoringCompare, scoring_compare};
+use phase_clock::PhaseClock;
 use serde_json::json;
 use sluice_harness::free_port;
 use sluice_loadgen::{GeneratorConfig, LoadSpec, ensure_topic, produce};
 use split::{Counters, Split};
 use sqlx::{Connection, PgConnection, PgPool};
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
-use worker::{peak_rss_mb, scrape, spawn_worker, stop, wait_handled, watch_drain};
-
-#[derive(Parser)]
-#[command(name = "sluice-bench")]
-struct Args {
-    #[arg(long, env = "KAFKA_BOOTSTRAP")]
-    brokers: String,
-    /// Admin URL of the Postgres cluster (a fresh database is created in it).
-    #[arg(long, env = "DATABASE_URL")]
-    database_url: String,
-    /// Events pre-produced before the worker starts.
-    #[arg(long, default_value_t = 1_000_000)]
-    backlog: u64,
-    /// Rows for the raw COPY baseline.
-    #[arg(long, default_value_t = 300_000)]
-    copy_rows: usize,
-    /// Offered rate of the latency phase.
-    #[arg(long, default_value_t = 2_000)]
-    latency_rate: u64,
-    #[arg(long, default_value_t = 30)]
-    latency_seconds: u64,
-    #[arg(long, default_value_t = 8)]
-    partitions: i32,
-    /// Events per drain of the scoring off/on comparison; 0 skips the comparison.
-    #[arg(long, env = "BENCH_SCORING_COMPARE_EVENTS", default_value_t = 250_000)]
-    scoring_compare_events: u64,
-    /// Rounds of the comparison; a round drains once with scoring off and once with it on,
-    /// in the order off,on | on,off | off,on … so a steady drift of the machine cancels out.
-    #[arg(long, env = "BENCH_SCORING_COMPARE_ROUNDS", default_value_t = 2)]
-    scoring_compare_rounds: u32,
-    /// Event times of the comparison's stream. `simulated`: ~3 purchases per customer per
-    /// day, as in `make eval` (about 1% flagged). `wall`: the backlog's compressed span, where
-    /// every customer buys many times a minute and velocity rules flag ~9%.
-    #[arg(long, env = "BENCH_SCORING_COMPARE_CLOCK", default_value = "simulated", value_parser = ["simulated", "wall"])]
-    scoring_compare_clock: String,
-    /// Directory of the sluice-worker binary.
-    #[arg(long, env = "SLUICE_BIN_DIR")]
-    bin_dir: PathBuf,
-    #[arg(long, default_value = "target/bench")]
-    out: PathBuf,
-}
+use worker::{peak_rss_mb, spawn_worker, stop, watch_drain};
 
 #[tokio::main]
 async fn main() -> Result<()> {
@@ -88,10 +55,11 @@ async fn main() -> Result<()> {
     }
     let mut db = PgConnection::connect(&db_url).await?;
     let mut pg_views = serde_json::Map::new();
+    let mut took = PhaseClock::start();
     let pg_start = pg_view::snapshot(&mut admin, &mut db, &run).await?;
 
     eprintln!(
-        "== 1/4 raw COPY baseline: {} rows into the same schema",
+        "== 1/6 raw COPY baseline: {} rows into the same schema",
         args.copy_rows
     );
     let copy_started = Instant::now();
@@ -101,9 +69,10 @@ async fn main() -> Result<()> {
     let view = pg_view::delta(&pg_start, &pg_copied, copy_started.elapsed().as_secs_f64());
     pg_view::print("the COPY baseline", &view, false);
     pg_views.insert("copy_baseline".into(), view);
+    took.lap("copy_baseline");
 
     eprintln!(
-        "== 2/4 backlog: producing {} events, then draining with one worker",
+        "== 2/6 backlog: producing {} events, then draining with one worker",
         args.backlog
     );
     let backlog = LoadSpec {
@@ -130,9 +99,9 @@ async fn main() -> Result<()> {
     let port = free_port()?;
     let mut worker = spawn_worker(&args, &db_url, &topic, port, "worker.log", &[])?;
     let drain = watch_drain(
-        port,
+        &[port],
         produced.produced,
-        &mut worker,
+        std::slice::from_mut(&mut worker),
         Duration::from_millis(250),
     )
     .await?;
@@ -151,57 +120,72 @@ async fn main() -> Result<()> {
         produced.produced,
         t1 - t0
     );
-
-    let view = pg_view::delta(&pg_before_drain, &pg_drained, drain_seconds);
-    pg_view::print("the backlog drain", &view, false);
-    pg_views.insert("backlog".into(), view);
-
-    eprintln!(
-        "== 3/4 latency at {} tx/s for {}s",
-        args.latency_rate, args.latency_seconds
-    );
-    let phase_start = Utc::now();
-    let latency_started = Instant::now();
-    let beside = activity::watch(args.database_url.clone(), phase_start);
-    let latency_spec = LoadSpec {
-        brokers: args.brokers.clone(),
-        topic: topic.clone(),
-        rate: args.latency_rate,
-        duration: Some(Duration::from_secs(args.latency_seconds)),
-        count: None,
-        generator: GeneratorConfig {
-            seed: 43,
-            id_prefix: "latency".into(),
-            ..GeneratorConfig::default()
-        },
-        progress: true,
-        collect_ids: false,
-        labels: None,
-    };
-    let offered = tokio::task::spawn_blocking(move || produce(&latency_spec)).await??;
-    let expected_total = produced.produced + offered.produced;
-    wait_handled(port, expected_total).await?;
-    let latency_split = Split {
-        counters: Counters::parse(&scrape(port).await?).since(&drained),
-        seconds: latency_started.elapsed().as_secs_f64(),
-    };
     // Over the span the throughput is measured on: first progress to drained.
     let drain_split = Split {
         counters: drained.since(&Counters::parse(&drain.first_page)),
         seconds: (t1 - t0).max(1e-3),
     };
-    let beside = beside.finish().await;
-    activity::print(&beside);
-    let rss_peak_mb = peak_rss_mb(worker.id());
-    stop(&mut worker);
-    let pg_latency = pg_view::snapshot(&mut admin, &mut db, &run).await?;
-    let view = pg_view::delta(&pg_drained, &pg_latency, latency_split.seconds);
-    pg_view::print("the latency phase", &view, false);
-    pg_views.insert("latency".into(), view);
+    let view = pg_view::delta(&pg_before_drain, &pg_drained, drain_seconds);
+    pg_view::print("the backlog drain", &view, false);
+    pg_views.insert("backlog".into(), view);
+    took.lap("backlog");
 
     let pool = PgPool::connect(&db_url).await?;
-    let latencies = latency::Latencies::read(&pool, phase_start).await?;
-    let pct = |q: f64| latencies.pct(q);
+    let target = latency_phase::Target {
+        topic: &topic,
+        port,
+        db_name: &run,
+        pool: &pool,
+    };
+    eprintln!(
+        "== 3/6 latency at {} tx/s: {}CHECKPOINT, {}s start-up, {}s steady state",
+        args.latency_rate,
+        vacuum_first(&args),
+        args.latency_warmup_seconds,
+        args.latency_seconds
+    );
+    let low = latency_phase::run(
+        &args,
+        &target,
+        &mut admin,
+        &mut db,
+        args.latency_rate,
+        ("latency", 43),
+    )
+    .await?;
+    low.print();
+    pg_view::print("the latency phase", &low.postgres, false);
+    pg_views.insert("latency".into(), low.postgres.clone());
+    took.lap("latency");
+    let high = if args.latency_rate_high == 0 {
+        eprintln!("== 4/6 high-rate latency phase skipped (--latency-rate-high 0)");
+        None
+    } else {
+        eprintln!(
+            "== 4/6 latency at {} tx/s: {}CHECKPOINT, {}s start-up, {}s steady state",
+            args.latency_rate_high,
+            vacuum_first(&args),
+            args.latency_warmup_seconds,
+            args.latency_seconds
+        );
+        let high = latency_phase::run(
+            &args,
+            &target,
+            &mut admin,
+            &mut db,
+            args.latency_rate_high,
+            ("latency-high", 44),
+        )
+        .await?;
+        high.print();
+        pg_view::print("the high-rate latency phase", &high.postgres, false);
+        pg_views.insert("latency_high".into(), high.postgres.clone());
+        took.lap("latency_high");
+        Some(high)
+    };
+    let rss_peak_mb = peak_rss_mb(worker.id());
+    stop(&mut worker);
+
     let (stored, distinct): (i64, i64) =
         sqlx::query_as("SELECT count(*), count(DISTINCT transaction_id) FROM sluice.transactions")
             .fetch_one(&pool)
@@ -210,11 +194,18 @@ async fn main() -> Result<()> {
         .fetch_one(&pool)
         .await?;
     pool.close().await;
+    let offered: Vec<&sluice_loadgen::Summary> = std::iter::once(&produced)
+        .chain([&low.offered])
+        .chain(high.as_ref().map(|h| &h.offered))
+        .collect();
+    let rows_expected: u64 = offered.iter().map(|o| o.valid).sum();
+    let rejected_expected: u64 = offered.iter().map(|o| o.invalid + o.duplicates).sum();
 
-    // A failed comparison still leaves the report of phases 1-3; the run fails at the end.
+    // A failed comparison or curve still leaves the report of phases 1-4; the run fails at
+    // the end.
     let (compare, compare_error) =
         if args.scoring_compare_events == 0 || args.scoring_compare_rounds == 0 {
-            eprintln!("== 4/4 scoring off/on comparison skipped (--scoring-compare-events 0)");
+            eprintln!("== 5/6 scoring off/on comparison skipped (--scoring-compare-events 0)");
             (None, None)
         } else {
             match scoring_compare(&args, &backlog, &run).await {
@@ -225,10 +216,27 @@ async fn main() -> Result<()> {
                 }
             }
         };
+    took.lap("scoring_compare");
+    let (curve, curve_error) = if args.scaling_events == 0 || args.scaling_partitions.is_empty() {
+        eprintln!("== 6/6 scaling curve skipped (--scaling-events 0)");
+        (None, None)
+    } else {
+        match scaling::scaling(&args, &backlog, &run).await {
+            Ok(c) => (Some(c), None),
+            Err(e) => {
+                eprintln!("   scaling curve failed: {e:#}");
+                (None, Some(format!("{e:#}")))
+            }
+        }
+    };
+    took.lap("scaling");
+
     let compare_json = compare.as_ref().map(ScoringCompare::to_json);
     let compare_splits = compare.as_ref().map(|c| (c.split(false), c.split(true)));
-    let mut phases: Vec<(&str, &Split)> =
-        vec![("backlog", &drain_split), ("latency", &latency_split)];
+    let mut phases: Vec<(&str, &Split)> = vec![("backlog", &drain_split), ("latency", &low.split)];
+    if let Some(h) = &high {
+        phases.push(("latency high", &h.split));
+    }
     if let Some((off, on)) = &compare_splits {
         phases.extend([("scoring off", off), ("scoring on", on)]);
     }
@@ -243,31 +251,42 @@ async fn main() -> Result<()> {
         "scoring_drains".into(),
         json!("each drain's view is scoring_compare.runs[].postgres"),
     );
+    let mut latency_high = high
+        .as_ref()
+        .map_or(json!({"skipped": true}), |h| h.to_json());
+    if let Some(h) = &high {
+        latency_high["over_time"] = h.steady.per_second_json(&h.beside);
+    }
 
     let report = json!({
         "offered_rate_tps": args.latency_rate,
         "throughput_tps": throughput.round(),
         "duration_s": ((t1 - t0) * 10.0).round() / 10.0,
-        "latency_ms": {"p50": round2(pct(0.50)), "p95": round2(pct(0.95)), "p99": round2(pct(0.99)), "max": round2(*latencies.sorted_ms.last().unwrap())},
+        "latency_ms": low.steady.summary_json(),
+        "latency_startup_ms": low.startup_json(),
+        "latency": low.to_json(),
+        "latency_high": latency_high,
         "copy_baseline_tps": copy_tps.round(),
         "ratio_to_copy": round2(throughput / copy_tps),
-        "rows_expected": produced.valid + offered.valid,
+        "rows_expected": rows_expected,
         "rows_stored": stored,
         "duplicates_stored": stored - distinct,
         "rejected": rejected,
-        "rejected_expected": produced.invalid + produced.duplicates + offered.invalid + offered.duplicates,
+        "rejected_expected": rejected_expected,
         "worker_rss_mb_peak": rss_peak_mb,
         "backlog_events": produced.produced,
-        "latency_phase_events": offered.produced,
-        "latency_measured_as": "ingested_at (statement time of the batch insert) - Kafka CreateTime",
+        "latency_phase_events": low.offered.produced,
+        "latency_measured_as": "ingested_at (statement time of the batch insert) - Kafka CreateTime; latency_ms is the steady state at offered_rate_tps, latency_startup_ms its warm-up (see latency.spans_are)",
         "machine": {"cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0)},
         "throughput_scoring_off_tps": compare.as_ref().map(|c| c.off_tps.round()),
         "throughput_scoring_on_tps": compare.as_ref().map(|c| c.on_tps.round()),
         "scoring_on_ratio": compare.as_ref().map(|c| round2(c.on_tps / c.off_tps)),
         "scoring_compare": compare_json.unwrap_or_else(|| json!({"skipped": compare_error.is_none(), "error": compare_error})),
+        "scaling": curve.as_ref().map_or_else(|| json!({"skipped": curve_error.is_none(), "error": curve_error}), scaling::Scaling::to_json),
         "batch_time_split": split_json,
         "postgres_view": pg_views,
-        "latency_over_time": latencies.per_second_json(&beside),
+        "latency_over_time": low.steady.per_second_json(&low.beside),
+        "phase_seconds": took.to_json(),
     });
     let report_path = args.out.join("report.json");
     std::fs::write(&report_path, serde_json::to_string_pretty(&report)? + "\n")?;
@@ -280,11 +299,25 @@ async fn main() -> Result<()> {
         &args.out.join("report.svg"),
         &samples,
         &compare_samples,
-        &latencies.sorted_ms,
-        &latencies.per_second,
-        &beside,
+        &low.steady.sorted_ms,
+        &low.steady.per_second,
+        &low.beside,
     )?;
     println!("{}", serde_json::to_string_pretty(&report)?);
+    eprintln!(
+        "latency steady state (start-up excluded): {} tx/s offered ({:.0} achieved) p99 {:.1} ms (bar: <= 100)",
+        low.rate,
+        low.achieved_tps(),
+        low.steady.pct(0.99)
+    );
+    if let Some(h) = &high {
+        eprintln!(
+            "latency steady state (start-up excluded): {} tx/s offered ({:.0} achieved) p99 {:.1} ms (bar: <= 250)",
+            h.rate,
+            h.achieved_tps(),
+            h.steady.pct(0.99)
+        );
+    }
     if let Some(c) = &compare {
         eprintln!(
             "scoring off {:.0} tx/s, on {:.0} tx/s: on/off = {:.2} (bar: >= 0.80); worker cpu per event off {:.0} us, on {:.0} us; main drain (scoring on) {throughput:.0} tx/s",
@@ -300,13 +333,21 @@ async fn main() -> Result<()> {
             );
         }
     }
+    if let Some(c) = &curve {
+        eprintln!("scaling curve (backlog drain, scoring on):");
+        c.print();
+    }
+    took.print();
     eprintln!("wrote {} and report.svg", report_path.display());
     ensure!(
-        stored as u64 == produced.valid + offered.valid && stored == distinct,
+        stored as u64 == rows_expected && stored == distinct,
         "rows stored do not match rows expected"
     );
     if let Some(e) = compare_error {
         anyhow::bail!("scoring comparison failed: {e}");
+    }
+    if let Some(e) = curve_error {
+        anyhow::bail!("scaling curve failed: {e}");
     }
     Ok(())
 }

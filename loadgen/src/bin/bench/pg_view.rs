@@ -61,6 +61,30 @@ pub async fn enable_statements(admin: &mut PgConnection) -> Result<()> {
     Ok(())
 }
 
+/// `CHECKPOINT`, then wait (up to 5 s) until the checkpointer has published its figures:
+/// it does so after waking the waiting backend, and a snapshot taken in between would
+/// count this checkpoint in the phase that follows.
+pub async fn checkpoint(admin: &mut PgConnection) -> Result<()> {
+    const REQUESTED: &str = "SELECT checkpoints_req::float8 FROM pg_stat_bgwriter";
+    sqlx::raw_sql("SELECT pg_stat_clear_snapshot()")
+        .execute(&mut *admin)
+        .await?;
+    let before: f64 = sqlx::query_scalar(REQUESTED).fetch_one(&mut *admin).await?;
+    sqlx::raw_sql("CHECKPOINT").execute(&mut *admin).await?;
+    for _ in 0..50 {
+        sqlx::raw_sql("SELECT pg_stat_clear_snapshot()")
+            .execute(&mut *admin)
+            .await?;
+        let now: f64 = sqlx::query_scalar(REQUESTED).fetch_one(&mut *admin).await?;
+        if now > before {
+            return Ok(());
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    eprintln!("   warning: the CHECKPOINT's statistics did not show within 5 s");
+    Ok(())
+}
+
 /// Cluster-wide figures from `admin`, table figures from `db` (the phase's database).
 pub async fn snapshot(
     admin: &mut PgConnection,

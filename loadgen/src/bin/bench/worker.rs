@@ -43,36 +43,62 @@ pub async fn scrape(port: u16) -> Result<String> {
 }
 
 /// Records the worker has handled, from its `sluice_transactions_total`.
-async fn handled(port: u16) -> Result<u64> {
+pub async fn handled(port: u16) -> Result<u64> {
     let page = scrape(port).await?;
     Ok(metrics::sum(&page, "sluice_transactions_total", &[]) as u64)
 }
 
-/// A drain watched from the worker's start.
+/// A drain watched from the workers' start.
 pub struct Drain {
-    /// (seconds since the worker started, records handled)
+    /// (seconds since the workers started, records handled by all of them)
     pub samples: Vec<(f64, u64)>,
-    /// `/metrics` at the first sample with progress and at the last: the drain's span.
+    /// `/metrics` at the first sample with progress and at the last: the drain's span. With
+    /// several workers, their pages one after another, so a sum over the page adds them up.
     pub first_page: String,
     pub last_page: String,
 }
 
-/// Sample the worker's counters every `every` until `expected` records are handled.
+impl Drain {
+    /// Records per second from the first progress to the end, as the main drain is measured.
+    pub fn throughput(&self) -> Option<(f64, f64)> {
+        let first = self.samples.iter().find(|(_, n)| *n > 0)?;
+        Some(rate(first, self.samples.last()?))
+    }
+
+    /// Records per second from the first sample at or after `t` seconds to the end.
+    pub fn throughput_after(&self, t: f64) -> Option<(f64, f64)> {
+        let first = self.samples.iter().find(|(at, _)| *at >= t)?;
+        let last = self.samples.last()?;
+        (last.0 > first.0).then(|| rate(first, last))
+    }
+}
+
+/// (records per second, seconds) between two samples.
+fn rate((t0, n0): &(f64, u64), (t1, n1): &(f64, u64)) -> (f64, f64) {
+    let seconds = (t1 - t0).max(1e-3);
+    ((n1 - n0) as f64 / seconds, seconds)
+}
+
+/// Sample the workers' counters every `every` until `expected` records are handled in all.
 pub async fn watch_drain(
-    port: u16,
+    ports: &[u16],
     expected: u64,
-    worker: &mut Process,
+    workers: &mut [Process],
     every: Duration,
 ) -> Result<Drain> {
     let started = Instant::now();
     let mut samples = Vec::new();
     let mut first_page = None;
     loop {
-        ensure!(
-            worker.exited()?.is_none(),
-            "the worker exited during the drain"
-        );
-        if let Ok(page) = scrape(port).await {
+        for worker in workers.iter_mut() {
+            ensure!(
+                worker.exited()?.is_none(),
+                "a worker exited during the drain"
+            );
+        }
+        // A sample counts only when every worker answered.
+        if let Ok(pages) = scrape_all(ports).await {
+            let page = pages.concat();
             let n = metrics::sum(&page, "sluice_transactions_total", &[]) as u64;
             samples.push((started.elapsed().as_secs_f64(), n));
             if n > 0 && first_page.is_none() {
@@ -92,6 +118,43 @@ pub async fn watch_drain(
         );
         tokio::time::sleep(every).await;
     }
+}
+
+/// Wait until the workers' group has settled: every worker has partitions and together
+/// they hold all `partitions`. Returns the seconds it took.
+pub async fn wait_assigned(ports: &[u16], partitions: i32, workers: &mut [Process]) -> Result<f64> {
+    let started = Instant::now();
+    loop {
+        for worker in workers.iter_mut() {
+            ensure!(
+                worker.exited()?.is_none(),
+                "a worker exited before its group settled"
+            );
+        }
+        if let Ok(pages) = scrape_all(ports).await {
+            let held: Vec<f64> = pages
+                .iter()
+                .map(|p| metrics::sum(p, "sluice_partitions_assigned", &[]))
+                .collect();
+            if held.iter().all(|&n| n > 0.0) && held.iter().sum::<f64>() >= f64::from(partitions) {
+                return Ok(started.elapsed().as_secs_f64());
+            }
+        }
+        ensure!(
+            started.elapsed() < Duration::from_secs(120),
+            "the workers' group did not settle in 2 minutes"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Every worker's `/metrics` page, scraped one after another.
+async fn scrape_all(ports: &[u16]) -> Result<Vec<String>> {
+    let mut pages = Vec::with_capacity(ports.len());
+    for &port in ports {
+        pages.push(scrape(port).await?);
+    }
+    Ok(pages)
 }
 
 pub async fn wait_handled(port: u16, expected: u64) -> Result<()> {
