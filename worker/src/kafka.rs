@@ -82,7 +82,7 @@ pub fn consumer_config(config: &WorkerConfig, secrets: &Secrets) -> ClientConfig
 pub fn producer(config: &WorkerConfig, secrets: &Secrets) -> Result<FutureProducer> {
     Ok(base(config, secrets)
         .set("enable.idempotence", "true")
-        .set("linger.ms", "5")
+        .set("linger.ms", "1")
         .set("message.timeout.ms", "30000")
         .create()?)
 }
