@@ -16,12 +16,12 @@ pub const STAGES: [&str; 17] = [
     "begin",
     "claim_ids",
     "insert_rows",
-    "summaries",
     "insert_alerts",
     "insert_rejected",
-    "quality",
     "upsert_profiles",
     "move_offsets",
+    "summaries",
+    "quality",
     "produce_dlq",
     "produce_alerts",
     "commit",
@@ -219,4 +219,16 @@ fn r1(x: f64) -> f64 {
 
 fn r3(x: f64) -> f64 {
     (x * 1000.0).round() / 1000.0
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_stages_are_the_workers_in_its_order() {
+        let worker: Vec<&str> = sluice_worker::batch_timing::Stage::ALL
+            .iter()
+            .map(|s| s.as_str())
+            .collect();
+        assert_eq!(super::STAGES.to_vec(), worker);
+    }
 }
