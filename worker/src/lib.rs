@@ -126,6 +126,17 @@ pub async fn run(
         inflight: inflight.clone(),
         db_ok,
     };
+    if sink.lanes < config.postgres.sink_lanes as usize {
+        tracing::warn!(
+            lanes = sink.lanes,
+            asked = config.postgres.sink_lanes,
+            "postgres.sink_lanes is capped at postgres.max_connections - 1"
+        );
+    }
+    tracing::info!(
+        lanes = sink.lanes,
+        "sink writes each batch in this many transactions at once"
+    );
     let sink_task = tokio::spawn(sink.run(batch_rx, ack_tx));
 
     let consumer = consumer::ConsumerLoop::new(
