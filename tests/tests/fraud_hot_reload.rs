@@ -50,12 +50,14 @@ async fn fraud_switches_apply_without_restart() -> anyhow::Result<()> {
         300,
         "threshold 0 flags every row"
     );
-    assert!(
+    // Switched on, the stage keeps state, persisted at its next checkpoint
+    // (fraud.profile_checkpoint_ms, 5 s by default).
+    wait_for("profiles persisted", Duration::from_secs(20), || async {
         p.scalar("SELECT count(*) FROM sluice.customer_profiles")
-            .await?
-            > 0,
-        "switched on: state kept"
-    );
+            .await
+            .is_ok_and(|n| n > 0)
+    })
+    .await?;
 
     std::fs::write(&config, "fraud:\n  enabled: true\n  threshold: 1.0\n")?;
     wait_for("the second reload", Duration::from_secs(20), || async {

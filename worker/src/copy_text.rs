@@ -1,7 +1,6 @@
-//! **Benchmark baseline only, not on the worker's path.** `sluice-bench` COPYs generated
-//! rows straight into `transactions` to measure what Postgres takes on the box (the
-//! `copy_baseline_tps` of the report); the worker's sink writes a prepared INSERT over arrays
-//! instead (see `sink::rows` for why).
+//! Rows of `transactions` in COPY text format: how the sink stores a batch's new rows (see
+//! `sink::rows`), and what `sluice-bench` COPYs straight into `transactions` to measure what
+//! Postgres takes on the box (the report's `copy_baseline_tps`).
 
 use crate::batch::Accepted;
 use chrono::{DateTime, Utc};
@@ -35,8 +34,10 @@ pub fn encode_copy<'a>(records: impl IntoIterator<Item = &'a Accepted>, out: &mu
         opt_text(out, tx.ip_address.as_deref());
         opt_num(out, tx.latitude);
         opt_num(out, tx.longitude);
-        opt_num(out, tx.account_age_days);
-        opt_num(out, tx.items);
+        // Clamped into the integer columns as the array INSERT does.
+        let to_i32 = |v: Option<u32>| v.map(|x| i32::try_from(x).unwrap_or(i32::MAX));
+        opt_num(out, to_i32(tx.account_age_days));
+        opt_num(out, to_i32(tx.items));
         let _ = write!(out, "{}\t{}\t", r.partition, r.offset);
         timestamp(out, r.kafka_timestamp);
         opt_num(out, r.score());

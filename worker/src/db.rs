@@ -32,12 +32,35 @@ pub async fn connect(
                 // migration 0005).
                 let setup = format!("SET search_path TO \"{schema}\"; SET TIME ZONE 'UTC'; SET synchronous_commit = {sync}; SET sluice.profile_checkpoints = on");
                 sqlx::raw_sql(AssertSqlSafe(setup)).execute(&mut *conn).await?;
+                no_delay(conn).await?;
                 Ok(())
             })
         })
         .connect_with(options)
         .await
         .context("connecting to Postgres")
+}
+
+/// TCP_NODELAY on this connection's socket (see [`crate::tcp_nodelay`]); where that fails,
+/// the sink stores rows by INSERT instead of COPY, and says so once.
+async fn no_delay(conn: &mut sqlx::PgConnection) -> Result<(), sqlx::Error> {
+    // NULL over a Unix socket, which has no Nagle to turn off.
+    let Some(port): Option<i32> = sqlx::query_scalar("SELECT inet_client_port()")
+        .fetch_one(&mut *conn)
+        .await?
+    else {
+        return Ok(());
+    };
+    let set = u16::try_from(port)
+        .map_err(|_| std::io::Error::other(format!("client port {port} out of range")))
+        .and_then(crate::tcp_nodelay::set_for_local_port);
+    if let Err(e) = set {
+        if crate::tcp_nodelay::on_every_connection() {
+            tracing::warn!(error = %e, "no TCP_NODELAY on a Postgres connection: rows are stored by INSERT instead of COPY");
+        }
+        crate::tcp_nodelay::missing_on_a_connection();
+    }
+    Ok(())
 }
 
 /// Create the schema and run migrations (sqlx takes an advisory lock, so workers starting

@@ -16,7 +16,7 @@
 //! Around them: [`config`] (load, validate, hot reload), [`db`] (pool, migrations,
 //! partitions, stored offsets), [`kafka`] (client settings), [`metrics`],
 //! [`batch_timing`] (where a batch's time goes) and [`error_events`], [`http`] (probes, metrics and the [`analytics`] read API), and
-//! [`copy_text`] (the bench's COPY baseline, not on the worker's path).
+//! [`copy_text`] (rows in COPY text format) and [`tcp_nodelay`] (what lets the sink COPY).
 
 // Stages, in data order (kept apart so rustfmt leaves the order alone).
 pub mod consumer;
@@ -47,6 +47,7 @@ pub mod error_events;
 pub mod http;
 pub mod kafka;
 pub mod metrics;
+pub mod tcp_nodelay;
 
 use anyhow::{Context as _, Result};
 use sluice_api::WorkerConfig;

@@ -271,7 +271,7 @@ impl Sink {
         mut laps: Laps,
     ) -> Result<Laps, WriteError> {
         if !fresh.is_empty() {
-            rows::insert_rows(&mut *tx, fresh).await?;
+            rows::store_rows(&mut *tx, fresh).await?;
             laps.lap(Stage::InsertRows);
             rows::insert_alerts(&mut *tx, fresh).await?;
             laps.lap(Stage::InsertAlerts);

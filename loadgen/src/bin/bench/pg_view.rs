@@ -172,6 +172,7 @@ fn label(query: &str) -> String {
     let q = query.split_whitespace().collect::<Vec<_>>().join(" ");
     const NAMES: [(&str, &str); 11] = [
         ("INSERT INTO transaction_ids", "claim_ids"),
+        // The array INSERT, used where a connection has no TCP_NODELAY.
         ("INSERT INTO transactions ", "insert_rows"),
         ("INSERT INTO analytics_summaries", "summaries"),
         ("INSERT INTO quality_summaries", "quality"),
@@ -179,7 +180,8 @@ fn label(query: &str) -> String {
         ("INSERT INTO rejected_transactions", "insert_rejected"),
         ("INSERT INTO customer_profiles", "upsert_profiles"),
         ("UPDATE consumer_offsets", "move_offsets"),
-        ("COPY transactions", "copy (baseline)"),
+        // The sink's rows, and in the COPY baseline's view the baseline itself.
+        ("COPY transactions", "insert_rows (COPY)"),
         ("BEGIN", "begin"),
         ("COMMIT", "commit"),
     ];
