@@ -148,11 +148,6 @@ impl Batch {
             .profiles_at = Some(profiles_at);
     }
 
-    /// Whether the batch writes customer profiles and their checkpoint offsets.
-    pub fn checkpoints(&self) -> bool {
-        self.offsets.values().any(|m| m.profiles_at.is_some())
-    }
-
     /// Split into at most `lanes` batches over disjoint sets of partitions, each written in
     /// its own transaction. Partitions are dealt round-robin in order, so any set of owned
     /// partitions spreads evenly. The consumer thread's stage times stay with the first.
@@ -358,7 +353,6 @@ mod tests {
         b.advance(1, 5, Some(5), None);
         b.checkpoint(1, 5, 6);
         b.checkpoint(2, 40, 37);
-        assert!(b.checkpoints());
         assert_eq!(b.offsets[&1].profiles_at, Some(6));
         assert_eq!(
             b.offsets[&2],
