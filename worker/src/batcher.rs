@@ -198,15 +198,22 @@ impl Batcher {
     /// Whether a partition's checkpoint is due (cheap: asked before every poll).
     fn checkpoint_turn(&self) -> bool {
         self.scorer.stateful()
-            && (self.checkpoint_requested
-                || self.scorer.dirty_len() >= self.checkpoint_dirty_limit
+            && (self.checkpoint_all()
                 || self.last_checkpoint.elapsed()
                     >= self.checkpoint_every / self.owned.len().max(1) as u32)
     }
 
+    /// Every partition checkpoints at once: asked to (shutdown), too many profiles dirty,
+    /// or no cadence.
+    fn checkpoint_all(&self) -> bool {
+        self.checkpoint_requested
+            || self.checkpoint_every.is_zero()
+            || self.scorer.dirty_len() >= self.checkpoint_dirty_limit
+    }
+
     /// The partitions whose profiles the next hand-on checkpoints (those with a stored
-    /// offset): all of them when asked to, when too many profiles are dirty or without a
-    /// cadence; otherwise the next one in turn once its share of the cadence has passed.
+    /// offset): all of them (see [`Self::checkpoint_all`]), otherwise the next one in turn
+    /// once its share of the cadence has passed.
     fn checkpoint_plan(&self) -> Vec<i32> {
         if !self.checkpoint_turn() {
             return Vec::new();
@@ -218,10 +225,7 @@ impl Batcher {
             .map(|(p, _)| *p)
             .collect();
         stored.sort_unstable();
-        if self.checkpoint_requested
-            || self.checkpoint_every.is_zero()
-            || self.scorer.dirty_len() >= self.checkpoint_dirty_limit
-        {
+        if self.checkpoint_all() {
             return stored;
         }
         let next = stored

@@ -268,16 +268,6 @@ pub async fn load_partition_state(
     Ok((stored, profiles))
 }
 
-/// Persisted scoring state of the customers of `partitions`, to warm a worker that gains them.
-pub async fn load_profiles(pool: &PgPool, partitions: &[i32]) -> Result<Vec<ProfileRow>> {
-    Ok(sqlx::query_as(
-        "SELECT customer_id, partition, profile FROM customer_profiles WHERE partition = ANY($1)",
-    )
-    .bind(partitions)
-    .fetch_all(pool)
-    .await?)
-}
-
 /// Persisted scoring state of these customers (evicted from memory, seen again).
 pub async fn load_customer_profiles(
     pool: &PgPool,

@@ -112,8 +112,10 @@ impl ConsumerLoop {
         tracing::info!(fraud = ?config.fraud, "applied reloaded fraud settings");
         let fresh = self.batcher().scorer.reconfigure(&config.fraud);
         if fresh {
+            // Warmed from what Postgres holds; the offsets read with the profiles stay as
+            // they are (the partitions keep their positions).
             let owned = self.batcher().owned_partitions();
-            self.consumer.context().warm_scorer(&owned);
+            self.consumer.context().load_partitions(&owned);
         }
     }
 

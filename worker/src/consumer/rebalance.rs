@@ -167,22 +167,6 @@ impl Context {
         stored
     }
 
-    /// Warm the scoring stage with the persisted state of `partitions`.
-    pub(super) fn warm_scorer(&self, partitions: &[i32]) {
-        if !self.batcher().scorer.stateful() {
-            return;
-        }
-        let rows = self.retry_db("loading customer profiles", || {
-            db::load_profiles(&self.pool, partitions)
-        });
-        tracing::info!(
-            ?partitions,
-            profiles = rows.len(),
-            "warmed customer profiles"
-        );
-        self.batcher().scorer.warm(rows);
-    }
-
     /// Profiles of customers evicted from memory and seen again, read back before scoring.
     pub(super) fn reload_profiles(&self, customers: &[String]) -> Vec<ProfileRow> {
         let rows = self.retry_db("reloading evicted customer profiles", || {
