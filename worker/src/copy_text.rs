@@ -11,6 +11,18 @@ pub const COPY_TRANSACTIONS: &str = "COPY transactions (transaction_id, customer
     card_last4, card_fingerprint, device_id, ip_address, latitude, longitude, account_age_days, items, \
     kafka_partition, kafka_offset, kafka_timestamp, fraud_score, is_fraud) FROM STDIN";
 
+/// COPY `records` into `transactions` on `conn` (in its transaction, if one is open).
+pub async fn copy_transactions<'a>(
+    conn: &mut sqlx::PgConnection,
+    records: impl ExactSizeIterator<Item = &'a Accepted>,
+) -> Result<u64, sqlx::Error> {
+    let mut buf = Vec::with_capacity(records.len() * 320);
+    encode_copy(records, &mut buf);
+    let mut copy = conn.copy_in_raw(COPY_TRANSACTIONS).await?;
+    copy.send(buf).await?;
+    copy.finish().await
+}
+
 /// Encode records in COPY text format for [`COPY_TRANSACTIONS`].
 pub fn encode_copy<'a>(records: impl IntoIterator<Item = &'a Accepted>, out: &mut Vec<u8>) {
     use std::io::Write;

@@ -46,11 +46,7 @@ pub async fn store_rows(
     if !crate::tcp_nodelay::on_every_connection() {
         return insert_rows(tx, rows).await;
     }
-    let mut buf = Vec::with_capacity(rows.len() * 320);
-    crate::copy_text::encode_copy(rows.iter().copied(), &mut buf);
-    let mut copy = tx.copy_in_raw(crate::copy_text::COPY_TRANSACTIONS).await?;
-    copy.send(buf).await?;
-    copy.finish().await?;
+    crate::copy_text::copy_transactions(tx, rows.iter().copied()).await?;
     Ok(())
 }
 

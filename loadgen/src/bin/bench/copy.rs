@@ -1,10 +1,11 @@
-//! The raw COPY baseline: what Postgres takes on this box, the limit the drain is held to.
+//! The raw COPY baseline: what Postgres takes on this box, the limit the drain is held to,
+//! by the same COPY the sink stores its rows with.
 
 use anyhow::Result;
 use chrono::Utc;
 use sluice_loadgen::{EventKind, Generator, GeneratorConfig};
 use sluice_worker::batch::Accepted;
-use sluice_worker::copy_text::{COPY_TRANSACTIONS, encode_copy};
+use sluice_worker::copy_text::copy_transactions;
 use sluice_worker::validate::{TimeBounds, validate};
 use sqlx::Connection;
 use std::time::Instant;
@@ -46,12 +47,8 @@ pub async fn copy_baseline(db_url: &str, rows: usize) -> Result<f64> {
     let mut conn = pool.acquire().await?;
     let started = Instant::now();
     for chunk in records.chunks(50_000) {
-        let mut buf = Vec::with_capacity(chunk.len() * 256);
-        encode_copy(chunk, &mut buf);
         let mut tx = conn.begin().await?;
-        let mut copy = tx.copy_in_raw(COPY_TRANSACTIONS).await?;
-        copy.send(buf).await?;
-        copy.finish().await?;
+        copy_transactions(&mut tx, chunk.iter()).await?;
         tx.commit().await?;
     }
     Ok(rows as f64 / started.elapsed().as_secs_f64())

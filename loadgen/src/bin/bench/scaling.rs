@@ -1,7 +1,7 @@
 //! The scaling curve: backlog drain throughput (scoring on) for 1 and 2 workers on the same
 //! topic and database, and for one worker over topics of 1, 2, 4, … partitions.
 //!
-//! Every point gets a fresh topic, a fresh (migrated) database and consumer group, and a
+//! Every point gets a fresh topic, a fresh database and consumer group, and a
 //! `CHECKPOINT`. Its workers start on the empty topic and the same events (same seed and
 //! count) are produced only once their group has settled: a second worker joining a group that is
 //! already draining costs a cooperative rebalance of several seconds (two rounds, each
@@ -69,12 +69,6 @@ pub async fn scaling(args: &Args, template: &LoadSpec, run: &str) -> Result<Scal
             .await?;
         sqlx::raw_sql("CHECKPOINT").execute(&mut admin).await?;
         let db_url = format!("{base}/{name}");
-        // Migrated before the workers start: two workers starting together on a fresh
-        // database race on the `CREATE SCHEMA IF NOT EXISTS` that db::migrate runs before
-        // sqlx's advisory lock, and the loser exits (unique violation on pg_namespace).
-        let pool = sluice_worker::db::connect(&db_url, "sluice", 2, true).await?;
-        sluice_worker::db::migrate(&pool, "sluice").await?;
-        pool.close().await;
         let group = [("SLUICE_KAFKA__GROUP_ID", format!("{name}-group"))];
         let mut ports: Vec<u16> = Vec::new();
         while ports.len() < workers {
