@@ -73,13 +73,20 @@ pub fn setup() -> &'static Setup {
             apply.arg("-f").arg(f);
         }
         run(&mut apply);
-        run(kubectl(&setup).args([
-            "wait",
-            "--for=condition=Established",
-            "--timeout=60s",
-            "crd",
-            "--all",
-        ]));
+        // kubectl fails at once, instead of waiting, on a CRD the API server has not given a
+        // status yet (seen once: "status.conditions accessor error: <nil>"), so the wait is
+        // retried until the time runs out.
+        sluice_harness::wait_for_blocking("the CRDs Established", Duration::from_secs(60), || {
+            sluice_harness::run(kubectl(&setup).args([
+                "wait",
+                "--for=condition=Established",
+                "--timeout=10s",
+                "crd",
+                "--all",
+            ]))
+            .map(|_| true)
+        })
+        .unwrap_or_else(|e| panic!("{e:#}"));
         setup
     })
 }
