@@ -36,6 +36,14 @@ impl Accepted {
     pub fn flagged(&self) -> bool {
         self.verdict.as_ref().is_some_and(|v| v.flagged)
     }
+
+    /// Whether its id may be stored already, as far as this worker knows: the scorer gives
+    /// no verdict to a repeat of an id it scored recently, nor to anything when scoring is
+    /// off. A record with a verdict was seen for the first time by this worker, so its id
+    /// is almost always new (the sink's claim still decides, see `sink::rows::claim_ids`).
+    pub fn maybe_stored(&self) -> bool {
+        self.verdict.is_none()
+    }
 }
 
 /// A record that will not be a row of `transactions`.

@@ -21,6 +21,9 @@ pub enum Stage {
     Retry,
     Begin,
     ClaimIds,
+    /// Waiting for the rows and alerts in COPY text, encoded on another thread beside the
+    /// id claim (so mostly zero).
+    Encode,
     InsertRows,
     InsertAlerts,
     InsertRejected,
@@ -36,7 +39,7 @@ pub enum Stage {
     Commit,
 }
 
-const STAGES: usize = 17;
+const STAGES: usize = 18;
 
 impl Stage {
     pub const ALL: [Stage; STAGES] = [
@@ -47,6 +50,7 @@ impl Stage {
         Stage::Retry,
         Stage::Begin,
         Stage::ClaimIds,
+        Stage::Encode,
         Stage::InsertRows,
         Stage::InsertAlerts,
         Stage::InsertRejected,
@@ -69,6 +73,7 @@ impl Stage {
             Stage::Retry => "retry",
             Stage::Begin => "begin",
             Stage::ClaimIds => "claim_ids",
+            Stage::Encode => "encode",
             Stage::InsertRows => "insert_rows",
             Stage::Summaries => "summaries",
             Stage::InsertAlerts => "insert_alerts",

@@ -126,6 +126,7 @@ pub async fn run(
         lanes: config.postgres.effective_sink_lanes(),
         inflight: inflight.clone(),
         db_ok,
+        fast_claims: sink::FastClaims::default(),
     };
     if sink.lanes < config.postgres.sink_lanes as usize {
         tracing::warn!(

@@ -11,6 +11,7 @@ mod rows;
 
 use crate::batch::{Accepted, Batch, Rejected, duplicate_of};
 use crate::batch_timing::{Laps, Stage, StageTimes};
+use crate::copy_text::{self, EncodedRows};
 use crate::error_events::ErrorKind;
 use crate::metrics::{Metrics, Outcome};
 use crate::summaries::{add_quality, add_summaries};
@@ -86,6 +87,82 @@ pub struct Sink {
     pub inflight: Arc<AtomicUsize>,
     /// Whether the last database round trip succeeded (`/readyz`).
     pub db_ok: Arc<AtomicBool>,
+    /// When ids are claimed by COPY (see [`rows::claim_ids`]).
+    pub fast_claims: FastClaims,
+}
+
+/// Backs off from claiming ids by COPY while it keeps failing. A repeat older than the
+/// scorer remembers fails a batch's COPY now and then, and the next batch tries again; but a
+/// stream whose repeats this worker never scored (a producer resending old events, or
+/// another worker's records) would otherwise pay for a rolled-back COPY in every batch.
+#[derive(Debug, Default)]
+pub struct FastClaims {
+    /// Batches still to claim the slow way.
+    skip: AtomicUsize,
+    /// How many batches the next fall-back skips: none after a success, then doubling.
+    penalty: AtomicUsize,
+}
+
+impl FastClaims {
+    const MAX_PENALTY: usize = 256;
+
+    /// Whether this batch may try the COPY.
+    fn allowed(&self) -> bool {
+        self.skip
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
+            .is_err()
+    }
+
+    /// The COPY was tried: `fell_back` if a stored id made it roll back.
+    fn tried(&self, fell_back: bool) {
+        if fell_back {
+            let p = self.penalty.load(Ordering::Relaxed);
+            self.skip.store(p, Ordering::Relaxed);
+            self.penalty
+                .store((p * 2).clamp(1, Self::MAX_PENALTY), Ordering::Relaxed);
+        } else {
+            self.penalty.store(0, Ordering::Relaxed);
+        }
+    }
+}
+
+#[cfg(test)]
+mod fast_claims_tests {
+    use super::FastClaims;
+
+    #[test]
+    fn one_fall_back_costs_nothing_and_repeated_ones_back_off() {
+        let f = FastClaims::default();
+        assert!(f.allowed());
+        f.tried(true);
+        assert!(f.allowed(), "an isolated fall-back skips no batch");
+        f.tried(true);
+        assert!(!f.allowed());
+        assert!(f.allowed());
+        f.tried(true);
+        assert!(!f.allowed() && !f.allowed());
+        assert!(f.allowed());
+        f.tried(false);
+        f.tried(true);
+        assert!(f.allowed(), "a success resets the back-off");
+    }
+}
+
+/// What is made of a batch on another thread while its ids are claimed.
+struct Prepared {
+    /// Its rows and alerts in COPY text, when the sink COPYs.
+    copy: Option<(EncodedRows, EncodedRows)>,
+    /// The alert message of each flagged record, by index.
+    alert_messages: Vec<(usize, String)>,
+}
+
+/// A batch's records whose ids were new.
+struct Fresh<'a> {
+    rows: &'a [&'a Accepted],
+    /// One per record of the batch: whether it is among `rows`.
+    of_batch: &'a [bool],
+    /// The batch's rows and alerts in COPY text, when the sink COPYs.
+    encoded: Option<&'a (EncodedRows, EncodedRows)>,
 }
 
 struct Written {
@@ -107,7 +184,8 @@ impl Sink {
         while let Some(batch) = batches.recv().await {
             if batch.generation >= min_generation {
                 let generation = batch.generation;
-                let lanes = batch.split(self.lanes);
+                let lanes: Vec<Arc<Batch>> =
+                    batch.split(self.lanes).into_iter().map(Arc::new).collect();
                 let settled = futures::future::join_all(lanes.iter().map(|b| self.settle(b))).await;
                 let offsets: Vec<(i32, i64)> =
                     settled.iter().flatten().flatten().copied().collect();
@@ -125,7 +203,7 @@ impl Sink {
 
     /// Write one lane until it commits (`Some`: the partitions' new stored offsets) or is
     /// fenced (`None`).
-    async fn settle(&self, batch: &Batch) -> Option<Vec<(i32, i64)>> {
+    async fn settle(&self, batch: &Arc<Batch>) -> Option<Vec<(i32, i64)>> {
         let mut delay = self.retry_initial;
         let first_attempt = Instant::now();
         loop {
@@ -198,24 +276,63 @@ impl Sink {
         m.db_connections_active.set(i64::from(self.pool.size()));
     }
 
-    async fn write(&self, batch: &Batch) -> Result<Written, WriteError> {
+    async fn write(&self, batch: &Arc<Batch>) -> Result<Written, WriteError> {
         // Each lap charges the time since the previous one to the stage just finished.
         let mut laps = Laps::start();
+        // The rows and alerts are encoded for COPY, and the alert messages built, on another
+        // thread while the ids are claimed.
+        let copy = crate::tcp_nodelay::on_every_connection();
+        let preparing = {
+            let batch = Arc::clone(batch);
+            tokio::task::spawn_blocking(move || Prepared {
+                copy: copy.then(|| {
+                    (
+                        copy_text::encode_rows(&batch.accepted),
+                        copy_text::encode_alerts(&batch.accepted),
+                    )
+                }),
+                alert_messages: publish::alert_messages(&batch.accepted),
+            })
+        };
         let mut tx = self.pool.begin().await?;
         laps.lap(Stage::Begin);
 
         // Claim the ids first, then insert only the new rows: each row is written once.
-        let new_ids = rows::claim_ids(&mut tx, &batch.accepted).await?;
+        let fast = copy && self.fast_claims.allowed();
+        let claimed = rows::claim_ids(&mut tx, &batch.accepted, fast).await?;
+        if fast {
+            self.fast_claims.tried(claimed.fell_back);
+        }
         laps.lap(Stage::ClaimIds);
-        let (fresh, repeated): (Vec<&Accepted>, Vec<&Accepted>) = batch
-            .accepted
-            .iter()
-            .partition(|r| new_ids.contains(&r.valid.tx.transaction_id));
+        let mut fresh = Vec::with_capacity(batch.accepted.len());
+        let mut repeated = Vec::new();
+        for (r, new) in batch.accepted.iter().zip(&claimed.fresh) {
+            if *new {
+                fresh.push(r)
+            } else {
+                repeated.push(r)
+            }
+        }
         let duplicates: Vec<Rejected> = repeated.iter().map(|r| duplicate_of(r)).collect();
         let rejected: Vec<&Rejected> = batch.rejected.iter().chain(duplicates.iter()).collect();
+        let prepared = preparing
+            .await
+            .expect("preparing a batch's COPY and alerts panicked");
+        laps.lap(Stage::Encode);
 
         // The Kafka outputs go out now and are delivered while the statements run; only what
         // is still undelivered after the last statement holds the commit back.
+        let alerts: Vec<(String, String)> = prepared
+            .alert_messages
+            .into_iter()
+            .filter(|(i, _)| claimed.fresh[*i])
+            .map(|(i, message)| (batch.accepted[i].valid.tx.customer_id.clone(), message))
+            .collect();
+        let alerts_sent = tokio::spawn(publish::send_alerts(
+            self.producer.clone(),
+            self.alerts_topic.clone(),
+            alerts,
+        ));
         let publish = async {
             tokio::try_join!(
                 async {
@@ -225,12 +342,18 @@ impl Sink {
                     Ok::<_, WriteError>(Instant::now())
                 },
                 async {
-                    self.publish_alerts(&fresh)
+                    alerts_sent
                         .await
+                        .map_err(|_| WriteError::AlertProduce(KafkaError::Canceled))?
                         .map_err(WriteError::AlertProduce)?;
                     Ok(Instant::now())
                 },
             )
+        };
+        let fresh = Fresh {
+            rows: &fresh,
+            of_batch: &claimed.fresh,
+            encoded: prepared.copy.as_ref(),
         };
         let statements = self.statements(&mut tx, batch, &fresh, &rejected, laps);
         let (statements_done, (dlq_delivered, alerts_delivered)) =
@@ -251,6 +374,7 @@ impl Sink {
                 .with_label_values(&[r.reason.as_str()])
                 .inc();
         }
+        let fresh = fresh.rows;
         Ok(Written {
             inserted: fresh.len() as u64,
             duplicates: duplicates_total,
@@ -266,14 +390,18 @@ impl Sink {
         &self,
         tx: &mut sqlx::PgConnection,
         batch: &Batch,
-        fresh: &[&Accepted],
+        fresh: &Fresh<'_>,
         rejected: &[&Rejected],
         mut laps: Laps,
     ) -> Result<Laps, WriteError> {
-        if !fresh.is_empty() {
-            rows::store_rows(&mut *tx, fresh).await?;
+        if !fresh.rows.is_empty() {
+            let (encoded_rows, encoded_alerts) = match fresh.encoded {
+                Some((r, a)) => (Some(r), Some(a)),
+                None => (None, None),
+            };
+            rows::store_rows(&mut *tx, fresh.rows, encoded_rows, fresh.of_batch).await?;
             laps.lap(Stage::InsertRows);
-            rows::insert_alerts(&mut *tx, fresh).await?;
+            rows::insert_alerts(&mut *tx, fresh.rows, encoded_alerts, fresh.of_batch).await?;
             laps.lap(Stage::InsertAlerts);
         }
         if !rejected.is_empty() {
@@ -286,12 +414,12 @@ impl Sink {
         laps.lap(Stage::MoveOffsets);
         // Last: every lane adds to the same per-minute rows, and a row's lock is held from
         // here to the commit, so the lanes wait on each other only this long.
-        if !fresh.is_empty() {
-            add_summaries(&mut *tx, fresh).await?;
+        if !fresh.rows.is_empty() {
+            add_summaries(&mut *tx, fresh.rows).await?;
         }
         laps.lap(Stage::Summaries);
         if !batch.is_empty() {
-            add_quality(&mut *tx, fresh, rejected).await?;
+            add_quality(&mut *tx, fresh.rows, rejected).await?;
         }
         laps.lap(Stage::Quality);
         Ok(laps)

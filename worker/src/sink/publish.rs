@@ -7,34 +7,9 @@ use crate::batch::{Accepted, Rejected};
 use chrono::Utc;
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::FutureRecord;
+use rdkafka::producer::{FutureProducer, FutureRecord};
 
 impl Sink {
-    /// One JSON alert per newly stored flagged transaction (contract §2), delivered before
-    /// the commit like the DLQ.
-    pub(super) async fn publish_alerts(&self, rows: &[&Accepted]) -> Result<(), KafkaError> {
-        let detected_at = Utc::now().to_rfc3339();
-        let mut deliveries = Vec::new();
-        for (r, verdict) in rows.iter().filter_map(|r| Some((r, r.verdict.as_ref()?))) {
-            if !verdict.flagged {
-                continue;
-            }
-            let alert = serde_json::json!({
-                "transaction_id": r.valid.tx.transaction_id,
-                "customer_id": r.valid.tx.customer_id,
-                "score": verdict.score,
-                "reasons": verdict.reasons,
-                "detected_at": detected_at,
-            })
-            .to_string();
-            let record = FutureRecord::to(&self.alerts_topic)
-                .key(&r.valid.tx.customer_id)
-                .payload(&alert);
-            deliveries.push(self.producer.send_result(record).map_err(|(e, _)| e)?);
-        }
-        await_deliveries(deliveries).await
-    }
-
     pub(super) async fn publish_dlq(&self, rejected: &[&Rejected]) -> Result<(), KafkaError> {
         let mut deliveries = Vec::with_capacity(rejected.len());
         for r in rejected {
@@ -68,6 +43,43 @@ impl Sink {
         self.metrics.dlq_records.inc_by(rejected.len() as u64);
         Ok(())
     }
+}
+
+/// An alert message (contract §2) for each flagged record of `records`, by index: built
+/// beside the id claim, sent for the records the claim found new.
+pub(super) fn alert_messages(records: &[Accepted]) -> Vec<(usize, String)> {
+    let detected_at = Utc::now().to_rfc3339();
+    records
+        .iter()
+        .enumerate()
+        .filter_map(|(i, r)| Some((i, r.verdict.as_ref().filter(|v| v.flagged)?, r)))
+        .map(|(i, verdict, r)| {
+            let alert = serde_json::json!({
+                "transaction_id": r.valid.tx.transaction_id,
+                "customer_id": r.valid.tx.customer_id,
+                "score": verdict.score,
+                "reasons": verdict.reasons,
+                "detected_at": detected_at,
+            });
+            (i, alert.to_string())
+        })
+        .collect()
+}
+
+/// Send `alerts` (customer id as key, message) and wait for their delivery. Owned, so it
+/// runs as its own task beside the batch's statements: handing thousands of messages to the
+/// producer is CPU work that would otherwise hold up the sink's COPY stream.
+pub(super) async fn send_alerts(
+    producer: FutureProducer,
+    topic: String,
+    alerts: Vec<(String, String)>,
+) -> Result<(), KafkaError> {
+    let mut deliveries = Vec::with_capacity(alerts.len());
+    for (key, payload) in &alerts {
+        let record = FutureRecord::to(&topic).key(key).payload(payload);
+        deliveries.push(producer.send_result(record).map_err(|(e, _)| e)?);
+    }
+    await_deliveries(deliveries).await
 }
 
 async fn await_deliveries(

@@ -2,21 +2,104 @@
 //! transactions, the alerts, the rejections and the customer profiles.
 
 use crate::batch::{Accepted, Rejected};
+use crate::copy_text::{self, EncodedRows};
 use crate::score::ProfileRow;
 use sluice_fraud::Verdict;
 use std::collections::{BTreeMap, HashSet};
 
-/// Claims the ids of a batch; returns those that were new. The primary key makes a second
-/// copy of an id, in this batch or any earlier one, a duplicate.
+/// Claims ids by an INSERT that skips those stored before; returns the new ones.
 const CLAIM_IDS: &str = "INSERT INTO transaction_ids (transaction_id, event_time)
     SELECT * FROM unnest($1::text[], $2::timestamptz[])
     ON CONFLICT DO NOTHING
     RETURNING transaction_id";
 
-/// The ids of `rows` not stored before (by this batch's earlier statements or any earlier batch).
+/// Which of a batch's records have ids never stored before (by an earlier batch, or another
+/// worker); the claim itself is the only way to know, since the primary key decides.
+pub struct Claimed {
+    /// One per record of the batch, in order.
+    pub fresh: Vec<bool>,
+    /// The fast path was tried and a stored id made it roll back.
+    pub fell_back: bool,
+}
+
+/// Claims the ids of `rows` in the open transaction.
+///
+/// With `fast`, the ids the scorer saw for the first time ([`Accepted::maybe_stored`] false)
+/// go in by COPY, about half the cost of the INSERT … ON CONFLICT that checks each id and
+/// returns the new ones (bench time split). Should one of them be stored after all (its
+/// first copy came before a restart or through another worker), the COPY fails on the
+/// primary key, a savepoint undoes it, and every id is claimed by the INSERT. The others
+/// (repeats, or records nothing scored) always take the INSERT.
 pub async fn claim_ids(
     tx: &mut sqlx::PgConnection,
     rows: &[Accepted],
+    fast: bool,
+) -> Result<Claimed, sqlx::Error> {
+    let by_copy: Vec<bool> = rows.iter().map(|r| fast && !r.maybe_stored()).collect();
+    if by_copy.iter().any(|c| *c) {
+        sqlx::query("SAVEPOINT claim_by_copy")
+            .execute(&mut *tx)
+            .await?;
+        let payload = copy_text::encode_claims(rows, &by_copy);
+        match copy_text::copy_in(&mut *tx, copy_text::COPY_CLAIMS, payload).await {
+            Ok(_) => {
+                let rest: Vec<&Accepted> = rows
+                    .iter()
+                    .zip(&by_copy)
+                    .filter(|(_, c)| !**c)
+                    .map(|(r, _)| r)
+                    .collect();
+                let new_ids = insert_claims(tx, &rest).await?;
+                let fresh = rows
+                    .iter()
+                    .zip(&by_copy)
+                    .map(|(r, c)| *c || new_ids.contains(r.valid.tx.transaction_id.as_str()))
+                    .collect();
+                return Ok(Claimed {
+                    fresh,
+                    fell_back: false,
+                });
+            }
+            Err(e) if is_unique_violation(&e) => {
+                tracing::debug!(error = %e, "an id claimed by COPY was stored already; claiming the batch by INSERT");
+                sqlx::query("ROLLBACK TO SAVEPOINT claim_by_copy")
+                    .execute(&mut *tx)
+                    .await?;
+                let all: Vec<&Accepted> = rows.iter().collect();
+                let new_ids = insert_claims(tx, &all).await?;
+                let fresh = rows
+                    .iter()
+                    .map(|r| new_ids.contains(r.valid.tx.transaction_id.as_str()))
+                    .collect();
+                return Ok(Claimed {
+                    fresh,
+                    fell_back: true,
+                });
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    let all: Vec<&Accepted> = rows.iter().collect();
+    let new_ids = insert_claims(tx, &all).await?;
+    let fresh = rows
+        .iter()
+        .map(|r| new_ids.contains(r.valid.tx.transaction_id.as_str()))
+        .collect();
+    Ok(Claimed {
+        fresh,
+        fell_back: false,
+    })
+}
+
+fn is_unique_violation(e: &sqlx::Error) -> bool {
+    e.as_database_error()
+        .is_some_and(|d| d.code().as_deref() == Some("23505"))
+}
+
+/// The ids of `rows` not stored before (by this batch's earlier statements or any earlier batch).
+async fn insert_claims(
+    tx: &mut sqlx::PgConnection,
+    rows: &[&Accepted],
 ) -> Result<HashSet<String>, sqlx::Error> {
     if rows.is_empty() {
         return Ok(HashSet::new());
@@ -36,17 +119,21 @@ pub async fn claim_ids(
 }
 
 /// The rows by COPY (text format, [`crate::copy_text`]) when every connection has
-/// TCP_NODELAY ([`crate::tcp_nodelay`]); otherwise by the prepared INSERT over arrays, since
-/// with Nagle on COPY's small trailing CopyDone waits out the peer's delayed ACK (~40 ms per
-/// batch, measured).
+/// TCP_NODELAY ([`crate::tcp_nodelay`]; `encoded` is then the batch's rows, `fresh` says
+/// which to send); otherwise by the prepared INSERT over arrays, since with Nagle on COPY's
+/// small trailing CopyDone waits out the peer's delayed ACK (~40 ms per batch, measured).
 pub async fn store_rows(
     tx: &mut sqlx::PgConnection,
     rows: &[&Accepted],
+    encoded: Option<&EncodedRows>,
+    fresh: &[bool],
 ) -> Result<(), sqlx::Error> {
-    if !crate::tcp_nodelay::on_every_connection() {
-        return insert_rows(tx, rows).await;
+    match encoded {
+        Some(encoded) => {
+            copy_text::copy_in(tx, copy_text::COPY_TRANSACTIONS, encoded.select(fresh)).await?;
+        }
+        None => insert_rows(tx, rows).await?,
     }
-    crate::copy_text::copy_transactions(tx, rows.iter().copied()).await?;
     Ok(())
 }
 
@@ -105,10 +192,21 @@ const INSERT_ALERTS: &str = "INSERT INTO fraud_alerts (transaction_id, customer_
     SELECT id, customer, t, score, string_to_array(reasons, ',')
     FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::float8[], $5::text[]) AS u(id, customer, t, score, reasons)";
 
+/// The alerts of the flagged `rows`: by COPY of `encoded` (the batch's alerts; `fresh` says
+/// which to send) when given, else by the INSERT over arrays.
 pub async fn insert_alerts(
     tx: &mut sqlx::PgConnection,
     rows: &[&Accepted],
+    encoded: Option<&EncodedRows>,
+    fresh: &[bool],
 ) -> Result<(), sqlx::Error> {
+    if let Some(encoded) = encoded {
+        let payload = encoded.select(fresh);
+        if !payload.is_empty() {
+            copy_text::copy_in(tx, copy_text::COPY_ALERTS, payload).await?;
+        }
+        return Ok(());
+    }
     let flagged: Vec<(&Accepted, &Verdict)> = rows
         .iter()
         .filter_map(|r| Some((*r, r.verdict.as_ref().filter(|v| v.flagged)?)))

@@ -170,7 +170,7 @@ pub async fn snapshot(
 /// statement (DDL, partition upkeep, reads, the bench's own) counts as `other`.
 fn label(query: &str) -> String {
     let q = query.split_whitespace().collect::<Vec<_>>().join(" ");
-    const NAMES: [(&str, &str); 11] = [
+    const NAMES: [(&str, &str); 13] = [
         ("INSERT INTO transaction_ids", "claim_ids"),
         // The array INSERT, used where a connection has no TCP_NODELAY.
         ("INSERT INTO transactions ", "insert_rows"),
@@ -182,6 +182,8 @@ fn label(query: &str) -> String {
         ("UPDATE consumer_offsets", "move_offsets"),
         // The sink's rows, and in the COPY baseline's view the baseline itself.
         ("COPY transactions", "insert_rows (COPY)"),
+        ("COPY transaction_ids", "claim_ids (COPY)"),
+        ("COPY fraud_alerts", "insert_alerts (COPY)"),
         ("BEGIN", "begin"),
         ("COMMIT", "commit"),
     ];

@@ -7,7 +7,7 @@ use sluice_harness::metrics;
 use std::collections::BTreeMap;
 
 /// Every stage the worker reports, in batch order (`worker/src/batch_timing.rs`).
-pub const STAGES: [&str; 17] = [
+pub const STAGES: [&str; 18] = [
     "decode",
     "profile_reload",
     "score",
@@ -15,6 +15,7 @@ pub const STAGES: [&str; 17] = [
     "retry",
     "begin",
     "claim_ids",
+    "encode",
     "insert_rows",
     "insert_alerts",
     "insert_rejected",
