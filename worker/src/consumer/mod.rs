@@ -28,7 +28,7 @@ use std::time::{Duration, Instant};
 use tokio::runtime::Handle;
 use tokio::sync::mpsc;
 
-/// How long a batch past the hard cap waits for the sink before the partitions are paused.
+/// How long a full batch waits for the sink before the partitions are paused.
 const SINK_WAIT_WITHOUT_POLLING: Duration = Duration::from_secs(2);
 
 /// Records replayed into the profiles at once (one read-back of evicted customers each):
@@ -128,10 +128,10 @@ impl ConsumerLoop {
             if let Some(changed) = self.reload.as_mut().and_then(ConfigReload::changed_config) {
                 self.apply_reloaded(changed);
             }
-            // Only past the hard cap does fetching pause, since pausing drops librdkafka's
-            // prefetched data.
+            // Only a full batch holds fetching back, and only after a while does it pause the
+            // partitions, since pausing drops librdkafka's prefetched data.
             let due = self.batcher().due();
-            if due && !self.try_hand_on() && self.batcher().over_hard_cap() {
+            if due && !self.try_hand_on() && self.batcher().full() {
                 self.wait_for_sink();
                 continue;
             }
@@ -204,7 +204,7 @@ impl ConsumerLoop {
                 self.handle_ack(ack);
             }
             self.handle_acks();
-            if !self.batcher().over_hard_cap() || self.try_hand_on() {
+            if !self.batcher().full() || self.try_hand_on() {
                 return;
             }
         }
@@ -213,7 +213,7 @@ impl ConsumerLoop {
         while !self.shutdown.load(Ordering::Relaxed) {
             self.beat();
             self.handle_acks();
-            if !self.batcher().over_hard_cap() || self.try_hand_on() {
+            if !self.batcher().full() || self.try_hand_on() {
                 break;
             }
             // Paused partitions deliver nothing new, but poll runs rebalance callbacks.
