@@ -2,7 +2,8 @@
 //! records are sent again (a producer replaying old events) before new ones. A fresh worker
 //! scores each repeat as new, so the sink's COPY of the ids it takes for new hits stored ids;
 //! it must fall back to the checked INSERT, reject every repeat as a duplicate once, and
-//! store every new record once. The worker's debug log shows that the fall-back ran.
+//! store every new record once. The worker's debug log shows that the fall-back ran. The
+//! alerts, stored by COPY as well, must be exactly the flagged rows.
 
 use sluice_e2e::Pipeline;
 use std::time::Duration;
@@ -53,6 +54,31 @@ async fn repeats_of_ids_stored_before_are_duplicates_even_when_scored_as_new() -
         )
         .await?;
     assert_eq!(alerts_of_unknown_rows, 0);
+    // The alerts (stored by COPY) are exactly the flagged rows, with their scores and rules.
+    let flagged = p
+        .scalar("SELECT count(*) FROM sluice.transactions WHERE is_fraud")
+        .await?;
+    let alerts = p.scalar("SELECT count(*) FROM sluice.fraud_alerts").await?;
+    assert!(alerts > 0, "no alerts to check");
+    assert_eq!(alerts, flagged, "alerts against flagged rows");
+    let differing = p
+        .scalar(
+            "SELECT count(*) FROM sluice.fraud_alerts a JOIN sluice.transactions t USING (transaction_id)
+             WHERE NOT t.is_fraud OR a.score <> t.fraud_score OR a.customer_id <> t.customer_id
+                OR a.event_time <> t.event_time",
+        )
+        .await?;
+    assert_eq!(differing, 0, "alerts that differ from their rows");
+    let odd_reasons = p
+        .scalar(
+            "SELECT count(*) FROM sluice.fraud_alerts, unnest(reasons) r WHERE r !~ '^[a-z0-9_]+$'",
+        )
+        .await?;
+    assert_eq!(odd_reasons, 0, "reasons that are not rule names");
+    let with_reasons = p
+        .scalar("SELECT count(*) FROM sluice.fraud_alerts WHERE cardinality(reasons) > 0")
+        .await?;
+    assert!(with_reasons > 0, "no alert has its rules");
     assert!(
         w.log()
             .contains("was stored already; claiming the batch by INSERT"),

@@ -25,17 +25,19 @@ pub struct Claimed {
 /// Claims the ids of `rows` in the open transaction.
 ///
 /// With `fast`, the ids the scorer saw for the first time ([`Accepted::maybe_stored`] false)
-/// go in by COPY, about half the cost of the INSERT … ON CONFLICT that checks each id and
-/// returns the new ones (bench time split). Should one of them be stored after all (its
-/// first copy came before a restart or through another worker), the COPY fails on the
-/// primary key, a savepoint undoes it, and every id is claimed by the INSERT. The others
-/// (repeats, or records nothing scored) always take the INSERT.
+/// go in by COPY: about 30% less time in Postgres than the INSERT … ON CONFLICT that checks
+/// each id (37 against 52 ms per 10k ids, psql), and no ids sent back. Should one of them be
+/// stored after all (its first copy came before a restart, through another worker, or
+/// longer ago than the scorer remembers), the COPY fails on the primary key, a savepoint
+/// undoes it, and every id is claimed by the INSERT. The others (repeats, or records
+/// nothing scored) always take the INSERT.
 pub async fn claim_ids(
     tx: &mut sqlx::PgConnection,
     rows: &[Accepted],
     fast: bool,
 ) -> Result<Claimed, sqlx::Error> {
     let by_copy: Vec<bool> = rows.iter().map(|r| fast && !r.maybe_stored()).collect();
+    let mut fell_back = false;
     if by_copy.iter().any(|c| *c) {
         sqlx::query("SAVEPOINT claim_by_copy")
             .execute(&mut *tx)
@@ -43,52 +45,42 @@ pub async fn claim_ids(
         let payload = copy_text::encode_claims(rows, &by_copy);
         match copy_text::copy_in(&mut *tx, copy_text::COPY_CLAIMS, payload).await {
             Ok(_) => {
-                let rest: Vec<&Accepted> = rows
-                    .iter()
-                    .zip(&by_copy)
-                    .filter(|(_, c)| !**c)
-                    .map(|(r, _)| r)
-                    .collect();
-                let new_ids = insert_claims(tx, &rest).await?;
-                let fresh = rows
-                    .iter()
-                    .zip(&by_copy)
-                    .map(|(r, c)| *c || new_ids.contains(r.valid.tx.transaction_id.as_str()))
-                    .collect();
-                return Ok(Claimed {
-                    fresh,
-                    fell_back: false,
-                });
+                let fresh = claim_by_insert(tx, rows, &by_copy).await?;
+                return Ok(Claimed { fresh, fell_back });
             }
             Err(e) if is_unique_violation(&e) => {
                 tracing::debug!(error = %e, "an id claimed by COPY was stored already; claiming the batch by INSERT");
                 sqlx::query("ROLLBACK TO SAVEPOINT claim_by_copy")
                     .execute(&mut *tx)
                     .await?;
-                let all: Vec<&Accepted> = rows.iter().collect();
-                let new_ids = insert_claims(tx, &all).await?;
-                let fresh = rows
-                    .iter()
-                    .map(|r| new_ids.contains(r.valid.tx.transaction_id.as_str()))
-                    .collect();
-                return Ok(Claimed {
-                    fresh,
-                    fell_back: true,
-                });
+                fell_back = true;
             }
             Err(e) => return Err(e),
         }
     }
-    let all: Vec<&Accepted> = rows.iter().collect();
-    let new_ids = insert_claims(tx, &all).await?;
-    let fresh = rows
+    let fresh = claim_by_insert(tx, rows, &vec![false; rows.len()]).await?;
+    Ok(Claimed { fresh, fell_back })
+}
+
+/// Claims the ids of the records not `claimed` already by the INSERT that skips stored ids;
+/// whether each record's id is new (a `claimed` one is).
+async fn claim_by_insert(
+    tx: &mut sqlx::PgConnection,
+    rows: &[Accepted],
+    claimed: &[bool],
+) -> Result<Vec<bool>, sqlx::Error> {
+    let rest: Vec<&Accepted> = rows
         .iter()
-        .map(|r| new_ids.contains(r.valid.tx.transaction_id.as_str()))
+        .zip(claimed)
+        .filter(|(_, c)| !**c)
+        .map(|(r, _)| r)
         .collect();
-    Ok(Claimed {
-        fresh,
-        fell_back: false,
-    })
+    let new_ids = insert_claims(tx, &rest).await?;
+    Ok(rows
+        .iter()
+        .zip(claimed)
+        .map(|(r, c)| *c || new_ids.contains(r.valid.tx.transaction_id.as_str()))
+        .collect())
 }
 
 fn is_unique_violation(e: &sqlx::Error) -> bool {
