@@ -97,10 +97,18 @@ kill_wait() {
 # start_daemon DIR NAME CMD...: run CMD in its own session, immune to the caller's hangup.
 # 8>&- 9>&-: daemons must not inherit (and so hold forever) the scripts' build and state locks.
 start_daemon() {
-  local dir=$1 name=$2
+  local dir=$1 name=$2 pid i
   shift 2
   setsid nohup "$@" >"$dir/logs/$name.log" 2>&1 </dev/null 8>&- 9>&- &
-  echo $! >"$dir/$name.pid"
+  pid=$!
+  echo "$pid" >"$dir/$name.pid"
+  # Until the child has exec'd, /proc shows this shell's command line, without DIR in it, and
+  # daemon_alive would call the daemon exited: a false start failure with an empty log, seen
+  # when the machine is busy. So return once it shows the daemon (or has gone).
+  for ((i = 0; i < 100; i++)); do
+    if pid_alive "$pid" "$dir/" || [[ ! -e /proc/$pid ]]; then break; fi
+    sleep 0.05
+  done
 }
 daemon_pid() { cat "$1/$2.pid" 2>/dev/null || true; }
 daemon_alive() { pid_alive "$(daemon_pid "$1" "$2")" "$1/"; }
