@@ -84,10 +84,6 @@ impl EncodedRows {
         }
         Cow::Owned(out)
     }
-
-    pub fn is_empty(&self) -> bool {
-        self.buf.is_empty()
-    }
 }
 
 /// The `transactions` rows of `records`, for [`COPY_TRANSACTIONS`].

@@ -148,10 +148,16 @@ mod fast_claims_tests {
     }
 }
 
+/// A batch's rows and its alerts in COPY text, one entry per record of the batch.
+struct CopyText {
+    rows: EncodedRows,
+    alerts: EncodedRows,
+}
+
 /// What is made of a batch on another thread while its ids are claimed.
 struct Prepared {
-    /// Its rows and alerts in COPY text, when the sink COPYs.
-    copy: Option<(EncodedRows, EncodedRows)>,
+    /// Its COPY text, when the sink COPYs.
+    copy: Option<CopyText>,
     /// The alert message of each flagged record, by index.
     alert_messages: Vec<(usize, String)>,
 }
@@ -161,8 +167,8 @@ struct Fresh<'a> {
     rows: &'a [&'a Accepted],
     /// One per record of the batch: whether it is among `rows`.
     of_batch: &'a [bool],
-    /// The batch's rows and alerts in COPY text, when the sink COPYs.
-    encoded: Option<&'a (EncodedRows, EncodedRows)>,
+    /// The batch's COPY text, when the sink COPYs.
+    encoded: Option<&'a CopyText>,
 }
 
 struct Written {
@@ -285,11 +291,9 @@ impl Sink {
         let preparing = {
             let batch = Arc::clone(batch);
             tokio::task::spawn_blocking(move || Prepared {
-                copy: copy.then(|| {
-                    (
-                        copy_text::encode_rows(&batch.accepted),
-                        copy_text::encode_alerts(&batch.accepted),
-                    )
+                copy: copy.then(|| CopyText {
+                    rows: copy_text::encode_rows(&batch.accepted),
+                    alerts: copy_text::encode_alerts(&batch.accepted),
                 }),
                 alert_messages: publish::alert_messages(&batch.accepted),
             })
@@ -395,13 +399,22 @@ impl Sink {
         mut laps: Laps,
     ) -> Result<Laps, WriteError> {
         if !fresh.rows.is_empty() {
-            let (encoded_rows, encoded_alerts) = match fresh.encoded {
-                Some((r, a)) => (Some(r), Some(a)),
-                None => (None, None),
-            };
-            rows::store_rows(&mut *tx, fresh.rows, encoded_rows, fresh.of_batch).await?;
+            let encoded = fresh.encoded;
+            rows::store_rows(
+                &mut *tx,
+                fresh.rows,
+                encoded.map(|e| &e.rows),
+                fresh.of_batch,
+            )
+            .await?;
             laps.lap(Stage::InsertRows);
-            rows::insert_alerts(&mut *tx, fresh.rows, encoded_alerts, fresh.of_batch).await?;
+            rows::insert_alerts(
+                &mut *tx,
+                fresh.rows,
+                encoded.map(|e| &e.alerts),
+                fresh.of_batch,
+            )
+            .await?;
             laps.lap(Stage::InsertAlerts);
         }
         if !rejected.is_empty() {
