@@ -16,7 +16,7 @@
 //! Around them: [`config`] (load, validate, hot reload), [`db`] (pool, migrations,
 //! partitions, stored offsets), [`kafka`] (client settings), [`metrics`],
 //! [`batch_timing`] (where a batch's time goes) and [`error_events`], [`http`] (probes, metrics and the [`analytics`] read API), and
-//! [`copy_text`] (rows in COPY text format) and [`tcp_nodelay`] (what lets the sink COPY).
+//! [`copy`] (rows in COPY format) and [`tcp_nodelay`] (what lets the sink COPY).
 
 // Stages, in data order (kept apart so rustfmt leaves the order alone).
 pub mod consumer;
@@ -41,7 +41,7 @@ pub mod summaries;
 pub mod analytics;
 pub mod batch_timing;
 pub mod config;
-pub mod copy_text;
+pub mod copy;
 pub mod db;
 pub mod error_events;
 pub mod http;

@@ -11,7 +11,7 @@ mod rows;
 
 use crate::batch::{Accepted, Batch, Rejected, duplicate_of};
 use crate::batch_timing::{Laps, Stage, StageTimes};
-use crate::copy_text::{self, EncodedRows};
+use crate::copy::{self, EncodedRows};
 use crate::error_events::ErrorKind;
 use crate::metrics::{Metrics, Outcome};
 use crate::summaries::{add_quality, add_summaries};
@@ -292,8 +292,8 @@ impl Sink {
             let batch = Arc::clone(batch);
             tokio::task::spawn_blocking(move || Prepared {
                 copy: copy.then(|| CopyText {
-                    rows: copy_text::encode_rows(&batch.accepted),
-                    alerts: copy_text::encode_alerts(&batch.accepted),
+                    rows: copy::encode_rows(&batch.accepted),
+                    alerts: copy::encode_alerts(&batch.accepted),
                 }),
                 alert_messages: publish::alert_messages(&batch.accepted),
             })

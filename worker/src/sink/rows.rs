@@ -2,7 +2,7 @@
 //! transactions, the alerts, the rejections and the customer profiles.
 
 use crate::batch::{Accepted, Rejected};
-use crate::copy_text::{self, EncodedRows};
+use crate::copy::{self, EncodedRows};
 use crate::score::ProfileRow;
 use sluice_fraud::Verdict;
 use std::collections::{BTreeMap, HashSet};
@@ -42,8 +42,8 @@ pub async fn claim_ids(
         sqlx::query("SAVEPOINT claim_by_copy")
             .execute(&mut *tx)
             .await?;
-        let payload = copy_text::encode_claims(rows, &by_copy);
-        match copy_text::copy_in(&mut *tx, copy_text::COPY_CLAIMS, payload).await {
+        let payload = copy::encode_claims(rows, &by_copy);
+        match copy::copy_in(&mut *tx, copy::COPY_CLAIMS, payload).await {
             Ok(_) => {
                 let fresh = claim_by_insert(tx, rows, &by_copy).await?;
                 return Ok(Claimed { fresh, fell_back });
@@ -110,7 +110,7 @@ async fn insert_claims(
         .collect())
 }
 
-/// The rows by COPY (text format, [`crate::copy_text`]) when every connection has
+/// The rows by COPY (binary format, [`crate::copy`]) when every connection has
 /// TCP_NODELAY ([`crate::tcp_nodelay`]; `encoded` is then the batch's rows, `fresh` says
 /// which to send); otherwise by the prepared INSERT over arrays, since with Nagle on COPY's
 /// small trailing CopyDone waits out the peer's delayed ACK (~40 ms per batch, measured).
@@ -122,7 +122,7 @@ pub async fn store_rows(
 ) -> Result<(), sqlx::Error> {
     match encoded {
         Some(encoded) => {
-            copy_text::copy_in(tx, copy_text::COPY_TRANSACTIONS, encoded.select(fresh)).await?;
+            copy::copy_in(tx, copy::COPY_TRANSACTIONS, encoded.select(fresh)).await?;
         }
         None => insert_rows(tx, rows).await?,
     }
@@ -195,7 +195,7 @@ pub async fn insert_alerts(
     if let Some(encoded) = encoded {
         let payload = encoded.select(fresh);
         if !payload.is_empty() {
-            copy_text::copy_in(tx, copy_text::COPY_ALERTS, payload).await?;
+            copy::copy_in(tx, copy::COPY_ALERTS, payload).await?;
         }
         return Ok(());
     }

@@ -5,7 +5,7 @@ use anyhow::Result;
 use chrono::Utc;
 use sluice_loadgen::{EventKind, Generator, GeneratorConfig};
 use sluice_worker::batch::Accepted;
-use sluice_worker::copy_text::copy_transactions;
+use sluice_worker::copy::copy_transactions;
 use sluice_worker::validate::{TimeBounds, validate};
 use sqlx::Connection;
 use std::time::Instant;
@@ -48,7 +48,7 @@ pub async fn copy_baseline(db_url: &str, rows: usize) -> Result<f64> {
     let started = Instant::now();
     for chunk in records.chunks(50_000) {
         let mut tx = conn.begin().await?;
-        copy_transactions(&mut tx, chunk.iter()).await?;
+        copy_transactions(&mut tx, chunk).await?;
         tx.commit().await?;
     }
     Ok(rows as f64 / started.elapsed().as_secs_f64())

@@ -1,0 +1,184 @@
+//! COPY binary format (Postgres docs, "COPY … Binary Format"): a header, then per row a
+//! field count and each field as a length and the type's binary form (`*_recv`), then -1.
+
+use super::EncodedRows;
+use crate::batch::Accepted;
+use chrono::{DateTime, Utc};
+
+const HEADER: &[u8] = b"PGCOPY\n\xff\r\n\0\0\0\0\0\0\0\0\0";
+const TRAILER: &[u8] = &(-1i16).to_be_bytes();
+
+/// Microseconds from the Unix epoch to Postgres's, 2000-01-01 00:00 UTC.
+const POSTGRES_EPOCH_MICROS: i64 = 946_684_800_000_000;
+
+/// The `transactions` rows of `records`, for [`super::COPY_TRANSACTIONS`].
+pub fn encode_rows(records: &[Accepted]) -> EncodedRows {
+    EncodedRows::of(records.iter(), 300, (HEADER, TRAILER), |r, out| {
+        let tx = &r.valid.tx;
+        // Clamped into the integer columns as the array INSERT does.
+        let to_i32 = |v: Option<u32>| v.map(|x| i32::try_from(x).unwrap_or(i32::MAX));
+        let mut row = Row::start(out, 24);
+        row.text(&tx.transaction_id);
+        row.text(&tx.customer_id);
+        row.text(&tx.merchant_id);
+        row.opt(tx.merchant_category.as_deref(), Row::text);
+        row.cents(r.valid.amount_cents);
+        row.text(&tx.currency);
+        row.timestamp(r.valid.event_time);
+        row.text(tx.payment_method.as_str());
+        row.opt(tx.channel.map(|c| c.as_str()), Row::text);
+        row.text(&tx.country);
+        row.opt(tx.shipping_country.as_deref(), Row::text);
+        row.opt(tx.card_last4.as_deref(), Row::text);
+        row.opt(tx.card_fingerprint.as_deref(), Row::text);
+        row.opt(tx.device_id.as_deref(), Row::text);
+        row.opt(tx.ip_address.as_deref(), Row::text);
+        row.opt(tx.latitude, Row::float8);
+        row.opt(tx.longitude, Row::float8);
+        row.opt(to_i32(tx.account_age_days), Row::int4);
+        row.opt(to_i32(tx.items), Row::int4);
+        row.int4(r.partition);
+        row.int8(r.offset);
+        row.timestamp(r.kafka_timestamp);
+        row.opt(r.score(), Row::float8);
+        row.bool(r.flagged());
+    })
+}
+
+/// `transaction_ids` rows of the records whose `keep` is true, for [`super::COPY_CLAIMS`].
+pub fn encode_claims(records: &[Accepted], keep: &[bool]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(HEADER.len() + records.len() * 56 + TRAILER.len());
+    out.extend_from_slice(HEADER);
+    for (r, _) in records.iter().zip(keep).filter(|(_, k)| **k) {
+        let mut row = Row::start(&mut out, 2);
+        row.text(&r.valid.tx.transaction_id);
+        row.timestamp(r.valid.event_time);
+    }
+    out.extend_from_slice(TRAILER);
+    out
+}
+
+/// One row being written: each method writes one field.
+struct Row<'a>(&'a mut Vec<u8>);
+
+impl<'a> Row<'a> {
+    fn start(out: &'a mut Vec<u8>, fields: i16) -> Self {
+        out.extend_from_slice(&fields.to_be_bytes());
+        Self(out)
+    }
+
+    fn field(&mut self, bytes: &[u8]) {
+        let len = i32::try_from(bytes.len()).expect("a field under 2 GiB");
+        self.0.extend_from_slice(&len.to_be_bytes());
+        self.0.extend_from_slice(bytes);
+    }
+
+    fn opt<T>(&mut self, value: Option<T>, write: impl FnOnce(&mut Self, T)) {
+        match value {
+            Some(v) => write(self, v),
+            None => self.0.extend_from_slice(&(-1i32).to_be_bytes()),
+        }
+    }
+
+    fn text(&mut self, s: &str) {
+        self.field(s.as_bytes())
+    }
+
+    fn int4(&mut self, v: i32) {
+        self.field(&v.to_be_bytes())
+    }
+
+    fn int8(&mut self, v: i64) {
+        self.field(&v.to_be_bytes())
+    }
+
+    fn float8(&mut self, v: f64) {
+        self.field(&v.to_be_bytes())
+    }
+
+    fn bool(&mut self, v: bool) {
+        self.field(&[u8::from(v)])
+    }
+
+    /// timestamptz: microseconds since 2000-01-01 UTC (sub-microseconds dropped, as the
+    /// text form's six decimals do).
+    fn timestamp(&mut self, t: DateTime<Utc>) {
+        self.int8(t.timestamp_micros() - POSTGRES_EPOCH_MICROS)
+    }
+
+    /// numeric with two decimals from a count of cents: base-10000 digits, most significant
+    /// first, the weight of the first, the sign and the display scale (`numeric_recv`).
+    fn cents(&mut self, cents: i64) {
+        let abs = cents.unsigned_abs();
+        let (units, hundredths) = (abs / 100, abs % 100);
+        let mut digits: Vec<i16> = Vec::with_capacity(6);
+        let mut rest = units;
+        while rest > 0 {
+            digits.push((rest % 10_000) as i16);
+            rest /= 10_000;
+        }
+        digits.reverse();
+        // Weight of the first digit: 10000^weight; -1 when the value is under one.
+        let mut weight = digits.len() as i16 - 1;
+        if hundredths > 0 {
+            digits.push((hundredths * 100) as i16);
+            if units == 0 {
+                weight = -1;
+            }
+        }
+        while digits.last() == Some(&0) {
+            digits.pop();
+        }
+        if digits.is_empty() {
+            weight = 0;
+        }
+        let sign: u16 = if cents < 0 { 0x4000 } else { 0 };
+        let mut value = Vec::with_capacity(8 + 2 * digits.len());
+        value.extend_from_slice(&(digits.len() as i16).to_be_bytes());
+        value.extend_from_slice(&weight.to_be_bytes());
+        value.extend_from_slice(&sign.to_be_bytes());
+        value.extend_from_slice(&2i16.to_be_bytes());
+        for d in digits {
+            value.extend_from_slice(&d.to_be_bytes());
+        }
+        self.field(&value)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn numeric(cents: i64) -> Vec<i16> {
+        let mut out = Vec::new();
+        Row(&mut out).cents(cents);
+        assert_eq!(
+            i32::from_be_bytes(out[..4].try_into().unwrap()) as usize,
+            out.len() - 4
+        );
+        out[4..]
+            .chunks(2)
+            .map(|c| i16::from_be_bytes([c[0], c[1]]))
+            .collect()
+    }
+
+    #[test]
+    fn numeric_digits_weight_sign_and_scale() {
+        // [ndigits, weight, sign, dscale, digits…]
+        assert_eq!(numeric(0), [0, 0, 0, 2]);
+        assert_eq!(numeric(1), [1, -1, 0, 2, 100]);
+        assert_eq!(numeric(1234), [2, 0, 0, 2, 12, 3400]);
+        assert_eq!(numeric(1_200), [1, 0, 0, 2, 12]);
+        assert_eq!(numeric(1_000_000), [1, 1, 0, 2, 1]);
+        assert_eq!(numeric(123_456_789), [3, 1, 0, 2, 123, 4567, 8900]);
+        assert_eq!(numeric(-5), [1, -1, 0x4000, 2, 500]);
+    }
+
+    #[test]
+    fn timestamps_count_microseconds_from_2000() {
+        use chrono::TimeZone;
+        let mut out = Vec::new();
+        Row(&mut out).timestamp(Utc.with_ymd_and_hms(2000, 1, 1, 0, 0, 1).unwrap());
+        assert_eq!(out, [&8i32.to_be_bytes()[..], &1_000_000i64.to_be_bytes()].concat());
+    }
+}
