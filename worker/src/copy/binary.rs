@@ -179,6 +179,9 @@ mod tests {
         use chrono::TimeZone;
         let mut out = Vec::new();
         Row(&mut out).timestamp(Utc.with_ymd_and_hms(2000, 1, 1, 0, 0, 1).unwrap());
-        assert_eq!(out, [&8i32.to_be_bytes()[..], &1_000_000i64.to_be_bytes()].concat());
+        assert_eq!(
+            out,
+            [&8i32.to_be_bytes()[..], &1_000_000i64.to_be_bytes()].concat()
+        );
     }
 }

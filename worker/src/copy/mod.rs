@@ -123,7 +123,10 @@ mod tests {
             rows_start: 2,
             ends: vec![4, 4, 7, 11],
         };
-        assert_eq!(&*rows.select(&[true, true, true, true]), b"H|a\nbb\nccc\n|T");
+        assert_eq!(
+            &*rows.select(&[true, true, true, true]),
+            b"H|a\nbb\nccc\n|T"
+        );
         assert_eq!(&*rows.select(&[false, true, true, false]), b"H|bb\n|T");
         assert_eq!(&*rows.select(&[true, false, false, true]), b"H|a\nccc\n|T");
         assert_eq!(&*rows.select(&[false, false, false, false]), b"H||T");

@@ -1,11 +1,14 @@
-//! The raw COPY baseline: what Postgres takes on this box, the limit the drain is held to,
-//! by the same COPY the sink stores its rows with.
+//! The raw COPY baselines: what Postgres takes on this box, the limit the drain is held to,
+//! by the same COPY the sink stores its rows with. One COPYs generated rows before the
+//! drain; the other, after it, COPYs the very rows the drain stored (scored, a share flagged,
+//! event times as sent) into a fresh copy of the schema: "the same rows" of the issue's bar.
 
-use anyhow::Result;
+use anyhow::{Context, Result, ensure};
 use chrono::Utc;
+use futures::TryStreamExt;
 use sluice_loadgen::{EventKind, Generator, GeneratorConfig};
 use sluice_worker::batch::Accepted;
-use sluice_worker::copy::copy_transactions;
+use sluice_worker::copy::{COPY_TRANSACTIONS, copy_in, copy_transactions};
 use sluice_worker::validate::{TimeBounds, validate};
 use sqlx::Connection;
 use std::time::Instant;
@@ -52,4 +55,117 @@ pub async fn copy_baseline(db_url: &str, rows: usize) -> Result<f64> {
         tx.commit().await?;
     }
     Ok(rows as f64 / started.elapsed().as_secs_f64())
+}
+
+/// COPY the first `rows` rows the drain stored in `source_url` (in the order stored) into
+/// `transactions` of a fresh database at `target_url`, 50,000 rows per committed COPY, in
+/// binary format as Postgres itself writes them out; rows per second of the COPYs.
+pub async fn copy_same_rows(source_url: &str, target_url: &str, rows: usize) -> Result<f64> {
+    let mut source = sqlx::PgConnection::connect(source_url).await?;
+    let columns = COPY_TRANSACTIONS
+        .split_once('(')
+        .and_then(|(_, rest)| rest.split_once(')'))
+        .context("column list of COPY_TRANSACTIONS")?
+        .0;
+    let out = format!(
+        "COPY (SELECT {columns} FROM transactions WHERE transaction_id LIKE 'backlog%' LIMIT {rows}) \
+         TO STDOUT (FORMAT binary)"
+    );
+    let data: Vec<u8> = source
+        .copy_out_raw(&out)
+        .await?
+        .try_fold(Vec::new(), |mut all, chunk| async move {
+            all.extend_from_slice(&chunk);
+            Ok(all)
+        })
+        .await?;
+    let chunks = binary_copy_chunks(&data, 50_000)?;
+    let copied: usize = chunks.iter().map(|c| c.1).sum();
+    ensure!(copied > 0, "the drain stored no rows to COPY again");
+
+    let pool = sluice_worker::db::connect(target_url, "copy_same_rows", 2, true).await?;
+    sluice_worker::db::migrate(&pool, "copy_same_rows").await?;
+    sluice_worker::db::maintain_partitions(&pool, Utc::now(), 30, 3).await?;
+    let mut conn = pool.acquire().await?;
+    let started = Instant::now();
+    for (chunk, _) in &chunks {
+        let mut tx = conn.begin().await?;
+        copy_in(&mut tx, COPY_TRANSACTIONS, chunk.as_slice()).await?;
+        tx.commit().await?;
+    }
+    Ok(copied as f64 / started.elapsed().as_secs_f64())
+}
+
+/// Split a COPY binary stream into streams of at most `per_chunk` rows each (header, rows,
+/// trailer), with their row counts.
+fn binary_copy_chunks(data: &[u8], per_chunk: usize) -> Result<Vec<(Vec<u8>, usize)>> {
+    const SIGNATURE: &[u8] = b"PGCOPY\n\xff\r\n\0";
+    ensure!(data.starts_with(SIGNATURE), "not a COPY binary stream");
+    let int = |at: usize, len: usize| -> Result<i64> {
+        let bytes = data
+            .get(at..at + len)
+            .context("COPY binary stream cut short")?;
+        Ok(bytes.iter().fold(0i64, |v, b| (v << 8) | i64::from(*b)))
+    };
+    let extension = int(SIGNATURE.len() + 4, 4)? as usize;
+    let header_end = SIGNATURE.len() + 8 + extension;
+    let header = &data[..header_end];
+    let trailer = (-1i16).to_be_bytes();
+    let mut chunks = Vec::new();
+    let (mut at, mut start, mut count) = (header_end, header_end, 0);
+    let mut close = |start: usize, end: usize, count: usize| {
+        let mut chunk = Vec::with_capacity(header.len() + end - start + 2);
+        chunk.extend_from_slice(header);
+        chunk.extend_from_slice(&data[start..end]);
+        chunk.extend_from_slice(&trailer);
+        chunks.push((chunk, count));
+    };
+    loop {
+        let fields = int(at, 2)? as i16;
+        if fields == -1 {
+            break;
+        }
+        at += 2;
+        for _ in 0..fields {
+            let len = int(at, 4)? as i32;
+            at += 4 + usize::try_from(len).unwrap_or(0);
+        }
+        count += 1;
+        if count == per_chunk {
+            close(start, at, count);
+            (start, count) = (at, 0);
+        }
+    }
+    if count > 0 {
+        close(start, at, count);
+    }
+    Ok(chunks)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn binary_streams_split_between_rows() {
+        let mut data = b"PGCOPY\n\xff\r\n\0\0\0\0\0\0\0\0\0".to_vec();
+        let header = data.clone();
+        // Three rows of two fields: a 1-byte value and a NULL.
+        let row = [
+            &2i16.to_be_bytes()[..],
+            &1i32.to_be_bytes(),
+            b"x",
+            &(-1i32).to_be_bytes(),
+        ]
+        .concat();
+        for _ in 0..3 {
+            data.extend_from_slice(&row);
+        }
+        data.extend_from_slice(&(-1i16).to_be_bytes());
+        let chunks = binary_copy_chunks(&data, 2).unwrap();
+        let trailer = (-1i16).to_be_bytes();
+        assert_eq!(chunks.len(), 2);
+        assert_eq!(chunks[0], ([&header[..], &row, &row, &trailer].concat(), 2));
+        assert_eq!(chunks[1], ([&header[..], &row, &trailer].concat(), 1));
+    }
 }
