@@ -103,11 +103,7 @@ async fn workers_follow_lag_through_a_real_hpa() -> Result<()> {
 
     // 2. The backlog drains at the new size.
     if let Err(e) = all.assert(&p).await {
-        println!("{}", sluice_e2e::cluster::describe_pods(&ns));
-        for pod in sluice_e2e::cluster::worker_pods(&ns).unwrap_or_default() {
-            let log = kubectl(&["-n", &ns, "logs", &pod, "--tail=25"]).unwrap_or_default();
-            println!("--- {pod}\n{log}");
-        }
+        print_scaling_state(&ns, &looks.lock().unwrap(), produced_at);
         return Err(e);
     }
     let drained = t0.elapsed().as_secs_f64();
@@ -172,7 +168,8 @@ async fn workers_follow_lag_through_a_real_hpa() -> Result<()> {
             let l = last(&looks);
             (l.replicas == Some(1)).then_some(l)
         },
-    )?;
+    )
+    .inspect_err(|_| print_scaling_state(&ns, &looks.lock().unwrap(), killed))?;
     println!(
         "back to 1 worker {:.0} s after the broker came back (scale-down window {DOWN_WINDOW_S} s)",
         down.at - restarted
@@ -255,6 +252,54 @@ fn look(ns: &str) -> Look {
             .map(|c| c["status"] == "True");
     }
     l
+}
+
+/// What decides the workers' size, printed when a step times out (the node, and the pods'
+/// logs with it, are gone afterwards): the looks since `since` (changes only), the HPA's
+/// conditions and current metric, the metric the aggregation layer serves, the pipeline's
+/// status, and the end of each worker's and operator's log.
+fn print_scaling_state(ns: &str, looks: &[Look], since: f64) {
+    println!("--- scaling state since t={since:.0}s (changes only):");
+    let mut previous: Option<&Look> = None;
+    for l in looks.iter().filter(|l| l.at >= since) {
+        let key = |l: &Look| (l.hpa_desired, l.replicas, l.needed, l.lag, l.lag_known);
+        if previous.is_none_or(|p| key(p) != key(l)) {
+            println!("{l:?}");
+        }
+        previous = Some(l);
+    }
+    let show = |what: &str, args: &[&str]| {
+        let out = kubectl(args).unwrap_or_else(|e| format!("{e:#}"));
+        println!("--- {what}\n{out}");
+    };
+    show("hpa", &["-n", ns, "describe", "hpa", "payments-worker"]);
+    println!("--- external metric: {:?}", external_metric(ns));
+    show(
+        "pipeline status",
+        &[
+            "-n",
+            ns,
+            "get",
+            "pipelinedeployment",
+            "payments",
+            "-o",
+            "jsonpath={.status}",
+        ],
+    );
+    println!("{}", sluice_e2e::cluster::describe_pods(ns));
+    for pod in sluice_e2e::cluster::worker_pods(ns).unwrap_or_default() {
+        show(&pod, &["-n", ns, "logs", &pod, "--tail=25"]);
+    }
+    show(
+        "operator",
+        &[
+            "-n",
+            "sluice-system",
+            "logs",
+            "deployment/sluice-operator",
+            "--tail=40",
+        ],
+    );
 }
 
 /// The HPA's desired sizes in order, repeats removed (0: the HPA has not computed one yet).
