@@ -1,20 +1,14 @@
-//! Rows for COPY: how the sink stores a batch's new rows, claims their ids and stores their
-//! alerts (see `sink::rows`), and what `sluice-bench` COPYs straight into `transactions` to
-//! measure what Postgres takes on the box (the report's `copy_baseline_tps`).
-//!
-//! The rows and the ids go in binary format ([`binary`]): Postgres takes the same rows about
-//! 20% faster than as text, since it parses no numbers, timestamps or escapes (psql, 300k
-//! rows into `transactions`: 340k against 275k rows/s). The alerts, few and with an array
-//! column, stay in text format ([`text`]).
+//! Rows for COPY, in binary format ([`binary`]): how the sink stores a batch's new rows,
+//! claims their ids and stores their alerts (see `sink::rows`), and what `sluice-bench` COPYs
+//! straight into `transactions` to measure what Postgres takes on the box (the report's
+//! `copy_baseline_tps` and `copy_same_rows_tps`).
 
 pub mod binary;
-pub mod text;
 
 use crate::batch::Accepted;
 use std::borrow::Cow;
 
-pub use binary::{encode_claims, encode_rows};
-pub use text::encode_alerts;
+pub use binary::{encode_alerts, encode_claims, encode_rows};
 
 /// COPY of rows into `transactions`; [`encode_rows`] writes exactly these columns.
 pub const COPY_TRANSACTIONS: &str = "COPY transactions (transaction_id, customer_id, merchant_id, \
@@ -27,8 +21,8 @@ pub const COPY_CLAIMS: &str =
     "COPY transaction_ids (transaction_id, event_time) FROM STDIN (FORMAT binary)";
 
 /// COPY of alerts into `fraud_alerts`, from [`encode_alerts`].
-pub const COPY_ALERTS: &str =
-    "COPY fraud_alerts (transaction_id, customer_id, event_time, score, reasons) FROM STDIN";
+pub const COPY_ALERTS: &str = "COPY fraud_alerts (transaction_id, customer_id, event_time, score, reasons) \
+    FROM STDIN (FORMAT binary)";
 
 /// COPY `records` into `transactions` on `conn` (in its transaction, if one is open).
 pub async fn copy_transactions(
