@@ -21,7 +21,7 @@ pub enum Stage {
     Retry,
     Begin,
     ClaimIds,
-    /// Waiting for the rows and alerts in COPY text, encoded on another thread beside the
+    /// Waiting for the rows and alerts as COPY data, encoded on another thread beside the
     /// id claim (so mostly zero).
     Encode,
     InsertRows,

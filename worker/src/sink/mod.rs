@@ -148,16 +148,16 @@ mod fast_claims_tests {
     }
 }
 
-/// A batch's rows and its alerts in COPY text, one entry per record of the batch.
-struct CopyText {
+/// A batch's rows and its alerts as COPY data, one entry per record of the batch.
+struct CopyData {
     rows: EncodedRows,
     alerts: EncodedRows,
 }
 
 /// What is made of a batch on another thread while its ids are claimed.
 struct Prepared {
-    /// Its COPY text, when the sink COPYs.
-    copy: Option<CopyText>,
+    /// Its COPY data, when the sink COPYs.
+    copy: Option<CopyData>,
     /// The alert message of each flagged record, by index.
     alert_messages: Vec<(usize, String)>,
 }
@@ -167,8 +167,8 @@ struct Fresh<'a> {
     rows: &'a [&'a Accepted],
     /// One per record of the batch: whether it is among `rows`.
     of_batch: &'a [bool],
-    /// The batch's COPY text, when the sink COPYs.
-    encoded: Option<&'a CopyText>,
+    /// The batch's COPY data, when the sink COPYs.
+    encoded: Option<&'a CopyData>,
 }
 
 struct Written {
@@ -291,7 +291,7 @@ impl Sink {
         let preparing = {
             let batch = Arc::clone(batch);
             tokio::task::spawn_blocking(move || Prepared {
-                copy: copy.then(|| CopyText {
+                copy: copy.then(|| CopyData {
                     rows: copy::encode_rows(&batch.accepted),
                     alerts: copy::encode_alerts(&batch.accepted),
                 }),
