@@ -7,7 +7,10 @@ use super::EncodedRows;
 use crate::batch::Accepted;
 use chrono::{DateTime, Utc};
 
+/// The signature, no flags, no header extension.
 const HEADER: &[u8] = b"PGCOPY\n\xff\r\n\0\0\0\0\0\0\0\0\0";
+/// What every COPY binary stream starts with.
+pub const SIGNATURE: &[u8] = HEADER.split_at(11).0;
 const TRAILER: &[u8] = &(-1i16).to_be_bytes();
 
 /// Microseconds from the Unix epoch to Postgres's, 2000-01-01 00:00 UTC.
@@ -85,9 +88,14 @@ impl<'a> Row<'a> {
     }
 
     fn field(&mut self, bytes: &[u8]) {
-        let len = i32::try_from(bytes.len()).expect("a field under 2 GiB");
-        self.0.extend_from_slice(&len.to_be_bytes());
+        self.length(bytes.len());
         self.0.extend_from_slice(bytes);
+    }
+
+    /// The length of the field (or array element) whose bytes follow.
+    fn length(&mut self, len: usize) {
+        let len = i32::try_from(len).expect("a field under 2 GiB");
+        self.0.extend_from_slice(&len.to_be_bytes());
     }
 
     fn opt<T>(&mut self, value: Option<T>, write: impl FnOnce(&mut Self, T)) {
@@ -121,22 +129,20 @@ impl<'a> Row<'a> {
     /// then each element as a length and its bytes.
     fn text_array(&mut self, items: &[&str]) {
         const TEXT_OID: i32 = 25;
-        let mut value = Vec::with_capacity(20 + items.iter().map(|i| 4 + i.len()).sum::<usize>());
         let dimensions = i32::from(!items.is_empty());
+        let len = 12 + 8 * dimensions as usize + items.iter().map(|i| 4 + i.len()).sum::<usize>();
+        self.length(len);
         for header in [dimensions, 0, TEXT_OID] {
-            value.extend_from_slice(&header.to_be_bytes());
+            self.0.extend_from_slice(&header.to_be_bytes());
         }
         if !items.is_empty() {
-            let len = i32::try_from(items.len()).expect("under 2^31 reasons");
-            value.extend_from_slice(&len.to_be_bytes());
-            value.extend_from_slice(&1i32.to_be_bytes()); // lower bound
+            let count = i32::try_from(items.len()).expect("under 2^31 reasons");
+            self.0.extend_from_slice(&count.to_be_bytes());
+            self.0.extend_from_slice(&1i32.to_be_bytes()); // lower bound
         }
         for item in items {
-            let len = i32::try_from(item.len()).expect("a reason under 2 GiB");
-            value.extend_from_slice(&len.to_be_bytes());
-            value.extend_from_slice(item.as_bytes());
+            self.field(item.as_bytes());
         }
-        self.field(&value)
     }
 
     /// timestamptz: microseconds since 2000-01-01 UTC (sub-microseconds dropped, as the
@@ -150,37 +156,39 @@ impl<'a> Row<'a> {
     fn cents(&mut self, cents: i64) {
         let abs = cents.unsigned_abs();
         let (units, hundredths) = (abs / 100, abs % 100);
-        let mut digits: Vec<i16> = Vec::with_capacity(6);
+        // At most 5 digits for the units of an i64 of cents, and one for the hundredths.
+        let mut digits = [0i16; 6];
+        let mut n = 0;
         let mut rest = units;
         while rest > 0 {
-            digits.push((rest % 10_000) as i16);
+            digits[n] = (rest % 10_000) as i16;
             rest /= 10_000;
+            n += 1;
         }
-        digits.reverse();
+        digits[..n].reverse();
         // Weight of the first digit: 10000^weight; -1 when the value is under one.
-        let mut weight = digits.len() as i16 - 1;
+        let mut weight = n as i16 - 1;
         if hundredths > 0 {
-            digits.push((hundredths * 100) as i16);
+            digits[n] = (hundredths * 100) as i16;
+            n += 1;
             if units == 0 {
                 weight = -1;
             }
         }
-        while digits.last() == Some(&0) {
-            digits.pop();
+        while n > 0 && digits[n - 1] == 0 {
+            n -= 1;
         }
-        if digits.is_empty() {
+        if n == 0 {
             weight = 0;
         }
         let sign: u16 = if cents < 0 { 0x4000 } else { 0 };
-        let mut value = Vec::with_capacity(8 + 2 * digits.len());
-        value.extend_from_slice(&(digits.len() as i16).to_be_bytes());
-        value.extend_from_slice(&weight.to_be_bytes());
-        value.extend_from_slice(&sign.to_be_bytes());
-        value.extend_from_slice(&2i16.to_be_bytes());
-        for d in digits {
-            value.extend_from_slice(&d.to_be_bytes());
+        self.length(8 + 2 * n);
+        for header in [n as i16, weight, sign as i16, 2] {
+            self.0.extend_from_slice(&header.to_be_bytes());
         }
-        self.field(&value)
+        for d in &digits[..n] {
+            self.0.extend_from_slice(&d.to_be_bytes());
+        }
     }
 }
 
@@ -218,7 +226,9 @@ mod tests {
         let array = |items: &[&str]| {
             let mut out = Vec::new();
             Row(&mut out).text_array(items);
-            out[4..].to_vec() // after the field's length
+            let len = i32::from_be_bytes(out[..4].try_into().unwrap());
+            assert_eq!(len as usize, out.len() - 4, "the field's length");
+            out[4..].to_vec()
         };
         let be = |v: i32| v.to_be_bytes().to_vec();
         assert_eq!(array(&[]), [be(0), be(0), be(25)].concat());

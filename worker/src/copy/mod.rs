@@ -29,7 +29,7 @@ pub async fn copy_transactions(
     conn: &mut sqlx::PgConnection,
     records: &[Accepted],
 ) -> Result<u64, sqlx::Error> {
-    copy_in(conn, COPY_TRANSACTIONS, encode_rows(records).select_all()).await
+    copy_in(conn, COPY_TRANSACTIONS, encode_rows(records).buf).await
 }
 
 /// Run `statement` (a `COPY … FROM STDIN`) with `payload` as its data.
@@ -80,29 +80,30 @@ impl EncodedRows {
         }
     }
 
-    /// Every row.
-    pub fn select_all(&self) -> &[u8] {
-        &self.buf
-    }
-
-    /// The rows of the records whose `keep` is true, in order; borrowed when that is all.
-    pub fn select(&self, keep: &[bool]) -> Cow<'_, [u8]> {
+    /// The rows of the records whose `keep` is true, in order, between header and trailer;
+    /// borrowed when that is all, `None` when no kept record has a row (nothing to COPY).
+    pub fn select(&self, keep: &[bool]) -> Option<Cow<'_, [u8]>> {
         debug_assert_eq!(keep.len(), self.ends.len());
+        let starts = std::iter::once(self.rows_start).chain(self.ends.iter().copied());
+        let mut kept = self
+            .ends
+            .iter()
+            .zip(starts)
+            .zip(keep)
+            .filter_map(|((&end, start), &keep)| (keep && end > start).then_some(start..end))
+            .peekable();
+        kept.peek()?;
         if keep.iter().all(|k| *k) {
-            return Cow::Borrowed(&self.buf);
+            return Some(Cow::Borrowed(&self.buf));
         }
         let rows_end = self.ends.last().copied().unwrap_or(self.rows_start);
         let mut out = Vec::with_capacity(self.buf.len());
         out.extend_from_slice(&self.buf[..self.rows_start]);
-        let mut start = self.rows_start;
-        for (end, keep) in self.ends.iter().zip(keep) {
-            if *keep {
-                out.extend_from_slice(&self.buf[start..*end]);
-            }
-            start = *end;
+        for row in kept {
+            out.extend_from_slice(&self.buf[row]);
         }
         out.extend_from_slice(&self.buf[rows_end..]);
-        Cow::Owned(out)
+        Some(Cow::Owned(out))
     }
 }
 
@@ -117,12 +118,18 @@ mod tests {
             rows_start: 2,
             ends: vec![4, 4, 7, 11],
         };
+        let select = |keep: &[bool]| rows.select(keep).map(|rows| rows.into_owned());
         assert_eq!(
-            &*rows.select(&[true, true, true, true]),
+            select(&[true, true, true, true]).unwrap(),
             b"H|a\nbb\nccc\n|T"
         );
-        assert_eq!(&*rows.select(&[false, true, true, false]), b"H|bb\n|T");
-        assert_eq!(&*rows.select(&[true, false, false, true]), b"H|a\nccc\n|T");
-        assert_eq!(&*rows.select(&[false, false, false, false]), b"H||T");
+        assert_eq!(select(&[false, true, true, false]).unwrap(), b"H|bb\n|T");
+        assert_eq!(
+            select(&[true, false, false, true]).unwrap(),
+            b"H|a\nccc\n|T"
+        );
+        // Nothing kept, or only records without a row: no COPY at all.
+        assert_eq!(select(&[false, false, false, false]), None);
+        assert_eq!(select(&[false, true, false, false]), None);
     }
 }

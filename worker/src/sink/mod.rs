@@ -287,11 +287,11 @@ impl Sink {
         let mut laps = Laps::start();
         // The rows and alerts are encoded for COPY, and the alert messages built, on another
         // thread while the ids are claimed.
-        let copy = crate::tcp_nodelay::on_every_connection();
+        let by_copy = crate::tcp_nodelay::on_every_connection();
         let preparing = {
             let batch = Arc::clone(batch);
             tokio::task::spawn_blocking(move || Prepared {
-                copy: copy.then(|| CopyData {
+                copy: by_copy.then(|| CopyData {
                     rows: copy::encode_rows(&batch.accepted),
                     alerts: copy::encode_alerts(&batch.accepted),
                 }),
@@ -302,7 +302,7 @@ impl Sink {
         laps.lap(Stage::Begin);
 
         // Claim the ids first, then insert only the new rows: each row is written once.
-        let fast = copy && self.fast_claims.allowed();
+        let fast = by_copy && self.fast_claims.allowed();
         let claimed = rows::claim_ids(&mut tx, &batch.accepted, fast).await?;
         if fast {
             self.fast_claims.tried(claimed.fell_back);

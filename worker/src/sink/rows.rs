@@ -122,7 +122,9 @@ pub async fn store_rows(
 ) -> Result<(), sqlx::Error> {
     match encoded {
         Some(encoded) => {
-            copy::copy_in(tx, copy::COPY_TRANSACTIONS, encoded.select(fresh)).await?;
+            if let Some(payload) = encoded.select(fresh) {
+                copy::copy_in(tx, copy::COPY_TRANSACTIONS, payload).await?;
+            }
         }
         None => insert_rows(tx, rows).await?,
     }
@@ -193,8 +195,8 @@ pub async fn insert_alerts(
     fresh: &[bool],
 ) -> Result<(), sqlx::Error> {
     if let Some(encoded) = encoded {
-        let payload = encoded.select(fresh);
-        if !payload.is_empty() {
+        // No COPY at all when none of the new rows is flagged.
+        if let Some(payload) = encoded.select(fresh) {
             copy::copy_in(tx, copy::COPY_ALERTS, payload).await?;
         }
         return Ok(());

@@ -8,6 +8,7 @@ use chrono::Utc;
 use futures::TryStreamExt;
 use sluice_loadgen::{EventKind, Generator, GeneratorConfig};
 use sluice_worker::batch::Accepted;
+use sluice_worker::copy::binary::SIGNATURE;
 use sluice_worker::copy::{COPY_TRANSACTIONS, copy_in, copy_transactions};
 use sluice_worker::validate::{TimeBounds, validate};
 use sqlx::Connection;
@@ -57,10 +58,16 @@ pub async fn copy_baseline(db_url: &str, rows: usize) -> Result<f64> {
     Ok(rows as f64 / started.elapsed().as_secs_f64())
 }
 
-/// COPY the first `rows` rows the drain stored in `source_url` (in the order stored) into
-/// `transactions` of a fresh database at `target_url`, 50,000 rows per committed COPY, in
-/// binary format as Postgres itself writes them out; rows per second of the COPYs.
-pub async fn copy_same_rows(source_url: &str, target_url: &str, rows: usize) -> Result<f64> {
+/// COPY the first `rows` rows the drain stored in `source_url` (those whose ids start with
+/// `id_prefix`, in the order stored) into `transactions` of a fresh database at
+/// `target_url`, 50,000 rows per committed COPY, in binary format as Postgres itself writes
+/// them out; rows per second of the COPYs.
+pub async fn copy_same_rows(
+    source_url: &str,
+    target_url: &str,
+    id_prefix: &str,
+    rows: usize,
+) -> Result<f64> {
     let mut source = sqlx::PgConnection::connect(source_url).await?;
     let columns = COPY_TRANSACTIONS
         .split_once('(')
@@ -68,8 +75,8 @@ pub async fn copy_same_rows(source_url: &str, target_url: &str, rows: usize) -> 
         .context("column list of COPY_TRANSACTIONS")?
         .0;
     let out = format!(
-        "COPY (SELECT {columns} FROM transactions WHERE transaction_id LIKE 'backlog%' LIMIT {rows}) \
-         TO STDOUT (FORMAT binary)"
+        "COPY (SELECT {columns} FROM transactions WHERE starts_with(transaction_id, '{id_prefix}') \
+         LIMIT {rows}) TO STDOUT (FORMAT binary)"
     );
     let data: Vec<u8> = source
         .copy_out_raw(&out)
@@ -99,7 +106,6 @@ pub async fn copy_same_rows(source_url: &str, target_url: &str, rows: usize) -> 
 /// Split a COPY binary stream into streams of at most `per_chunk` rows each (header, rows,
 /// trailer), with their row counts.
 fn binary_copy_chunks(data: &[u8], per_chunk: usize) -> Result<Vec<(Vec<u8>, usize)>> {
-    const SIGNATURE: &[u8] = b"PGCOPY\n\xff\r\n\0";
     ensure!(data.starts_with(SIGNATURE), "not a COPY binary stream");
     let int = |at: usize, len: usize| -> Result<i64> {
         let bytes = data

@@ -143,6 +143,7 @@ async fn main() -> Result<()> {
     let same_rows_tps = copy::copy_same_rows(
         &db_url,
         &db_url.replace(&run, &same_rows_db),
+        &backlog.generator.id_prefix,
         args.copy_rows,
     )
     .await?;
