@@ -1,7 +1,9 @@
 //! The raw COPY baselines: what Postgres takes on this box, the limit the drain is held to,
 //! by the same COPY the sink stores its rows with. One COPYs generated rows before the
-//! drain; the other, after it, COPYs the very rows the drain stored (scored, a share flagged,
-//! event times as sent) into a fresh copy of the schema: "the same rows" of the issue's bar.
+//! drain; the others, after it, COPY the very rows the drain stored (scored, a share flagged,
+//! event times as sent): its first rows into an empty copy of the schema, and all of them
+//! into a copy loaded as the drain's database was before it (the replay): "the same rows
+//! into the same schema" of the issue's bar, the table growing through the same sizes.
 
 use anyhow::{Context, Result, ensure};
 use chrono::Utc;
@@ -17,9 +19,7 @@ use std::time::Instant;
 /// COPY the generator's valid rows straight into `transactions` (same indexes, same daily
 /// partitions), 50,000 rows per committed COPY: what Postgres can take on this box.
 pub async fn copy_baseline(db_url: &str, rows: usize) -> Result<f64> {
-    let pool = sluice_worker::db::connect(db_url, "copy_baseline", 2, true).await?;
-    sluice_worker::db::migrate(&pool, "copy_baseline").await?;
-    sluice_worker::db::maintain_partitions(&pool, Utc::now(), 30, 3).await?;
+    let mut conn = fresh_schema(db_url, "copy_baseline").await?;
     let mut generator = Generator::new(GeneratorConfig {
         seed: 42,
         invalid_ratio: 0.0,
@@ -48,7 +48,6 @@ pub async fn copy_baseline(db_url: &str, rows: usize) -> Result<f64> {
             late: false,
         });
     }
-    let mut conn = pool.acquire().await?;
     let started = Instant::now();
     for chunk in records.chunks(50_000) {
         let mut tx = conn.begin().await?;
@@ -68,15 +67,48 @@ pub async fn copy_same_rows(
     id_prefix: &str,
     rows: usize,
 ) -> Result<f64> {
+    let chunks = drained_rows(source_url, id_prefix, Some(rows)).await?;
+    let mut conn = fresh_schema(target_url, "copy_same_rows").await?;
+    copy_chunks(&mut conn, &chunks).await
+}
+
+/// The drain replayed by raw COPY: a fresh database at `target_url` is loaded as the drain's
+/// was before it started (`preload_rows` generated rows, [`copy_baseline`]), then every row
+/// the drain stored in `source_url` is COPYed into it in the order stored, 50,000 rows per
+/// committed COPY. The table grows through the same sizes as under the drain, so its indexes
+/// cost what they cost the drain; rows per second of those COPYs, and how many rows.
+pub async fn copy_replay(
+    source_url: &str,
+    target_url: &str,
+    id_prefix: &str,
+    preload_rows: usize,
+) -> Result<(f64, usize)> {
+    let chunks = drained_rows(source_url, id_prefix, None).await?;
+    copy_baseline(target_url, preload_rows).await?;
+    let mut conn = fresh_schema(target_url, "copy_replay").await?;
+    // From checkpointed pages, as the drain started.
+    sqlx::raw_sql("CHECKPOINT").execute(&mut *conn).await?;
+    let tps = copy_chunks(&mut conn, &chunks).await?;
+    Ok((tps, chunks.iter().map(|c| c.1).sum()))
+}
+
+/// The rows the drain stored (ids starting with `id_prefix`, at most `limit`, in the order
+/// stored) in COPY binary format as Postgres writes them out, in streams of 50,000 rows.
+async fn drained_rows(
+    source_url: &str,
+    id_prefix: &str,
+    limit: Option<usize>,
+) -> Result<Vec<(Vec<u8>, usize)>> {
     let mut source = sqlx::PgConnection::connect(source_url).await?;
     let columns = COPY_TRANSACTIONS
         .split_once('(')
         .and_then(|(_, rest)| rest.split_once(')'))
         .context("column list of COPY_TRANSACTIONS")?
         .0;
+    let limit = limit.map_or(String::new(), |rows| format!(" LIMIT {rows}"));
     let out = format!(
-        "COPY (SELECT {columns} FROM transactions WHERE starts_with(transaction_id, '{id_prefix}') \
-         LIMIT {rows}) TO STDOUT (FORMAT binary)"
+        "COPY (SELECT {columns} FROM transactions WHERE starts_with(transaction_id, '{id_prefix}'){limit}) \
+         TO STDOUT (FORMAT binary)"
     );
     let data: Vec<u8> = source
         .copy_out_raw(&out)
@@ -87,20 +119,31 @@ pub async fn copy_same_rows(
         })
         .await?;
     let chunks = binary_copy_chunks(&data, 50_000)?;
-    let copied: usize = chunks.iter().map(|c| c.1).sum();
-    ensure!(copied > 0, "the drain stored no rows to COPY again");
+    ensure!(
+        chunks.iter().any(|c| c.1 > 0),
+        "the drain stored no rows to COPY again"
+    );
+    Ok(chunks)
+}
 
-    let pool = sluice_worker::db::connect(target_url, "copy_same_rows", 2, true).await?;
-    sluice_worker::db::migrate(&pool, "copy_same_rows").await?;
+/// A connection to `url` with the schema migrated and today's partitions made.
+async fn fresh_schema(url: &str, name: &str) -> Result<sqlx::pool::PoolConnection<sqlx::Postgres>> {
+    let pool = sluice_worker::db::connect(url, name, 2, true).await?;
+    sluice_worker::db::migrate(&pool, name).await?;
     sluice_worker::db::maintain_partitions(&pool, Utc::now(), 30, 3).await?;
-    let mut conn = pool.acquire().await?;
+    Ok(pool.acquire().await?)
+}
+
+/// COPY each stream into `transactions` in a transaction of its own; rows per second.
+async fn copy_chunks(conn: &mut sqlx::PgConnection, chunks: &[(Vec<u8>, usize)]) -> Result<f64> {
     let started = Instant::now();
-    for (chunk, _) in &chunks {
+    for (chunk, _) in chunks {
         let mut tx = conn.begin().await?;
         copy_in(&mut tx, COPY_TRANSACTIONS, chunk.as_slice()).await?;
         tx.commit().await?;
     }
-    Ok(copied as f64 / started.elapsed().as_secs_f64())
+    let rows: usize = chunks.iter().map(|c| c.1).sum();
+    Ok(rows as f64 / started.elapsed().as_secs_f64())
 }
 
 /// Split a COPY binary stream into streams of at most `per_chunk` rows each (header, rows,

@@ -1,6 +1,7 @@
 //! `sluice-bench` (run by `make bench`): on the Kafka and Postgres that hack/ started,
 //! measures in one run (1) the raw COPY rate of the rows into the same schema — the limit,
-//! (2) the worker draining a pre-produced backlog, (3, 4) end-to-end latency at a fixed
+//! (2) the worker draining a pre-produced backlog, then the same rows by raw COPY again (into
+//! an empty schema, and replayed into one loaded as the drain's was: [`copy`]), (3, 4) end-to-end latency at a fixed
 //! offered rate, low and high, each after a warm-up reported apart ([`latency_phase`]), (5) the
 //! same backlog drain with fraud scoring off vs on (fresh database each, same events,
 //! alternating order), (6) the scaling curve over workers and partitions ([`scaling`]); then
@@ -94,6 +95,8 @@ async fn main() -> Result<()> {
         let spec = backlog.clone();
         tokio::task::spawn_blocking(move || produce(&spec)).await??
     };
+    // The drain starts from checkpointed pages, as the replay of it by raw COPY does.
+    pg_view::checkpoint(&mut admin).await?;
     let pg_before_drain = pg_view::snapshot(&mut admin, &mut db, &run).await?;
     let drain_started = Instant::now();
     let port = free_port()?;
@@ -154,6 +157,30 @@ async fn main() -> Result<()> {
     .await?;
     eprintln!("   {same_rows_tps:.0} rows/s");
     took.lap("copy_same_rows");
+
+    eprintln!(
+        "== the drain replayed by raw COPY: every row it stored, into a fresh database first \
+         loaded as the drain's was ({} generated rows)",
+        args.copy_rows
+    );
+    let replay_db = format!("{run}_replay");
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {replay_db}")))
+        .execute(&mut admin)
+        .await?;
+    let (replay_tps, replayed) = copy::copy_replay(
+        &db_url,
+        &db_url.replace(&run, &replay_db),
+        &backlog.generator.id_prefix,
+        args.copy_rows,
+    )
+    .await?;
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "DROP DATABASE {replay_db} WITH (FORCE)"
+    )))
+    .execute(&mut admin)
+    .await?;
+    eprintln!("   {replay_tps:.0} rows/s over {replayed} rows");
+    took.lap("copy_replay");
 
     let pool = PgPool::connect(&db_url).await?;
     let target = latency_phase::Target {
@@ -295,7 +322,10 @@ async fn main() -> Result<()> {
         "ratio_to_copy": round2(throughput / copy_tps),
         "copy_same_rows_tps": same_rows_tps.round(),
         "ratio_to_copy_same_rows": round2(throughput / same_rows_tps),
-        "copy_baselines_are": "copy_baseline_tps: generated rows (unscored, one event time) COPYed before the drain into its database; copy_same_rows_tps: the first copy_rows rows the drain stored, COPYed after it into a fresh database; both in binary format, 50,000 rows per committed COPY",
+        "copy_replay_tps": replay_tps.round(),
+        "copy_replay_rows": replayed,
+        "ratio_to_copy_replay": round2(throughput / replay_tps),
+        "copy_baselines_are": "copy_baseline_tps: generated rows (unscored, one event time) COPYed before the drain into its empty database; copy_same_rows_tps: the first copy_rows rows the drain stored, COPYed after it into a fresh empty database; copy_replay_tps: every row the drain stored (copy_replay_rows), COPYed after it into a fresh database first loaded as the drain's was (the copy_baseline rows), so the table grows through the sizes it grew through under the drain; all in binary format, 50,000 rows per committed COPY",
         "rows_expected": rows_expected,
         "rows_stored": stored,
         "duplicates_stored": stored - distinct,
@@ -333,7 +363,8 @@ async fn main() -> Result<()> {
     )?;
     println!("{}", serde_json::to_string_pretty(&report)?);
     eprintln!(
-        "backlog drain {throughput:.0} tx/s: {:.2} x raw COPY of the same rows ({same_rows_tps:.0} rows/s; bar: >= 0.5), {:.2} x raw COPY of generated rows ({copy_tps:.0} rows/s)",
+        "backlog drain {throughput:.0} tx/s (bar: >= 0.5 x raw COPY of the same rows): {:.2} x the drain replayed by raw COPY ({replay_tps:.0} rows/s), {:.2} x its first rows into an empty schema ({same_rows_tps:.0} rows/s), {:.2} x generated rows into an empty schema ({copy_tps:.0} rows/s)",
+        throughput / replay_tps,
         throughput / same_rows_tps,
         throughput / copy_tps
     );
