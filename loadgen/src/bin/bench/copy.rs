@@ -57,38 +57,51 @@ pub async fn copy_baseline(db_url: &str, rows: usize) -> Result<f64> {
     Ok(rows as f64 / started.elapsed().as_secs_f64())
 }
 
-/// COPY the first `rows` rows the drain stored in `source_url` (those whose ids start with
-/// `id_prefix`, in the order stored) into `transactions` of a fresh database at
-/// `target_url`, 50,000 rows per committed COPY, in binary format as Postgres itself writes
-/// them out; rows per second of the COPYs.
-pub async fn copy_same_rows(
-    source_url: &str,
-    target_url: &str,
-    id_prefix: &str,
-    rows: usize,
-) -> Result<f64> {
-    let chunks = drained_rows(source_url, id_prefix, Some(rows)).await?;
-    let mut conn = fresh_schema(target_url, "copy_same_rows").await?;
-    copy_chunks(&mut conn, &chunks).await
+/// How the rows the drain stored are COPYed again.
+pub enum Again {
+    /// The first this many, into an empty schema.
+    FirstRows(usize),
+    /// The drain replayed: a schema loaded as the drain's was before it started
+    /// (`preload_rows` generated rows, [`copy_baseline`], then a `CHECKPOINT`), then every
+    /// row the drain stored, in the order stored. The table grows through the same sizes as
+    /// under the drain, so its indexes cost what they cost the drain.
+    Replay { preload_rows: usize },
 }
 
-/// The drain replayed by raw COPY: a fresh database at `target_url` is loaded as the drain's
-/// was before it started (`preload_rows` generated rows, [`copy_baseline`]), then every row
-/// the drain stored in `source_url` is COPYed into it in the order stored, 50,000 rows per
-/// committed COPY. The table grows through the same sizes as under the drain, so its indexes
-/// cost what they cost the drain; rows per second of those COPYs, and how many rows.
-pub async fn copy_replay(
+/// COPY the rows the drain stored in `source_url` (those whose ids start with `id_prefix`,
+/// in the order stored, in binary format as Postgres itself writes them out) again, into
+/// `transactions` of a database of their own (made beside `run`'s, dropped after), 50,000
+/// rows per committed COPY; rows per second of those COPYs, and how many rows.
+pub async fn copy_drained_again(
+    admin: &mut sqlx::PgConnection,
     source_url: &str,
-    target_url: &str,
+    run: &str,
     id_prefix: &str,
-    preload_rows: usize,
+    again: Again,
 ) -> Result<(f64, usize)> {
-    let chunks = drained_rows(source_url, id_prefix, None).await?;
-    copy_baseline(target_url, preload_rows).await?;
-    let mut conn = fresh_schema(target_url, "copy_replay").await?;
+    let (limit, suffix) = match again {
+        Again::FirstRows(rows) => (Some(rows), "rows"),
+        Again::Replay { .. } => (None, "replay"),
+    };
+    let chunks = drained_rows(source_url, id_prefix, limit).await?;
+    let target = format!("{run}_{suffix}");
+    let target_url = source_url.replace(run, &target);
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {target}")))
+        .execute(&mut *admin)
+        .await?;
+    if let Again::Replay { preload_rows } = again {
+        copy_baseline(&target_url, preload_rows).await?;
+    }
+    let mut conn = fresh_schema(&target_url, "copy_drained_again").await?;
     // From checkpointed pages, as the drain started.
     sqlx::raw_sql("CHECKPOINT").execute(&mut *conn).await?;
     let tps = copy_chunks(&mut conn, &chunks).await?;
+    drop(conn);
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "DROP DATABASE {target} WITH (FORCE)"
+    )))
+    .execute(&mut *admin)
+    .await?;
     Ok((tps, chunks.iter().map(|c| c.1).sum()))
 }
 

@@ -137,23 +137,13 @@ async fn main() -> Result<()> {
         "== raw COPY of the drain's own rows: its first {} stored rows into a fresh database",
         args.copy_rows
     );
-    let same_rows_db = format!("{run}_rows");
-    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-        "CREATE DATABASE {same_rows_db}"
-    )))
-    .execute(&mut admin)
-    .await?;
-    let same_rows_tps = copy::copy_same_rows(
+    let (same_rows_tps, _) = copy::copy_drained_again(
+        &mut admin,
         &db_url,
-        &db_url.replace(&run, &same_rows_db),
+        &run,
         &backlog.generator.id_prefix,
-        args.copy_rows,
+        copy::Again::FirstRows(args.copy_rows),
     )
-    .await?;
-    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-        "DROP DATABASE {same_rows_db} WITH (FORCE)"
-    )))
-    .execute(&mut admin)
     .await?;
     eprintln!("   {same_rows_tps:.0} rows/s");
     took.lap("copy_same_rows");
@@ -163,21 +153,15 @@ async fn main() -> Result<()> {
          loaded as the drain's was ({} generated rows)",
         args.copy_rows
     );
-    let replay_db = format!("{run}_replay");
-    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {replay_db}")))
-        .execute(&mut admin)
-        .await?;
-    let (replay_tps, replayed) = copy::copy_replay(
+    let (replay_tps, replayed) = copy::copy_drained_again(
+        &mut admin,
         &db_url,
-        &db_url.replace(&run, &replay_db),
+        &run,
         &backlog.generator.id_prefix,
-        args.copy_rows,
+        copy::Again::Replay {
+            preload_rows: args.copy_rows,
+        },
     )
-    .await?;
-    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-        "DROP DATABASE {replay_db} WITH (FORCE)"
-    )))
-    .execute(&mut admin)
     .await?;
     eprintln!("   {replay_tps:.0} rows/s over {replayed} rows");
     took.lap("copy_replay");
@@ -325,7 +309,7 @@ async fn main() -> Result<()> {
         "copy_replay_tps": replay_tps.round(),
         "copy_replay_rows": replayed,
         "ratio_to_copy_replay": round2(throughput / replay_tps),
-        "copy_baselines_are": "copy_baseline_tps: generated rows (unscored, one event time) COPYed before the drain into its empty database; copy_same_rows_tps: the first copy_rows rows the drain stored, COPYed after it into a fresh empty database; copy_replay_tps: every row the drain stored (copy_replay_rows), COPYed after it into a fresh database first loaded as the drain's was (the copy_baseline rows), so the table grows through the sizes it grew through under the drain; all in binary format, 50,000 rows per committed COPY",
+        "copy_baselines_are": "copy_baseline_tps: generated rows (unscored, one event time) COPYed before the drain into its empty database; copy_same_rows_tps: the first copy_rows rows the drain stored, COPYed after it into a fresh empty database; copy_replay_tps: every row the drain stored (copy_replay_rows), COPYed after it into a fresh database first loaded as the drain's was (the copy_baseline rows), so the table grows through the sizes it grew through under the drain; all in binary format, 50,000 rows per committed COPY; the drain and the COPYs after it each start after a CHECKPOINT",
         "rows_expected": rows_expected,
         "rows_stored": stored,
         "duplicates_stored": stored - distinct,
