@@ -42,6 +42,9 @@ pub struct OwnedPartition {
     watermark: Watermark,
     /// Taken, not yet committed (`sluice_consumer_lag_seconds`).
     pub uncommitted: Uncommitted,
+    /// The offset stored in Postgres as far as this worker knows: read when it took the
+    /// partition, then moved by each batch it commits. Kafka's copy is refreshed from it.
+    pub committed: Option<i64>,
     /// Records below this offset are stored already: they are only replayed into the
     /// profiles, which were persisted at an earlier offset.
     replay_until: i64,
@@ -60,6 +63,7 @@ impl OwnedPartition {
             seen: replay_from.or(stored.next).unwrap_or(0),
             watermark: Watermark::stored(stored.watermark),
             uncommitted: Uncommitted::default(),
+            committed: stored.next,
             replay_until: stored.next.unwrap_or(0),
         }
     }

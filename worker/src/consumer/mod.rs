@@ -31,6 +31,13 @@ use tokio::sync::mpsc;
 /// How long a full batch waits for the sink before the partitions are paused.
 const SINK_WAIT_WITHOUT_POLLING: Duration = Duration::from_secs(2);
 
+/// How often Kafka's copy of the stored offsets is written again, whether or not a batch
+/// moved them. The copy is written asynchronously after each commit and nothing retries a
+/// write that failed (broker down, a rebalance in flight); on a pipeline with nothing left
+/// to consume no later commit would replace it, and the lag read from Kafka (the operator's
+/// autoscaling and alerts) would stay above 0 for good.
+const MIRROR_REFRESH: Duration = Duration::from_secs(5);
+
 /// Records replayed into the profiles at once (one read-back of evicted customers each):
 /// bounds the memory a long replay takes.
 const REPLAY_CHUNK: usize = 2_000;
@@ -44,6 +51,8 @@ pub struct ConsumerLoop {
     /// Unix seconds of the last loop turn (`/healthz`).
     pub heartbeat: Arc<AtomicU64>,
     reload: Option<ConfigReload>,
+    /// When Kafka's copy of the stored offsets was last written again ([`MIRROR_REFRESH`]).
+    mirror_refreshed: Instant,
 }
 
 pub struct ConsumerParts {
@@ -93,6 +102,7 @@ impl ConsumerLoop {
             shutdown: parts.shutdown,
             heartbeat: parts.heartbeat,
             reload: parts.config_path.map(ConfigReload::watch),
+            mirror_refreshed: Instant::now(),
         })
     }
 
@@ -125,6 +135,7 @@ impl ConsumerLoop {
         while !self.shutdown.load(Ordering::Relaxed) {
             self.beat();
             self.handle_acks();
+            self.refresh_mirror();
             if let Some(changed) = self.reload.as_mut().and_then(ConfigReload::changed_config) {
                 self.apply_reloaded(changed);
             }
@@ -241,6 +252,7 @@ impl ConsumerLoop {
                     for (p, next) in &offsets {
                         if let Some(owned) = b.owned.get_mut(p) {
                             owned.uncommitted.committed(*next);
+                            owned.committed = owned.committed.max(Some(*next));
                         }
                     }
                 }
@@ -248,6 +260,23 @@ impl ConsumerLoop {
             }
             Ack::Fenced { generation } => self.resync(generation),
         }
+    }
+
+    /// Every [`MIRROR_REFRESH`], write Kafka's copy of every owned partition's stored offset
+    /// again: a copy left behind by a failed write, or by the broker being down, catches up
+    /// even when no batch comes to move it. Writing an unchanged offset again is harmless.
+    fn refresh_mirror(&mut self) {
+        if self.mirror_refreshed.elapsed() < MIRROR_REFRESH {
+            return;
+        }
+        self.mirror_refreshed = Instant::now();
+        let offsets: Vec<(i32, i64)> = self
+            .batcher()
+            .owned
+            .iter()
+            .filter_map(|(p, owned)| Some((*p, owned.committed?)))
+            .collect();
+        self.mirror_to_kafka(&offsets, CommitMode::Async);
     }
 
     fn mirror_to_kafka(&self, offsets: &[(i32, i64)], mode: CommitMode) {
