@@ -39,29 +39,45 @@ pub(super) async fn patch_status(
     pd: &PipelineDeployment,
     observed: &Observed,
 ) -> Result<bool, Error> {
-    let previous = pd.status.clone().unwrap_or_default();
     let now = Time(k8s_openapi::jiff::Timestamp::now());
-    let new_status = status::next(pd, &previous, observed, now);
-    let ready_now = new_status.conditions[0].status == "True";
+    let cached = pd.status.clone().unwrap_or_default();
+    let from_cache = status::next(pd, &cached, observed, now.clone());
+    if from_cache == cached {
+        return Ok(is_ready(&from_cache));
+    }
+    // The reconcile's object comes from the watch cache, which can still lack the status the
+    // previous reconcile wrote a moment ago. A transition judged against that stale status is
+    // published twice (a Warning Event that should be said once became a series of two), so
+    // the status to change is read from the API server first.
+    let api = Api::<PipelineDeployment>::namespaced(ctx.client.clone(), ns);
+    let fresh = api
+        .get_status(&pd.name_any())
+        .await
+        .map_err(Error::Status)?;
+    let previous = fresh.status.clone().unwrap_or_default();
+    let new_status = status::next(&fresh, &previous, observed, now);
     if new_status != previous {
         let body = json!({
             "apiVersion": PipelineDeployment::api_version(&()),
             "kind": PipelineDeployment::kind(&()),
             "status": new_status,
         });
-        Api::<PipelineDeployment>::namespaced(ctx.client.clone(), ns)
-            .patch_status(
-                &pd.name_any(),
-                &PatchParams::apply(FIELD_MANAGER)
-                    .force()
-                    .validation_strict(),
-                &Patch::Apply(body),
-            )
-            .await
-            .map_err(Error::Status)?;
-        publish_transitions(ctx, pd, &previous, &new_status).await;
+        api.patch_status(
+            &pd.name_any(),
+            &PatchParams::apply(FIELD_MANAGER)
+                .force()
+                .validation_strict(),
+            &Patch::Apply(body),
+        )
+        .await
+        .map_err(Error::Status)?;
+        publish_transitions(ctx, &fresh, &previous, &new_status).await;
     }
-    Ok(ready_now)
+    Ok(is_ready(&new_status))
+}
+
+fn is_ready(status: &PipelineDeploymentStatus) -> bool {
+    status.conditions[0].status == "True"
 }
 
 /// Events for notable transitions: became Ready, stopped being Ready, became Degraded.
