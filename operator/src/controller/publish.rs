@@ -50,10 +50,7 @@ pub(super) async fn patch_status(
     // published twice (a Warning Event that should be said once became a series of two), so
     // the status to change is read from the API server first.
     let api = Api::<PipelineDeployment>::namespaced(ctx.client.clone(), ns);
-    let fresh = api
-        .get_status(&pd.name_any())
-        .await
-        .map_err(Error::Status)?;
+    let fresh = api.get(&pd.name_any()).await.map_err(Error::Status)?;
     let previous = fresh.status.clone().unwrap_or_default();
     let new_status = status::next(&fresh, &previous, observed, now);
     if new_status != previous {
