@@ -41,7 +41,8 @@ log "real node: images, then kubelet + containerd ($NAME)"
 bash "$HACK_DIR/images.sh"
 "$HACK_DIR/node.sh" up "$NAME" >/dev/null
 log "running the tests on real pods"
-"$HACK_DIR/node.sh" exec "$NAME" -- cargo test --release --workspace --locked \
+# --no-fail-fast: a failing test binary must not hide the results of the ones after it.
+"$HACK_DIR/node.sh" exec "$NAME" -- cargo test --release --workspace --locked --no-fail-fast \
   --test real_pods --test autoscaling --test helm_release --test monitoring \
   -- --ignored --test-threads=1 || rc=$?
 exit $rc
