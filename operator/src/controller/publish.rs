@@ -50,9 +50,14 @@ pub(super) async fn patch_status(
     // published twice (a Warning Event that should be said once became a series of two), so
     // the status to change is read from the API server first.
     let api = Api::<PipelineDeployment>::namespaced(ctx.client.clone(), ns);
-    let fresh = api.get(&pd.name_any()).await.map_err(Error::Status)?;
-    let previous = fresh.status.clone().unwrap_or_default();
-    let new_status = status::next(&fresh, &previous, observed, now);
+    // Only its status: the spec stays the reconciled one, which `observed` describes.
+    let previous = api
+        .get(&pd.name_any())
+        .await
+        .map_err(Error::Status)?
+        .status
+        .unwrap_or_default();
+    let new_status = status::next(pd, &previous, observed, now);
     if new_status != previous {
         let body = json!({
             "apiVersion": PipelineDeployment::api_version(&()),
@@ -68,7 +73,7 @@ pub(super) async fn patch_status(
         )
         .await
         .map_err(Error::Status)?;
-        publish_transitions(ctx, &fresh, &previous, &new_status).await;
+        publish_transitions(ctx, pd, &previous, &new_status).await;
     }
     Ok(is_ready(&new_status))
 }
