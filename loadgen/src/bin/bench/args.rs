@@ -1,6 +1,7 @@
 //! `sluice-bench`'s command line.
 
 use clap::Parser;
+use sluice_loadgen::EventClock;
 use std::path::PathBuf;
 
 #[derive(Parser)]
@@ -14,6 +15,13 @@ pub struct Args {
     /// Events pre-produced before the worker starts.
     #[arg(long, default_value_t = 1_000_000)]
     pub backlog: u64,
+    /// Event times of the backlog. `wall`: the moment each event is produced, so the whole
+    /// backlog spans seconds, every customer buys many times a second and velocity rules flag
+    /// about a third of it (an alert storm). `simulated`: ~3 purchases per customer per day,
+    /// as in `make eval` (about 1% flagged), over the days before now: the traffic a
+    /// pipeline that was down that long would find waiting.
+    #[arg(long, env = "BENCH_BACKLOG_CLOCK", default_value = "wall", value_parser = ["simulated", "wall"])]
+    pub backlog_clock: String,
     /// Rows for the raw COPY baseline.
     #[arg(long, default_value_t = 300_000)]
     pub copy_rows: usize,
@@ -64,6 +72,14 @@ pub struct Args {
     pub bin_dir: PathBuf,
     #[arg(long, default_value = "target/bench")]
     pub out: PathBuf,
+}
+
+/// The generator's event clock named by `--backlog-clock` or `--scoring-compare-clock`.
+pub fn event_clock(name: &str) -> EventClock {
+    match name {
+        "wall" => EventClock::Wall,
+        _ => EventClock::Simulated,
+    }
 }
 
 /// How the latency phases' headings name the vacuum before them.

@@ -2,11 +2,12 @@
 
 use super::split::{Counters, Split};
 use super::worker::{cpu_seconds, spawn_worker, stop, watch_drain};
+use super::args::event_clock;
 use super::{Args, pg_view, round2};
 use anyhow::{Context, Result, ensure};
 use serde_json::{Value, json};
 use sluice_harness::free_port;
-use sluice_loadgen::{EventClock, GeneratorConfig, LoadSpec, ensure_topic, produce};
+use sluice_loadgen::{GeneratorConfig, LoadSpec, ensure_topic, produce};
 use sqlx::{Connection, PgConnection, PgPool};
 use std::time::Duration;
 
@@ -116,10 +117,7 @@ pub async fn scoring_compare(
         generator: GeneratorConfig {
             seed: 42,
             id_prefix: "scoring".into(),
-            event_clock: match args.scoring_compare_clock.as_str() {
-                "wall" => EventClock::Wall,
-                _ => EventClock::Simulated,
-            },
+            event_clock: event_clock(&args.scoring_compare_clock),
             ..GeneratorConfig::default()
         },
         ..template.clone()

@@ -86,6 +86,7 @@ async fn main() -> Result<()> {
         generator: GeneratorConfig {
             seed: 42,
             id_prefix: "backlog".into(),
+            event_clock: args::event_clock(&args.backlog_clock),
             ..GeneratorConfig::default()
         },
         progress: true,
@@ -113,6 +114,9 @@ async fn main() -> Result<()> {
     let drained = Counters::parse(&drain.last_page);
     let drain_seconds = drain_started.elapsed().as_secs_f64();
     let pg_drained = pg_view::snapshot(&mut admin, &mut db, &run).await?;
+    let flagged: i64 = sqlx::query_scalar("SELECT count(*) FROM sluice.fraud_alerts")
+        .fetch_one(&mut db)
+        .await?;
     let (t0, n0) = *samples
         .iter()
         .find(|(_, n)| *n > 0)
@@ -120,9 +124,10 @@ async fn main() -> Result<()> {
     let (t1, n1) = *samples.last().expect("samples");
     let throughput = (n1 - n0) as f64 / (t1 - t0).max(1e-3);
     eprintln!(
-        "   drained {} in {:.1}s: {throughput:.0} tx/s",
+        "   drained {} in {:.1}s: {throughput:.0} tx/s ({flagged} flagged, event times: {})",
         produced.produced,
-        t1 - t0
+        t1 - t0,
+        args.backlog_clock
     );
     // Over the span the throughput is measured on: first progress to drained.
     let drain_split = Split {
@@ -318,6 +323,8 @@ async fn main() -> Result<()> {
         "rejected_expected": rejected_expected,
         "worker_rss_mb_peak": rss_peak_mb,
         "backlog_events": produced.produced,
+        "backlog_event_clock": args.backlog_clock,
+        "backlog_flagged": flagged,
         "latency_phase_events": low.offered.produced,
         "latency_measured_as": "ingested_at (statement time of the batch insert) - Kafka CreateTime; latency_ms is the steady state at offered_rate_tps, latency_startup_ms its warm-up (see latency.spans_are)",
         "machine": {"cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0)},
