@@ -1,8 +1,8 @@
 //! Phase 4: the same backlog drained with fraud scoring off and on.
 
+use super::args::event_clock;
 use super::split::{Counters, Split};
 use super::worker::{cpu_seconds, spawn_worker, stop, watch_drain};
-use super::args::event_clock;
 use super::{Args, pg_view, round2};
 use anyhow::{Context, Result, ensure};
 use serde_json::{Value, json};
