@@ -15,7 +15,8 @@ pub enum Stage {
     ProfileReload,
     /// Consumer thread: fraud scoring, and serialising the changed profiles.
     Score,
-    /// Handed on, waiting for the sink to finish the batch before it.
+    /// Handed on, waiting for the sink to take it, and at the gate until the batch before
+    /// commits (`sink::order`).
     Queue,
     /// Failed write attempts and their backoff before the attempt that committed.
     Retry,

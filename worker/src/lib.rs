@@ -124,6 +124,8 @@ pub async fn run(
         retry_initial: Duration::from_millis(config.postgres.retry_initial_ms),
         retry_max: Duration::from_millis(config.postgres.retry_max_ms),
         lanes: config.postgres.effective_sink_lanes(),
+        overlap: 2 * config.postgres.effective_sink_lanes()
+            < config.postgres.max_connections as usize,
         inflight: inflight.clone(),
         db_ok,
         fast_claims: sink::FastClaims::default(),
@@ -137,7 +139,8 @@ pub async fn run(
     }
     tracing::info!(
         lanes = sink.lanes,
-        "sink writes each batch in this many transactions at once"
+        overlap = sink.overlap,
+        "sink writes each batch in this many transactions at once, and with overlap the next batch beside it"
     );
     let sink_task = tokio::spawn(sink.run(batch_rx, ack_tx));
 

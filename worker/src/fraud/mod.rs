@@ -14,9 +14,10 @@ use sluice_api::config::FraudConfig;
 use sluice_fraud::{Model, ProfileStore, Verdict};
 use std::collections::{HashMap, HashSet, VecDeque};
 
-/// Hand-ons an evicted profile stays in memory. The sink queue holds one batch and writes
-/// one, so a batch handed on two hand-ons ago has committed (or been dropped with its
-/// generation, which makes the scorer forget and re-warm anyway).
+/// Hand-ons an evicted profile stays in memory. The sink queue holds one batch, and the
+/// sink takes the next only once the batch two before it is settled, so a batch handed on
+/// three hand-ons ago has committed (or been dropped with its generation, which makes the
+/// scorer forget and re-warm anyway).
 const EVICTED_KEPT_FOR: usize = 3;
 
 /// Bound on remembered evictions (~24 bytes each); beyond it evicted customers come back cold.

@@ -3,9 +3,11 @@
 //! the rejections, the customer profiles when the batch checkpoints them, the stored offsets
 //! it moves and the summary deltas ([`crate::summaries`]). Its Kafka outputs ([`publish`])
 //! are delivered before the commit. A lane that fails is retried until it commits; one that
-//! was fenced is dropped. The next batch starts when every lane of this one is settled, so a
-//! partition's batches commit in order whichever lane they take.
+//! was fenced is dropped. When the pool has the connections, the next batch starts on its
+//! own while this one finishes, and waits for it before the statements that must follow it
+//! ([`order`]); batches commit in order whichever lane they take.
 
+mod order;
 mod publish;
 mod rows;
 
@@ -17,9 +19,11 @@ use crate::metrics::{Metrics, Outcome};
 use crate::summaries::{add_quality, add_summaries};
 use crate::validate::Reason;
 use chrono::{DateTime, Utc};
+use order::{Follow, Order, Turn};
 use rdkafka::error::KafkaError;
 use rdkafka::producer::FutureProducer;
 use sqlx::PgPool;
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -44,6 +48,12 @@ pub enum WriteError {
     DlqProduce(KafkaError),
     #[error("alert produce: {0}")]
     AlertProduce(KafkaError),
+    /// An attempt of the batch before failed; this one rolls back and waits for it.
+    #[error("overtaken by the retry of the batch before")]
+    Overtaken,
+    /// The batch before was fenced, and this one goes with its generation.
+    #[error("dropped with the fenced batch before")]
+    Dropped,
 }
 
 /// Every `kind` label of `sluice_db_errors_total`: failed batch writes in Postgres only.
@@ -55,14 +65,19 @@ impl WriteError {
         match self {
             Self::Db(sqlx::Error::Database(_)) => Some("database"),
             Self::Db(_) => Some("connection"),
-            Self::Fenced { .. } | Self::DlqProduce(_) | Self::AlertProduce(_) => None,
+            Self::Fenced { .. }
+            | Self::DlqProduce(_)
+            | Self::AlertProduce(_)
+            | Self::Overtaken
+            | Self::Dropped => None,
         }
     }
 
-    /// The `error` of `sluice_errors_total` (a fence is no error: it is how ownership moves).
+    /// The `error` of `sluice_errors_total` (a fence is no error: it is how ownership moves;
+    /// nor is waiting for the batch before).
     fn error_kind(&self) -> Option<ErrorKind> {
         match self {
-            Self::Fenced { .. } => None,
+            Self::Fenced { .. } | Self::Overtaken | Self::Dropped => None,
             Self::Db(_) => Some(ErrorKind::Database),
             Self::DlqProduce(_) => Some(ErrorKind::DlqProduce),
             Self::AlertProduce(_) => Some(ErrorKind::AlertProduce),
@@ -82,6 +97,9 @@ pub struct Sink {
     pub retry_max: Duration,
     /// Transactions written at once per batch (`postgres.sink_lanes` within the pool).
     pub lanes: usize,
+    /// Whether the next batch starts while this one finishes ([`order`]): the pool has
+    /// connections for two batches' lanes and one more.
+    pub overlap: bool,
     /// Batches handed over and not yet finished; the consumer waits on it before giving up
     /// partitions.
     pub inflight: Arc<AtomicUsize>,
@@ -181,44 +199,172 @@ struct Written {
     times: StageTimes,
 }
 
+/// How a lane ended.
+enum Settled {
+    /// Committed: the partitions' new stored offsets.
+    Committed(Vec<(i32, i64)>),
+    Fenced,
+    /// Dropped with the fenced batch before it.
+    Dropped,
+}
+
+/// A batch handed to its task and not yet acknowledged.
+struct InFlight {
+    generation: u64,
+    lanes: tokio::task::JoinHandle<Vec<Settled>>,
+    follow: Follow,
+    /// Its transaction ids, for the batch after it.
+    ids: Arc<HashSet<String>>,
+}
+
 impl Sink {
-    /// Write batches in order until the channel closes, each batch's lanes at once. A lane
-    /// that fails is retried with backoff until it commits; a fenced one is dropped together
-    /// with everything of its generation, and the consumer resyncs.
+    /// Write batches in order until the channel closes, each batch's lanes at once, and with
+    /// `overlap` the next batch beside this one ([`order`]). A lane that fails is retried
+    /// with backoff until it commits; a fenced one is dropped together with everything of
+    /// its generation, and the consumer resyncs. At most two batches are in the sink.
     pub async fn run(self, mut batches: mpsc::Receiver<Batch>, acks: std::sync::mpsc::Sender<Ack>) {
+        let sink = Arc::new(self);
         let mut min_generation = 0;
-        while let Some(batch) = batches.recv().await {
-            if batch.generation >= min_generation {
-                let generation = batch.generation;
-                let lanes: Vec<Arc<Batch>> =
-                    batch.split(self.lanes).into_iter().map(Arc::new).collect();
-                let settled = futures::future::join_all(lanes.iter().map(|b| self.settle(b))).await;
-                let offsets: Vec<(i32, i64)> =
-                    settled.iter().flatten().flatten().copied().collect();
-                if !offsets.is_empty() {
-                    let _ = acks.send(Ack::Committed { offsets });
-                }
-                if settled.iter().any(Option::is_none) {
-                    min_generation = generation + 1;
-                    let _ = acks.send(Ack::Fenced { generation });
-                }
+        let mut previous: Option<InFlight> = None;
+        loop {
+            // The batch in flight is acknowledged as soon as it settles, not when the next
+            // one comes: the consumer waits for it before it gives partitions up.
+            let next = match &mut previous {
+                Some(p) => tokio::select! {
+                    biased;
+                    settled = &mut p.lanes => {
+                        let generation = p.generation;
+                        previous = None;
+                        sink.acknowledge(generation, settled, &acks, &mut min_generation);
+                        continue;
+                    }
+                    next = batches.recv() => next,
+                },
+                None => batches.recv().await,
+            };
+            let Some(batch) = next else { break };
+            if batch.generation < min_generation {
+                sink.inflight.fetch_sub(1, Ordering::SeqCst);
+                continue;
             }
-            self.inflight.fetch_sub(1, Ordering::SeqCst);
+            let generation = batch.generation;
+            let lanes: Vec<Arc<Batch>> =
+                batch.split(sink.lanes).into_iter().map(Arc::new).collect();
+            let ids: Arc<HashSet<String>> = Arc::new(if sink.overlap {
+                lanes
+                    .iter()
+                    .flat_map(|b| &b.accepted)
+                    .map(|r| r.valid.tx.transaction_id.clone())
+                    .collect()
+            } else {
+                HashSet::new()
+            });
+            let (order, follow) = Order::new(
+                generation,
+                lanes.len(),
+                previous
+                    .as_ref()
+                    .map(|p| (p.follow.clone(), Arc::clone(&p.ids))),
+            );
+            let task = tokio::spawn({
+                let sink = Arc::clone(&sink);
+                async move {
+                    let settling = lanes.iter().map(|b| sink.settle(b, &order));
+                    futures::future::join_all(settling).await
+                }
+            });
+            if let Some(p) = previous.take() {
+                sink.finish(p, &acks, &mut min_generation).await;
+            }
+            let current = InFlight {
+                generation,
+                lanes: task,
+                follow,
+                ids,
+            };
+            if sink.overlap {
+                // The batch after this one may start once this one holds its id claims.
+                let _ = current.follow.clone().wait_for(|p| p.passable()).await;
+                previous = Some(current);
+            } else {
+                sink.finish(current, &acks, &mut min_generation).await;
+            }
+        }
+        if let Some(p) = previous {
+            sink.finish(p, &acks, &mut min_generation).await;
         }
     }
 
-    /// Write one lane until it commits (`Some`: the partitions' new stored offsets) or is
-    /// fenced (`None`).
-    async fn settle(&self, batch: &Arc<Batch>) -> Option<Vec<(i32, i64)>> {
+    /// Wait until a batch is settled and acknowledge it.
+    async fn finish(
+        &self,
+        mut batch: InFlight,
+        acks: &std::sync::mpsc::Sender<Ack>,
+        min_generation: &mut u64,
+    ) {
+        let settled = (&mut batch.lanes).await;
+        self.acknowledge(batch.generation, settled, acks, min_generation);
+    }
+
+    /// Tell the consumer how a batch's lanes settled.
+    fn acknowledge(
+        &self,
+        generation: u64,
+        settled: Result<Vec<Settled>, tokio::task::JoinError>,
+        acks: &std::sync::mpsc::Sender<Ack>,
+        min_generation: &mut u64,
+    ) {
+        let settled = match settled {
+            Ok(settled) => settled,
+            Err(e) => std::panic::resume_unwind(e.into_panic()),
+        };
+        let offsets: Vec<(i32, i64)> = settled
+            .iter()
+            .flat_map(|s| match s {
+                Settled::Committed(offsets) => offsets.as_slice(),
+                Settled::Fenced | Settled::Dropped => &[],
+            })
+            .copied()
+            .collect();
+        if !offsets.is_empty() {
+            let _ = acks.send(Ack::Committed { offsets });
+        }
+        if settled.iter().any(|s| matches!(s, Settled::Fenced)) {
+            *min_generation = generation + 1;
+            let _ = acks.send(Ack::Fenced { generation });
+        }
+        self.inflight.fetch_sub(1, Ordering::SeqCst);
+    }
+
+    /// Write one lane until it commits, is fenced, or is dropped with the batch before it.
+    async fn settle(&self, batch: &Arc<Batch>, order: &Order) -> Settled {
+        let settled = self.settle_in_order(batch, order).await;
+        order.settled(matches!(settled, Settled::Committed(_)));
+        settled
+    }
+
+    async fn settle_in_order(&self, batch: &Arc<Batch>, order: &Order) -> Settled {
         let mut delay = self.retry_initial;
-        let first_attempt = Instant::now();
+        let mut retry = false;
+        let mut first_attempt = None;
         loop {
+            if order.start(retry).await == Turn::Drop {
+                return Settled::Dropped;
+            }
             let started = Instant::now();
-            match self.write(batch).await {
+            let first_attempt = *first_attempt.get_or_insert(started);
+            let attempt = self.write(batch, order, retry).await;
+            if attempt.is_err() {
+                order.failed();
+                retry = true;
+            }
+            match attempt {
                 Ok(w) => {
                     self.db_ok.store(true, Ordering::Relaxed);
                     self.record_success(batch, &w, first_attempt, started);
-                    return Some(batch.offsets.iter().map(|(p, m)| (*p, m.next)).collect());
+                    return Settled::Committed(
+                        batch.offsets.iter().map(|(p, m)| (*p, m.next)).collect(),
+                    );
                 }
                 Err(WriteError::Fenced { partition }) => {
                     self.metrics.fenced_batches.inc();
@@ -227,7 +373,14 @@ impl Sink {
                         generation = batch.generation,
                         "batch fenced: offsets moved by another worker; resyncing"
                     );
-                    return None;
+                    return Settled::Fenced;
+                }
+                Err(WriteError::Dropped) => return Settled::Dropped,
+                Err(WriteError::Overtaken) => {
+                    tracing::debug!(
+                        generation = batch.generation,
+                        "the batch before failed an attempt; writing this one again after it"
+                    );
                 }
                 Err(e) => {
                     if let Some(kind) = e.db_error_kind() {
@@ -282,7 +435,13 @@ impl Sink {
         m.db_connections_active.set(i64::from(self.pool.size()));
     }
 
-    async fn write(&self, batch: &Arc<Batch>) -> Result<Written, WriteError> {
+    /// One attempt at a lane; `retry` after a failed one.
+    async fn write(
+        &self,
+        batch: &Arc<Batch>,
+        order: &Order,
+        retry: bool,
+    ) -> Result<Written, WriteError> {
         // Each lap charges the time since the previous one to the stage just finished.
         let mut laps = Laps::start();
         // The rows and alerts are encoded for COPY, and the alert messages built, on another
@@ -303,9 +462,17 @@ impl Sink {
 
         // Claim the ids first, then insert only the new rows: each row is written once.
         let fast = by_copy && self.fast_claims.allowed();
-        let claimed = rows::claim_ids(&mut tx, &batch.accepted, fast).await?;
+        let held: Vec<bool> = batch
+            .accepted
+            .iter()
+            .map(|r| order.held_before(&r.valid.tx.transaction_id))
+            .collect();
+        let claimed = rows::claim_ids(&mut tx, &batch.accepted, fast, &held).await?;
         if fast {
             self.fast_claims.tried(claimed.fell_back);
+        }
+        if !retry {
+            order.claimed();
         }
         laps.lap(Stage::ClaimIds);
         let mut fresh = Vec::with_capacity(batch.accepted.len());
@@ -359,7 +526,7 @@ impl Sink {
             of_batch: &claimed.fresh,
             encoded: prepared.copy.as_ref(),
         };
-        let statements = self.statements(&mut tx, batch, &fresh, &rejected, laps);
+        let statements = self.statements(&mut tx, batch, order, &fresh, &rejected, laps);
         let (statements_done, (dlq_delivered, alerts_delivered)) =
             tokio::try_join!(statements, publish)?;
         laps = statements_done;
@@ -389,11 +556,13 @@ impl Sink {
         })
     }
 
-    /// The batch's statements after the id claim, timed on `laps`.
+    /// The batch's statements after the id claim, timed on `laps`: the inserts, then, once
+    /// the batch before is settled, those that must follow it.
     async fn statements(
         &self,
         tx: &mut sqlx::PgConnection,
         batch: &Batch,
+        order: &Order,
         fresh: &Fresh<'_>,
         rejected: &[&Rejected],
         mut laps: Laps,
@@ -421,6 +590,12 @@ impl Sink {
             rows::insert_rejected(&mut *tx, &self.topic, rejected).await?;
         }
         laps.lap(Stage::InsertRejected);
+        match order.gate().await {
+            Turn::Go => {}
+            Turn::Drop => return Err(WriteError::Dropped),
+            Turn::Overtaken => return Err(WriteError::Overtaken),
+        }
+        laps.lap(Stage::Queue);
         rows::upsert_profiles(&mut *tx, &batch.profiles).await?;
         laps.lap(Stage::UpsertProfiles);
         self.move_offsets(&mut *tx, batch).await?;

@@ -210,7 +210,7 @@ pub fn print(phases: &[(&str, &Split)]) {
 
 pub fn meaning() -> Value {
     json!(
-        "per phase, from the worker's sluice_batch_stage_seconds / sluice_batch_wall_seconds scraped before and after it: ms_per_batch = mean time of the stage per committed batch; share = its part of the batch's wall time (first record taken -> commit); other_share = the rest (the batch filling while records arrive, the poll loop); sink_busy_share / consumer_busy_share = the sink's / the consumer thread's stage time over the phase's wall span (1 = never idle)"
+        "per phase, from the worker's sluice_batch_stage_seconds / sluice_batch_wall_seconds scraped before and after it: ms_per_batch = mean time of the stage per committed batch; share = its part of the batch's wall time (first record taken -> commit); other_share = the rest (the batch filling while records arrive, the poll loop); sink_busy_share / consumer_busy_share = the sink's / the consumer thread's stage time over the phase's wall span (1 = never idle; the sink's reaches 2 while two batches overlap)"
     )
 }
 
