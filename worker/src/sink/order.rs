@@ -4,15 +4,19 @@
 //! the same rows (the id claims, alerts and profiles cost about as much again as the rows),
 //! with a core left part idle. So the next batch starts on a second connection as soon as
 //! this one holds its id claims: its claims, rows, alerts and rejections (inserts that cannot
-//! lock anything this one still needs) run beside this one's. Then it waits at the *gate*
-//! until this one is settled, and only then upserts profiles, moves offsets (whose
-//! compare-and-set expects this one's offsets) and adds the summary deltas.
+//! lock anything this one still needs) run beside this one's. Ids this one has are repeats
+//! for the later one, which does not claim them (the claim would wait for this commit). Then
+//! it waits at the *gate* until this one is settled, and only then upserts profiles, moves
+//! offsets (whose compare-and-set expects this one's offsets) and adds the summary deltas.
+//! It goes on only if this one committed every lane; if one was fenced it is dropped with
+//! it, unless it is of a newer generation (the consumer resynced in between), which claims
+//! every id.
 //!
 //! No deadlock: the earlier batch took every lock it shares with the later one (its id
 //! claims) before the later one started, and the later one touches nothing else the earlier
-//! one locks until the gate. Should an attempt of the earlier batch fail, the later one may
-//! hold ids the retry needs, so it rolls back at the gate (it is *overtaken*) and starts
-//! again once the earlier one is settled; a retry never overlaps.
+//! one locks until the gate. Should an attempt of the earlier batch fail, the later one rolls
+//! back at the gate (it is *overtaken*) and starts again once the earlier one is settled; a
+//! retry never overlaps.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -66,7 +70,7 @@ pub enum Turn {
 pub struct Order {
     generation: u64,
     before: Option<watch::Receiver<Progress>>,
-    /// The transaction ids of the batch before.
+    /// The transaction ids of the batch before, when it is of the same generation.
     before_ids: Arc<HashSet<String>>,
     own: Arc<watch::Sender<Progress>>,
 }
@@ -90,10 +94,17 @@ impl Order {
             failed: false,
         });
         let (before, before_ids) = before.unzip();
+        // This batch passes the gate only once the batch before committed every lane, or is
+        // dropped with it: then its ids are stored. Not so for a batch of an older generation,
+        // which may be dropped while this one goes on: those ids must be claimed.
+        let same_generation = before
+            .as_ref()
+            .is_some_and(|b| b.borrow().generation == generation);
+        let before_ids = before_ids.filter(|_| same_generation).unwrap_or_default();
         let order = Order {
             generation,
             before,
-            before_ids: before_ids.unwrap_or_default(),
+            before_ids,
             own: Arc::new(own),
         };
         (order, follow)
@@ -143,7 +154,7 @@ impl Order {
     /// Whether the batch before has this id: it may still be writing it, and this batch,
     /// which commits only after it, has a repeat.
     pub fn held_before(&self, transaction_id: &str) -> bool {
-        self.before.is_some() && self.before_ids.contains(transaction_id)
+        self.before_ids.contains(transaction_id)
     }
 
     /// The lane's first attempt holds its id claims.
@@ -210,6 +221,19 @@ mod tests {
         first.settled(true);
         assert_eq!(now(second.start(true)).await, Some(Turn::Go));
         assert_eq!(now(second.gate()).await, Some(Turn::Go));
+    }
+
+    #[test]
+    fn only_ids_of_the_same_generation_count_as_held() {
+        let ids: Arc<HashSet<String>> = Arc::new(["tx-1".to_string()].into());
+        let (_, follow) = Order::new(3, 1, None);
+        let (same, _) = Order::new(3, 1, Some((follow.clone(), Arc::clone(&ids))));
+        let (resynced, _) = Order::new(4, 1, Some((follow, ids)));
+        assert!(same.held_before("tx-1") && !same.held_before("tx-2"));
+        assert!(
+            !resynced.held_before("tx-1"),
+            "the batch before may be dropped while this one goes on"
+        );
     }
 
     #[tokio::test]
