@@ -68,7 +68,6 @@ pub enum Turn {
 /// there is nothing before it, or the sink does not overlap batches) and of its own batch.
 #[derive(Clone)]
 pub struct Order {
-    generation: u64,
     before: Option<watch::Receiver<Progress>>,
     /// The transaction ids of the batch before, when it is of the same generation.
     before_ids: Arc<HashSet<String>>,
@@ -102,7 +101,6 @@ impl Order {
             .is_some_and(|b| b.borrow().generation == generation);
         let before_ids = before_ids.filter(|_| same_generation).unwrap_or_default();
         let order = Order {
-            generation,
             before,
             before_ids,
             own: Arc::new(own),
@@ -113,42 +111,34 @@ impl Order {
     /// Before an attempt: the first may overlap the batch before once that holds its
     /// claims, a retry waits until it is settled.
     pub async fn start(&self, retry: bool) -> Turn {
-        let Some(before) = &self.before else {
-            return Turn::Go;
-        };
-        let mut before = before.clone();
-        let p = match before
-            .wait_for(|p| p.settled() || (!retry && !p.failed && p.claimed == p.lanes))
+        match self
+            .before_when(|p| p.settled() || (!retry && !p.failed && p.claimed == p.lanes))
             .await
         {
-            Ok(p) => *p,
-            Err(_) => return Turn::Go, // its task is gone, and so is its transaction
-        };
-        if p.settled() && p.drops(self.generation) {
-            Turn::Drop
-        } else {
-            Turn::Go
+            Some(p) if p.settled() && p.drops(self.generation()) => Turn::Drop,
+            _ => Turn::Go,
         }
     }
 
     /// Before the statements that follow the batch before: wait until it is settled, or
     /// until an attempt of it fails.
     pub async fn gate(&self) -> Turn {
-        let Some(before) = &self.before else {
-            return Turn::Go;
-        };
-        let mut before = before.clone();
-        let p = match before.wait_for(|p| p.settled() || p.failed).await {
-            Ok(p) => *p,
-            Err(_) => return Turn::Go,
-        };
-        if !p.settled() {
-            Turn::Overtaken
-        } else if p.drops(self.generation) {
-            Turn::Drop
-        } else {
-            Turn::Go
+        match self.before_when(|p| p.settled() || p.failed).await {
+            Some(p) if !p.settled() => Turn::Overtaken,
+            Some(p) if p.drops(self.generation()) => Turn::Drop,
+            _ => Turn::Go,
         }
+    }
+
+    /// The progress of the batch before once `ready` holds; none if there is no batch
+    /// before, or its task is gone (and so is its transaction).
+    async fn before_when(&self, ready: impl FnMut(&Progress) -> bool) -> Option<Progress> {
+        let mut before = self.before.clone()?;
+        before.wait_for(ready).await.ok().map(|p| *p)
+    }
+
+    fn generation(&self) -> u64 {
+        self.own.borrow().generation
     }
 
     /// Whether the batch before has this id: it may still be writing it, and this batch,
