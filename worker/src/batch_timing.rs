@@ -111,6 +111,16 @@ impl StageTimes {
             self.add(s, other.get(s));
         }
     }
+
+    /// The stages that took any time, as `stage=ms` pairs (for a per-batch debug line).
+    pub fn nonzero_ms(&self) -> String {
+        Stage::ALL
+            .iter()
+            .filter(|s| !self.get(**s).is_zero())
+            .map(|s| format!("{}={:.1}", s.as_str(), self.get(*s).as_secs_f64() * 1e3))
+            .collect::<Vec<_>>()
+            .join(" ")
+    }
 }
 
 /// Consecutive stages timed with one clock: each lap charges the time since the last.

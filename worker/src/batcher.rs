@@ -258,10 +258,14 @@ impl Batcher {
         if self.batch.is_empty() {
             Duration::from_millis(100)
         } else {
-            // At least a little: with an overdue batch and a busy sink, don't spin.
-            self.max_wait
+            // At least a little: with an overdue batch and a busy sink, don't spin. Whole
+            // milliseconds: rdkafka blocks for the whole ms of a timeout and then spins
+            // through what is left of it (it rounds the remainder down to 0 ms).
+            let left = self
+                .max_wait
                 .saturating_sub(self.batch.opened_at.elapsed())
-                .max(Duration::from_millis(2))
+                .max(Duration::from_millis(2));
+            Duration::from_millis(left.as_micros().div_ceil(1000) as u64)
         }
     }
 

@@ -413,6 +413,15 @@ impl Sink {
         times.add(Stage::Retry, started.duration_since(first_attempt));
         let first = batch.first_taken.unwrap_or(batch.opened_at);
         m.observe_batch(&times, now.duration_since(first));
+        // One line per batch at debug: matches a latency tail to the stage it sat in.
+        tracing::debug!(
+            target: "sluice_worker::batch_timing",
+            records = batch.len(),
+            profiles = batch.profiles.len(),
+            wall_ms = now.duration_since(first).as_secs_f64() * 1e3,
+            stages = %times.nonzero_ms(),
+            "batch committed"
+        );
         let wall = Utc::now();
         m.count(Outcome::Accepted, w.inserted);
         m.count(Outcome::Duplicate, w.duplicates);
