@@ -137,7 +137,8 @@ pub fn produce(spec: &LoadSpec) -> Result<Summary> {
             // millisecond of its timeout (it rounds the remaining time down to whole ms), so
             // `poll(1 ms)` as the pacing wait burned most of a core at 2,000 events/s: CPU
             // taken from the worker, broker and Postgres the bench measures.
-            let next_at = Duration::from_secs_f64(summary.produced as f64 / spec.rate.max(1) as f64);
+            let next_at =
+                Duration::from_secs_f64(summary.produced as f64 / spec.rate.max(1) as f64);
             std::thread::sleep(
                 next_at
                     .saturating_sub(started.elapsed())
