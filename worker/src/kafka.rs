@@ -67,6 +67,11 @@ pub fn consumer_config(config: &WorkerConfig, secrets: &Secrets) -> ClientConfig
             "fetch.wait.max.ms",
             config.kafka.fetch_wait_max_ms.to_string(),
         )
+        // A fetch returns once it has 16 KB or waited fetch.wait.max.ms: at a few thousand
+        // records a second the broker otherwise answers every fetch with a record or two,
+        // about one fetch per produce request, which cost the broker more CPU than anything
+        // else on a shared machine. A backlog fills it at once.
+        .set("fetch.min.bytes", "16384")
         .set("fetch.queue.backoff.ms", "10")
         // Bounded prefetch keeps the worker's memory small whatever the backlog. While the
         // sink is busy the consumer stops polling and this prefetch is what waits: 8 MB /

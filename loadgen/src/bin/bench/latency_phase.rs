@@ -9,6 +9,7 @@
 
 use super::activity::{self, Span};
 use super::latency::Latencies;
+use super::machine_cpu::{CpuSnapshot, CpuUse};
 use super::split::{Counters, Split};
 use super::worker::{handled, scrape, wait_handled};
 use super::{Args, pg_view, round2};
@@ -23,6 +24,7 @@ use std::time::{Duration, Instant};
 pub struct Target<'a> {
     pub topic: &'a str,
     pub port: u16,
+    pub worker_pid: u32,
     pub db_name: &'a str,
     pub pool: &'a PgPool,
 }
@@ -39,6 +41,8 @@ pub struct LatencyPhase {
     /// Steady-state start until every offered record was handled.
     pub split: Split,
     pub postgres: Value,
+    /// Who had the CPU from the steady state's start until its rows were all handled.
+    pub cpu: CpuUse,
     /// Wall time of the whole phase, vacuum to last record handled.
     pub seconds: f64,
     /// How long the `VACUUM (ANALYZE)` before the phase took, if it ran.
@@ -86,10 +90,12 @@ pub async fn run(
     let steady_start = phase_start + chrono::Duration::seconds(warmup_s as i64);
     let steady_page = scrape(target.port).await?;
     let steady_started = Instant::now();
+    let cpu_start = CpuSnapshot::take(target.worker_pid);
     let beside = activity::watch(args.database_url.clone(), steady_start);
     let offered = producing.await??;
     let phase_end = Utc::now();
     wait_handled(target.port, handled_before + offered.produced).await?;
+    let cpu = cpu_start.until(&CpuSnapshot::take(target.worker_pid));
     let split = Split {
         counters: Counters::parse(&scrape(target.port).await?)
             .since(&Counters::parse(&steady_page)),
@@ -114,6 +120,7 @@ pub async fn run(
         beside,
         split,
         postgres,
+        cpu,
         seconds,
         vacuum_s,
     })
@@ -144,6 +151,7 @@ impl LatencyPhase {
             "warmup_seconds": self.warmup_s,
             "phase_wall_s": round2(self.seconds),
             "vacuum_before_s": self.vacuum_s.map(round2),
+            "steady_cpu": self.cpu.to_json(),
             "spans_are": "by Kafka timestamp: start-up = rows produced in the first warmup_seconds of a rate offered without a break, steady = the rest; before the phase VACUUM (ANALYZE) of the bench database (vacuum_before_s; null: not run) and CHECKPOINT",
         })
     }
@@ -174,6 +182,7 @@ impl LatencyPhase {
             line(&format!("start-up {}s", self.warmup_s), s);
         }
         line(&format!("steady {}s", self.steady_s), &self.steady);
+        eprintln!("   {}", self.cpu.line());
         activity::print(
             &format!("the {} tx/s steady state", self.rate),
             &self.beside,

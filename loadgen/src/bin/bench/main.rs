@@ -16,6 +16,7 @@ mod compare;
 mod copy;
 mod latency;
 mod latency_phase;
+mod machine_cpu;
 mod pg_view;
 mod phase_clock;
 mod plot;
@@ -176,6 +177,7 @@ async fn main() -> Result<()> {
     let target = latency_phase::Target {
         topic: &topic,
         port,
+        worker_pid: worker.id(),
         db_name: &run,
         pool: &pool,
     };
