@@ -412,13 +412,14 @@ impl Sink {
         }
         times.add(Stage::Retry, started.duration_since(first_attempt));
         let first = batch.first_taken.unwrap_or(batch.opened_at);
-        m.observe_batch(&times, now.duration_since(first));
+        let batch_wall = now.duration_since(first);
+        m.observe_batch(&times, batch_wall);
         // One line per batch at debug: matches a latency tail to the stage it sat in.
         tracing::debug!(
             target: "sluice_worker::batch_timing",
             records = batch.len(),
             profiles = batch.profiles.len(),
-            wall_ms = now.duration_since(first).as_secs_f64() * 1e3,
+            wall_ms = batch_wall.as_secs_f64() * 1e3,
             stages = %times.nonzero_ms(),
             "batch committed"
         );
