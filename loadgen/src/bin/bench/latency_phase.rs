@@ -182,7 +182,7 @@ impl LatencyPhase {
             line(&format!("start-up {}s", self.warmup_s), s);
         }
         line(&format!("steady {}s", self.steady_s), &self.steady);
-        eprintln!("   {}", self.cpu.line());
+        eprintln!("   {}", self.cpu.line("the steady state"));
         activity::print(
             &format!("the {} tx/s steady state", self.rate),
             &self.beside,

@@ -22,6 +22,7 @@ mod phase_clock;
 mod plot;
 mod scaling;
 mod split;
+mod warmup;
 mod worker;
 
 use anyhow::{Context, Result, ensure};
@@ -94,6 +95,8 @@ async fn main() -> Result<()> {
         collect_ids: false,
         labels: None,
     };
+    let warmed = warmup::warm_up(&args, &mut admin, &backlog, &run).await?;
+    took.lap("warmup");
     let produced = {
         let spec = backlog.clone();
         tokio::task::spawn_blocking(move || produce(&spec)).await??
@@ -104,6 +107,7 @@ async fn main() -> Result<()> {
     let drain_started = Instant::now();
     let port = free_port()?;
     let mut worker = spawn_worker(&args, &db_url, &topic, port, "worker.log", &[])?;
+    let cpu_before_drain = machine_cpu::CpuSnapshot::take(worker.id());
     let drain = watch_drain(
         &[port],
         produced.produced,
@@ -111,6 +115,7 @@ async fn main() -> Result<()> {
         Duration::from_millis(250),
     )
     .await?;
+    let drain_cpu = cpu_before_drain.until(&machine_cpu::CpuSnapshot::take(worker.id()));
     let samples = drain.samples;
     let drained = Counters::parse(&drain.last_page);
     let drain_seconds = drain_started.elapsed().as_secs_f64();
@@ -129,6 +134,10 @@ async fn main() -> Result<()> {
         produced.produced,
         t1 - t0,
         args.backlog_clock
+    );
+    eprintln!(
+        "   {}",
+        drain_cpu.line("the drain (worker start to drained)")
     );
     // Over the span the throughput is measured on: first progress to drained.
     let drain_split = Split {
@@ -327,6 +336,8 @@ async fn main() -> Result<()> {
         "backlog_events": produced.produced,
         "backlog_event_clock": args.backlog_clock,
         "backlog_flagged": flagged,
+        "backlog_cpu": drain_cpu.to_json(),
+        "backlog_warmup": warmed.unwrap_or_else(|| json!({"skipped": true})),
         "latency_phase_events": low.offered.produced,
         "latency_measured_as": "ingested_at (statement time of the batch insert) - Kafka CreateTime; latency_ms is the steady state at offered_rate_tps, latency_startup_ms its warm-up (see latency.spans_are)",
         "machine": {"cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0)},

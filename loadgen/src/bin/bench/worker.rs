@@ -168,7 +168,12 @@ pub async fn wait_handled(port: u16, expected: u64) -> Result<()> {
 
 /// User + system CPU seconds of a process so far (USER_HZ = 100 on Linux).
 pub fn cpu_seconds(pid: u32) -> f64 {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+    cpu_seconds_of(&format!("/proc/{pid}/stat"))
+}
+
+/// User + system CPU seconds so far from a `/proc/…/stat` file (a process's or a thread's).
+pub fn cpu_seconds_of(stat_path: &str) -> f64 {
+    std::fs::read_to_string(stat_path)
         .ok()
         .and_then(|s| {
             let f: Vec<&str> = s.rsplit_once(')')?.1.split_whitespace().collect();
