@@ -24,7 +24,7 @@ pub struct Args {
     pub backlog_clock: String,
     /// Events of the warm-up drained (into a database dropped after) before the measured
     /// backlog drain, so the broker runs warmed as a long-running one would; 0 skips it.
-    #[arg(long, env = "BENCH_WARMUP_EVENTS", default_value_t = 500_000)]
+    #[arg(long, env = "BENCH_WARMUP_EVENTS", default_value_t = 1_000_000)]
     pub warmup_events: u64,
     /// Rows for the raw COPY baseline.
     #[arg(long, default_value_t = 300_000)]

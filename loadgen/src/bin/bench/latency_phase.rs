@@ -25,6 +25,7 @@ pub struct Target<'a> {
     pub topic: &'a str,
     pub port: u16,
     pub worker_pid: u32,
+    pub broker_pid: Option<u32>,
     pub db_name: &'a str,
     pub pool: &'a PgPool,
 }
@@ -90,12 +91,12 @@ pub async fn run(
     let steady_start = phase_start + chrono::Duration::seconds(warmup_s as i64);
     let steady_page = scrape(target.port).await?;
     let steady_started = Instant::now();
-    let cpu_start = CpuSnapshot::take(target.worker_pid);
+    let cpu_start = CpuSnapshot::take(target.worker_pid, target.broker_pid);
     let beside = activity::watch(args.database_url.clone(), steady_start);
     let offered = producing.await??;
     let phase_end = Utc::now();
     wait_handled(target.port, handled_before + offered.produced).await?;
-    let cpu = cpu_start.until(&CpuSnapshot::take(target.worker_pid));
+    let cpu = cpu_start.until(&CpuSnapshot::take(target.worker_pid, target.broker_pid));
     let split = Split {
         counters: Counters::parse(&scrape(target.port).await?)
             .since(&Counters::parse(&steady_page)),

@@ -34,12 +34,13 @@ pub struct CpuUse {
 }
 
 impl CpuSnapshot {
-    pub fn take(worker_pid: u32) -> Self {
+    /// `broker_pid` from [`broker_pid`].
+    pub fn take(worker_pid: u32, broker_pid: Option<u32>) -> Self {
         Self {
             at: Instant::now(),
             bench_s: cpu_seconds(std::process::id()),
             worker_s: cpu_seconds(worker_pid),
-            broker: BrokerCpu::take(),
+            broker: broker_pid.and_then(BrokerCpu::take),
             machine: machine_jiffies(),
             pressure_some_us: pressure_some_us(),
         }
@@ -75,7 +76,7 @@ impl CpuUse {
             "broker_jit_cores": self.broker_jit_cores.map(r3),
             "machine_busy_share": self.machine_busy_share.map(r3),
             "cpu_pressure_some_share": self.pressure_some_share.map(r3),
-            "measured_as": "CPU seconds per second from /proc/<pid>/stat for sluice-bench itself (its load generator producing the offered rate, and its samplers), the worker and the Kafka broker (the JVM running kafka.Kafka; null if not found), broker_jit_cores = its C1/C2 compiler threads (/proc/<pid>/task); machine_busy_share = non-idle, non-iowait share of all CPUs (/proc/stat); cpu_pressure_some_share = share of the time at least one runnable task waited for a CPU (/proc/pressure/cpu, null without PSI)",
+            "measured_as": "CPU seconds per second from /proc/<pid>/stat for sluice-bench itself (its load generator producing the offered rate, and its samplers), the worker and the Kafka broker (the JVM running kafka.Kafka that advertises the bootstrap address; null if not on this machine), broker_jit_cores = its C1/C2 compiler threads (/proc/<pid>/task); machine_busy_share = non-idle, non-iowait share of all CPUs (/proc/stat); cpu_pressure_some_share = share of the time at least one runnable task waited for a CPU (/proc/pressure/cpu, null without PSI)",
         })
     }
 
@@ -98,21 +99,12 @@ impl CpuUse {
 /// CPU seconds of the Kafka broker's JVM so far: all its threads, and its JIT compiler
 /// threads ("C1 CompilerThre…", "C2 CompilerThre…").
 struct BrokerCpu {
-    pid: u32,
     total_s: f64,
     jit_s: f64,
 }
 
 impl BrokerCpu {
-    /// The first process whose command line runs `kafka.Kafka` (hack/kafka.sh's broker).
-    fn take() -> Option<Self> {
-        let pid = std::fs::read_dir("/proc")
-            .ok()?
-            .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
-            .find(|pid| {
-                std::fs::read(format!("/proc/{pid}/cmdline"))
-                    .is_ok_and(|c| c.split(|b| *b == 0).any(|arg| arg == b"kafka.Kafka"))
-            })?;
+    fn take(pid: u32) -> Option<Self> {
         let jit_s = std::fs::read_dir(format!("/proc/{pid}/task"))
             .ok()?
             .filter_map(|e| e.ok())
@@ -124,14 +116,43 @@ impl BrokerCpu {
             .map(|tid| cpu_seconds_of(&format!("/proc/{pid}/task/{tid}/stat")))
             .sum();
         Some(Self {
-            pid,
             total_s: cpu_seconds(pid),
             jit_s,
         })
     }
 }
 
-/// Cores a broker figure took between two snapshots of the same broker process.
+/// The Kafka broker behind `bootstrap` on this machine: the process running `kafka.Kafka`
+/// whose properties file (its last argument, as hack/kafka.sh starts it) advertises the
+/// bootstrap address. `None` when the broker runs elsewhere.
+pub fn broker_pid(bootstrap: &str) -> Option<u32> {
+    let address = bootstrap.split(',').next()?.trim();
+    std::fs::read_dir("/proc")
+        .ok()?
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .find(|pid| {
+            let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+                return false;
+            };
+            let args: Vec<&[u8]> = cmdline
+                .split(|b| *b == 0)
+                .filter(|a| !a.is_empty())
+                .collect();
+            args.contains(&&b"kafka.Kafka"[..])
+                && args
+                    .last()
+                    .and_then(|path| std::fs::read_to_string(std::str::from_utf8(path).ok()?).ok())
+                    .is_some_and(|props| {
+                        props
+                            .lines()
+                            .filter_map(|l| l.strip_prefix("advertised.listeners="))
+                            .flat_map(|listeners| listeners.split(','))
+                            .any(|l| l.trim().ends_with(&format!("://{address}")))
+                    })
+        })
+}
+
+/// Cores a broker figure took between two snapshots.
 fn broker_delta(
     start: &Option<BrokerCpu>,
     end: &Option<BrokerCpu>,
@@ -139,7 +160,7 @@ fn broker_delta(
     figure: impl Fn(&BrokerCpu) -> f64,
 ) -> Option<f64> {
     let (start, end) = (start.as_ref()?, end.as_ref()?);
-    (start.pid == end.pid).then(|| (figure(end) - figure(start)) / seconds)
+    Some((figure(end) - figure(start)) / seconds)
 }
 
 fn machine_jiffies() -> Option<(u64, u64)> {

@@ -59,6 +59,7 @@ async fn main() -> Result<()> {
     }
     let mut db = PgConnection::connect(&db_url).await?;
     let mut pg_views = serde_json::Map::new();
+    let broker_pid = machine_cpu::broker_pid(&args.brokers);
     let mut took = PhaseClock::start();
     let pg_start = pg_view::snapshot(&mut admin, &mut db, &run).await?;
 
@@ -107,7 +108,7 @@ async fn main() -> Result<()> {
     let drain_started = Instant::now();
     let port = free_port()?;
     let mut worker = spawn_worker(&args, &db_url, &topic, port, "worker.log", &[])?;
-    let cpu_before_drain = machine_cpu::CpuSnapshot::take(worker.id());
+    let cpu_before_drain = machine_cpu::CpuSnapshot::take(worker.id(), broker_pid);
     let drain = watch_drain(
         &[port],
         produced.produced,
@@ -115,7 +116,8 @@ async fn main() -> Result<()> {
         Duration::from_millis(250),
     )
     .await?;
-    let drain_cpu = cpu_before_drain.until(&machine_cpu::CpuSnapshot::take(worker.id()));
+    let drain_cpu =
+        cpu_before_drain.until(&machine_cpu::CpuSnapshot::take(worker.id(), broker_pid));
     let samples = drain.samples;
     let drained = Counters::parse(&drain.last_page);
     let drain_seconds = drain_started.elapsed().as_secs_f64();
@@ -187,6 +189,7 @@ async fn main() -> Result<()> {
         topic: &topic,
         port,
         worker_pid: worker.id(),
+        broker_pid,
         db_name: &run,
         pool: &pool,
     };
