@@ -1,7 +1,9 @@
 //! `sluice-bench` (run by `make bench`): on the Kafka and Postgres that hack/ started,
 //! measures in one run (1) the raw COPY rate of the rows into the same schema — the limit,
-//! (2) the worker draining a pre-produced backlog, then the same rows by raw COPY again (into
-//! an empty schema, and replayed into one loaded as the drain's was: [`copy`]), (3, 4)
+//! (2) the worker draining a pre-produced backlog on a warmed broker ([`warmup`]), then the
+//! same rows by raw COPY again (into an empty schema, and replayed into one loaded as the
+//! drain's was: [`copy`]), each measurement after a `VACUUM (ANALYZE)` of what the one
+//! before left owing, (3, 4)
 //! end-to-end latency at a fixed offered rate, low and high, each after a warm-up reported
 //! apart ([`latency_phase`]), (5) the same backlog drain with fraud scoring off vs on (fresh
 //! database each, same events, alternating order), (6) the scaling curve over workers and
