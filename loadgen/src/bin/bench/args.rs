@@ -78,6 +78,14 @@ pub struct Args {
     pub out: PathBuf,
 }
 
+impl Args {
+    /// The URL of database `name` in the cluster of `--database-url`.
+    pub fn database_url_of(&self, name: &str) -> String {
+        let base = &self.database_url[..self.database_url.rfind('/').expect("db url has a path")];
+        format!("{base}/{name}")
+    }
+}
+
 /// The generator's event clock named by `--backlog-clock` or `--scoring-compare-clock`.
 pub fn event_clock(name: &str) -> EventClock {
     match name {

@@ -124,7 +124,6 @@ pub async fn scoring_compare(
     };
     let produced = tokio::task::spawn_blocking(move || produce(&spec)).await??;
     let mut admin = PgConnection::connect(&args.database_url).await?;
-    let base = &args.database_url[..args.database_url.rfind('/').expect("db url has a path")];
     let mut runs = Vec::new();
     for i in 0..drains {
         let scoring = matches!(i % 4, 1 | 2);
@@ -134,7 +133,7 @@ pub async fn scoring_compare(
             .execute(&mut admin)
             .await?;
         pg_view::checkpoint(&mut admin).await?;
-        let db_url = format!("{base}/{name}");
+        let db_url = args.database_url_of(&name);
         let mut db = PgConnection::connect(&db_url).await?;
         let pg_before = pg_view::snapshot(&mut admin, &mut db, &name).await?;
         let port = free_port()?;

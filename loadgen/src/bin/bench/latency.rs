@@ -3,6 +3,7 @@
 //! of the span so a tail can be matched to the moment it happened.
 
 use super::activity::{self, Span};
+use super::round2;
 use anyhow::{Result, ensure};
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
@@ -66,8 +67,8 @@ impl Latencies {
     /// `{p50, p95, p99, max}` in ms, plus the rows they are over.
     pub fn summary_json(&self) -> Value {
         json!({
-            "p50": r2(self.pct(0.50)), "p95": r2(self.pct(0.95)), "p99": r2(self.pct(0.99)),
-            "max": r2(self.sorted_ms.last().copied().unwrap_or(0.0)), "rows": self.sorted_ms.len(),
+            "p50": round2(self.pct(0.50)), "p95": round2(self.pct(0.95)), "p99": round2(self.pct(0.99)),
+            "max": round2(self.sorted_ms.last().copied().unwrap_or(0.0)), "rows": self.sorted_ms.len(),
         })
     }
 
@@ -77,7 +78,7 @@ impl Latencies {
             "beside": activity::to_json(beside),
             "beside_means": "checkpoints in progress (checkpointer not idle) and autovacuum workers seen in pg_stat_activity every 250 ms from the steady state's start until its rows were all handled, seconds on the same clock",
             "seconds": self.per_second.iter().map(|p| json!({
-                "s": p.second, "rows": p.rows, "p50": r2(p.p50), "p95": r2(p.p95), "p99": r2(p.p99), "max": r2(p.max),
+                "s": p.second, "rows": p.rows, "p50": round2(p.p50), "p95": round2(p.p95), "p99": round2(p.p99), "max": round2(p.max),
             })).collect::<Vec<_>>(),
         })
     }
@@ -97,8 +98,4 @@ fn percentiles(second: f64, ms: &mut [f64]) -> PerSecond {
 
 fn quantile(sorted: &[f64], q: f64) -> f64 {
     sorted[((sorted.len() - 1) as f64 * q).round() as usize]
-}
-
-fn r2(x: f64) -> f64 {
-    (x * 100.0).round() / 100.0
 }

@@ -62,8 +62,7 @@ pub async fn run(
     let started = Instant::now();
     let (warmup_s, steady_s) = (args.latency_warmup_seconds, args.latency_seconds);
     let vacuum_s = if args.latency_vacuum_first {
-        sqlx::raw_sql("VACUUM (ANALYZE)").execute(&mut *db).await?;
-        Some(started.elapsed().as_secs_f64())
+        Some(pg_view::vacuum_analyze(&mut *db).await?)
     } else {
         None
     };

@@ -5,6 +5,7 @@
 //! exactly that: see the README). A broker JVM started minutes before compiles its hot paths
 //! while it serves: a cost a long-running broker has paid long ago.
 
+use super::round3;
 use super::worker::{cpu_seconds, cpu_seconds_of};
 use serde_json::{Value, json};
 use std::time::Instant;
@@ -67,15 +68,14 @@ impl CpuSnapshot {
 
 impl CpuUse {
     pub fn to_json(&self) -> Value {
-        let r3 = |x: f64| (x * 1000.0).round() / 1000.0;
         json!({
-            "seconds": r3(self.seconds),
-            "bench_cores": r3(self.bench_cores),
-            "worker_cores": r3(self.worker_cores),
-            "broker_cores": self.broker_cores.map(r3),
-            "broker_jit_cores": self.broker_jit_cores.map(r3),
-            "machine_busy_share": self.machine_busy_share.map(r3),
-            "cpu_pressure_some_share": self.pressure_some_share.map(r3),
+            "seconds": round3(self.seconds),
+            "bench_cores": round3(self.bench_cores),
+            "worker_cores": round3(self.worker_cores),
+            "broker_cores": self.broker_cores.map(round3),
+            "broker_jit_cores": self.broker_jit_cores.map(round3),
+            "machine_busy_share": self.machine_busy_share.map(round3),
+            "cpu_pressure_some_share": self.pressure_some_share.map(round3),
             "measured_as": "CPU seconds per second from /proc/<pid>/stat for sluice-bench itself (its load generator producing the offered rate, and its samplers), the worker and the Kafka broker (the JVM running kafka.Kafka that advertises the bootstrap address; null if not on this machine), broker_jit_cores = its C1/C2 compiler threads (/proc/<pid>/task); machine_busy_share = non-idle, non-iowait share of all CPUs (/proc/stat); cpu_pressure_some_share = share of the time at least one runnable task waited for a CPU (/proc/pressure/cpu, null without PSI)",
         })
     }

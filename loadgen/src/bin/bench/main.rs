@@ -52,10 +52,7 @@ async fn main() -> Result<()> {
     sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {run}")))
         .execute(&mut admin)
         .await?;
-    let db_url = format!(
-        "{}/{run}",
-        &args.database_url[..args.database_url.rfind('/').expect("db url has a path")]
-    );
+    let db_url = args.database_url_of(&run);
     if let Err(e) = pg_view::enable_statements(&mut admin).await {
         eprintln!("   warning: no pg_stat_statements ({e:#}); the statements view stays empty");
     }
@@ -433,13 +430,15 @@ fn round2(x: f64) -> f64 {
     (x * 100.0).round() / 100.0
 }
 
+fn round3(x: f64) -> f64 {
+    (x * 1000.0).round() / 1000.0
+}
+
 /// `VACUUM (ANALYZE)` the bench database: the maintenance `what` left owing (a first
 /// autovacuum of up to a million rows per table) is paid now, not beside the next
 /// measurement. Seconds it took.
 async fn vacuum(db: &mut PgConnection, what: &str) -> Result<f64> {
-    let started = Instant::now();
-    sqlx::raw_sql("VACUUM (ANALYZE)").execute(&mut *db).await?;
-    let seconds = started.elapsed().as_secs_f64();
+    let seconds = pg_view::vacuum_analyze(db).await?;
     eprintln!("   VACUUM (ANALYZE) after {what}: {seconds:.1}s");
     Ok(seconds)
 }

@@ -64,6 +64,13 @@ pub async fn enable_statements(admin: &mut PgConnection) -> Result<()> {
 /// `CHECKPOINT`, then wait (up to 5 s) until the checkpointer has published its figures:
 /// it does so after waking the waiting backend, and a snapshot taken in between would
 /// count this checkpoint in the phase that follows.
+/// `VACUUM (ANALYZE)` the database `db` is connected to; seconds it took.
+pub async fn vacuum_analyze(db: &mut PgConnection) -> Result<f64> {
+    let started = std::time::Instant::now();
+    sqlx::raw_sql("VACUUM (ANALYZE)").execute(&mut *db).await?;
+    Ok(started.elapsed().as_secs_f64())
+}
+
 pub async fn checkpoint(admin: &mut PgConnection) -> Result<()> {
     const REQUESTED: &str = "SELECT checkpoints_req::float8 FROM pg_stat_bgwriter";
     sqlx::raw_sql("SELECT pg_stat_clear_snapshot()")

@@ -58,7 +58,6 @@ pub async fn scaling(args: &Args, template: &LoadSpec, run: &str) -> Result<Scal
         points.len()
     );
     let mut admin = PgConnection::connect(&args.database_url).await?;
-    let base = &args.database_url[..args.database_url.rfind('/').expect("db url has a path")];
     let mut out = Vec::new();
     for (partitions, workers) in points {
         let name = format!("{run}_scale_p{partitions}_w{workers}");
@@ -68,7 +67,7 @@ pub async fn scaling(args: &Args, template: &LoadSpec, run: &str) -> Result<Scal
             .execute(&mut admin)
             .await?;
         sqlx::raw_sql("CHECKPOINT").execute(&mut admin).await?;
-        let db_url = format!("{base}/{name}");
+        let db_url = args.database_url_of(&name);
         let group = [("SLUICE_KAFKA__GROUP_ID", format!("{name}-group"))];
         let mut ports: Vec<u16> = Vec::new();
         while ports.len() < workers {

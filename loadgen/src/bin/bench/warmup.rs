@@ -45,11 +45,10 @@ pub async fn warm_up(
     sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
         .execute(&mut *admin)
         .await?;
-    let base = &args.database_url[..args.database_url.rfind('/').expect("db url has a path")];
     let port = free_port()?;
     let mut worker = spawn_worker(
         args,
-        &format!("{base}/{name}"),
+        &args.database_url_of(&name),
         &topic,
         port,
         "worker-warmup.log",
