@@ -288,28 +288,39 @@ pub fn duplicate(
     }
 }
 
+/// A valid record with these ids, unscored, for tests.
+#[cfg(test)]
+pub(crate) fn test_record(
+    transaction_id: &str,
+    customer_id: &str,
+    partition: i32,
+    offset: i64,
+) -> Accepted {
+    let json = serde_json::json!({
+        "transaction_id": transaction_id, "customer_id": customer_id, "merchant_id": "m",
+        "amount": 1.0, "currency": "EUR", "timestamp": "2026-11-25T11:00:00Z",
+        "payment_method": "credit_card", "country": "DE"
+    });
+    let bounds =
+        crate::validate::TimeBounds::around("2026-11-25T12:00:00Z".parse().unwrap(), 30, 300);
+    Accepted {
+        valid: crate::validate::validate(json.to_string().as_bytes(), bounds).unwrap(),
+        partition,
+        offset,
+        kafka_timestamp: Utc::now(),
+        received_at: Instant::now(),
+        raw: Vec::new(),
+        verdict: None,
+        late: false,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn accepted(partition: i32, n: usize) -> Accepted {
-        let json = serde_json::json!({
-            "transaction_id": format!("t-{partition}-{n}"), "customer_id": "c", "merchant_id": "m",
-            "amount": 1.0, "currency": "EUR", "timestamp": "2026-11-25T11:00:00Z",
-            "payment_method": "credit_card", "country": "DE"
-        });
-        let bounds =
-            crate::validate::TimeBounds::around("2026-11-25T12:00:00Z".parse().unwrap(), 30, 300);
-        Accepted {
-            valid: crate::validate::validate(json.to_string().as_bytes(), bounds).unwrap(),
-            partition,
-            offset: n as i64,
-            kafka_timestamp: Utc::now(),
-            received_at: Instant::now(),
-            raw: Vec::new(),
-            verdict: None,
-            late: false,
-        }
+        test_record(&format!("t-{partition}-{n}"), "c", partition, n as i64)
     }
 
     #[test]

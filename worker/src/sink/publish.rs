@@ -111,26 +111,13 @@ async fn await_deliveries(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::validate::{TimeBounds, validate};
+    use crate::batch::test_record;
     use sluice_fraud::Verdict;
-    use std::time::Instant;
 
     fn record(id: &str, verdict: Option<Verdict>) -> Accepted {
-        let json = serde_json::json!({
-            "transaction_id": id, "customer_id": "c-\"7\"", "merchant_id": "m",
-            "amount": 1.0, "currency": "EUR", "timestamp": "2026-11-25T11:00:00Z",
-            "payment_method": "credit_card", "country": "DE"
-        });
-        let bounds = TimeBounds::around("2026-11-25T12:00:00Z".parse().unwrap(), 30, 300);
         Accepted {
-            valid: validate(json.to_string().as_bytes(), bounds).unwrap(),
-            partition: 0,
-            offset: 0,
-            kafka_timestamp: Utc::now(),
-            received_at: Instant::now(),
-            raw: Vec::new(),
             verdict,
-            late: false,
+            ..test_record(id, "c-\"7\"", 0, 0)
         }
     }
 
