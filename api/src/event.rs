@@ -1,6 +1,7 @@
 //! The transaction event as it arrives on Kafka (contract §1). Field names and types follow
 //! `transaction.schema.json`; range and format rules are checked by the worker's validator.
 
+pub use compact_str::CompactString;
 use serde::{Deserialize, Serialize};
 
 /// Largest record value the contract accepts, in bytes.
@@ -9,32 +10,34 @@ pub const MAX_RECORD_BYTES: usize = 64 * 1024;
 /// Upper bound on `amount` (inclusive), in major units.
 pub const MAX_AMOUNT: f64 = 1_000_000.0;
 
-/// One e-commerce payment event. Unknown JSON fields are ignored and never stored.
+/// One e-commerce payment event. Unknown JSON fields are ignored and never stored. Text
+/// fields are [`CompactString`]s: most (ids, codes, short names) fit in the 24 bytes of the
+/// value itself, so decoding an event allocates for its long fields only.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Transaction {
-    pub transaction_id: String,
-    pub customer_id: String,
-    pub merchant_id: String,
+    pub transaction_id: CompactString,
+    pub customer_id: CompactString,
+    pub merchant_id: CompactString,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub merchant_category: Option<String>,
+    pub merchant_category: Option<CompactString>,
     pub amount: f64,
-    pub currency: String,
+    pub currency: CompactString,
     /// RFC 3339 event time with offset, kept as text until validated.
-    pub timestamp: String,
+    pub timestamp: CompactString,
     pub payment_method: PaymentMethod,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub channel: Option<Channel>,
-    pub country: String,
+    pub country: CompactString,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub shipping_country: Option<String>,
+    pub shipping_country: Option<CompactString>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub card_last4: Option<String>,
+    pub card_last4: Option<CompactString>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub card_fingerprint: Option<String>,
+    pub card_fingerprint: Option<CompactString>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub device_id: Option<String>,
+    pub device_id: Option<CompactString>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub ip_address: Option<String>,
+    pub ip_address: Option<CompactString>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub latitude: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]

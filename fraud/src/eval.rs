@@ -273,7 +273,7 @@ fn run(
                 db.extend(store.take_dirty());
             }
             if !store.contains(&tx.customer_id)
-                && let Some(bytes) = db.get(&tx.customer_id)
+                && let Some(bytes) = db.get(tx.customer_id.as_str())
             {
                 store
                     .warm(&tx.customer_id, bytes)
@@ -637,7 +637,7 @@ pub fn category_log_prices(cfg: &EvalConfig) -> BTreeMap<String, f64> {
         total += x;
         n += 1.0;
         if let Some(c) = tx.merchant_category {
-            let e = sums.entry(c).or_default();
+            let e = sums.entry(c.into()).or_default();
             e.0 += x;
             e.1 += 1.0;
         }

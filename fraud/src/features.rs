@@ -438,7 +438,7 @@ mod tests {
             merchant_category: Some("grocery".into()),
             amount: 0.0,
             currency: "EUR".into(),
-            timestamp: String::new(),
+            timestamp: Default::default(),
             payment_method: PaymentMethod::CreditCard,
             channel: None,
             country: country.into(),
@@ -688,7 +688,7 @@ mod tests {
         let mut last = 0.0;
         for i in 0..6 {
             let mut t = tx("m7", "d7", "FR", PARIS);
-            t.card_fingerprint = Some(format!("stolen{}", i / 2));
+            t.card_fingerprint = Some(format!("stolen{}", i / 2).into());
             let o = Observation::new(&t, start + i * 5_000, 100);
             let f = Features::extract(&p, &o);
             if i > 0 {

@@ -7,6 +7,7 @@ use crate::store::ProfileStore;
 use serde::{Deserialize, Serialize};
 use sluice_api::Transaction;
 use sluice_api::config::FraudConfig;
+use smallvec::SmallVec;
 use std::collections::BTreeMap;
 use std::path::Path;
 
@@ -111,13 +112,17 @@ impl Default for Model {
     }
 }
 
+/// A verdict's reasons; more than four spill to the heap.
+pub type Reasons = SmallVec<[&'static str; 4]>;
+
 /// The outcome for one transaction.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Verdict {
     /// Fraud probability estimate in [0, 1].
     pub score: f64,
-    /// Rules that pushed the score up most, strongest first.
-    pub reasons: Vec<&'static str>,
+    /// Rules that pushed the score up most, strongest first. Inline for the usual few, so a
+    /// verdict costs no allocation.
+    pub reasons: Reasons,
     pub flagged: bool,
 }
 
@@ -173,7 +178,7 @@ impl Scorer {
         if !self.config.enabled {
             return Verdict {
                 score: 0.0,
-                reasons: Vec::new(),
+                reasons: Reasons::new(),
                 flagged: false,
             };
         }
@@ -183,8 +188,8 @@ impl Scorer {
     /// The verdict for already extracted features.
     pub fn verdict(&self, f: &Features) -> Verdict {
         let mut logit = self.model.bias;
-        // Contributions per rule, in FEATURES order; rules are few, so a small vec.
-        let mut by_rule: Vec<(&'static str, f64)> = Vec::with_capacity(8);
+        // Contributions per rule, in FEATURES order; on the stack, as a verdict is per event.
+        let mut by_rule: SmallVec<[(&'static str, f64); NUM_FEATURES]> = SmallVec::new();
         for (i, (_, rule)) in FEATURES.iter().enumerate() {
             if !self.enabled[i] || f.x[i] == 0.0 {
                 continue;
@@ -238,7 +243,8 @@ mod tests {
             tx.amount = 2_400.0;
             tx.latitude = Some(-23.5);
             tx.longitude = Some(-46.6);
-            tx.timestamp = crate::sim::rfc3339(CLOCK_START_MS + 60 * 8 * 3_600_000 - 1_800_000);
+            tx.timestamp =
+                crate::sim::rfc3339(CLOCK_START_MS + 60 * 8 * 3_600_000 - 1_800_000).into();
             out.push(tx);
         }
         out.into_iter()
@@ -349,7 +355,7 @@ mod tests {
         let target = &events[0].0.customer_id;
         let mut alone = ProfileStore::new(100);
         for (i, (tx, t, c)) in events.iter().enumerate() {
-            if &tx.customer_id == target {
+            if tx.customer_id == *target {
                 assert_eq!(scorer.score(&mut alone, tx, *t, *c).score, mixed[i]);
             }
         }

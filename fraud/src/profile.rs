@@ -561,7 +561,7 @@ mod tests {
             merchant_category: None,
             amount: 0.0,
             currency: "EUR".into(),
-            timestamp: String::new(),
+            timestamp: Default::default(),
             payment_method: PaymentMethod::CreditCard,
             channel: None,
             country: "FR".into(),
@@ -633,7 +633,7 @@ mod tests {
                 (tx.amount * 100.0) as i64,
             );
             profiles
-                .entry(tx.customer_id.clone())
+                .entry(tx.customer_id.to_string())
                 .or_default()
                 .observe(&o);
         }

@@ -1139,28 +1139,31 @@ impl Simulator {
         let h = fp ^ spec.device.unwrap_or(0).rotate_left(17) ^ u64::from(spec.country) << 40;
         let age_days = ((now_ms - t0 - cu.created_ms) / DAY_MS).max(0) as u32;
         Transaction {
-            transaction_id: format!("t-{:x}-{:x}", self.seed, self.seq),
-            customer_id: cu.id.clone(),
-            merchant_id: m.id.clone(),
-            merchant_category: Some(CATEGORIES[usize::from(m.category)].0.to_string()),
+            transaction_id: format!("t-{:x}-{:x}", self.seed, self.seq).into(),
+            customer_id: cu.id.as_str().into(),
+            merchant_id: m.id.as_str().into(),
+            merchant_category: Some(CATEGORIES[usize::from(m.category)].0.into()),
             amount: ((spec.amount.max(0.01) * 100.0).round() / 100.0)
                 .min(sluice_api::event::MAX_AMOUNT),
-            currency: home.currency.to_string(),
-            timestamp: rfc3339(now_ms),
+            currency: home.currency.into(),
+            timestamp: rfc3339(now_ms).into(),
             payment_method: spec.card.method,
             channel: Some(spec.channel),
-            country: country.code.to_string(),
-            shipping_country: Some(COUNTRIES[usize::from(spec.shipping)].code.to_string()),
-            card_last4: Some(format!("{:04}", fp % 10_000)),
-            card_fingerprint: Some(format!("fp{fp:016x}")),
-            device_id: spec.device.map(|d| format!("d{d:016x}")),
-            ip_address: Some(format!(
-                "{}.{}.{}.{}",
-                11 + spec.country * 13,
-                (h >> 8) as u8,
-                (h >> 16) as u8,
-                (h as u8).max(1)
-            )),
+            country: country.code.into(),
+            shipping_country: Some(COUNTRIES[usize::from(spec.shipping)].code.into()),
+            card_last4: Some(format!("{:04}", fp % 10_000).into()),
+            card_fingerprint: Some(format!("fp{fp:016x}").into()),
+            device_id: spec.device.map(|d| format!("d{d:016x}").into()),
+            ip_address: Some(
+                format!(
+                    "{}.{}.{}.{}",
+                    11 + spec.country * 13,
+                    (h >> 8) as u8,
+                    (h >> 16) as u8,
+                    (h as u8).max(1)
+                )
+                .into(),
+            ),
             latitude: spec.location.map(|l| l.0.clamp(-90.0, 90.0)),
             longitude: spec
                 .location
@@ -1177,7 +1180,7 @@ impl Simulator {
             "unknown_currency" => tx.currency = "XYZ".into(),
             "bad_country" => tx.country = "usa".into(),
             "bad_timestamp" => tx.timestamp = "yesterday".into(),
-            _ => tx.timestamp = rfc3339(now_ms + HOUR_MS),
+            _ => tx.timestamp = rfc3339(now_ms + HOUR_MS).into(),
         }
         kind
     }

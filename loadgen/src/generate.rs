@@ -163,13 +163,14 @@ impl Generator {
         tx.transaction_id = format!(
             "{}-{}-{:010}",
             self.config.id_prefix, self.config.seed, self.seq
-        );
-        tx.timestamp = now.to_rfc3339_opts(SecondsFormat::Millis, true);
+        )
+        .into();
+        tx.timestamp = now.to_rfc3339_opts(SecondsFormat::Millis, true).into();
         if roll < self.config.duplicate_ratio + self.config.invalid_ratio {
             // "In the future" means after the wall clock, whatever the event clock says.
             let payload = self.corrupt(&tx, now.max(Utc::now()));
             return Event {
-                key: tx.customer_id,
+                key: tx.customer_id.into(),
                 payload,
                 kind: EventKind::Invalid,
                 transaction_id: None,
@@ -178,9 +179,9 @@ impl Generator {
         }
         let payload = serde_json::to_vec(&tx).expect("serialisable");
         let entry = (
-            tx.customer_id.clone(),
+            tx.customer_id.to_string(),
             payload.clone(),
-            tx.transaction_id.clone(),
+            tx.transaction_id.to_string(),
         );
         if self.recent.len() < 10_000 {
             self.recent.push(entry);
@@ -189,10 +190,10 @@ impl Generator {
             self.recent[slot] = entry;
         }
         Event {
-            key: tx.customer_id,
+            key: tx.customer_id.into(),
             payload,
             kind: EventKind::Valid,
-            transaction_id: Some(tx.transaction_id),
+            transaction_id: Some(tx.transaction_id.into()),
             label: Some(label),
         }
     }

@@ -16,6 +16,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use sluice_api::Transaction;
 use sluice_api::config::FraudConfig;
+use sluice_api::event::CompactString;
 use sluice_fraud::eval::{
     DetectorReport, HardNegative, Metrics, Outcome, baseline_rules, detector,
     false_positive_reasons, hard_negatives, reasons_by_scenario, render_quality,
@@ -574,7 +575,10 @@ pub async fn evaluate(
                 flagged: stored_flag,
                 baseline: base,
                 label: labels[i].1,
-                top_reason: top_reasons.get(&tx_row.transaction_id).copied().flatten(),
+                top_reason: top_reasons
+                    .get(tx_row.transaction_id.as_str())
+                    .copied()
+                    .flatten(),
             });
         }
     }
@@ -625,30 +629,35 @@ async fn top_alert_reasons(
 /// A stored row as the contract event the worker scored, its amount in cents and event time.
 fn transaction(row: &sqlx::postgres::PgRow) -> Result<(Transaction, i64, DateTime<Utc>)> {
     let text = |v: String| serde_json::Value::String(v);
+    let s = |i: usize| row.try_get::<String, _>(i).map(CompactString::from);
+    let opt = |i: usize| {
+        row.try_get::<Option<String>, _>(i)
+            .map(|v| v.map(CompactString::from))
+    };
     let cents: i64 = row.try_get(4)?;
     let event_time: DateTime<Utc> = row.try_get(6)?;
     let payment_method: String = row.try_get(7)?;
     let channel: Option<String> = row.try_get(8)?;
     let tx = Transaction {
-        transaction_id: row.try_get(0)?,
-        customer_id: row.try_get(1)?,
-        merchant_id: row.try_get(2)?,
-        merchant_category: row.try_get(3)?,
+        transaction_id: s(0)?,
+        customer_id: s(1)?,
+        merchant_id: s(2)?,
+        merchant_category: opt(3)?,
         amount: cents as f64 / 100.0,
-        currency: row.try_get(5)?,
-        timestamp: event_time.to_rfc3339(),
+        currency: s(5)?,
+        timestamp: event_time.to_rfc3339().into(),
         payment_method: serde_json::from_value(text(payment_method))
             .context("stored payment_method")?,
         channel: channel
             .map(|c| serde_json::from_value(text(c)))
             .transpose()
             .context("stored channel")?,
-        country: row.try_get(9)?,
-        shipping_country: row.try_get(10)?,
-        card_last4: row.try_get(11)?,
-        card_fingerprint: row.try_get(12)?,
-        device_id: row.try_get(13)?,
-        ip_address: row.try_get(14)?,
+        country: s(9)?,
+        shipping_country: opt(10)?,
+        card_last4: opt(11)?,
+        card_fingerprint: opt(12)?,
+        device_id: opt(13)?,
+        ip_address: opt(14)?,
         latitude: row.try_get(15)?,
         longitude: row.try_get(16)?,
         account_age_days: row.try_get::<Option<i32>, _>(17)?.map(|d| d.max(0) as u32),

@@ -4,9 +4,12 @@
 use crate::batch_timing::{Stage, StageTimes};
 use crate::score::ProfileRow;
 use crate::validate::{Reason, ValidTransaction};
+use bytes::Bytes;
 use chrono::{DateTime, Utc};
+use hashbrown::HashTable;
 use sluice_fraud::Verdict;
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
+use std::hash::{BuildHasher, RandomState};
 use std::time::Instant;
 
 /// A valid record, scored, waiting to be written.
@@ -17,7 +20,7 @@ pub struct Accepted {
     pub kafka_timestamp: DateTime<Utc>,
     pub received_at: Instant,
     /// Original bytes, kept in case the row turns out to be a duplicate (DLQ needs them).
-    pub raw: Vec<u8>,
+    pub raw: Bytes,
     /// The fraud stage's verdict, given when the batch is handed on (see `batcher`), in
     /// partition order; `None` while not scored yet or when nothing scored it (scoring off,
     /// a repeat).
@@ -87,7 +90,10 @@ pub struct Batch {
     pub handed_on_at: Option<Instant>,
     /// The consumer thread's stages (decode, profile reload, score), summed over its records.
     pub times: StageTimes,
-    ids: HashSet<String>,
+    /// The valid records by transaction id, as indexes into `accepted`: finds a repeat within
+    /// the batch without a copy of every id.
+    ids: HashTable<usize>,
+    id_hasher: RandomState,
     /// `accepted[..scored]` went through the scoring stage. Scoring waits for the hand-on
     /// (see `batcher`), and a batch the sink had no room for keeps growing after it.
     scored: usize,
@@ -105,7 +111,8 @@ impl Batch {
             first_taken: None,
             handed_on_at: None,
             times: StageTimes::default(),
-            ids: HashSet::new(),
+            ids: HashTable::new(),
+            id_hasher: RandomState::new(),
             scored: 0,
         }
     }
@@ -207,14 +214,26 @@ impl Batch {
     /// Whether a valid record with this id is already in the batch: a second copy is a
     /// duplicate at once (the database only sees one copy per statement), and is not scored.
     pub fn holds(&self, transaction_id: &str) -> bool {
-        self.ids.contains(transaction_id)
+        let hash = self.id_hasher.hash_one(transaction_id);
+        self.ids
+            .find(hash, |&i| {
+                self.accepted[i].valid.tx.transaction_id == transaction_id
+            })
+            .is_some()
     }
 
     /// Add a valid record whose id is not in the batch yet (see [`Batch::holds`]).
     pub fn push_accepted(&mut self, record: Accepted) {
         debug_assert!(!self.holds(&record.valid.tx.transaction_id));
-        self.ids.insert(record.valid.tx.transaction_id.clone());
         self.accepted.push(record);
+        self.index_id(self.accepted.len() - 1);
+    }
+
+    /// Add `accepted[i]` to the ids.
+    fn index_id(&mut self, i: usize) {
+        let (accepted, hasher) = (&self.accepted, &self.id_hasher);
+        let id_hash = |i: usize| hasher.hash_one(accepted[i].valid.tx.transaction_id.as_str());
+        self.ids.insert_unique(id_hash(i), i, |&j| id_hash(j));
     }
 
     /// Accepted records not scored yet, in order.
@@ -251,11 +270,10 @@ impl Batch {
         self.rejected.retain(|r| keep(r.partition));
         self.offsets.retain(|p, _| keep(*p));
         self.profiles.retain(|_, r| r.partition.is_none_or(&keep));
-        self.ids = self
-            .accepted
-            .iter()
-            .map(|r| r.valid.tx.transaction_id.clone())
-            .collect();
+        self.ids.clear();
+        for i in 0..self.accepted.len() {
+            self.index_id(i);
+        }
     }
 }
 
@@ -309,7 +327,7 @@ pub(crate) fn test_record(
         offset,
         kafka_timestamp: Utc::now(),
         received_at: Instant::now(),
-        raw: Vec::new(),
+        raw: Bytes::new(),
         verdict: None,
         late: false,
     }
@@ -347,6 +365,21 @@ mod tests {
             "only what arrived since the last scoring"
         );
         assert_eq!(scored, ["t-1-0", "t-2-0"]);
+    }
+
+    #[test]
+    fn a_batch_knows_the_ids_it_holds_after_partitions_leave() {
+        let mut b = Batch::new(0);
+        for n in 0..100 {
+            b.push_accepted(accepted((n % 3) as i32, n));
+        }
+        assert!(b.holds("t-1-1") && b.holds("t-2-98"));
+        assert!(!b.holds("t-1-0"), "not an id of the batch");
+        b.retain_partitions(|p| p != 1);
+        assert!(!b.holds("t-1-1"), "gone with its partition");
+        assert!(b.holds("t-0-0") && b.holds("t-2-98"));
+        b.push_accepted(accepted(1, 1));
+        assert!(b.holds("t-1-1"));
     }
 
     #[test]

@@ -19,6 +19,7 @@
 use crate::batch::{Accepted, Batch, Rejected, duplicate};
 use crate::batch_timing::{Laps, Stage};
 use crate::db::StoredOffset;
+use crate::raw_chunks::RawChunks;
 use crate::score::{ProfileRow, ScoringStage};
 use crate::summaries::Watermark;
 use crate::validate::{TimeBounds, ValidTransaction, mask_pans, validate};
@@ -134,6 +135,7 @@ pub struct Batcher {
     pub scorer: Box<dyn ScoringStage>,
     /// Valid records before their partition's stored offset, to replay into the profiles.
     replay: Vec<(ValidTransaction, i32)>,
+    raw_chunks: RawChunks,
     /// Checkpoint the profiles at most this often (zero: with every batch)…
     checkpoint_every: Duration,
     /// …or once this many are dirty, which bounds memory (dirty profiles are never evicted).
@@ -166,6 +168,7 @@ impl Batcher {
             owned: HashMap::new(),
             scorer,
             replay: Vec::new(),
+            raw_chunks: RawChunks::default(),
             checkpoint_every: Duration::from_millis(config.fraud.profile_checkpoint_ms),
             checkpoint_dirty_limit: (config.fraud.profile_capacity / 2).max(1),
             last_checkpoint: Instant::now(),
@@ -319,7 +322,7 @@ impl Batcher {
                     offset,
                     kafka_timestamp,
                     received_at: started,
-                    raw: payload.to_vec(),
+                    raw: self.raw_chunks.keep(payload),
                     verdict: None,
                     late,
                 });

@@ -15,7 +15,8 @@
 //!
 //! Around them: [`config`] (load, validate, hot reload), [`db`] (pool, migrations,
 //! partitions, stored offsets), [`kafka`] (client settings), [`metrics`],
-//! [`batch_timing`] (where a batch's time goes) and [`error_events`], [`http`] (probes, metrics and the [`analytics`] read API), and
+//! [`batch_timing`] (where a batch's time goes), [`raw_chunks`] (payload copies kept for
+//! a possible duplicate) and [`error_events`], [`http`] (probes, metrics and the [`analytics`] read API), and
 //! [`copy`] (rows in COPY format) and [`tcp_nodelay`] (what lets the sink COPY).
 
 // Stages, in data order (kept apart so rustfmt leaves the order alone).
@@ -47,6 +48,7 @@ pub mod error_events;
 pub mod http;
 pub mod kafka;
 pub mod metrics;
+pub mod raw_chunks;
 pub mod tcp_nodelay;
 
 use anyhow::{Context as _, Result};

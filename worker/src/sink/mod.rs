@@ -22,6 +22,7 @@ use chrono::{DateTime, Utc};
 use order::{Follow, Order, Turn};
 use rdkafka::error::KafkaError;
 use rdkafka::producer::FutureProducer;
+use sluice_api::event::CompactString;
 use sqlx::PgPool;
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -214,7 +215,7 @@ struct InFlight {
     lanes: tokio::task::JoinHandle<Vec<Settled>>,
     follow: Follow,
     /// Its transaction ids, for the batch after it.
-    ids: Arc<HashSet<String>>,
+    ids: Arc<HashSet<CompactString>>,
 }
 
 impl Sink {
@@ -250,7 +251,7 @@ impl Sink {
             let generation = batch.generation;
             let lanes: Vec<Arc<Batch>> =
                 batch.split(sink.lanes).into_iter().map(Arc::new).collect();
-            let ids: Arc<HashSet<String>> = Arc::new(if sink.overlap {
+            let ids: Arc<HashSet<CompactString>> = Arc::new(if sink.overlap {
                 lanes
                     .iter()
                     .flat_map(|b| &b.accepted)
@@ -503,7 +504,7 @@ impl Sink {
 
         // The Kafka outputs go out now and are delivered while the statements run; only what
         // is still undelivered after the last statement holds the commit back.
-        let alerts: Vec<(String, String)> = prepared
+        let alerts: Vec<(CompactString, String)> = prepared
             .alert_messages
             .into_iter()
             .filter(|(i, _)| claimed.fresh[*i])

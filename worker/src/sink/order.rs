@@ -18,6 +18,7 @@
 //! back at the gate (it is *overtaken*) and starts again once the earlier one is settled; a
 //! retry never overlaps.
 
+use sluice_api::event::CompactString;
 use std::collections::HashSet;
 use std::sync::Arc;
 use tokio::sync::watch;
@@ -70,7 +71,7 @@ pub enum Turn {
 pub struct Order {
     before: Option<watch::Receiver<Progress>>,
     /// The transaction ids of the batch before, when it is of the same generation.
-    before_ids: Arc<HashSet<String>>,
+    before_ids: Arc<HashSet<CompactString>>,
     own: Arc<watch::Sender<Progress>>,
 }
 
@@ -82,7 +83,7 @@ impl Order {
     pub fn new(
         generation: u64,
         lanes: usize,
-        before: Option<(Follow, Arc<HashSet<String>>)>,
+        before: Option<(Follow, Arc<HashSet<CompactString>>)>,
     ) -> (Self, Follow) {
         let (own, follow) = watch::channel(Progress {
             generation,
@@ -215,7 +216,7 @@ mod tests {
 
     #[test]
     fn only_ids_of_the_same_generation_count_as_held() {
-        let ids: Arc<HashSet<String>> = Arc::new(["tx-1".to_string()].into());
+        let ids: Arc<HashSet<CompactString>> = Arc::new(["tx-1".into()].into());
         let (_, follow) = Order::new(3, 1, None);
         let (same, _) = Order::new(3, 1, Some((follow.clone(), Arc::clone(&ids))));
         let (resynced, _) = Order::new(4, 1, Some((follow, ids)));

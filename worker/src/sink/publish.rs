@@ -8,6 +8,7 @@ use chrono::Utc;
 use rdkafka::error::KafkaError;
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
+use sluice_api::event::CompactString;
 
 impl Sink {
     pub(super) async fn publish_dlq(&self, rejected: &[&Rejected]) -> Result<(), KafkaError> {
@@ -85,11 +86,11 @@ pub(super) fn alert_messages(records: &[Accepted]) -> Vec<(usize, String)> {
 pub(super) async fn send_alerts(
     producer: FutureProducer,
     topic: String,
-    alerts: Vec<(String, String)>,
+    alerts: Vec<(CompactString, String)>,
 ) -> Result<(), KafkaError> {
     let mut deliveries = Vec::with_capacity(alerts.len());
     for (key, payload) in &alerts {
-        let record = FutureRecord::to(&topic).key(key).payload(payload);
+        let record = FutureRecord::to(&topic).key(key.as_str()).payload(payload);
         deliveries.push(producer.send_result(record).map_err(|(e, _)| e)?);
     }
     await_deliveries(deliveries).await
@@ -125,7 +126,7 @@ mod tests {
     fn a_message_per_flagged_record_with_the_contract_fields() {
         let verdict = |flagged| Verdict {
             score: 0.93,
-            reasons: vec!["velocity_1h", "new_device"],
+            reasons: ["velocity_1h", "new_device"].into_iter().collect(),
             flagged,
         };
         let records = [

@@ -8,6 +8,7 @@ use crate::pan;
 pub use crate::pan::mask_pans;
 use chrono::{DateTime, Utc};
 use sluice_api::Transaction;
+use sluice_api::event::CompactString;
 use sluice_api::event::{MAX_AMOUNT, MAX_RECORD_BYTES, is_known_currency};
 
 /// Why a record was rejected. The string form is stored in `rejected_transactions.reason`,
@@ -245,7 +246,7 @@ pub fn validate(payload: &[u8], bounds: TimeBounds) -> Result<ValidTransaction, 
     if let Some(category) = tx.merchant_category.as_mut()
         && let Some(masked) = pan::mask_card_numbers(category)
     {
-        *category = masked;
+        *category = masked.into();
     }
     Ok(ValidTransaction {
         tx,
@@ -326,7 +327,7 @@ fn check_len(field: &str, value: &str, min: usize, max: usize) -> Result<(), Rej
     Ok(())
 }
 
-fn check_opt_len(field: &str, value: &Option<String>, max: usize) -> Result<(), Rejection> {
+fn check_opt_len(field: &str, value: &Option<CompactString>, max: usize) -> Result<(), Rejection> {
     value
         .as_deref()
         .map_or(Ok(()), |v| check_len(field, v, 0, max))

@@ -49,7 +49,7 @@ async fn copy_generated(conn: &mut sqlx::PgConnection, rows: usize) -> Result<f6
             offset: records.len() as i64,
             kafka_timestamp: now,
             received_at: Instant::now(),
-            raw: Vec::new(),
+            raw: Default::default(),
             verdict: None,
             late: false,
         });
