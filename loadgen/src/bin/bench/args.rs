@@ -22,10 +22,15 @@ pub struct Args {
     /// pipeline that was down that long would find waiting.
     #[arg(long, env = "BENCH_BACKLOG_CLOCK", default_value = "wall", value_parser = ["simulated", "wall"])]
     pub backlog_clock: String,
-    /// Events of the warm-up drained (into a database dropped after) before the measured
-    /// backlog drain, so the broker runs warmed as a long-running one would; 0 skips it.
+    /// Events of each warm-up round drained (into a database dropped after) before the
+    /// measured backlog drain, so the broker runs warmed as a long-running one would; 0
+    /// skips the warm-up.
     #[arg(long, env = "BENCH_WARMUP_EVENTS", default_value_t = 1_000_000)]
     pub warmup_events: u64,
+    /// Most warm-up rounds: they go on until the broker's JIT compiler threads used at most
+    /// 0.05 cores through a round's drain, or this many rounds ran.
+    #[arg(long, env = "BENCH_WARMUP_ROUNDS", default_value_t = 3)]
+    pub warmup_rounds: u32,
     /// Rows for the raw COPY baseline.
     #[arg(long, default_value_t = 300_000)]
     pub copy_rows: usize,

@@ -96,7 +96,7 @@ async fn main() -> Result<()> {
         collect_ids: false,
         labels: None,
     };
-    let warmed = warmup::warm_up(&args, &mut admin, &backlog, &run).await?;
+    let warmed = warmup::warm_up(&args, &mut admin, &backlog, &run, broker_pid).await?;
     took.lap("warmup");
     let produced = {
         let spec = backlog.clone();
