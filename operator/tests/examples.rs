@@ -91,18 +91,28 @@ async fn each_example_becomes_a_pipeline() {
             );
         }
 
-        let dep = ns
-            .api::<Deployment>()
-            .get(&format!("{name}-worker"))
+        // Under autoscaling the operator leaves spec.replicas to the HPA: the Deployment is
+        // created at the API server's default of 1, and the HPA's first sync (the real
+        // kube-controller-manager's) lifts it to min. Read before that sync, it still says 1.
+        let min = Some(want.spec.workers.min_replicas);
+        let deployments = ns.api::<Deployment>();
+        let worker = format!("{name}-worker");
+        let dep = if want.autoscaled() {
+            wait_for(
+                &format!("{file}: the HPA scales the workers to min"),
+                TIMEOUT,
+                || async {
+                    let d = deployments.get(&worker).await.ok()?;
+                    (d.spec.replicas == min).then_some(d)
+                },
+            )
             .await
-            .unwrap();
+        } else {
+            deployments.get(&worker).await.unwrap()
+        };
         assert_owned(&dep, &pd);
         let spec = &dep.spec;
-        assert_eq!(
-            spec.replicas,
-            Some(want.spec.workers.min_replicas),
-            "{file}: replicas start at min"
-        );
+        assert_eq!(spec.replicas, min, "{file}: replicas start at min");
         let pod = spec.template.spec.as_ref().unwrap();
         assert_eq!(
             pod.service_account_name.as_deref(),
