@@ -8,8 +8,7 @@ use crate::pan;
 pub use crate::pan::mask_pans;
 use chrono::{DateTime, Utc};
 use sluice_api::Transaction;
-use sluice_api::event::CompactString;
-use sluice_api::event::{MAX_AMOUNT, MAX_RECORD_BYTES, is_known_currency};
+use sluice_api::event::{CompactString, MAX_AMOUNT, MAX_RECORD_BYTES, is_known_currency};
 
 /// Why a record was rejected. The string form is stored in `rejected_transactions.reason`,
 /// sent as the `sluice-reason` DLQ header and used as a metric label, so it never changes.

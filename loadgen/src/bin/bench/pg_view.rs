@@ -61,9 +61,6 @@ pub async fn enable_statements(admin: &mut PgConnection) -> Result<()> {
     Ok(())
 }
 
-/// `CHECKPOINT`, then wait (up to 5 s) until the checkpointer has published its figures:
-/// it does so after waking the waiting backend, and a snapshot taken in between would
-/// count this checkpoint in the phase that follows.
 /// `VACUUM (ANALYZE)` the database `db` is connected to; seconds it took.
 pub async fn vacuum_analyze(db: &mut PgConnection) -> Result<f64> {
     let started = std::time::Instant::now();
@@ -71,6 +68,9 @@ pub async fn vacuum_analyze(db: &mut PgConnection) -> Result<f64> {
     Ok(started.elapsed().as_secs_f64())
 }
 
+/// `CHECKPOINT`, then wait (up to 5 s) until the checkpointer has published its figures:
+/// it does so after waking the waiting backend, and a snapshot taken in between would
+/// count this checkpoint in the phase that follows.
 pub async fn checkpoint(admin: &mut PgConnection) -> Result<()> {
     const REQUESTED: &str = "SELECT checkpoints_req::float8 FROM pg_stat_bgwriter";
     sqlx::raw_sql("SELECT pg_stat_clear_snapshot()")
