@@ -123,3 +123,30 @@ fn forgetting_a_partition_forgets_its_evicted_customers() {
     s.forget_partitions(&[3]);
     assert!(s.to_reload(&mut ["a"].into_iter()).is_empty());
 }
+
+#[test]
+fn a_lagging_partition_keeps_its_share_of_the_remembered_ids() {
+    let mut recent = RecentIds::default();
+    let bound = 100;
+    // Partition 7 is read up to id 20, then the others race 1,000 ids ahead of it.
+    for h in 0..20 {
+        assert!(recent.insert_bounded(h, 7, bound));
+    }
+    for h in 1_000..2_000 {
+        assert!(recent.insert_bounded(h, h as i32 % 3, bound));
+    }
+    assert!(
+        !recent.insert_bounded(5, 7, bound),
+        "partition 7's repeat is still recognised"
+    );
+    assert!(
+        recent.insert_bounded(1_000, 1, bound),
+        "the flooding partitions gave up their oldest"
+    );
+    assert!(recent.set.len() <= bound + 1);
+    recent.forget_partitions(&[7]);
+    assert!(
+        recent.insert_bounded(5, 7, bound),
+        "forgotten with its partition"
+    );
+}
