@@ -31,6 +31,11 @@ pub struct Args {
     /// 0.05 cores through a round's drain, or this many rounds ran.
     #[arg(long, env = "BENCH_WARMUP_ROUNDS", default_value_t = 3)]
     pub warmup_rounds: u32,
+    /// Drains of the backlog, each with its replay by raw COPY (the bar's ratio): the first
+    /// on the bench database, the others on databases of their own ([`super::drain_pairs`]);
+    /// the report pools them.
+    #[arg(long, env = "BENCH_DRAIN_PAIRS", default_value_t = 2, value_parser = clap::value_parser!(u32).range(1..))]
+    pub drain_pairs: u32,
     /// Rows for the raw COPY baseline.
     #[arg(long, default_value_t = 300_000)]
     pub copy_rows: usize,
