@@ -295,7 +295,9 @@ fn time_lag(
     let mut last_error = None;
     while missing > 0 {
         let Ok(left) = remaining(deadline) else { break };
-        match consumer.poll(left) {
+        // librdkafka waits whole milliseconds: under 1 ms left, poll(left) would return at
+        // once, again and again, until the deadline passed.
+        match consumer.poll(left.max(Duration::from_millis(1))) {
             None => {}
             Some(Err(e)) => last_error = Some(e.to_string()),
             Some(Ok(m)) => {
