@@ -3,7 +3,7 @@
 use super::args::event_clock;
 use super::split::{Counters, Split};
 use super::worker::{cpu_seconds, spawn_worker, stop, watch_drain};
-use super::{Args, pg_view, round2};
+use super::{Args, create_database, pg_view, round2};
 use anyhow::{Context, Result, ensure};
 use serde_json::{Value, json};
 use sluice_harness::free_port;
@@ -129,9 +129,7 @@ pub async fn scoring_compare(
         let scoring = matches!(i % 4, 1 | 2);
         let mode = if scoring { "on" } else { "off" };
         let name = format!("{run}_scoring{i}_{mode}");
-        sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-            .execute(&mut admin)
-            .await?;
+        create_database(&mut admin, &name).await?;
         pg_view::checkpoint(&mut admin).await?;
         let db_url = args.database_url_of(&name);
         let mut db = PgConnection::connect(&db_url).await?;

@@ -11,11 +11,11 @@
 use super::copy::{self, Again};
 use super::machine_cpu::{CpuSnapshot, CpuUse};
 use super::worker::{spawn_worker, stop, watch_drain};
-use super::{Args, pg_view, round2};
+use super::{Args, create_database, pg_view, produce_again, round2};
 use anyhow::{Context, Result};
 use serde_json::{Value, json};
 use sluice_harness::free_port;
-use sluice_loadgen::{GeneratorConfig, LoadSpec, ensure_topic, produce};
+use sluice_loadgen::LoadSpec;
 use sqlx::{Connection, PgConnection};
 use std::time::Duration;
 
@@ -75,20 +75,8 @@ pub async fn again(
     let name = format!("{run}_pair{n}");
     let topic = name.replace('_', "-");
     let id_prefix = format!("pair{n}");
-    ensure_topic(&args.brokers, &topic, args.partitions).await?;
-    let spec = LoadSpec {
-        topic: topic.clone(),
-        progress: false,
-        generator: GeneratorConfig {
-            id_prefix: id_prefix.clone(),
-            ..template.generator.clone()
-        },
-        ..template.clone()
-    };
-    let produced = tokio::task::spawn_blocking(move || produce(&spec)).await??;
-    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-        .execute(&mut *admin)
-        .await?;
+    let produced = produce_again(args, template, &topic, id_prefix.clone(), template.count).await?;
+    create_database(admin, &name).await?;
     let db_url = args.database_url_of(&name);
     let measured = drain_and_replay(
         args,

@@ -50,9 +50,7 @@ async fn main() -> Result<()> {
     let topic = run.replace('_', "-");
     ensure_topic(&args.brokers, &topic, args.partitions).await?;
     let mut admin = PgConnection::connect(&args.database_url).await?;
-    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {run}")))
-        .execute(&mut admin)
-        .await?;
+    create_database(&mut admin, &run).await?;
     let db_url = args.database_url_of(&run);
     if let Err(e) = pg_view::enable_statements(&mut admin).await {
         eprintln!("   warning: no pg_stat_statements ({e:#}); the statements view stays empty");
@@ -481,4 +479,35 @@ async fn vacuum(db: &mut PgConnection, what: &str) -> Result<f64> {
     let seconds = pg_view::vacuum_analyze(db).await?;
     eprintln!("   VACUUM (ANALYZE) after {what}: {seconds:.1}s");
     Ok(seconds)
+}
+
+/// `template`'s backlog again on a topic of its own (made with `args.partitions`): the same
+/// generator, `count` events, ids starting with `id_prefix`.
+async fn produce_again(
+    args: &Args,
+    template: &LoadSpec,
+    topic: &str,
+    id_prefix: String,
+    count: Option<u64>,
+) -> Result<sluice_loadgen::Summary> {
+    ensure_topic(&args.brokers, topic, args.partitions).await?;
+    let spec = LoadSpec {
+        topic: topic.to_owned(),
+        count,
+        progress: false,
+        generator: GeneratorConfig {
+            id_prefix,
+            ..template.generator.clone()
+        },
+        ..template.clone()
+    };
+    tokio::task::spawn_blocking(move || produce(&spec)).await?
+}
+
+/// A database `name` beside the bench's, in the same cluster.
+async fn create_database(admin: &mut PgConnection, name: &str) -> Result<()> {
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .execute(admin)
+        .await?;
+    Ok(())
 }

@@ -11,7 +11,7 @@
 //! was in Kafka, when the producer no longer competes for the CPU.
 
 use super::worker::{cpu_seconds, spawn_worker, stop, wait_assigned, watch_drain};
-use super::{Args, round2};
+use super::{Args, create_database, round2};
 use anyhow::{Context, Result, ensure};
 use serde_json::{Value, json};
 use sluice_harness::{Process, free_port};
@@ -63,9 +63,7 @@ pub async fn scaling(args: &Args, template: &LoadSpec, run: &str) -> Result<Scal
         let name = format!("{run}_scale_p{partitions}_w{workers}");
         let topic = name.replace('_', "-");
         ensure_topic(&args.brokers, &topic, partitions).await?;
-        sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-            .execute(&mut admin)
-            .await?;
+        create_database(&mut admin, &name).await?;
         sqlx::raw_sql("CHECKPOINT").execute(&mut admin).await?;
         let db_url = args.database_url_of(&name);
         let group = [("SLUICE_KAFKA__GROUP_ID", format!("{name}-group"))];

@@ -9,11 +9,11 @@
 
 use super::machine_cpu::CpuSnapshot;
 use super::worker::{spawn_worker, stop, watch_drain};
-use super::{Args, round2, round3};
+use super::{Args, create_database, produce_again, round2, round3};
 use anyhow::Result;
 use serde_json::{Value, json};
 use sluice_harness::free_port;
-use sluice_loadgen::{GeneratorConfig, LoadSpec, ensure_topic, produce};
+use sluice_loadgen::LoadSpec;
 use sqlx::PgConnection;
 use std::time::{Duration, Instant};
 
@@ -78,21 +78,15 @@ async fn warm_round(
 ) -> Result<(f64, Option<f64>)> {
     let name = format!("{run}_warmup{round}");
     let topic = name.replace('_', "-");
-    ensure_topic(&args.brokers, &topic, args.partitions).await?;
-    let spec = LoadSpec {
-        topic: topic.clone(),
-        count: Some(args.warmup_events),
-        progress: false,
-        generator: GeneratorConfig {
-            id_prefix: format!("warmup{round}"),
-            ..template.generator.clone()
-        },
-        ..template.clone()
-    };
-    let produced = tokio::task::spawn_blocking(move || produce(&spec)).await??;
-    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-        .execute(&mut *admin)
-        .await?;
+    let produced = produce_again(
+        args,
+        template,
+        &topic,
+        format!("warmup{round}"),
+        Some(args.warmup_events),
+    )
+    .await?;
+    create_database(admin, &name).await?;
     let port = free_port()?;
     let mut worker = spawn_worker(
         args,
