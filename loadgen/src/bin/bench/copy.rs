@@ -5,6 +5,7 @@
 //! into a copy loaded as the drain's database was before it (the replay): "the same rows
 //! into the same schema" of the issue's bar, the table growing through the same sizes.
 
+use super::{create_database, drop_database};
 use anyhow::{Context, Result, ensure};
 use chrono::Utc;
 use futures::TryStreamExt;
@@ -92,9 +93,7 @@ pub async fn copy_drained_again(
     let chunks = drained_rows(source_url, id_prefix, limit).await?;
     let target = format!("{run}_{suffix}");
     let target_url = source_url.replace(run, &target);
-    sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {target}")))
-        .execute(&mut *admin)
-        .await?;
+    create_database(admin, &target).await?;
     let mut conn = fresh_schema(&target_url, "copy_drained_again").await?;
     if let Again::Replay { preload_rows } = again {
         copy_generated(&mut conn, preload_rows).await?;
@@ -103,11 +102,7 @@ pub async fn copy_drained_again(
     sqlx::raw_sql("CHECKPOINT").execute(&mut *conn).await?;
     let tps = copy_chunks(&mut conn, &chunks).await?;
     drop(conn);
-    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-        "DROP DATABASE {target} WITH (FORCE)"
-    )))
-    .execute(&mut *admin)
-    .await?;
+    drop_database(admin, &target).await?;
     Ok((tps, chunks.iter().map(|c| c.1).sum()))
 }
 

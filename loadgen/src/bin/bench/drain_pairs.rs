@@ -11,7 +11,7 @@
 use super::copy::{self, Again};
 use super::machine_cpu::{CpuSnapshot, CpuUse};
 use super::worker::{spawn_worker, stop, watch_drain};
-use super::{Args, create_database, pg_view, produce_again, round2};
+use super::{Args, create_database, drop_database, pg_view, produce_again, round2};
 use anyhow::{Context, Result};
 use serde_json::{Value, json};
 use sluice_harness::free_port;
@@ -86,11 +86,7 @@ pub async fn again(
         broker_pid,
     )
     .await;
-    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-        "DROP DATABASE {name} WITH (FORCE)"
-    )))
-    .execute(&mut *admin)
-    .await?;
+    drop_database(admin, &name).await?;
     let pair = measured?;
     eprintln!(
         "   pair {n}: drained {} at {:.0} tx/s, replayed by raw COPY at {:.0} rows/s: {:.2}",

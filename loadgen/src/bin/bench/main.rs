@@ -511,3 +511,13 @@ async fn create_database(admin: &mut PgConnection, name: &str) -> Result<()> {
         .await?;
     Ok(())
 }
+
+/// Drop the database `name`, closing what is still connected to it.
+async fn drop_database(admin: &mut PgConnection, name: &str) -> Result<()> {
+    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+        "DROP DATABASE {name} WITH (FORCE)"
+    )))
+    .execute(admin)
+    .await?;
+    Ok(())
+}

@@ -9,7 +9,7 @@
 
 use super::machine_cpu::CpuSnapshot;
 use super::worker::{spawn_worker, stop, watch_drain};
-use super::{Args, create_database, produce_again, round2, round3};
+use super::{Args, create_database, drop_database, produce_again, round2, round3};
 use anyhow::Result;
 use serde_json::{Value, json};
 use sluice_harness::free_port;
@@ -107,11 +107,7 @@ async fn warm_round(
     let cpu = cpu_before.until(&CpuSnapshot::take(worker.id(), broker_pid));
     stop(&mut worker);
     let drained = drained?;
-    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-        "DROP DATABASE {name} WITH (FORCE)"
-    )))
-    .execute(&mut *admin)
-    .await?;
+    drop_database(admin, &name).await?;
     let tps = drained.throughput().map_or(0.0, |(tps, _)| tps);
     Ok((tps, cpu.broker_jit_cores))
 }
